@@ -1,0 +1,8 @@
+#pragma once
+/// sieve/core: tensors, errors, counter-based RNG, stage concepts, pipelines.
+#include "sieve/core/check.hpp"
+#include "sieve/core/param.hpp"
+#include "sieve/core/pipeline.hpp"
+#include "sieve/core/rng.hpp"
+#include "sieve/core/stage.hpp"
+#include "sieve/core/xt.hpp"

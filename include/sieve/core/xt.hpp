@@ -1,0 +1,44 @@
+#pragma once
+/// The one place sieve includes xtensor: every other header includes this one.
+/// Fixed-rank xt::xtensor only: under -std=c++20 with GCC 12, xtensor 0.24.3's dynamic-rank
+/// xt::xarray reducer chains and xt::pad misbehave (see STYLE.md).
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+#include <xtensor/xadapt.hpp>
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xtensor.hpp>
+#include <xtensor/xview.hpp>
+
+namespace sieve {
+
+/// A dense, row-major tensor of fixed rank. Hot loops use .data() and explicit indexing.
+template <class T, std::size_t Rank>
+using Tensor = xt::xtensor<T, Rank>;
+
+template <class T> using Tensor1 = Tensor<T, 1>;
+template <class T> using Tensor2 = Tensor<T, 2>;
+template <class T> using Tensor3 = Tensor<T, 3>;
+template <class T> using Tensor4 = Tensor<T, 4>;
+
+using Tensor1f = Tensor1<float>;
+using Tensor2f = Tensor2<float>;
+using Tensor3f = Tensor3<float>;
+using Tensor4f = Tensor4<float>;
+using Tensor4d = Tensor4<double>;
+
+template <std::size_t Rank>
+using Shape = std::array<std::size_t, Rank>;
+
+/// Resize `t` to `shape` only when it differs, so steady-state buffers are reused.
+template <class T, std::size_t Rank>
+void ensure_shape(Tensor<T, Rank>& t, const Shape<Rank>& shape) {
+  bool same = true;
+  for (std::size_t i = 0; i < Rank; ++i) same = same && t.shape()[i] == shape[i];
+  if (!same) t.resize(shape);
+}
+
+}  // namespace sieve

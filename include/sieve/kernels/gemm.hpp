@@ -1,0 +1,63 @@
+#pragma once
+/// The one BLAS wrapper: every matrix product in sieve goes through gemm() below.
+///
+/// Conventions, stated once: all matrices are row-major and dense. gemm computes
+///   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C[M,N]
+/// with op(X) = X or X^T. The leading dimension of a row-major matrix is its row length as
+/// stored: A is stored [M,K] (lda = K) or, when transposed, [K,M] (lda = M); likewise B is
+/// [K,N] (ldb = N) or [N,K] (ldb = K); C is [M,N] (ldc = N). Callers pass only the logical
+/// sizes, so no call site reasons about leading dimensions again.
+///
+/// The wrapper calls BLAS's Fortran interface (sgemm_/dgemm_), declared below exactly as
+/// OpenBLAS's f77blas.h does: including <cblas.h> here would clash with the CBLAS declarations
+/// xtensor-blas bundles (xflens), and users may include both. Fortran is column-major, so the
+/// row-major product C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T:
+/// the operands swap places and the row-major leading dimensions carry over unchanged.
+
+#include <algorithm>
+#include <cstddef>
+#include <limits>
+#include <type_traits>
+
+#include "sieve/core/check.hpp"
+
+extern "C" {
+void sgemm_(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*, float*, float*, int*);
+void dgemm_(char*, char*, int*, int*, int*, double*, double*, int*, double*, int*, double*, double*, int*);
+void openblas_set_num_threads(int);
+int openblas_get_num_threads(void);
+}
+
+namespace sieve::kernels {
+
+enum class Trans : bool { no = false, yes = true };
+
+/// Requires: A, B, C hold at least M*K, K*N, M*N elements; sizes fit in int (BLAS's index).
+template <class T>
+void gemm(Trans ta, Trans tb, std::size_t M, std::size_t N, std::size_t K, T alpha, const T* A, const T* B,
+          T beta, T* C) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm: float or double only");
+  constexpr auto int_max = static_cast<std::size_t>(std::numeric_limits<int>::max());
+  SIEVE_CHECK(M <= int_max && N <= int_max && K <= int_max, "gemm: M=", M, " N=", N, " K=", K,
+              " exceed BLAS's int index range");
+  if (M == 0 || N == 0) return;
+  int m = static_cast<int>(M), n = static_cast<int>(N), k = static_cast<int>(K);
+  // BLAS rejects a leading dimension of 0 even when K == 0; keep them at least 1.
+  int lda = std::max(1, static_cast<int>(ta == Trans::yes ? M : K));
+  int ldb = std::max(1, static_cast<int>(tb == Trans::yes ? K : N));
+  int ldc = std::max(1, n);
+  char opa = ta == Trans::yes ? 'T' : 'N', opb = tb == Trans::yes ? 'T' : 'N';
+  // Column-major view: C^T[N,M] = op(B)^T[N,K] * op(A)^T[K,M].
+  auto* a = const_cast<T*>(A);  // the Fortran interface is not const-correct; BLAS only reads A, B
+  auto* b = const_cast<T*>(B);
+  if constexpr (std::is_same_v<T, float>)
+    sgemm_(&opb, &opa, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, C, &ldc);
+  else
+    dgemm_(&opb, &opa, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, C, &ldc);
+}
+
+/// Number of threads BLAS uses; fix it for bit-identical results across runs.
+inline void blas_set_threads(int n) { openblas_set_num_threads(n); }
+inline int blas_threads() { return openblas_get_num_threads(); }
+
+}  // namespace sieve::kernels
