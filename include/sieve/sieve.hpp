@@ -3,3 +3,4 @@
 /// they use.
 #include "sieve/core/core.hpp"
 #include "sieve/kernels/gemm.hpp"
+#include "sieve/io/file.hpp"

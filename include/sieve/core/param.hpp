@@ -22,12 +22,16 @@ struct ParamRef {
   bool is_frozen() const { return frozen != nullptr && *frozen; }
 };
 
-/// A non-trainable tensor saved with the weights (BN running statistics).
+/// A non-trainable tensor saved with the weights: BN running statistics (`value`), or a
+/// step counter such as `num_batches_tracked` (`count` non-null, rank 0, int64 on disk).
 template <class T>
 struct BufferRef {
   std::string name;
   std::vector<std::size_t> shape;
   std::span<T> value;
+  std::int64_t* count = nullptr;
+
+  bool is_count() const { return count != nullptr; }
 };
 
 /// Prefix every name in `refs` with `prefix` (e.g. "layer1.0.").

@@ -1,0 +1,114 @@
+#pragma once
+/// Whole-file reads with a size cap, and crash-safe atomic writes.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sieve/core/check.hpp"
+
+namespace sieve::io {
+
+namespace detail {
+inline std::string errno_text() { return std::strerror(errno); }
+
+inline void write_all(int fd, const std::byte* data, std::size_t size, const std::filesystem::path& path) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(path.string(), ": write failed: ", errno_text());
+    }
+    data += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+inline void fsync_dir(const std::filesystem::path& dir) {
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail(dir.string(), ": cannot open directory to fsync: ", errno_text());
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) fail(dir.string(), ": fsync of directory failed: ", errno_text());
+}
+}  // namespace detail
+
+/// Read a whole file. Throws sieve::Error naming the file when it cannot be opened or read,
+/// or when it is larger than `max_bytes`.
+inline std::vector<std::byte> read_file(const std::filesystem::path& path,
+                                        std::uint64_t max_bytes = std::uint64_t{1} << 34) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path.string(), ": cannot open: ", detail::errno_text());
+  struct ::stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    fail(path.string(), ": cannot stat: ", detail::errno_text());
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path.string(), ": not a regular file");
+  }
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size > max_bytes) {
+    ::close(fd);
+    fail(path.string(), ": file is ", size, " bytes, over the limit of ", max_bytes);
+  }
+  std::vector<std::byte> out(static_cast<std::size_t>(size));
+  std::size_t got = 0;
+  while (got < out.size()) {
+    const ssize_t n = ::read(fd, out.data() + got, out.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = n < 0 ? detail::errno_text() : "file shrank while reading";
+      ::close(fd);
+      fail(path.string(), ": read failed after ", got, " of ", size, " bytes: ", why);
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return out;
+}
+
+/// Replace `path` with `data` atomically: write a temporary file in the same directory,
+/// fsync it, rename it over `path`, fsync the directory. A crash at any moment leaves either
+/// the old file or the new one, never a mix. Throws sieve::Error naming the file.
+inline void write_file_atomic(const std::filesystem::path& path, std::span<const std::byte> data) {
+  const auto dir = path.parent_path();
+  std::string name = ".";
+  name += path.filename().string();
+  name += ".tmp.XXXXXX";
+  std::string tmpl = (dir / name).string();
+  const int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) fail(path.string(), ": cannot create a temporary file beside it: ", detail::errno_text());
+  try {
+    detail::write_all(fd, data.data(), data.size(), path);
+    if (::fsync(fd) != 0) fail(path.string(), ": fsync failed: ", detail::errno_text());
+    if (::fchmod(fd, 0644) != 0) fail(path.string(), ": fchmod failed: ", detail::errno_text());
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmpl.c_str());
+    throw;
+  }
+  ::close(fd);
+  if (::rename(tmpl.c_str(), path.c_str()) != 0) {
+    const std::string why = detail::errno_text();
+    ::unlink(tmpl.c_str());
+    fail(path.string(), ": rename into place failed: ", why);
+  }
+  detail::fsync_dir(dir);
+}
+
+inline void write_file_atomic(const std::filesystem::path& path, std::string_view text) {
+  write_file_atomic(path, std::as_bytes(std::span<const char>(text.data(), text.size())));
+}
+
+}  // namespace sieve::io
