@@ -1,0 +1,244 @@
+#pragma once
+/// 2-D convolution (no bias, no dilation, no groups) as im2col + GEMM, forward and backward.
+///
+/// Layouts: x [N,C,H,W], w [K,C,KH,KW], y [N,K,OH,OW], all contiguous row-major.
+/// Samples are processed in groups of G (conv2d_group): the group's columns sit side by side
+/// in one [C*KH*KW, G*OH*OW] matrix, so small spatial sizes (layer4 at 32x32 has OH*OW = 1)
+/// still give BLAS a wide product instead of G matrix-vector products. A 1x1 stride-1
+/// unpadded convolution with G = 1 needs no columns at all: y_n = w * x_n directly. A strided
+/// 1x1 convolution (ResNet's downsample) gathers the subsampled pixels only ([C, OH*OW]), never
+/// a KH*KW-expanded matrix.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+
+#include "sieve/core/check.hpp"
+#include "sieve/kernels/gemm.hpp"
+
+namespace sieve::kernels {
+
+/// Kernel size, stride and zero padding of a convolution or pooling window.
+struct Conv2dGeom {
+  std::size_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
+};
+
+/// The full problem size of one convolution.
+struct Conv2dDims {
+  std::size_t N = 0, C = 0, H = 0, W = 0, K = 0;
+  Conv2dGeom g{};
+  std::size_t group = 0;  ///< samples per GEMM group; 0 = automatic (conv2d_group_budget)
+
+  /// Output height; Requires: H + 2*ph >= kh and sh > 0 (checked by conv2d_check).
+  std::size_t OH() const { return (H + 2 * g.ph - g.kh) / g.sh + 1; }
+  std::size_t OW() const { return (W + 2 * g.pw - g.kw) / g.sw + 1; }
+  /// Rows of the column matrix: C*KH*KW.
+  std::size_t CKK() const { return C * g.kh * g.kw; }
+  bool direct() const { return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0; }
+};
+
+/// Elements a group's workspace may use before samples stop being batched together.
+inline constexpr std::size_t conv2d_group_budget = std::size_t{1} << 21;
+
+/// Throws sieve::Error naming `what` when the geometry is impossible.
+inline void conv2d_check(const Conv2dDims& d, const char* what) {
+  SIEVE_CHECK(d.g.kh > 0 && d.g.kw > 0 && d.g.sh > 0 && d.g.sw > 0, what, ": kernel ", d.g.kh, "x", d.g.kw,
+              " and stride ", d.g.sh, "x", d.g.sw, " must be positive");
+  SIEVE_CHECK(d.H + 2 * d.g.ph >= d.g.kh && d.W + 2 * d.g.pw >= d.g.kw, what, ": input ", d.H, "x", d.W,
+              " with padding ", d.g.ph, "x", d.g.pw, " is smaller than the kernel ", d.g.kh, "x", d.g.kw);
+}
+
+/// Samples per GEMM group: as many as fit the budget, at least 1, at most N.
+inline std::size_t conv2d_group(const Conv2dDims& d) {
+  if (d.group > 0) return std::min(d.group, std::max<std::size_t>(d.N, 1));
+  const std::size_t per_sample = (d.CKK() + d.K) * d.OH() * d.OW();
+  const std::size_t g = per_sample == 0 ? 1 : conv2d_group_budget / per_sample;
+  return std::clamp<std::size_t>(g, 1, std::max<std::size_t>(d.N, 1));
+}
+
+/// Workspace elements conv2d_forward / _backward_input / _backward_weight need.
+inline std::size_t conv2d_workspace_size(const Conv2dDims& d) {
+  const std::size_t G = conv2d_group(d), P = d.OH() * d.OW();
+  if (G == 1 && d.direct()) return 0;
+  return d.CKK() * G * P + (G > 1 ? d.K * G * P : 0);
+}
+
+/// Valid output range [lo, hi) along one axis: out*s - p + k lands inside [0, extent).
+inline void conv2d_valid_range(std::size_t k, std::size_t s, std::size_t p, std::size_t extent, std::size_t out,
+                               std::size_t& lo, std::size_t& hi) {
+  // out*s + k >= p  and  out*s + k < extent + p
+  lo = k >= p ? 0 : (p - k + s - 1) / s;
+  hi = extent + p > k ? (extent + p - k + s - 1) / s : 0;
+  lo = std::min(lo, out);
+  hi = std::clamp(hi, lo, out);
+}
+
+/// col[(c*KH + i)*KW + j, off + oh*OW + ow] = x[c, oh*SH - PH + i, ow*SW - PW + j] (0 outside).
+/// x: [C,H,W] one sample; col has leading dimension ld.
+template <class T>
+void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t off) {
+  const std::size_t C = d.C, H = d.H, W = d.W, KH = d.g.kh, KW = d.g.kw, SH = d.g.sh, SW = d.g.sw, PH = d.g.ph,
+                    PW = d.g.pw, OH = d.OH(), OW = d.OW();
+  for (std::size_t c = 0; c < C; ++c) {
+    const T* xc = x + c * H * W;
+    for (std::size_t i = 0; i < KH; ++i) {
+      std::size_t oh_lo, oh_hi;
+      conv2d_valid_range(i, SH, PH, H, OH, oh_lo, oh_hi);
+      for (std::size_t j = 0; j < KW; ++j) {
+        std::size_t ow_lo, ow_hi;
+        conv2d_valid_range(j, SW, PW, W, OW, ow_lo, ow_hi);
+        T* row = col + ((c * KH + i) * KW + j) * ld + off;
+        for (std::size_t oh = 0; oh < OH; ++oh) {
+          T* out = row + oh * OW;
+          if (oh < oh_lo || oh >= oh_hi) {
+            std::fill(out, out + OW, T(0));
+            continue;
+          }
+          const T* xr = xc + (oh * SH + i - PH) * W;  // in range: oh*SH + i >= PH
+          std::fill(out, out + ow_lo, T(0));
+          if (SW == 1) {
+            if (ow_hi > ow_lo) std::memcpy(out + ow_lo, xr + (ow_lo + j - PW), (ow_hi - ow_lo) * sizeof(T));
+          } else {
+            for (std::size_t ow = ow_lo; ow < ow_hi; ++ow) out[ow] = xr[ow * SW + j - PW];
+          }
+          std::fill(out + ow_hi, out + OW, T(0));
+        }
+      }
+    }
+  }
+}
+
+/// The adjoint of im2col: dx[c, ih, iw] += every column entry that im2col copied from it.
+/// dx: [C,H,W] one sample (accumulated into, callers zero it first).
+template <class T>
+void col2im(const T* col, const Conv2dDims& d, std::size_t ld, std::size_t off, T* dx) {
+  const std::size_t C = d.C, H = d.H, W = d.W, KH = d.g.kh, KW = d.g.kw, SH = d.g.sh, SW = d.g.sw, PH = d.g.ph,
+                    PW = d.g.pw, OH = d.OH(), OW = d.OW();
+  for (std::size_t c = 0; c < C; ++c) {
+    T* dxc = dx + c * H * W;
+    for (std::size_t i = 0; i < KH; ++i) {
+      std::size_t oh_lo, oh_hi;
+      conv2d_valid_range(i, SH, PH, H, OH, oh_lo, oh_hi);
+      for (std::size_t j = 0; j < KW; ++j) {
+        std::size_t ow_lo, ow_hi;
+        conv2d_valid_range(j, SW, PW, W, OW, ow_lo, ow_hi);
+        const T* row = col + ((c * KH + i) * KW + j) * ld + off;
+        for (std::size_t oh = oh_lo; oh < oh_hi; ++oh) {
+          const T* in = row + oh * OW;
+          T* xr = dxc + (oh * SH + i - PH) * W;
+          if (SW == 1) {
+            for (std::size_t ow = ow_lo; ow < ow_hi; ++ow) xr[ow + j - PW] += in[ow];
+          } else {
+            for (std::size_t ow = ow_lo; ow < ow_hi; ++ow) xr[ow * SW + j - PW] += in[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+namespace detail {
+// y[n0+s, k, p] = t[k, s*P + p] for s < g: from the group's [K, g*P] product to NCHW.
+template <class T>
+void conv2d_scatter(const T* t, std::size_t K, std::size_t P, std::size_t g, T* y) {
+  for (std::size_t s = 0; s < g; ++s)
+    for (std::size_t k = 0; k < K; ++k) std::memcpy(y + (s * K + k) * P, t + k * g * P + s * P, P * sizeof(T));
+}
+// The inverse: t[k, s*P + p] = y[n0+s, k, p].
+template <class T>
+void conv2d_gather(const T* y, std::size_t K, std::size_t P, std::size_t g, T* t) {
+  for (std::size_t s = 0; s < g; ++s)
+    for (std::size_t k = 0; k < K; ++k) std::memcpy(t + k * g * P + s * P, y + (s * K + k) * P, P * sizeof(T));
+}
+inline void conv2d_check_ws(const Conv2dDims& d, std::size_t ws_size, const char* what) {
+  SIEVE_CHECK(ws_size >= conv2d_workspace_size(d), what, ": workspace has ", ws_size, " elements but N=", d.N,
+              " C=", d.C, " H=", d.H, " W=", d.W, " K=", d.K, " needs ", conv2d_workspace_size(d));
+}
+}  // namespace detail
+
+/// y = conv(x, w): y[n,k,oh,ow] = sum_{c,i,j} w[k,c,i,j] x[n,c,oh*SH-PH+i,ow*SW-PW+j].
+/// x: [N,C,H,W] w: [K,C,KH,KW] -> y: [N,K,OH,OW] (assigned).
+/// Requires: ws holds ws_size >= conv2d_workspace_size(d) elements. Ensures: no allocation.
+template <class T>
+void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, std::size_t ws_size) {
+  conv2d_check(d, "conv2d_forward");
+  detail::conv2d_check_ws(d, ws_size, "conv2d_forward");
+  const std::size_t G = conv2d_group(d), P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
+  const std::size_t xs = d.C * d.H * d.W, ys = K * P;
+  for (std::size_t n0 = 0; n0 < d.N; n0 += G) {
+    const std::size_t g = std::min(G, d.N - n0);
+    if (G == 1 && d.direct()) {
+      gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, x + n0 * xs, T(0), y + n0 * ys);
+      continue;
+    }
+    T* col = ws;
+    for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * xs, d, col, g * P, s * P);
+    if (g == 1) {
+      gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, col, T(0), y + n0 * ys);
+    } else {
+      T* t = ws + CKK * G * P;
+      gemm(Trans::no, Trans::no, K, g * P, CKK, T(1), w, col, T(0), t);
+      detail::conv2d_scatter(t, K, P, g, y + n0 * ys);
+    }
+  }
+}
+
+/// dx = conv^T(dy, w), the gradient of conv2d_forward with respect to x (assigned).
+/// dy: [N,K,OH,OW] w: [K,C,KH,KW] -> dx: [N,C,H,W].
+/// Requires: workspace as for conv2d_forward. Ensures: every element of dx is written.
+template <class T>
+void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dDims& d, T* ws, std::size_t ws_size) {
+  conv2d_check(d, "conv2d_backward_input");
+  detail::conv2d_check_ws(d, ws_size, "conv2d_backward_input");
+  const std::size_t G = conv2d_group(d), P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
+  const std::size_t xs = d.C * d.H * d.W, ys = K * P;
+  for (std::size_t n0 = 0; n0 < d.N; n0 += G) {
+    const std::size_t g = std::min(G, d.N - n0);
+    if (G == 1 && d.direct()) {
+      // dx_n[C,HW] = w^T[C,K] dy_n[K,HW]
+      gemm(Trans::yes, Trans::no, d.C, P, K, T(1), w, dy + n0 * ys, T(0), dx + n0 * xs);
+      continue;
+    }
+    T* col = ws;
+    const T* dyg = dy + n0 * ys;
+    if (g > 1) {
+      T* t = ws + CKK * G * P;
+      detail::conv2d_gather(dy + n0 * ys, K, P, g, t);
+      dyg = t;
+    }
+    // dcol[CKK, g*P] = w^T[CKK,K] dy_g[K, g*P]
+    gemm(Trans::yes, Trans::no, CKK, g * P, K, T(1), w, dyg, T(0), col);
+    std::fill(dx + n0 * xs, dx + (n0 + g) * xs, T(0));
+    for (std::size_t s = 0; s < g; ++s) col2im(col, d, g * P, s * P, dx + (n0 + s) * xs);
+  }
+}
+
+/// dw += dy (*) x, the gradient of conv2d_forward with respect to w (accumulated: beta = 1).
+/// x: [N,C,H,W] dy: [N,K,OH,OW] -> dw: [K,C,KH,KW].
+/// Requires: workspace as for conv2d_forward.
+template <class T>
+void conv2d_backward_weight(const T* x, const T* dy, T* dw, const Conv2dDims& d, T* ws, std::size_t ws_size) {
+  conv2d_check(d, "conv2d_backward_weight");
+  detail::conv2d_check_ws(d, ws_size, "conv2d_backward_weight");
+  const std::size_t G = conv2d_group(d), P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
+  const std::size_t xs = d.C * d.H * d.W, ys = K * P;
+  for (std::size_t n0 = 0; n0 < d.N; n0 += G) {
+    const std::size_t g = std::min(G, d.N - n0);
+    if (G == 1 && d.direct()) {
+      // dw[K,C] += dy_n[K,HW] x_n^T[HW,C]
+      gemm(Trans::no, Trans::yes, K, CKK, P, T(1), dy + n0 * ys, x + n0 * xs, T(1), dw);
+      continue;
+    }
+    T* col = ws;
+    for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * xs, d, col, g * P, s * P);
+    const T* dyg = dy + n0 * ys;
+    if (g > 1) {
+      T* t = ws + CKK * G * P;
+      detail::conv2d_gather(dy + n0 * ys, K, P, g, t);
+      dyg = t;
+    }
+    gemm(Trans::no, Trans::yes, K, CKK, g * P, T(1), dyg, col, T(1), dw);
+  }
+}
+
+}  // namespace sieve::kernels

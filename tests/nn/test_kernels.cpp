@@ -1,0 +1,323 @@
+// Kernel tests: hand-computed cases, agreement with naive float64 references (float and
+// double), gradient checks of the backward kernels, sentinels, shape errors.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "sieve/core/rng.hpp"
+#include "sieve/kernels/kernels.hpp"
+#include "support/gradcheck.hpp"
+#include "support/naive.hpp"
+
+namespace k = sieve::kernels;
+using sieve::Rng;
+using sieve::test::check_gradient;
+using sieve::test::rel_err;
+
+namespace {
+
+std::vector<double> randn(std::size_t n, Rng& rng, double scale = 1.0) {
+  std::vector<double> v(n);
+  for (auto& x : v) x = rng.normal() * scale;
+  return v;
+}
+template <class T>
+std::vector<T> cast(const std::vector<double>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+
+struct ConvCase {
+  std::size_t N, C, H, W, K, KH, KW, SH, SW, PH, PW, group;
+};
+
+const ConvCase conv_cases[] = {
+    {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1, 0},  // 3x3 same padding, batched group
+    {3, 3, 7, 6, 4, 3, 3, 2, 2, 1, 1, 1},  // strided 3x3, one sample per GEMM
+    {3, 2, 9, 9, 5, 7, 7, 2, 2, 3, 3, 2},  // the 7x7/2 stem, groups of 2 (last group of 1)
+    {2, 4, 5, 5, 6, 1, 1, 1, 1, 0, 0, 1},  // direct 1x1 stride 1 path
+    {2, 4, 5, 5, 6, 1, 1, 1, 1, 0, 0, 0},  // 1x1 stride 1 batched
+    {3, 4, 7, 5, 6, 1, 1, 2, 2, 0, 0, 0},  // strided 1x1 (downsample)
+    {2, 3, 4, 5, 2, 2, 3, 1, 2, 0, 2, 1},  // rectangular kernel, stride and padding
+    {2, 2, 1, 1, 3, 3, 3, 1, 1, 1, 1, 0},  // 1x1 spatial with 3x3 padding (layer4 at 32x32)
+};
+
+k::Conv2dDims dims_of(const ConvCase& c) {
+  return k::Conv2dDims{c.N, c.C, c.H, c.W, c.K, {c.KH, c.KW, c.SH, c.SW, c.PH, c.PW}, c.group};
+}
+
+template <class T>
+void conv_forward_matches_naive(double tol) {
+  Rng rng(7);
+  for (const auto& c : conv_cases) {
+    CAPTURE(c.N); CAPTURE(c.C); CAPTURE(c.H); CAPTURE(c.W); CAPTURE(c.K); CAPTURE(c.KH); CAPTURE(c.SH); CAPTURE(c.PH); CAPTURE(c.group);
+    const auto d = dims_of(c);
+    const auto x = randn(c.N * c.C * c.H * c.W, rng), w = randn(c.K * c.C * c.KH * c.KW, rng);
+    const auto ref = sieve::test::naive_conv2d(x, w, c.N, c.C, c.H, c.W, c.K, c.KH, c.KW, c.SH, c.SW, c.PH, c.PW);
+    auto xt = cast<T>(x), wt = cast<T>(w);
+    std::vector<T> y(ref.size(), std::numeric_limits<T>::quiet_NaN());
+    std::vector<T> ws(k::conv2d_workspace_size(d));
+    k::conv2d_forward(xt.data(), wt.data(), y.data(), d, ws.data(), ws.size());
+    CHECK(rel_err(y, ref, ref.size()) < tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("conv2d forward: hand-computed 3x3 with padding") {
+  // x = 1..9 in a 3x3 plane, w = all ones: each output sums its padded 3x3 neighbourhood.
+  std::vector<double> x{1, 2, 3, 4, 5, 6, 7, 8, 9}, w(9, 1.0), y(9, -1.0);
+  k::Conv2dDims d{1, 1, 3, 3, 1, {3, 3, 1, 1, 1, 1}};
+  std::vector<double> ws(k::conv2d_workspace_size(d));
+  k::conv2d_forward(x.data(), w.data(), y.data(), d, ws.data(), ws.size());
+  const std::vector<double> expect{12, 21, 16, 27, 45, 33, 24, 39, 28};
+  for (std::size_t i = 0; i < 9; ++i) CHECK(y[i] == expect[i]);
+  // stride 2 keeps the corners
+  k::Conv2dDims d2{1, 1, 3, 3, 1, {3, 3, 2, 2, 1, 1}};
+  std::vector<double> y2(4);
+  k::conv2d_forward(x.data(), w.data(), y2.data(), d2, ws.data(), ws.size());
+  CHECK(y2 == std::vector<double>{12, 16, 24, 28});
+}
+
+TEST_CASE("conv2d forward agrees with the naive reference (float and double)") {
+  conv_forward_matches_naive<double>(1e-13);
+  conv_forward_matches_naive<float>(1e-6);
+}
+
+TEST_CASE("conv2d backward: gradient check of input and weight in double, sentinels") {
+  Rng rng(11);
+  for (const auto& c : conv_cases) {
+    CAPTURE(c.KH); CAPTURE(c.SH); CAPTURE(c.PH); CAPTURE(c.group); CAPTURE(c.H); CAPTURE(c.W);
+    const auto d = dims_of(c);
+    auto x = randn(c.N * c.C * c.H * c.W, rng), w = randn(c.K * c.C * c.KH * c.KW, rng);
+    const std::size_t ny = c.N * c.K * d.OH() * d.OW();
+    const auto R = randn(ny, rng);
+    std::vector<double> ws(k::conv2d_workspace_size(d)), y(ny);
+    auto loss = [&] {
+      k::conv2d_forward(x.data(), w.data(), y.data(), d, ws.data(), ws.size());
+      double s = 0;
+      for (std::size_t i = 0; i < ny; ++i) s += y[i] * R[i];
+      return s;
+    };
+    std::vector<double> dx(x.size(), std::numeric_limits<double>::quiet_NaN());  // must be overwritten
+    std::vector<double> dw(w.size(), 0.5);                                        // must end 0.5 + grad
+    k::conv2d_backward_input(R.data(), w.data(), dx.data(), d, ws.data(), ws.size());
+    k::conv2d_backward_weight(x.data(), R.data(), dw.data(), d, ws.data(), ws.size());
+    for (double v : dx) REQUIRE(std::isfinite(v));
+    for (auto& v : dw) v -= 0.5;
+    const auto gx = check_gradient("conv dx", x, dx, loss, rng);
+    const auto gw = check_gradient("conv dw", w, dw, loss, rng);
+    CHECK_MESSAGE(gx.ok(), gx.report());
+    CHECK_MESSAGE(gw.ok(), gw.report());
+  }
+}
+
+TEST_CASE("conv2d: float backward agrees with double; workspace and geometry errors") {
+  Rng rng(12);
+  const ConvCase c{2, 3, 6, 6, 4, 3, 3, 2, 2, 1, 1, 0};
+  const auto d = dims_of(c);
+  const auto x = randn(c.N * c.C * c.H * c.W, rng), w = randn(c.K * c.C * 9, rng);
+  const auto dy = randn(c.N * c.K * d.OH() * d.OW(), rng);
+  std::vector<double> wsd(k::conv2d_workspace_size(d)), dxd(x.size()), dwd(w.size(), 0.0);
+  k::conv2d_backward_input(dy.data(), w.data(), dxd.data(), d, wsd.data(), wsd.size());
+  k::conv2d_backward_weight(x.data(), dy.data(), dwd.data(), d, wsd.data(), wsd.size());
+  auto xf = cast<float>(x), wf = cast<float>(w), dyf = cast<float>(dy);
+  std::vector<float> wsf(k::conv2d_workspace_size(d)), dxf(x.size()), dwf(w.size(), 0.0f);
+  k::conv2d_backward_input(dyf.data(), wf.data(), dxf.data(), d, wsf.data(), wsf.size());
+  k::conv2d_backward_weight(xf.data(), dyf.data(), dwf.data(), d, wsf.data(), wsf.size());
+  CHECK(rel_err(dxf, dxd, dxd.size()) < 1e-6);
+  CHECK(rel_err(dwf, dwd, dwd.size()) < 1e-6);
+
+  std::vector<float> y(c.N * c.K * d.OH() * d.OW());
+  CHECK_THROWS_AS(k::conv2d_forward(xf.data(), wf.data(), y.data(), d, wsf.data(), wsf.size() - 1), sieve::Error);
+  k::Conv2dDims tiny{1, 1, 2, 2, 1, {5, 5, 1, 1, 1, 1}};
+  CHECK_THROWS_WITH_AS(k::conv2d_forward(xf.data(), wf.data(), y.data(), tiny, wsf.data(), wsf.size()),
+                       doctest::Contains("smaller than the kernel"), sieve::Error);
+}
+
+TEST_CASE("batch norm: hand-computed, naive agreement, running stats as PyTorch") {
+  // One channel, values {1, 3}: mean 2, biased var 1, unbiased var 2.
+  std::vector<double> x{1, 3}, g{2}, b{0.5}, y(2), sm(1), si(1), rm{0}, rv{1};
+  k::BatchNormDims d{2, 1, 1, 1e-5, 0.1};
+  k::batch_norm_forward_train(x.data(), g.data(), b.data(), y.data(), sm.data(), si.data(), rm.data(), rv.data(), d);
+  const double is = 1 / std::sqrt(1 + 1e-5);
+  CHECK(y[0] == doctest::Approx(-2 * is + 0.5).epsilon(1e-14));
+  CHECK(y[1] == doctest::Approx(2 * is + 0.5).epsilon(1e-14));
+  CHECK(rm[0] == doctest::Approx(0.2).epsilon(1e-15));
+  CHECK(rv[0] == doctest::Approx(0.9 + 0.1 * 2).epsilon(1e-15));
+  // Eval uses the running statistics.
+  k::batch_norm_forward_eval(x.data(), g.data(), b.data(), rm.data(), rv.data(), y.data(), sm.data(), si.data(), d);
+  CHECK(y[0] == doctest::Approx((1 - 0.2) / std::sqrt(1.1 + 1e-5) * 2 + 0.5).epsilon(1e-14));
+
+  Rng rng(3);
+  const std::size_t N = 3, C = 4, HW = 5;
+  const auto xs = randn(N * C * HW, rng, 2.0), gs = randn(C, rng), bs = randn(C, rng);
+  std::vector<double> mean, var;
+  const auto ref = sieve::test::naive_batch_norm_train(xs, gs, bs, N, C, HW, 1e-5, mean, var);
+  auto xf = cast<float>(xs), gf = cast<float>(gs), bf = cast<float>(bs);
+  std::vector<float> yf(xs.size()), smf(C), sif(C), rmf(C, 0.0f), rvf(C, 1.0f);
+  k::batch_norm_forward_train(xf.data(), gf.data(), bf.data(), yf.data(), smf.data(), sif.data(), rmf.data(),
+                              rvf.data(), {N, C, HW, 1e-5, 0.1});
+  CHECK(rel_err(yf, ref, ref.size()) < 1e-6);
+  for (std::size_t c = 0; c < C; ++c) {
+    CHECK(rmf[c] == doctest::Approx(0.1 * mean[c]).epsilon(1e-6));
+    CHECK(rvf[c] == doctest::Approx(0.9 + 0.1 * var[c] * 15.0 / 14.0).epsilon(1e-6));
+  }
+  std::vector<double> one{1, 1}, yy(1);
+  CHECK_THROWS_WITH_AS(k::batch_norm_forward_train(one.data(), g.data(), b.data(), yy.data(), sm.data(), si.data(),
+                                                   rm.data(), rv.data(), {1, 1, 1}),
+                       doctest::Contains("more than 1 value per channel"), sieve::Error);
+}
+
+TEST_CASE("batch norm backward: gradient checks in train and eval mode, sentinels") {
+  Rng rng(5);
+  const std::size_t N = 3, C = 3, HW = 4;
+  for (bool train : {true, false}) {
+    CAPTURE(train);
+    auto x = randn(N * C * HW, rng, 1.5), g = randn(C, rng), b = randn(C, rng);
+    const auto R = randn(x.size(), rng);
+    std::vector<double> rm0 = randn(C, rng, 0.3), rv0(C);
+    for (auto& v : rv0) v = 0.5 + rng.uniform_double();
+    std::vector<double> y(x.size()), sm(C), si(C), rm, rv;
+    k::BatchNormDims d{N, C, HW};
+    auto fwd = [&] {
+      rm = rm0, rv = rv0;
+      if (train)
+        k::batch_norm_forward_train(x.data(), g.data(), b.data(), y.data(), sm.data(), si.data(), rm.data(),
+                                    rv.data(), d);
+      else
+        k::batch_norm_forward_eval(x.data(), g.data(), b.data(), rm.data(), rv.data(), y.data(), sm.data(),
+                                   si.data(), d);
+      double s = 0;
+      for (std::size_t i = 0; i < y.size(); ++i) s += y[i] * R[i];
+      return s;
+    };
+    fwd();
+    std::vector<double> dx(x.size(), std::numeric_limits<double>::quiet_NaN()), dg(C, 2.0), db(C, -1.0);
+    k::batch_norm_backward(x.data(), R.data(), g.data(), sm.data(), si.data(), train, dx.data(), dg.data(),
+                           db.data(), d);
+    for (double v : dx) REQUIRE(std::isfinite(v));
+    for (auto& v : dg) v -= 2.0;
+    for (auto& v : db) v += 1.0;
+    auto r1 = check_gradient("bn dx", x, dx, fwd, rng);
+    auto r2 = check_gradient("bn dgamma", g, dg, fwd, rng);
+    auto r3 = check_gradient("bn dbeta", b, db, fwd, rng);
+    CHECK_MESSAGE(r1.ok(), r1.report());
+    CHECK_MESSAGE(r2.ok(), r2.report());
+    CHECK_MESSAGE(r3.ok(), r3.report());
+    // Null outputs are skipped, the others unchanged in value.
+    std::vector<double> dx2(x.size());
+    k::batch_norm_backward(x.data(), R.data(), g.data(), sm.data(), si.data(), train, dx2.data(), nullptr, nullptr, d);
+    CHECK(rel_err(dx2, dx, dx.size()) == 0.0);
+  }
+}
+
+TEST_CASE("relu and max pool: hand-computed, naive, gradients") {
+  std::vector<float> x{-1, 0, 2, -3}, y(4), dy{1, 2, 3, 4}, dx(4);
+  k::relu_forward(x.data(), y.data(), 4);
+  CHECK(y == std::vector<float>{0, 0, 2, 0});
+  k::relu_backward(y.data(), dy.data(), dx.data(), 4);
+  CHECK(dx == std::vector<float>{0, 0, 3, 0});
+
+  // 4x4 plane, 3x3/2 pad 1 -> 2x2.
+  std::vector<double> p{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 16, 15}, py(4), pdx(16, 7.0);
+  std::vector<std::int32_t> am(4);
+  const k::Conv2dGeom g{3, 3, 2, 2, 1, 1};
+  k::max_pool2d_forward(p.data(), 1, 4, 4, g, py.data(), am.data());
+  CHECK(py == std::vector<double>{6, 8, 14, 16});
+  CHECK(am == std::vector<std::int32_t>{5, 7, 13, 14});
+  std::vector<double> pdy{1, 2, 3, 4};
+  k::max_pool2d_backward(pdy.data(), am.data(), 1, 4, 4, 2, 2, pdx.data());
+  CHECK(pdx[5] == 1);
+  CHECK(pdx[14] == 4);
+  CHECK(pdx[0] == 0);  // sentinel 7 overwritten
+
+  Rng rng(9);
+  const std::size_t NC = 6, H = 7, W = 6;
+  auto xs = randn(NC * H * W, rng);
+  const auto ref = sieve::test::naive_max_pool(xs, NC, H, W, 3, 2, 1);
+  std::vector<double> ys(ref.size());
+  std::vector<std::int32_t> ams(ref.size());
+  k::max_pool2d_forward(xs.data(), NC, H, W, g, ys.data(), ams.data());
+  CHECK(rel_err(ys, ref, ref.size()) == 0.0);
+  // Distinct random values are away from ties, so the max is differentiable there.
+  const auto R = randn(ys.size(), rng);
+  auto loss = [&] {
+    k::max_pool2d_forward(xs.data(), NC, H, W, g, ys.data(), ams.data());
+    double s = 0;
+    for (std::size_t i = 0; i < ys.size(); ++i) s += ys[i] * R[i];
+    return s;
+  };
+  loss();
+  std::vector<double> dxs(xs.size());
+  k::max_pool2d_backward(R.data(), ams.data(), NC, H, W, 4, 3, dxs.data());
+  auto r = check_gradient("maxpool dx", xs, dxs, loss, rng);
+  CHECK_MESSAGE(r.ok(), r.report());
+  CHECK_THROWS_AS(k::max_pool2d_forward(xs.data(), NC, H, W, k::Conv2dGeom{3, 3, 2, 2, 2, 2}, ys.data(), ams.data()),
+                  sieve::Error);
+}
+
+TEST_CASE("global average pool and linear: hand-computed, naive, gradients") {
+  std::vector<double> x{1, 2, 3, 6, 0, 0, 0, 4}, y(2), dx(8);
+  k::global_avg_pool_forward(x.data(), 2, 4, y.data());
+  CHECK(y == std::vector<double>{3, 1});
+  std::vector<double> dy{4, 8};
+  k::global_avg_pool_backward(dy.data(), 2, 4, dx.data());
+  CHECK(dx == std::vector<double>{1, 1, 1, 1, 2, 2, 2, 2});
+
+  std::vector<double> lx{1, 2}, lw{1, 0, 0, 1, 1, 1}, lb{0.5, 0, -1}, ly(3);
+  k::linear_forward(lx.data(), lw.data(), lb.data(), ly.data(), 1, 2, 3);
+  CHECK(ly == std::vector<double>{1.5, 2, 2});
+
+  Rng rng(13);
+  const std::size_t N = 4, In = 5, Out = 3;
+  auto xs = randn(N * In, rng), ws = randn(Out * In, rng), bs = randn(Out, rng);
+  const auto ref = sieve::test::naive_linear(xs, ws, bs, N, In, Out);
+  auto xf = cast<float>(xs), wf = cast<float>(ws), bf = cast<float>(bs);
+  std::vector<float> yf(N * Out);
+  k::linear_forward(xf.data(), wf.data(), bf.data(), yf.data(), N, In, Out);
+  CHECK(rel_err(yf, ref, ref.size()) < 1e-6);
+  const auto R = randn(N * Out, rng);
+  std::vector<double> ys(N * Out);
+  auto loss = [&] {
+    k::linear_forward(xs.data(), ws.data(), bs.data(), ys.data(), N, In, Out);
+    double s = 0;
+    for (std::size_t i = 0; i < ys.size(); ++i) s += ys[i] * R[i];
+    return s;
+  };
+  std::vector<double> dxs(xs.size(), std::numeric_limits<double>::quiet_NaN()), dws(ws.size(), 1.0), dbs(Out, 1.0);
+  k::linear_backward_input(R.data(), ws.data(), dxs.data(), N, In, Out);
+  k::linear_backward_params(xs.data(), R.data(), dws.data(), dbs.data(), N, In, Out);
+  for (auto& v : dws) v -= 1.0;
+  for (auto& v : dbs) v -= 1.0;
+  auto r1 = check_gradient("linear dx", xs, dxs, loss, rng);
+  auto r2 = check_gradient("linear dw", ws, dws, loss, rng);
+  auto r3 = check_gradient("linear db", bs, dbs, loss, rng);
+  CHECK_MESSAGE(r1.ok(), r1.report());
+  CHECK_MESSAGE(r2.ok(), r2.report());
+  CHECK_MESSAGE(r3.ok(), r3.report());
+}
+
+TEST_CASE("dropout: counter-based mask, scale, keep rate, backward uses the same mask") {
+  const std::size_t n = 20000;
+  std::vector<float> x(n, 1.0f), y(n), y2(n), dx(n);
+  const auto seed = sieve::derive_seed(42, sieve::RngPurpose::dropout);
+  k::dropout_forward(x.data(), y.data(), n, 0.25, seed, 3);
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    REQUIRE((y[i] == 0.0f || y[i] == doctest::Approx(1.0f / 0.75f)));
+    kept += y[i] != 0.0f;
+    // element i of step 3 is word i of stream (seed, 3): independent of everything else
+    CHECK((y[i] != 0.0f) == k::dropout_keep(Rng::word_at(seed, 3, i), 0.25));
+  }
+  CHECK(std::abs(static_cast<double>(kept) / n - 0.75) < 0.02);
+  k::dropout_forward(x.data(), y2.data(), n, 0.25, seed, 4);
+  CHECK(y2 != y);  // a new step, a new mask
+  k::dropout_backward(x.data(), dx.data(), n, 0.25, seed, 3);
+  CHECK(dx == y);
+  k::dropout_forward(x.data(), y2.data(), n, 0.0, seed, 3);
+  CHECK(y2 == x);
+  CHECK_THROWS_AS(k::dropout_forward(x.data(), y2.data(), n, 1.0, seed, 3), sieve::Error);
+}

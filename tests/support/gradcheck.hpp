@@ -1,0 +1,87 @@
+#pragma once
+// Central-difference gradient checks in double, reporting the worst element.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <numeric>
+#include <span>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "sieve/core/rng.hpp"
+
+namespace sieve::test {
+
+struct GradCheck {
+  std::string name;
+  std::size_t checked = 0;
+  std::size_t worst_index = 0;  // index into the tensor of the worst element
+  double worst_excess = -1e300;  // |a-n| - (atol + rtol*|n|): > 0 means a failure
+  double worst_analytic = 0, worst_numeric = 0;
+  double rel = 0;  // ||a - n|| / ||a + n|| over the checked elements
+  bool ok() const { return worst_excess <= 0 && checked > 0; }
+  std::string report() const {
+    std::ostringstream os;
+    os << name << ": " << checked << " elements, worst [" << worst_index << "] analytic " << worst_analytic
+       << " numeric " << worst_numeric << " excess " << worst_excess << ", ||a-n||/||a+n|| = " << rel;
+    return os.str();
+  }
+};
+
+// Indices to check: all when n <= max_samples, else max_samples distinct ones drawn from rng.
+inline std::vector<std::size_t> sample_indices(std::size_t n, std::size_t max_samples, Rng& rng) {
+  std::vector<std::size_t> idx(n);
+  std::iota(idx.begin(), idx.end(), std::size_t{0});
+  if (n <= max_samples) return idx;
+  for (std::size_t i = 0; i < max_samples; ++i) std::swap(idx[i], idx[i + rng.below(n - i)]);
+  idx.resize(max_samples);
+  return idx;
+}
+
+// Compare `analytic` (d loss / d value) against central differences of loss() over value.
+// loss() must recompute the loss from the current contents of value.
+inline GradCheck check_gradient(const std::string& name, std::span<double> value, std::span<const double> analytic,
+                                const std::function<double()>& loss, Rng& rng, std::size_t max_samples = 200,
+                                double eps = 1e-6, double rtol = 1e-3, double atol = 1e-5) {
+  GradCheck r;
+  r.name = name;
+  double dn = 0, sn = 0;
+  for (std::size_t i : sample_indices(value.size(), max_samples, rng)) {
+    const double v = value[i];
+    value[i] = v + eps;
+    const double lp = loss();
+    value[i] = v - eps;
+    const double lm = loss();
+    value[i] = v;
+    const double num = (lp - lm) / (2 * eps), a = analytic[i];
+    const double excess = std::abs(a - num) - (atol + rtol * std::abs(num));
+    if (excess > r.worst_excess) {
+      r.worst_excess = excess;
+      r.worst_index = i;
+      r.worst_analytic = a;
+      r.worst_numeric = num;
+    }
+    dn += (a - num) * (a - num);
+    sn += (a + num) * (a + num);
+    ++r.checked;
+  }
+  r.rel = sn > 0 ? std::sqrt(dn / sn) : std::sqrt(dn);
+  return r;
+}
+
+// ||a - b|| / ||b||.
+template <class A, class B>
+double rel_err(const A& a, const B& b, std::size_t n) {
+  double d = 0, s = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double x = static_cast<double>(a[i]), y = static_cast<double>(b[i]);
+    d += (x - y) * (x - y);
+    s += y * y;
+  }
+  return s > 0 ? std::sqrt(d / s) : std::sqrt(d);
+}
+
+}  // namespace sieve::test
