@@ -1,0 +1,8 @@
+#pragma once
+/// sieve/augment: decode, resize, crops, flips, colour jitter, grayscale, to-tensor, normalize.
+#include "sieve/augment/color.hpp"
+#include "sieve/augment/crop.hpp"
+#include "sieve/augment/decode.hpp"
+#include "sieve/augment/flip.hpp"
+#include "sieve/augment/resize.hpp"
+#include "sieve/augment/tensor.hpp"

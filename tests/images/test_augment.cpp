@@ -1,0 +1,261 @@
+// Augmentation stages: torchvision parity fixtures (tools/gen_image_fixtures.py), pipelines,
+// randomness keyed by the per-sample Rng.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "sieve/augment/augment.hpp"
+#include "sieve/core/pipeline.hpp"
+
+namespace fs = std::filesystem;
+using sieve::Image;
+using sieve::Rng;
+using sieve::Tensor3f;
+using namespace sieve::augment;
+
+namespace {
+const fs::path fixtures = fs::path(SIEVE_TEST_DATA) / "images";
+
+nlohmann::json manifest() {
+  std::ifstream in(fixtures / "fixtures.json");
+  REQUIRE(in.good());
+  return nlohmann::json::parse(in);
+}
+
+Image load(const std::string& name) { return sieve::io::read_image(fixtures / name); }
+
+std::vector<float> load_f32(const std::string& name) {
+  std::ifstream in(fixtures / name, std::ios::binary);
+  REQUIRE(in.good());
+  std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<float> out(raw.size() / 4);
+  std::memcpy(out.data(), raw.data(), out.size() * 4);
+  return out;
+}
+
+int max_abs_diff(const Image& a, const Image& b) {
+  REQUIRE(a.height == b.height);
+  REQUIRE(a.width == b.width);
+  int worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(int(a.pixels[i]) - int(b.pixels[i])));
+  return worst;
+}
+
+Image ramp(std::size_t h, std::size_t w) {
+  Image img(h, w);
+  for (std::size_t y = 0; y < h; ++y)
+    for (std::size_t x = 0; x < w; ++x)
+      for (std::size_t c = 0; c < 3; ++c) img.at(y, x, c) = static_cast<std::uint8_t>((x * 7 + y * 3 + c * 50) % 256);
+  return img;
+}
+}  // namespace
+
+TEST_CASE("augment: torchvision parity on every fixture") {
+  const auto m = manifest();
+  std::set<std::string> ops_seen;
+  std::size_t n = 0;
+  for (const auto& c : m["cases"]) {
+    const std::string op = c["op"];
+    const std::string input = c["input"];
+    CAPTURE(op);
+    CAPTURE(input);
+    CAPTURE(c["expected"].get<std::string>());
+    const Image x = load(input);
+    if (op == "decode") continue;  // test_decode.cpp
+    ops_seen.insert(op);
+    ++n;
+    if (op == "resize") {
+      const bool aa = c["antialias"];
+      Image y;
+      if (c["size"].is_array()) {
+        Resize r({c["size"][0].get<std::size_t>(), c["size"][1].get<std::size_t>()}, aa);
+        y = r.forward(x);
+      } else {
+        Resize r(c["size"].get<std::size_t>(), aa);
+        y = r.forward(x);
+      }
+      CHECK(max_abs_diff(y, load(c["expected"])) <= 1);  // within 1/255 per pixel
+    } else if (op == "center_crop") {
+      CenterCrop cc({c["size"][0].get<std::size_t>(), c["size"][1].get<std::size_t>()});
+      CHECK(cc.forward(x) == load(c["expected"]));
+    } else if (op == "hflip") {
+      Image y;
+      hflip_image(x, y);
+      CHECK(y == load(c["expected"]));
+    } else if (op == "grayscale3") {
+      Grayscale3 g;
+      CHECK(g.forward(x) == load(c["expected"]));
+    } else if (op == "brightness" || op == "contrast" || op == "saturation") {
+      Image y = x;
+      const double f = c["factor"];
+      if (op == "brightness") adjust_brightness(y, f);
+      if (op == "contrast") adjust_contrast(y, f);
+      if (op == "saturation") adjust_saturation(y, f);
+      CHECK(max_abs_diff(y, load(c["expected"])) <= 1);
+    } else if (op == "to_tensor" || op == "normalize") {
+      ToTensor t;
+      Tensor3f v = t.forward(x);
+      if (op == "normalize") {
+        Normalize nz({c["mean"][0].get<float>(), c["mean"][1].get<float>(), c["mean"][2].get<float>()},
+                     {c["std"][0].get<float>(), c["std"][1].get<float>(), c["std"][2].get<float>()});
+        v = nz.forward(v);
+      }
+      const auto want = load_f32(c["expected"]);
+      REQUIRE(want.size() == v.size());
+      CHECK(v.shape()[0] == 3);
+      CHECK(v.shape()[1] == c["shape"][1].get<std::size_t>());
+      float worst = 0;
+      for (std::size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::abs(want[i] - v.data()[i]));
+      CHECK(worst <= 1e-6f);
+    } else {
+      FAIL("unknown fixture op " << op);
+    }
+  }
+  CHECK(n >= 40);
+  CHECK(ops_seen.size() == 9);
+}
+
+TEST_CASE("resize: exact values on a hand-checked case") {
+  // 1x4 -> 1x2 plain bilinear: src = (o+0.5)*2-0.5 = 0.5, 2.5 -> averages of neighbours.
+  Image x(1, 4);
+  const std::uint8_t v[4] = {0, 100, 200, 250};
+  for (std::size_t i = 0; i < 4; ++i)
+    for (std::size_t c = 0; c < 3; ++c) x.at(0, i, c) = v[i];
+  Resize plain(std::array<std::size_t, 2>{1, 2}, false);
+  const Image& y = plain.forward(x);
+  CHECK(y.at(0, 0, 0) == 50);
+  CHECK(y.at(0, 1, 0) == 225);
+  // Antialiased (scale 2, support 2): output 0 centred at 1.0 reads inputs 0..2 with triangle
+  // weights (0.75, 0.75, 0.25)/1.75 -> 71.4; output 1 reads 1..3 with (0.25, 0.75, 0.75)/1.75 -> 207.1.
+  Resize aa(std::array<std::size_t, 2>{1, 2}, true);
+  const Image& z = aa.forward(x);
+  CHECK(z.at(0, 0, 0) == 71);
+  CHECK(z.at(0, 1, 0) == 207);
+  // Same size: identity.
+  Resize same(std::array<std::size_t, 2>{1, 4}, true);
+  CHECK(same.forward(x) == x);
+  CHECK_THROWS_AS(Resize(std::array<std::size_t, 2>{0, 3}), sieve::Error);
+}
+
+TEST_CASE("center crop: torchvision rounding and padding") {
+  CHECK(center_crop_origin(37, 20) == 8);   // round(8.5) = 8 (half to even)
+  CHECK(center_crop_origin(53, 24) == 14);  // round(14.5) = 14
+  CHECK(center_crop_origin(9, 4) == 2);     // round(2.5) = 2
+  CHECK(center_crop_origin(7, 2) == 2);     // round(2.5) = 2
+  CHECK(center_crop_origin(11, 4) == 4);    // round(3.5) = 4
+  CHECK(center_crop_origin(7, 10) == -1);   // pad (10-7)//2 = 1 before
+}
+
+TEST_CASE("random resized crop: windows respect scale and ratio, fall back centrally") {
+  Rng rng(42);
+  std::size_t fits = 0;
+  for (int t = 0; t < 200; ++t) {
+    const auto b = random_resized_crop_box(300, 400, {0.08, 1.0}, {3.0 / 4.0, 4.0 / 3.0}, rng);
+    REQUIRE(b.top + b.height <= 300);
+    REQUIRE(b.left + b.width <= 400);
+    const double area = double(b.height * b.width) / (300.0 * 400.0);
+    const double ratio = double(b.width) / double(b.height);
+    fits += area >= 0.07 && area <= 1.01 && ratio > 0.7 && ratio < 1.4;
+  }
+  CHECK(fits >= 195);
+  // Impossible request (scale > 1 never fits): fallback = whole image clamped to the ratio range.
+  const auto f = random_resized_crop_box(100, 400, {2.0, 3.0}, {0.5, 2.0}, rng);
+  CHECK(f == CropBox{0, 100, 100, 200});
+  const auto g = random_resized_crop_box(100, 150, {2.0, 3.0}, {0.5, 2.0}, rng);
+  CHECK(g == CropBox{0, 0, 100, 150});
+  RandomResizedCrop rrc(32);
+  Rng r2(7);
+  const Image& out = rrc.forward(ramp(50, 70), r2);
+  CHECK(out.height == 32);
+  CHECK(out.width == 32);
+}
+
+TEST_CASE("random crop: padding is zero, windows are uniform and deterministic") {
+  const Image x = ramp(8, 8);
+  RandomCrop rc(8, 2);
+  std::set<std::pair<int, int>> seen;
+  bool saw_zero_border = false;
+  for (std::uint64_t i = 0; i < 400; ++i) {
+    Rng rng = Rng::for_sample(9, 0, i);
+    const Image& y = rc.forward(x, rng);
+    REQUIRE(y.height == 8);
+    // find the offset: pixel (2,2) of the padded image is x(0,0)
+    saw_zero_border = saw_zero_border || (y.at(0, 0, 2) == 0 && y.at(7, 7, 2) != 0);
+    Rng again = Rng::for_sample(9, 0, i);
+    const auto i0 = again.below(5), j0 = again.below(5);
+    seen.insert({int(i0), int(j0)});
+    const Image copy = y;
+    Rng rng2 = Rng::for_sample(9, 0, i);
+    CHECK(rc.forward(x, rng2) == copy);
+    Image want;
+    crop_image(x, std::ptrdiff_t(i0) - 2, std::ptrdiff_t(j0) - 2, 8, 8, want);
+    CHECK(copy == want);
+  }
+  CHECK(seen.size() == 25);
+  CHECK(saw_zero_border);
+  RandomCrop small(10, 0, true);
+  Rng rng(1);
+  CHECK(small.forward(x, rng).height == 10);
+  RandomCrop too_big(10);
+  CHECK_THROWS_AS(too_big.forward(x, rng), sieve::Error);
+}
+
+TEST_CASE("flip and colour jitter draw from the per-sample Rng only") {
+  const Image x = ramp(6, 9);
+  RandomHorizontalFlip flip(0.5);
+  int flips = 0;
+  for (std::uint64_t i = 0; i < 1000; ++i) {
+    Rng rng = Rng::for_sample(3, 1, i);
+    const Image& y = flip.forward(x, rng);
+    if (flip.last_flipped()) {
+      ++flips;
+      CHECK(y.at(2, 0, 1) == x.at(2, 8, 1));
+    } else {
+      CHECK(y == x);
+    }
+  }
+  CHECK(flips > 430);
+  CHECK(flips < 570);
+  ColorJitter cj(0.4, 0.4, 0.4);
+  Rng a = Rng::for_sample(5, 0, 17), b = Rng::for_sample(5, 0, 17), c = Rng::for_sample(5, 0, 18);
+  const Image ya = cj.forward(x, a);
+  CHECK(cj.forward(x, b) == ya);
+  CHECK(!(cj.forward(x, c) == ya));
+  ColorJitter none(0, 0, 0);
+  Rng d(1);
+  CHECK(none.forward(x, d) == x);
+}
+
+TEST_CASE("pipelines: train and eval chains compose and link-check") {
+  static_assert(sieve::Chainable<DecodeRgb, Resize>);
+  static_assert(sieve::Chainable<CenterCrop, ToTensor>);
+  static_assert(sieve::Chainable<ToTensor, Normalize>);
+  static_assert(!sieve::Chainable<Normalize, ToTensor>);
+  static_assert(!sieve::Chainable<DecodeRgb, Normalize>);
+  static_assert(sieve::RandomForward<RandomResizedCrop>);
+  static_assert(sieve::PlainForward<CenterCrop>);
+
+  const Image img = ramp(40, 60);
+  ImageSource src{"ramp", {}, sieve::io::encode_png(img)};
+  auto eval = DecodeRgb{} | Resize{36} | CenterCrop{32} | ToTensor{} | Normalize{};
+  const Tensor3f& t = eval.forward(src);
+  CHECK(t.shape()[0] == 3);
+  CHECK(t.shape()[1] == 32);
+  CHECK(t.shape()[2] == 32);
+  auto train = DecodeRgb{} | RandomResizedCrop{24} | RandomHorizontalFlip{} | ColorJitter{0.2, 0.2, 0.2} |
+               ToTensor{} | Normalize{};
+  Rng r1 = Rng::for_sample(11, 2, 5), r2 = Rng::for_sample(11, 2, 5);
+  const Tensor3f a = train.forward(src, r1);
+  CHECK(train.forward(src, r2) == a);
+  CHECK(a.shape()[1] == 24);
+
+  ImageSource missing{"sample-7", "/nonexistent/x.jpg", {}};
+  CHECK_THROWS_WITH_AS(eval.forward(missing), doctest::Contains("sample 'sample-7': /nonexistent/x.jpg: cannot open"),
+                       sieve::Error);
+}

@@ -1,0 +1,226 @@
+// Decoding, encoding, limits and the bad-file corpus.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "sieve/io/image.hpp"
+
+namespace fs = std::filesystem;
+using sieve::Image;
+using namespace sieve::io;
+
+namespace {
+const fs::path data_dir = SIEVE_TEST_DATA;
+
+std::string error_of(const fs::path& p, const DecodeLimits& lim = {}) {
+  try {
+    (void)read_image(p, lim);
+  } catch (const sieve::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+Image noise_image(std::size_t h, std::size_t w, unsigned seed) {
+  Image img(h, w);
+  unsigned s = seed;
+  for (auto& v : img.pixels) {
+    s = s * 1664525u + 1013904223u;
+    v = static_cast<std::uint8_t>(s >> 24);
+  }
+  return img;
+}
+}  // namespace
+
+TEST_CASE("decode: PNG round trip is lossless, JPEG round trip is close") {
+  const Image img = noise_image(13, 17, 1);
+  const auto png = encode_png(img);
+  CHECK(sniff_format(png) == ImageFormat::png);
+  CHECK(decode_image(png) == img);
+
+  Image smooth(32, 40);
+  for (std::size_t y = 0; y < 32; ++y)
+    for (std::size_t x = 0; x < 40; ++x)
+      for (std::size_t c = 0; c < 3; ++c) smooth.at(y, x, c) = static_cast<std::uint8_t>(x * 5 + y * 2 + c * 20);
+  const Image back = decode_image(encode_jpeg(smooth, 95));
+  REQUIRE(back.height == 32);
+  REQUIRE(back.width == 40);
+  int worst = 0;
+  double sum = 0;
+  for (std::size_t i = 0; i < back.size(); ++i) {
+    const int d = std::abs(int(back.pixels[i]) - int(smooth.pixels[i]));
+    worst = std::max(worst, d);
+    sum += d;
+  }
+  CHECK(sum / double(back.size()) < 2.0);
+  CHECK(worst <= 24);
+}
+
+TEST_CASE("decode: files written atomically read back") {
+  const fs::path dir = fs::temp_directory_path() / "sieve_test_images_decode";
+  fs::create_directories(dir);
+  const Image img = noise_image(5, 7, 2);
+  write_png(dir / "a.png", img);
+  CHECK(read_image(dir / "a.png") == img);
+  write_jpeg(dir / "a.jpg", img, 90);
+  const Image j = read_image(dir / "a.jpg");
+  CHECK(j.height == 5);
+  CHECK(j.width == 7);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("decode: gray, gray+alpha and RGBA become RGB") {
+  // RGBA (libpng's pngtest.png) and gray (Fashion-MNIST) against PIL's convert("RGB").
+  CHECK(read_image(data_dir / "images" / "pngtest_rgba.png") ==
+        read_image(data_dir / "images" / "decoded_pngtest_rgba.png"));
+  const Image gray = read_image(data_dir / "images" / "fmnist_t10k_0.png");
+  CHECK(gray == read_image(data_dir / "images" / "decoded_fmnist_t10k_0.png"));
+  for (std::size_t i = 0; i < gray.height * gray.width; ++i) {
+    CHECK(gray.pixels[i * 3] == gray.pixels[i * 3 + 1]);
+    CHECK(gray.pixels[i * 3] == gray.pixels[i * 3 + 2]);
+  }
+}
+
+TEST_CASE("decode: JPEG photo agrees with PIL/libjpeg within IDCT differences") {
+  const Image a = read_image(data_dir / "images" / "nodejs_stripe.jpg");
+  const Image b = read_image(data_dir / "images" / "decoded_nodejs_stripe.png");
+  REQUIRE(a.height == b.height);
+  REQUIRE(a.width == b.width);
+  double sum = 0;
+  int worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const int d = std::abs(int(a.pixels[i]) - int(b.pixels[i]));
+    sum += d;
+    worst = std::max(worst, d);
+  }
+  MESSAGE("stb vs PIL on nodejs_stripe.jpg: mean |diff| ", sum / double(a.size()), ", max ", worst);
+  CHECK(sum / double(a.size()) < 1.5);
+  CHECK(worst <= 40);
+}
+
+TEST_CASE("decode: limits are enforced before decoding") {
+  const Image img = noise_image(40, 30, 3);
+  const auto png = encode_png(img);
+  DecodeLimits lim;
+  lim.max_width = 29;
+  CHECK_THROWS_WITH_AS(decode_image(png, lim, "x.png"), doctest::Contains("x.png: PNG is 30x40 pixels, over the limit"),
+                       sieve::Error);
+  lim = {};
+  lim.max_pixels = 1199;
+  CHECK_THROWS_AS(decode_image(png, lim), sieve::Error);
+  lim = {};
+  lim.max_bytes = png.size() - 1;
+  CHECK_THROWS_WITH_AS(decode_image(png, lim), doctest::Contains("<memory>: encoded image is"), sieve::Error);
+  lim.max_bytes = png.size();
+  CHECK(decode_image(png, lim) == img);
+}
+
+TEST_CASE("decode: a huge but valid file over the default 64 MiB cap is refused by size") {
+  // A valid PNG padded with a 65 MiB ancillary chunk: generated here, never committed.
+  const Image img = noise_image(4, 4, 4);
+  auto png = encode_png(img);
+  const std::size_t pad = (std::size_t{65} << 20);
+  std::vector<std::byte> chunk(12 + pad, std::byte{0});
+  chunk[0] = std::byte(pad >> 24);
+  chunk[1] = std::byte((pad >> 16) & 255);
+  chunk[2] = std::byte((pad >> 8) & 255);
+  chunk[3] = std::byte(pad & 255);
+  const char type[4] = {'z', 'Z', 'z', 'Z'};
+  for (int i = 0; i < 4; ++i) chunk[4 + i] = std::byte(type[i]);
+  const auto crc = static_cast<std::uint32_t>(
+      ::crc32(::crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(chunk.data() + 4), static_cast<uInt>(4 + pad)));
+  for (int i = 0; i < 4; ++i) chunk[8 + pad + i] = std::byte((crc >> (24 - 8 * i)) & 255);
+  png.insert(png.begin() + 33, chunk.begin(), chunk.end());  // after the 8-byte signature + 25-byte IHDR
+  // Valid: a raised cap decodes it.
+  DecodeLimits big;
+  big.max_bytes = std::uint64_t{128} << 20;
+  CHECK(decode_image(png, big) == img);
+  const fs::path p = fs::temp_directory_path() / "sieve_test_huge_valid.png";
+  write_file_atomic(p, png);
+  const std::string err = error_of(p);
+  fs::remove(p);
+  CHECK(err.find("sieve_test_huge_valid.png") != std::string::npos);
+  CHECK(err.find("over the limit of 67108864") != std::string::npos);
+}
+
+TEST_CASE("decode: every file of the bad corpus gives a clear error naming the file") {
+  struct Case {
+    const char* file;
+    const char* reason;
+  };
+  const Case cases[] = {
+      {"truncated.jpg", "truncated JPEG"},
+      {"truncated_header.jpg", "truncated JPEG"},
+      {"truncated.png", "truncated PNG"},
+      {"bad_crc.png", "CRC mismatch in chunk 'IDAT'"},
+      {"empty.jpg", "empty file (0 bytes)"},
+      {"random.jpg", "not a JPEG or PNG file"},
+      {"random_after_soi.jpg", "JPEG"},
+      {"huge_dims.png", "100000x100000 pixels, over the limit"},
+      {"huge_dims.jpg", "65000x65000 pixels, over the limit"},
+      {"corrupt_huffman.jpg", "over-subscribe the code space"},
+      {"cve_2022_28042_dht_overflow.jpg", "DHT"},
+      {"cve_2022_28041_dc_symbol.jpg", "DC table symbol 200 > 15"},
+      {"cve_2022_28041_undefined_table.jpg", "never defined"},
+      {"gif_renamed.jpg", "unsupported image format GIF"},
+      {"bmp_renamed.jpg", "unsupported image format BMP"},
+      {"psd_renamed.jpg", "unsupported image format PSD"},
+      {"hdr_renamed.jpg", "unsupported image format Radiance HDR"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.file);
+    const std::string err = error_of(data_dir / "bad" / c.file);
+    CHECK(err.find(c.file) != std::string::npos);
+    CHECK_MESSAGE(err.find(c.reason) != std::string::npos, err);
+  }
+  // Nothing else hides in the folder untested.
+  std::size_t n = 0;
+  for (const auto& e : fs::directory_iterator(data_dir / "bad")) n += e.is_regular_file();
+  CHECK(n == std::size(cases));
+}
+
+TEST_CASE("decode: the CVE-2022-28042 file is rejected by sieve's DHT check, not by luck") {
+  // The counts {0,0,3,0,...,99,99,99,99,255} sum to 654: without the pre-check stb writes
+  // past stbi__huffman::size[257] (UBSan: index 654 out of bounds).
+  const std::string err = error_of(data_dir / "bad" / "cve_2022_28042_dht_overflow.jpg");
+  CHECK(err.find("DHT declares 654 codes (at most 256)") != std::string::npos);
+}
+
+TEST_CASE("decode: bit flips and truncations of valid files never crash") {
+  // Deterministic mini-fuzz: every outcome must be an Image or a sieve::Error.
+  const Image img = noise_image(16, 16, 5);
+  for (const auto& base : {encode_png(img), encode_jpeg(img, 80)}) {
+    std::size_t ok = 0, errors = 0;
+    for (std::size_t i = 0; i < base.size(); i += 3) {
+      auto b = base;
+      b[i] ^= std::byte{0x5A};
+      try {
+        (void)decode_image(b);
+        ++ok;
+      } catch (const sieve::Error& e) {
+        ++errors;
+        CHECK(std::string(e.what()).find("<memory>") == 0);
+      }
+      try {
+        (void)decode_image(std::span(base).first(i));
+        ++ok;
+      } catch (const sieve::Error&) {
+        ++errors;
+      }
+    }
+    CHECK(errors > 0);
+  }
+}
+
+TEST_CASE("encode: invalid images are refused") {
+  Image empty;
+  CHECK_THROWS_AS((void)encode_png(empty), sieve::Error);
+  Image bad(2, 2);
+  bad.pixels.pop_back();
+  CHECK_THROWS_AS((void)encode_jpeg(bad), sieve::Error);
+  CHECK_THROWS_AS((void)encode_jpeg(Image(2, 2), 0), sieve::Error);
+}

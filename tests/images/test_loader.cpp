@@ -1,0 +1,1 @@
+// loader tests: filled in below

@@ -1,0 +1,52 @@
+#!/bin/sh
+# Build and run one libFuzzer harness: tools/fuzz.sh TARGET SECONDS
+#   TARGET   a harness tools/fuzz/TARGET.cpp defining LLVMFuzzerTestOneInput
+#   SECONDS  fuzzing time (libFuzzer -max_total_time)
+# Builds with clang++-14 -fsanitize=fuzzer,address,undefined (UB is fatal) in a temporary
+# directory, seeds from tools/fuzz/corpus/TARGET/ (read-only: new inputs go to the temp dir),
+# and exits 77 (meson's "skipped") when clang++-14 or its libFuzzer runtime is missing.
+# Crashes are kept in $SIEVE_FUZZ_ARTIFACTS (default: the temp dir, whose path is printed).
+set -eu
+if [ $# -ne 2 ]; then
+  echo "usage: $0 TARGET SECONDS" >&2
+  exit 2
+fi
+target=$1
+seconds=$2
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+src="$here/fuzz/$target.cpp"
+seeds="$here/fuzz/corpus/$target"
+[ -f "$src" ] || { echo "fuzz.sh: no harness $src" >&2; exit 2; }
+CXX=${CXX_FUZZ:-clang++-14}
+if ! command -v "$CXX" >/dev/null 2>&1; then
+  echo "fuzz.sh: $CXX not found; skipping (install clang-14 and libclang-rt-14-dev)"
+  exit 77
+fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/sieve-fuzz-$target.XXXXXX")
+artifacts=${SIEVE_FUZZ_ARTIFACTS:-$work/artifacts}
+mkdir -p "$work/corpus" "$artifacts"
+# Harnesses include sieve headers only (no xtensor); third-party headers are system includes.
+flags="-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+       -I$root/include -isystem /usr/include/stb $(pkg-config --cflags-only-I xtensor 2>/dev/null | sed 's/-I/-isystem /g')"
+if ! $CXX $flags "$src" -o "$work/$target" -lz -pthread 2>"$work/build.log"; then
+  if grep -q -i "libclang_rt.fuzzer\|cannot find.*fuzzer" "$work/build.log"; then
+    echo "fuzz.sh: libFuzzer runtime missing (libclang-rt-14-dev); skipping"
+    exit 77
+  fi
+  cat "$work/build.log" >&2
+  exit 1
+fi
+echo "fuzz.sh: $target for ${seconds}s in $work"
+set -- "$work/corpus"
+[ -d "$seeds" ] && set -- "$@" "$seeds"
+"$work/$target" "$@" -max_total_time="$seconds" -max_len=65536 -timeout=20 -rss_limit_mb=2560 \
+  -artifact_prefix="$artifacts/" -print_final_stats=1 2>&1 | tail -25
+status=$?
+# POSIX sh has no pipefail: recheck for crash artifacts.
+if ls "$artifacts"/crash-* "$artifacts"/leak-* "$artifacts"/timeout-* "$artifacts"/oom-* >/dev/null 2>&1; then
+  echo "fuzz.sh: $target found failures, kept in $artifacts" >&2
+  exit 1
+fi
+rm -rf "$work"
+exit $status
