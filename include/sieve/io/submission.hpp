@@ -1,0 +1,245 @@
+#pragma once
+/// Competition submissions (`id,predictions`: up to 5 distinct space-separated labels, best
+/// first, `-1` for a distractor) and solutions (`id,label`): an atomic writer and validating
+/// readers whose errors carry line numbers.
+
+#include <algorithm>
+#include <cstddef>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "sieve/core/check.hpp"
+#include "sieve/io/csv.hpp"
+#include "sieve/io/file.hpp"
+
+namespace sieve::io {
+
+/// One submission row: an id and its ranked labels.
+struct SubmissionRow {
+  std::string id;
+  std::vector<std::string> labels;
+};
+
+/// What a submission must satisfy beyond its syntax.
+struct SubmissionRules {
+  std::size_t max_labels = 5;
+  bool allow_empty = false;       ///< accept rows with no label (they score 0)
+  std::size_t max_reported = 20;  ///< problems listed in one error before "... and N more"
+};
+
+namespace detail {
+
+/// Collects problems so one error reports them all (a user fixes a file once, not N times).
+class Problems {
+ public:
+  Problems(std::string_view source, std::size_t max) : source_(source), max_(max) {}
+  template <class... Args>
+  void add(Args&&... pieces) {
+    if (count_++ < max_) text_ += str("\n  ", std::forward<Args>(pieces)...);
+  }
+  void throw_if_any() const {
+    if (count_ == 0) return;
+    std::string tail = count_ > max_ ? str("\n  ... and ", count_ - max_, " more") : "";
+    fail(source_, ": ", count_, count_ == 1 ? " problem:" : " problems:", text_, tail);
+  }
+
+ private:
+  std::string source_, text_;
+  std::size_t max_, count_ = 0;
+};
+
+inline bool label_is_clean(std::string_view s) {
+  return !s.empty() && s.find_first_of(" \t\r\n") == std::string_view::npos;
+}
+
+/// Split a predictions field on runs of spaces (leading/trailing spaces ignored).
+inline std::vector<std::string> split_labels(std::string_view s) {
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && s[i] == ' ') ++i;
+    const std::size_t j = std::min(s.find(' ', i), s.size());
+    if (j > i) out.emplace_back(s.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+inline void check_labels(Problems& p, std::string_view where, const std::vector<std::string>& labels,
+                         const SubmissionRules& rules) {
+  if (labels.empty() && !rules.allow_empty) p.add(where, ": empty predictions (at least one label is required)");
+  if (labels.size() > rules.max_labels)
+    p.add(where, ": ", labels.size(), " labels, at most ", rules.max_labels, " allowed");
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    if (!label_is_clean(labels[i])) p.add(where, ": label ", i + 1, " is empty or holds whitespace");
+    for (std::size_t j = 0; j < i; ++j)
+      if (labels[j] == labels[i]) {
+        p.add(where, ": label '", labels[i], "' appears twice (positions ", j + 1, " and ", i + 1, ")");
+        break;
+      }
+  }
+}
+
+/// Duplicate, unknown and missing ids against an optional expected set.
+template <class Row, class IdOf, class LineOf>
+void check_ids(Problems& p, const std::vector<Row>& rows, IdOf id_of, LineOf line_of,
+               std::optional<std::span<const std::string>> expected) {
+  std::unordered_map<std::string_view, std::size_t> first_line;
+  for (const auto& r : rows) {
+    const std::string& id = id_of(r);
+    if (id.empty()) {
+      p.add("line ", line_of(r), ": empty id");
+      continue;
+    }
+    auto [it, fresh] = first_line.emplace(id, line_of(r));
+    if (!fresh) p.add("line ", line_of(r), ": duplicate id '", id, "' (first on line ", it->second, ")");
+  }
+  if (!expected) return;
+  std::unordered_set<std::string_view> want(expected->begin(), expected->end());
+  for (const auto& r : rows)
+    if (!id_of(r).empty() && !want.count(id_of(r))) p.add("line ", line_of(r), ": unknown id '", id_of(r), "'");
+  std::size_t missing = 0;
+  std::string first;
+  for (const auto& id : *expected)
+    if (!first_line.count(id)) {
+      if (missing < 5) first += str(missing ? ", '" : "'", id, "'");
+      ++missing;
+    }
+  if (missing) p.add(missing, " expected id", missing == 1 ? "" : "s", " missing (", first, missing > 5 ? ", ..." : "", ")");
+}
+
+}  // namespace detail
+
+/// Format rows as submission text: header `id,predictions`, labels joined by single spaces.
+/// Requires: ids non-empty and distinct; per row at most rules.max_labels distinct labels
+/// without whitespace (and at least one unless rules.allow_empty). Throws listing every
+/// problem by row index.
+inline std::string format_submission(std::span<const SubmissionRow> rows, const SubmissionRules& rules = {}) {
+  detail::Problems p("submission writer", rules.max_reported);
+  std::unordered_map<std::string_view, std::size_t> seen;
+  std::string out = "id,predictions\n";
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const std::string where = str("row ", r, " (id '", rows[r].id, "')");
+    if (rows[r].id.empty()) p.add("row ", r, ": empty id");
+    auto [it, fresh] = seen.emplace(rows[r].id, r);
+    if (!fresh) p.add(where, ": duplicate id (first at row ", it->second, ")");
+    detail::check_labels(p, where, rows[r].labels, rules);
+  }
+  p.throw_if_any();
+  for (const auto& row : rows) {
+    std::string joined;
+    for (std::size_t i = 0; i < row.labels.size(); ++i) {
+      if (i) joined += ' ';
+      joined += row.labels[i];
+    }
+    const std::string fields[2] = {row.id, joined};
+    append_csv_row(out, fields);
+  }
+  return out;
+}
+
+/// Write a submission atomically (temp file, fsync, rename): readers never see half a file.
+/// Requires: as format_submission. Ensures: the file parses back with read_submission.
+inline void write_submission(const std::filesystem::path& path, std::span<const SubmissionRow> rows,
+                             const SubmissionRules& rules = {}) {
+  write_file_atomic(path, std::string_view(format_submission(rows, rules)));
+}
+
+/// Parse and validate submission text: header exactly `id,predictions`, two fields per row,
+/// no empty or duplicate ids, labels as SubmissionRules says, and, when `expected_ids` is
+/// given, no unknown and no missing ids. Rows are returned in file order.
+/// Throws sieve::Error listing every problem with its line number.
+inline std::vector<SubmissionRow> parse_submission(std::string_view text, std::string_view source,
+                                                   std::optional<std::span<const std::string>> expected_ids = {},
+                                                   const SubmissionRules& rules = {}) {
+  const CsvTable t = parse_csv_table(text, source);
+  if (t.header != std::vector<std::string>{"id", "predictions"}) {
+    std::string got;
+    for (std::size_t i = 0; i < t.header.size(); ++i) got += (i ? "," : "") + t.header[i];
+    fail(source, ":1: header is '", got.substr(0, 200), "', expected 'id,predictions'");
+  }
+  detail::Problems p(source, rules.max_reported);
+  std::vector<SubmissionRow> rows;
+  std::vector<std::size_t> lines;
+  for (const auto& rec : t.rows) {
+    rows.push_back({rec.fields[0], detail::split_labels(rec.fields[1])});
+    lines.push_back(rec.line);
+    if (rec.fields[1].find_first_of("\t\r\n") != std::string::npos)
+      p.add("line ", rec.line, ": predictions hold a tab or line break (labels are separated by spaces)");
+    detail::check_labels(p, str("line ", rec.line), rows.back().labels, rules);
+  }
+  std::vector<std::size_t> idx(rows.size());
+  for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  detail::check_ids(
+      p, idx, [&](std::size_t i) -> const std::string& { return rows[i].id; },
+      [&](std::size_t i) { return lines[i]; }, expected_ids);
+  p.throw_if_any();
+  return rows;
+}
+
+/// Read and validate a submission file (see parse_submission); errors name the file.
+inline std::vector<SubmissionRow> read_submission(const std::filesystem::path& path,
+                                                  std::optional<std::span<const std::string>> expected_ids = {},
+                                                  const SubmissionRules& rules = {}) {
+  const auto bytes = read_file(path, CsvLimits{}.max_file_bytes);
+  return parse_submission(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+                          path.string(), expected_ids, rules);
+}
+
+/// One solution row: an id and its true label (`-1` for a distractor).
+struct SolutionRow {
+  std::string id;
+  std::string label;
+};
+
+/// Parse a solution (`id,label`): header exact, ids non-empty and distinct, labels non-empty
+/// without whitespace. Throws listing every problem with its line number.
+inline std::vector<SolutionRow> parse_solution(std::string_view text, std::string_view source) {
+  const CsvTable t = parse_csv_table(text, source);
+  if (t.header != std::vector<std::string>{"id", "label"}) {
+    std::string got;
+    for (std::size_t i = 0; i < t.header.size(); ++i) got += (i ? "," : "") + t.header[i];
+    fail(source, ":1: header is '", got.substr(0, 200), "', expected 'id,label'");
+  }
+  detail::Problems p(source, SubmissionRules{}.max_reported);
+  std::vector<SolutionRow> rows;
+  for (const auto& rec : t.rows) {
+    if (!detail::label_is_clean(rec.fields[1])) p.add("line ", rec.line, ": label is empty or holds whitespace");
+    rows.push_back({rec.fields[0], rec.fields[1]});
+  }
+  detail::check_ids(
+      p, t.rows, [](const CsvRecord& r) -> const std::string& { return r.fields[0]; },
+      [](const CsvRecord& r) { return r.line; }, std::nullopt);
+  p.throw_if_any();
+  return rows;
+}
+
+/// Read a solution file (see parse_solution); errors name the file.
+inline std::vector<SolutionRow> read_solution(const std::filesystem::path& path) {
+  const auto bytes = read_file(path, CsvLimits{}.max_file_bytes);
+  return parse_solution(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path.string());
+}
+
+/// Align a validated submission with a solution: prediction rows in the solution's order.
+/// Requires: the submission holds exactly the solution's ids (parse it with those as expected).
+inline std::vector<std::vector<std::string>> align_to_solution(const std::vector<SubmissionRow>& sub,
+                                                               const std::vector<SolutionRow>& sol) {
+  std::unordered_map<std::string_view, const SubmissionRow*> by_id;
+  for (const auto& r : sub) by_id.emplace(r.id, &r);
+  std::vector<std::vector<std::string>> out;
+  out.reserve(sol.size());
+  for (const auto& s : sol) {
+    const auto it = by_id.find(s.id);
+    SIEVE_CHECK(it != by_id.end(), "align_to_solution: solution id '", s.id, "' has no submission row");
+    out.push_back(it->second->labels);
+  }
+  return out;
+}
+
+}  // namespace sieve::io
