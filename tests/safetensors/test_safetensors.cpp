@@ -360,3 +360,142 @@ TEST_CASE("safetensors: each safety rule broken once is rejected, naming the fil
     check_rejects("{\"__metadata__\":null}", 0, {"__metadata__ is not an object"});
   }
 }
+
+// ---- Interoperability with PyTorch (tools/safetensors_py.py, tools/gen_safetensors_fixtures.py) ----
+namespace {
+
+// Keep identical to VALUES and INTS in tools/gen_safetensors_fixtures.py.
+const std::vector<double> kInteropValues = {
+    0.0, -0.0, 1.0, -2.5, 0.1, 1.0 / 3.0, 3.141592653589793, 65504.0, 65520.0, 1e5, -7e-06, 1e-08,
+    1e-40, 1e-45, 3e38, 1e300, INFINITY, -INFINITY, NAN,
+    1.00048828125, 1.00390625, 1.0039072036743164, -123.456, 5.9604644775390625e-08, 8.940696716308594e-08, 0.5};
+const std::vector<std::int64_t> kInteropInts = {0, 1, -1, std::int64_t{1} << 62, std::numeric_limits<std::int64_t>::min(),
+                                                std::numeric_limits<std::int64_t>::max(), 123456789012345, -42};
+
+std::vector<float> interop_floats() {
+  std::vector<float> f;
+  for (double d : kInteropValues) f.push_back(sieve::io::detail::double_to_float(d));
+  return f;
+}
+
+template <class T>
+bool same_or_both_nan(T a, T b) {
+  using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  return (std::isnan(a) && std::isnan(b)) || std::bit_cast<U>(a) == std::bit_cast<U>(b);
+}
+
+/// Check a file holding the interop tensors, whoever wrote it: every value must be what
+/// sieve's own conversions give, bit for bit (any NaN matches any NaN).
+void check_interop(const SafeTensors& st, const std::string& producer) {
+  using namespace sieve::io::detail;
+  const std::vector<std::string> names = {"f64", "f32", "f16", "bf16", "i64", "bn.num_batches_tracked", "empty"};
+  CHECK(st.names() == names);
+  const auto f = interop_floats();
+  const auto d64 = st.doubles("f64");
+  const auto f32 = st.floats("f32");
+  const auto f16 = st.floats("f16");
+  const auto bf16 = st.floats("bf16");
+  REQUIRE(d64.size() == kInteropValues.size());
+  REQUIRE(f32.size() == f.size());
+  REQUIRE(f16.size() == f.size());
+  REQUIRE(bf16.size() == f.size());
+  const auto raw16 = st.raw("f16");
+  const auto rawbf = st.raw("bf16");
+  for (std::size_t k = 0; k < f.size(); ++k) {
+    CAPTURE(k);
+    CAPTURE(kInteropValues[k]);
+    CHECK(same_or_both_nan(d64[k], kInteropValues[k]));
+    CHECK(same_or_both_nan(f32[k], f[k]));
+    const auto h = load_le<std::uint16_t>(raw16.data() + 2 * k);
+    const auto b = load_le<std::uint16_t>(rawbf.data() + 2 * k);
+    if (std::isnan(f[k])) {
+      CHECK(std::isnan(f16[k]));
+      CHECK(std::isnan(bf16[k]));
+    } else {
+      CHECK(h == double_to_f16(f[k]));   // torch's rounding == ours
+      CHECK(b == double_to_bf16(f[k]));
+      CHECK(same_or_both_nan(f16[k], f16_to_float(h)));
+      CHECK(same_or_both_nan(bf16[k], bf16_to_float(b)));
+    }
+  }
+  CHECK(st.info("f16").shape == std::vector<std::size_t>{2, 13});
+  CHECK(st.info("bf16").dtype == DType::BF16);
+  CHECK(st.ints("i64") == kInteropInts);
+  CHECK(st.info("i64").shape == std::vector<std::size_t>{2, 4});
+  CHECK(st.ints("bn.num_batches_tracked") == std::vector<std::int64_t>{7});
+  CHECK(st.info("bn.num_batches_tracked").shape.empty());
+  CHECK(st.info("empty").shape == std::vector<std::size_t>{0, 3});
+  CHECK(st.metadata().at("producer") == producer);
+  CHECK(st.metadata().at("unicode") == "caf\xc3\xa9 \xe2\x9c\x93");
+}
+
+void write_interop(const fs::path& path) {
+  const auto f = interop_floats();
+  SafeTensorsWriter w;
+  w.add("f64", {2, 13}, std::span<const double>(kInteropValues));
+  w.add("f32", {2, 13}, std::span<const float>(f));
+  w.add("f16", {2, 13}, std::span<const float>(f), DType::F16);
+  w.add("bf16", {2, 13}, std::span<const float>(f), DType::BF16);
+  w.add("i64", {2, 4}, std::span<const std::int64_t>(kInteropInts));
+  const std::vector<std::int64_t> seven = {7};
+  w.add("bn.num_batches_tracked", {}, std::span<const std::int64_t>(seven));
+  w.add("empty", {0, 3}, std::span<const float>());
+  w.set_metadata("producer", "sieve");
+  w.set_metadata("unicode", "caf\xc3\xa9 \xe2\x9c\x93");
+  w.write(path);
+}
+
+}  // namespace
+
+TEST_CASE("safetensors: a file written by PyTorch (committed fixture) reads bit-exactly") {
+  const auto st = SafeTensors::load(fs::path(SIEVE_TEST_DATA) / "safetensors/good/torch_all_dtypes.safetensors");
+  check_interop(st, "torch");
+}
+
+TEST_CASE("safetensors: sieve's own interop file round-trips through check_interop") {
+  const fs::path p = fs::temp_directory_path() / ("sieve-st-interop-" + std::to_string(::getpid()) + ".safetensors");
+  write_interop(p);
+  check_interop(SafeTensors::load(p), "sieve");
+  fs::remove(p);
+}
+
+// Driven by tests/safetensors/interop.py: it writes py.safetensors with torch, this reads it and
+// writes sieve.safetensors, which the script then checks with torch.
+TEST_CASE("safetensors interop with live PyTorch" * doctest::skip()) {
+  const char* dir = std::getenv("SIEVE_ST_INTEROP_DIR");
+  REQUIRE_MESSAGE(dir != nullptr, "set SIEVE_ST_INTEROP_DIR (run through tests/safetensors/interop.py)");
+  check_interop(SafeTensors::load(fs::path(dir) / "py.safetensors"), "python");
+  write_interop(fs::path(dir) / "sieve.safetensors");
+}
+
+TEST_CASE("safetensors: committed malformed corpus, one file per rule, each rejected with its rule") {
+  const fs::path dir = fs::path(SIEVE_TEST_DATA) / "safetensors/bad";
+  std::ifstream manifest(dir / "MANIFEST.tsv");
+  REQUIRE(manifest.good());
+  std::string line;
+  std::vector<std::string> listed;
+  while (std::getline(manifest, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto tab = line.find('\t');
+    REQUIRE(tab != std::string::npos);
+    const std::string file = line.substr(0, tab), expect = line.substr(tab + 1);
+    listed.push_back(file);
+    CAPTURE(file);
+    std::string msg;
+    try {
+      (void)SafeTensors::load(dir / file);
+    } catch (const sieve::Error& e) {
+      msg = e.what();
+    }
+    CAPTURE(msg);
+    CHECK(msg.find(file) != std::string::npos);
+    CHECK(msg.find(expect) != std::string::npos);
+  }
+  CHECK(listed.size() >= 30);
+  // Every file in the folder is listed (a new fixture cannot silently go unchecked).
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() != ".safetensors") continue;
+    CHECK_MESSAGE(std::find(listed.begin(), listed.end(), e.path().filename().string()) != listed.end(),
+                  e.path().filename().string());
+  }
+}

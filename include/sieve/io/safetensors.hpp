@@ -23,6 +23,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -146,6 +147,14 @@ inline std::uint32_t encode_small_float(double x, int ebits, int mbits) {
   }
   if (E > bias) return sign | exp_mask;
   return sign | (static_cast<std::uint32_t>(E + bias) << mbits) | static_cast<std::uint32_t>(ri - one);
+}
+
+/// double -> float, round to nearest even; out-of-range finite values follow IEEE (inf or
+/// FLT_MAX) instead of the undefined behaviour of a plain cast.
+inline float double_to_float(double x) {
+  if (std::isfinite(x) && std::fabs(x) > static_cast<double>(std::numeric_limits<float>::max()))
+    return std::bit_cast<float>(encode_small_float(x, 8, 23));
+  return static_cast<float>(x);
 }
 
 inline std::uint16_t double_to_f16(double x) { return static_cast<std::uint16_t>(encode_small_float(x, 5, 10)); }
@@ -684,6 +693,12 @@ class SafeTensors {
   }
 
   template <class T>
+  static T to(double x) {
+    if constexpr (std::is_same_v<T, float>) return detail::double_to_float(x);
+    else return x;
+  }
+
+  template <class T>
   std::vector<T> convert(const std::string& name) const {
     const auto& i = info(name);
     if (!dtype_is_float(i.dtype))
@@ -714,7 +729,7 @@ class SafeTensors {
           if (!out.empty()) std::memcpy(out.data(), p, r.size());
         } else {
           for (std::size_t k = 0; k < out.size(); ++k)
-            out[k] = static_cast<T>(std::bit_cast<double>(detail::load_le<std::uint64_t>(p + 8 * k)));
+            out[k] = to<T>(std::bit_cast<double>(detail::load_le<std::uint64_t>(p + 8 * k)));
         }
         break;
       case DType::I64: break;  // excluded above
@@ -732,7 +747,7 @@ class SafeTensorsWriter {
     check_new(name, shape, values.size(), as, "float");
     std::vector<std::byte> b(values.size() * dtype_size(as));
     if (as == DType::F32 && std::endian::native == std::endian::little) {
-      if (!b.empty()) std::memcpy(b.data(), values.data(), b.size());
+      if (!values.empty()) std::memcpy(b.data(), values.data(), b.size());
     } else {
       encode(values, as, b);
     }
@@ -865,7 +880,7 @@ class SafeTensorsWriter {
         break;
       case DType::F32:
         for (std::size_t k = 0; k < v.size(); ++k)
-          detail::store_le(p + 4 * k, std::bit_cast<std::uint32_t>(static_cast<float>(v[k])));
+          detail::store_le(p + 4 * k, std::bit_cast<std::uint32_t>(detail::double_to_float(static_cast<double>(v[k]))));
         break;
       case DType::F64:
         for (std::size_t k = 0; k < v.size(); ++k)
