@@ -1,0 +1,96 @@
+#pragma once
+/// Datasets: indexable samples (an image source plus labels). A label list holding only -1
+/// (or empty) means "no label" (a distractor in retrieval terms).
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sieve/core/check.hpp"
+#include "sieve/io/image.hpp"
+
+namespace sieve::io {
+
+/// The interface loaders read. Implementations must make every const method safe to call
+/// from several threads at once.
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual std::size_t size() const = 0;
+  /// Stable sample id (file stem, CSV id, "t10k:17" ...), used in errors and batches.
+  virtual std::string id(std::size_t i) const = 0;
+  /// Where the pixels come from (a path, or a description such as "train-images-idx3-ubyte.gz[17]").
+  virtual std::string source(std::size_t i) const = 0;
+  /// Class ids of sample i (multi-label); {-1} or {} = none.
+  virtual std::vector<std::int32_t> labels(std::size_t i) const = 0;
+  /// Decode sample i into `out` (RGB). Throws sieve::Error naming the sample and its source.
+  virtual void load(std::size_t i, Image& out) const = 0;
+};
+
+/// One file-backed sample.
+struct FileSample {
+  std::string id;
+  std::filesystem::path path;
+  std::vector<std::int32_t> labels;  ///< {-1} or {} = no label
+};
+
+/// Samples stored as JPEG/PNG files, decoded on demand with DecodeLimits.
+class FileDataset final : public Dataset {
+ public:
+  explicit FileDataset(std::vector<FileSample> samples, DecodeLimits limits = {})
+      : samples_(std::move(samples)), limits_(limits) {}
+  std::size_t size() const override { return samples_.size(); }
+  std::string id(std::size_t i) const override { return at(i).id; }
+  std::string source(std::size_t i) const override { return at(i).path.string(); }
+  std::vector<std::int32_t> labels(std::size_t i) const override { return at(i).labels; }
+  void load(std::size_t i, Image& out) const override {
+    const auto& s = at(i);
+    try {
+      out = read_image(s.path, limits_);
+    } catch (const Error& e) {
+      fail("sample '", s.id, "': ", e.what());
+    }
+  }
+  const std::vector<FileSample>& samples() const { return samples_; }
+
+ private:
+  const FileSample& at(std::size_t i) const {
+    SIEVE_CHECK(i < samples_.size(), "FileDataset: index ", i, " out of range (size ", samples_.size(), ")");
+    return samples_[i];
+  }
+  std::vector<FileSample> samples_;
+  DecodeLimits limits_;
+};
+
+/// Decoded images held in memory (small sets, tests, synthetic data).
+class MemoryDataset final : public Dataset {
+ public:
+  void add(std::string id, Image img, std::vector<std::int32_t> labels) {
+    ids_.push_back(std::move(id));
+    images_.push_back(std::move(img));
+    labels_.push_back(std::move(labels));
+  }
+  std::size_t size() const override { return images_.size(); }
+  std::string id(std::size_t i) const override { return ids_.at(i); }
+  std::string source(std::size_t i) const override { return "<memory>[" + std::to_string(i) + "]"; }
+  std::vector<std::int32_t> labels(std::size_t i) const override { return labels_.at(i); }
+  void load(std::size_t i, Image& out) const override {
+    SIEVE_CHECK(i < images_.size(), "MemoryDataset: index ", i, " out of range (size ", images_.size(), ")");
+    out = images_[i];
+  }
+
+ private:
+  std::vector<std::string> ids_;
+  std::vector<Image> images_;
+  std::vector<std::vector<std::int32_t>> labels_;
+};
+
+/// True when the label list means "no label".
+inline bool is_unlabelled(const std::vector<std::int32_t>& labels) {
+  return labels.empty() || (labels.size() == 1 && labels[0] == -1);
+}
+
+}  // namespace sieve::io
