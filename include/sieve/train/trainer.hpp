@@ -1,0 +1,411 @@
+#pragma once
+/// The training loop: epochs of optimizer steps over a loader, with gradient accumulation, a
+/// non-finite guard, clipping, validation + early stopping, progress, metrics.jsonl and
+/// durable checkpoints that resume bit-identically (also mid-epoch).
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sieve/core/check.hpp"
+#include "sieve/core/param.hpp"
+#include "sieve/core/rng.hpp"
+#include "sieve/core/stage.hpp"
+#include "sieve/core/xt.hpp"
+#include "sieve/io/safetensors.hpp"
+#include "sieve/optim/param_groups.hpp"
+#include "sieve/train/checkpoint.hpp"
+#include "sieve/train/detail/flat_json.hpp"
+#include "sieve/train/early_stopping.hpp"
+#include "sieve/train/weights.hpp"
+
+namespace sieve::train {
+
+/// A loader the trainer can resume anywhere: `num_batches(epoch)`, `start_epoch(epoch,
+/// first_batch)` positions it at a batch of an epoch, and `next_batch()` yields the next batch,
+/// an object with `.x` (the model input) and `.y` (the loss targets). The batches of an epoch
+/// must be a pure function of (seed, epoch, batch index): that is what makes resume exact.
+template <class L>
+concept BatchLoader = requires(L& l, std::int64_t epoch, std::int64_t batch) {
+  { l.num_batches(epoch) } -> std::convertible_to<std::int64_t>;
+  l.start_epoch(epoch, batch);
+  l.next_batch().x;
+  l.next_batch().y;
+};
+
+/// An optimizer: `step(lr)` applies one update; `state()` exposes its tensors for checkpoints.
+template <class O>
+concept Optimizer = requires(O& o, double lr) {
+  o.step(lr);
+  o.state();
+};
+
+enum class Progress {
+  automatic,  ///< `terminal` when the output stream is stderr and stderr is a terminal, else `plain`
+  terminal,   ///< one line redrawn after every step, plus a line per epoch
+  plain,      ///< one line per epoch
+  off,
+};
+
+struct TrainerOptions {
+  std::filesystem::path run_dir;          ///< checkpoints (last/, best/) and metrics.jsonl; empty = none
+  std::int64_t epochs = 1;
+  std::int64_t accum_steps = 1;           ///< micro-batches per optimizer step (gradient accumulation)
+  double max_grad_norm = 0.0;             ///< > 0: clip the global gradient norm to this
+  std::int64_t max_nonfinite_in_row = 5;  ///< stop with an error after this many skipped steps in a row
+  std::int64_t checkpoint_every_steps = 0;  ///< > 0: also save last/ every K optimizer steps
+  double max_minutes = 0.0;               ///< > 0: save last/ and return once this much wall time passed
+  std::int64_t stop_after_steps = -1;     ///< >= 0: save last/ and return after this many optimizer steps
+  std::uint64_t seed = 0;                 ///< keys dropout randomness (and is checked on resume)
+  Progress progress = Progress::automatic;
+  std::ostream* out = nullptr;            ///< progress stream; nullptr = std::cerr
+  std::map<std::string, std::string> config;  ///< recorded in state.json (config.<key>)
+  std::optional<EarlyStoppingOptions> early_stopping;  ///< needs a validation hook
+  bool restore_best_at_end = true;        ///< load best/ weights into the model when fit() ends
+};
+
+/// Where training stands; saved in state.json and restored on resume.
+struct TrainState {
+  std::int64_t epoch = 0;        ///< current epoch (0-based)
+  std::int64_t batch = 0;        ///< next batch index inside the epoch
+  std::int64_t step = 0;         ///< optimizer steps taken (including skipped non-finite ones)
+  std::int64_t nonfinite_skipped = 0;
+  std::int64_t nonfinite_in_row = 0;
+  double epoch_loss_sum = 0.0;   ///< over the steps of the current epoch that were applied
+  std::int64_t epoch_loss_count = 0;
+  std::int64_t epoch_images = 0;
+  double wall_seconds = 0.0;     ///< training wall time summed over all runs
+  double last_lr = 0.0;
+};
+
+struct FitResult {
+  std::int64_t steps = 0;
+  std::int64_t epochs_completed = 0;
+  bool early_stopped = false;
+  bool stopped_by_limit = false;  ///< stop_after_steps or max_minutes
+  std::int64_t nonfinite_skipped = 0;
+  double last_epoch_loss = 0.0;
+};
+
+/// Validation hook: returns named metrics (e.g. {"val_map5", 0.41}); the model is in eval mode.
+template <class Model>
+using ValidationFn = std::function<std::map<std::string, double>(Model&, std::int64_t epoch)>;
+
+/// Generic trainer. Model: a TrainableStage with params() (and optionally buffers()) of T;
+/// Loss: `double forward(const Model::output_type&, const Targets&, double grad_scale)` and
+/// `const Model::output_type& backward()`; Optimizer built by the caller over model.params();
+/// Schedule: `double lr(step)`.
+template <class Model, class Loss, class Opt, class Schedule>
+  requires TrainableStage<Model> && Optimizer<Opt>
+class Trainer {
+ public:
+  using T = typename Loss::value_type;
+
+  Trainer(Model& model, Loss& loss, Opt& optimizer, const Schedule& schedule, TrainerOptions options)
+      : model_(model), loss_(loss), opt_(optimizer), schedule_(schedule), o_(std::move(options)),
+        params_(model.params()), es_(o_.early_stopping.value_or(EarlyStoppingOptions{})) {
+    SIEVE_CHECK(o_.epochs >= 0 && o_.accum_steps >= 1 && o_.max_nonfinite_in_row >= 1,
+                "Trainer: epochs=", o_.epochs, " accum_steps=", o_.accum_steps, " max_nonfinite_in_row=",
+                o_.max_nonfinite_in_row, " (need >= 0, >= 1, >= 1)");
+  }
+
+  void set_validation(ValidationFn<Model> fn) { validate_ = std::move(fn); }
+  const TrainState& state() const { return st_; }
+  const EarlyStopping& early_stopping() const { return es_; }
+
+  /// Resume from RUN/last/ if it exists. Returns true when it resumed.
+  bool resume() {
+    if (o_.run_dir.empty()) return false;
+    recover_slot(o_.run_dir, "last");
+    if (!std::filesystem::exists(o_.run_dir / "last")) return false;
+    resume_from(o_.run_dir / "last");
+    return true;
+  }
+
+  /// Load weights, optimizer state and training position from a checkpoint directory.
+  /// Throws naming the file when it is incomplete, truncated, corrupted or from another seed.
+  void resume_from(const std::filesystem::path& dir) {
+    const auto files = load_checkpoint_files(dir);
+    auto need = [&](const char* name) -> const std::vector<std::byte>& {
+      const auto it = files.find(name);
+      if (it == files.end()) fail("checkpoint ", dir.string(), ": ", name, " is not in the manifest");
+      return it->second;
+    };
+    const auto& sj = need("state.json");
+    const auto j = detail::FlatJson::parse(std::string_view(reinterpret_cast<const char*>(sj.data()), sj.size()),
+                                           (dir / "state.json").string());
+    SIEVE_CHECK(j.get_string("format") == "sieve.train.state v1", (dir / "state.json").string(), ": unknown format '",
+                j.get_string("format"), "'");
+    const std::uint64_t seed = j.get_u64("seed");
+    SIEVE_CHECK(seed == o_.seed, "resume: checkpoint ", dir.string(), " was trained with seed ", seed,
+                " but this run has seed ", o_.seed, ": resuming would not be exact");
+    tensors_from_safetensors<T>(io::SafeTensors::parse(need("model.safetensors"), (dir / "model.safetensors").string()),
+                                params_, buffers_of<T>(model_));
+    tensors_from_safetensors<T>(
+        io::SafeTensors::parse(need("optimizer.safetensors"), (dir / "optimizer.safetensors").string()), {},
+        opt_.state());
+    st_.epoch = j.get_i64("epoch");
+    st_.batch = j.get_i64("batch");
+    st_.step = j.get_i64("step");
+    st_.nonfinite_skipped = j.get_i64("nonfinite_skipped");
+    st_.nonfinite_in_row = j.get_i64("nonfinite_in_row");
+    st_.epoch_loss_sum = j.get_double("epoch_loss_sum");
+    st_.epoch_loss_count = j.get_i64("epoch_loss_count");
+    st_.epoch_images = j.get_i64("epoch_images");
+    st_.wall_seconds = j.get_double("wall_seconds");
+    st_.last_lr = j.get_double("last_lr");
+    es_.restore(j.get_bool("early_stopping.has_best"), j.get_double("early_stopping.best"),
+                j.get_i64("early_stopping.best_epoch"), j.get_i64("early_stopping.wait"));
+  }
+
+  /// Train until `epochs` are done, early stopping triggers, or a step/time limit is hit.
+  template <BatchLoader L>
+  FitResult fit(L& loader) {
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    const double wall_before = st_.wall_seconds;
+    const std::int64_t step_at_start = st_.step;
+    std::int64_t images_this_run = 0;
+    auto elapsed = [&] { return std::chrono::duration<double>(clock::now() - t0).count(); };
+    FitResult r;
+    stage_set_training(model_, true);
+    model_.zero_grad();
+    const std::uint64_t dropout_key = derive_seed(o_.seed, RngPurpose::dropout);
+    bool stop = false;
+    while (!stop && st_.epoch < o_.epochs) {
+      const std::int64_t nb = loader.num_batches(st_.epoch);
+      SIEVE_CHECK(st_.batch <= nb, "Trainer: resuming at batch ", st_.batch, " but epoch ", st_.epoch, " has only ",
+                  nb, " batches (loader changed since the checkpoint?)");
+      if (st_.batch < nb) loader.start_epoch(st_.epoch, st_.batch);
+      while (st_.batch < nb) {
+        // A step averages `group` micro-batches; the last group of an epoch may be short.
+        const std::int64_t group = std::min(o_.accum_steps, nb - st_.batch);
+        bool finite = true;
+        double group_loss = 0.0;
+        for (std::int64_t m = 0; m < group; ++m) {
+          auto&& b = loader.next_batch();
+          Rng rng = Rng::for_sample(dropout_key, static_cast<std::uint64_t>(st_.epoch), static_cast<std::uint64_t>(st_.batch));
+          const auto& out = stage_forward(model_, b.x, rng);
+          const double l = loss_.forward(out, b.y, 1.0 / static_cast<double>(group));
+          finite = finite && std::isfinite(l);
+          model_.backward(loss_.backward());
+          group_loss += l / static_cast<double>(group);
+          const auto n = static_cast<std::int64_t>(b.x.shape()[0]);
+          st_.epoch_images += n;
+          images_this_run += n;
+          ++st_.batch;
+        }
+        const double gnorm = optim::global_grad_norm(params_);
+        const double lr = schedule_.lr(st_.step);
+        if (!finite || !std::isfinite(gnorm)) {
+          ++st_.nonfinite_skipped;
+          if (++st_.nonfinite_in_row >= o_.max_nonfinite_in_row)
+            fail("Trainer: ", st_.nonfinite_in_row, " optimizer steps in a row had a non-finite ",
+                 finite ? "gradient norm" : "loss", " (epoch ", st_.epoch, ", step ", st_.step,
+                 "; lr ", lr, "); stopping. Lower the learning rate or enable gradient clipping (max_grad_norm)");
+        } else {
+          st_.nonfinite_in_row = 0;
+          if (o_.max_grad_norm > 0.0) optim::clip_grad_norm(params_, o_.max_grad_norm);
+          opt_.step(lr);
+          st_.epoch_loss_sum += group_loss;
+          ++st_.epoch_loss_count;
+          st_.last_lr = lr;
+        }
+        model_.zero_grad();
+        ++st_.step;
+        st_.wall_seconds = wall_before + elapsed();
+        show_step(nb, group_loss, images_this_run, elapsed(), st_.step - step_at_start);
+        const bool limit = (o_.stop_after_steps >= 0 && st_.step >= o_.stop_after_steps) ||
+                           (o_.max_minutes > 0.0 && elapsed() >= o_.max_minutes * 60.0);
+        if (limit) {
+          save("last");
+          r.stopped_by_limit = true;
+          stop = true;
+          break;
+        }
+        if (o_.checkpoint_every_steps > 0 && st_.step % o_.checkpoint_every_steps == 0) save("last");
+      }
+      if (stop) break;
+      // End of epoch: validate, log, maybe save best, advance, save last.
+      std::map<std::string, double> val;
+      if (validate_) {
+        stage_set_training(model_, false);
+        val = validate_(model_, st_.epoch);
+        stage_set_training(model_, true);
+      }
+      const double epoch_loss = st_.epoch_loss_count > 0 ? st_.epoch_loss_sum / static_cast<double>(st_.epoch_loss_count)
+                                                         : std::nan("");
+      r.last_epoch_loss = epoch_loss;
+      bool improved = false;
+      if (o_.early_stopping) {
+        const auto it = val.find(es_.options().monitor);
+        if (it == val.end())
+          fail("Trainer: early stopping monitors '", es_.options().monitor, "' but the validation hook returned ",
+               val.empty() ? "no metrics" : "other metrics", " (epoch ", st_.epoch, ")");
+        improved = es_.update(it->second, st_.epoch);
+      }
+      st_.wall_seconds = wall_before + elapsed();
+      log_epoch(epoch_loss, val, images_this_run, elapsed());
+      const std::int64_t finished = st_.epoch;
+      ++st_.epoch;
+      st_.batch = 0;
+      st_.epoch_loss_sum = 0.0;
+      st_.epoch_loss_count = 0;
+      st_.epoch_images = 0;
+      ++r.epochs_completed;
+      if (improved) save("best");
+      save("last");
+      if (o_.early_stopping && es_.should_stop()) {
+        r.early_stopped = true;
+        line(str("early stopping after epoch ", finished + 1, ": ", es_.options().monitor, " has not improved for ",
+                 es_.wait(), " epochs; best ", es_.best(), " at epoch ", es_.best_epoch() + 1));
+        break;
+      }
+    }
+    if (!r.stopped_by_limit && o_.restore_best_at_end && !o_.run_dir.empty() && o_.early_stopping && es_.has_best() &&
+        std::filesystem::exists(o_.run_dir / "best")) {
+      const auto files = load_checkpoint_files(o_.run_dir / "best");
+      tensors_from_safetensors<T>(io::SafeTensors::parse(files.at("model.safetensors"), (o_.run_dir / "best/model.safetensors").string()),
+                                  params_, buffers_of<T>(model_));
+    }
+    r.steps = st_.step;
+    r.nonfinite_skipped = st_.nonfinite_skipped;
+    return r;
+  }
+
+  /// The checkpoint files of the current state (what save() writes), for tests and tools.
+  CheckpointFiles checkpoint_files() {
+    CheckpointFiles f;
+    const std::map<std::string, std::string> meta{{"format", "pt"}, {"producer", "sieve"}};
+    f["model.safetensors"] = tensors_to_safetensors<T>(params_, buffers_of<T>(model_), meta);
+    f["optimizer.safetensors"] = tensors_to_safetensors<T>({}, opt_.state(), {{"producer", "sieve"}});
+    detail::FlatJson j;
+    j.set_string("format", "sieve.train.state v1");
+    j.set("epoch", st_.epoch);
+    j.set("batch", st_.batch);
+    j.set("step", st_.step);
+    j.set_u64("seed", o_.seed);
+    j.set_u64("rng.dropout_key", derive_seed(o_.seed, RngPurpose::dropout));
+    j.set_string("rng.scheme", "Philox4x32-10; dropout stream = for_sample(dropout_key, epoch, batch)");
+    j.set("nonfinite_skipped", st_.nonfinite_skipped);
+    j.set("nonfinite_in_row", st_.nonfinite_in_row);
+    j.set("epoch_loss_sum", st_.epoch_loss_sum);
+    j.set("epoch_loss_count", st_.epoch_loss_count);
+    j.set("epoch_images", st_.epoch_images);
+    j.set("wall_seconds", st_.wall_seconds);
+    j.set("last_lr", st_.last_lr);
+    if constexpr (requires { schedule_.describe(); }) j.set_string("schedule", schedule_.describe());
+    j.set("schedule.step", st_.step);
+    j.set("early_stopping.enabled", o_.early_stopping.has_value());
+    j.set_string("early_stopping.monitor", es_.options().monitor);
+    j.set_string("early_stopping.mode", es_.options().mode == Mode::max ? "max" : "min");
+    j.set("early_stopping.patience", es_.options().patience);
+    j.set("early_stopping.min_delta", es_.options().min_delta);
+    j.set("early_stopping.has_best", es_.has_best());
+    j.set("early_stopping.best", es_.best());
+    j.set("early_stopping.best_epoch", es_.best_epoch());
+    j.set("early_stopping.wait", es_.wait());
+    j.set("options.epochs", o_.epochs);
+    j.set("options.accum_steps", o_.accum_steps);
+    j.set("options.max_grad_norm", o_.max_grad_norm);
+    for (const auto& [k, v] : o_.config) j.set_string("config." + k, v);
+    const std::string text = j.dump();
+    f["state.json"] = std::vector<std::byte>(reinterpret_cast<const std::byte*>(text.data()),
+                                             reinterpret_cast<const std::byte*>(text.data()) + text.size());
+    return f;
+  }
+
+  /// Save the current state as RUN/<slot> (no-op without a run directory).
+  void save(const std::string& slot) {
+    if (o_.run_dir.empty()) return;
+    save_checkpoint_files(o_.run_dir, slot, checkpoint_files());
+  }
+
+ private:
+  std::ostream& out() const { return o_.out ? *o_.out : std::cerr; }
+  Progress mode() const {
+    if (o_.progress != Progress::automatic) return o_.progress;
+    return o_.out == nullptr && ::isatty(2) ? Progress::terminal : Progress::plain;
+  }
+  void line(const std::string& s) {
+    if (mode() == Progress::off) return;
+    if (mode() == Progress::terminal) out() << "\r\033[2K";
+    out() << s << "\n" << std::flush;
+  }
+
+  static std::string hms(double s) {
+    if (!std::isfinite(s) || s < 0) return "?";
+    const auto t = static_cast<long long>(s + 0.5);
+    char buf[32];
+    if (t >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", t / 3600, (t / 60) % 60);
+    else std::snprintf(buf, sizeof buf, "%lldm%02llds", t / 60, t % 60);
+    return buf;
+  }
+
+  void show_step(std::int64_t nb, double loss, std::int64_t images, double secs, std::int64_t steps_this_run) {
+    if (mode() != Progress::terminal) return;
+    const std::int64_t steps_per_epoch = (nb + o_.accum_steps - 1) / o_.accum_steps;
+    const std::int64_t left_in_epoch = (nb - st_.batch + o_.accum_steps - 1) / o_.accum_steps;
+    const std::int64_t left = left_in_epoch + (o_.epochs - st_.epoch - 1) * steps_per_epoch;
+    const double per_step = steps_this_run > 0 ? secs / static_cast<double>(steps_this_run) : 0.0;
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "\r\033[2Kepoch %lld/%lld  batch %lld/%lld  step %lld  loss %.4f  %.1f img/s  ETA %s",
+                  static_cast<long long>(st_.epoch + 1), static_cast<long long>(o_.epochs),
+                  static_cast<long long>(st_.batch), static_cast<long long>(nb), static_cast<long long>(st_.step), loss,
+                  secs > 0 ? static_cast<double>(images) / secs : 0.0, hms(per_step * static_cast<double>(left)).c_str());
+    out() << buf << std::flush;
+  }
+
+  void log_epoch(double loss, const std::map<std::string, double>& val, std::int64_t images, double secs) {
+    const double ips = secs > 0 ? static_cast<double>(images) / secs : 0.0;
+    std::string msg = str("epoch ", st_.epoch + 1, "/", o_.epochs, "  step ", st_.step, "  loss ", loss, "  lr ",
+                          st_.last_lr);
+    for (const auto& [k, v] : val) msg += str("  ", k, " ", v);
+    msg += str("  ", static_cast<long long>(ips), " img/s");
+    if (st_.nonfinite_skipped > 0) msg += str("  skipped ", st_.nonfinite_skipped);
+    line(msg);
+    if (o_.run_dir.empty()) return;
+    detail::FlatJson j;
+    j.set("epoch", st_.epoch + 1);  // 1-based: epochs completed, as the progress line shows
+    j.set("step", st_.step);
+    j.set("lr", st_.last_lr);
+    j.set("loss", loss);
+    for (const auto& [k, v] : val) j.set(k, v);
+    j.set("images_per_sec", ips);
+    j.set("wall_time_s", st_.wall_seconds);
+    j.set("nonfinite_skipped", st_.nonfinite_skipped);
+    std::string text = "{";
+    for (std::size_t i = 0; i < j.items().size(); ++i)
+      text += (i ? ", " : "") + detail::FlatJson::quote(j.items()[i].first) + ": " + j.items()[i].second;
+    text += "}\n";
+    std::filesystem::create_directories(o_.run_dir);
+    std::ofstream f(o_.run_dir / "metrics.jsonl", std::ios::app);
+    f << text;
+    f.flush();
+    SIEVE_CHECK(f.good(), "Trainer: cannot append to ", (o_.run_dir / "metrics.jsonl").string());
+  }
+
+  Model& model_;
+  Loss& loss_;
+  Opt& opt_;
+  const Schedule& schedule_;
+  TrainerOptions o_;
+  std::vector<ParamRef<T>> params_;
+  EarlyStopping es_;
+  TrainState st_;
+  ValidationFn<Model> validate_;
+};
+
+}  // namespace sieve::train
