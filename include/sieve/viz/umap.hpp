@@ -1,0 +1,401 @@
+#pragma once
+/// UMAP (McInnes, Healy & Melville 2018, arXiv:1802.03426), following umap-learn's algorithm
+/// step by step, single-threaded and deterministic for a fixed seed:
+///   1. exact k-nearest-neighbour graph (self included as neighbour 0), euclidean or cosine,
+///      found with blocked GEMM (sieve::kernels::gemm) and the k distances recomputed exactly;
+///   2. smooth kNN distances: rho_i = distance to the nearest non-identical neighbour
+///      (local_connectivity = 1), sigma_i by binary search so sum_j exp(-(d_ij - rho_i)/sigma_i)
+///      = log2(k) (umap-learn's smooth_knn_dist, 64 iterations, tolerance 1e-5, the
+///      MIN_K_DIST_SCALE floor);
+///   3. fuzzy union P = A + A^T - A o A^T, edges below max/n_epochs dropped;
+///   4. layout: random uniform init in [-10, 10]^d drawn from sieve::Rng (umap-learn's
+///      init="random"; spectral init is not implemented), then SGD over edges sampled in
+///      proportion to their weight with negative sampling (optimize_layout_euclidean: clipped
+///      gradients at 4, learning rate decaying linearly, 5 negatives per positive);
+///   5. a, b of the low-dimensional kernel 1/(1 + a d^(2b)) fitted to min_dist/spread by
+///      least squares on 300 points, as umap-learn's find_ab_params does with curve_fit.
+/// Cost: O(N^2 D) for the exact graph (BLAS), O(n_epochs * |E| * negatives) for the layout;
+/// a few thousand points take seconds.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "sieve/core/check.hpp"
+#include "sieve/core/rng.hpp"
+#include "sieve/core/xt.hpp"
+#include "sieve/kernels/gemm.hpp"
+
+namespace sieve::viz {
+
+enum class UmapMetric { euclidean, cosine };
+
+struct UmapOptions {
+  std::size_t n_neighbors = 15;  ///< including the point itself, as in umap-learn
+  std::size_t n_components = 2;
+  double min_dist = 0.1;
+  double spread = 1.0;
+  std::size_t n_epochs = 0;  ///< 0: 500 for N <= 10000, else 200 (umap-learn's default)
+  UmapMetric metric = UmapMetric::euclidean;
+  double learning_rate = 1.0;
+  double repulsion_strength = 1.0;
+  std::size_t negative_sample_rate = 5;
+  std::uint64_t seed = 42;
+};
+
+/// k nearest neighbours per point: indices and distances [N,k], row i starting with i itself.
+struct KnnGraph {
+  std::size_t N = 0, k = 0;
+  std::vector<std::uint32_t> indices;
+  std::vector<double> distances;
+};
+
+/// A sparse symmetric graph as a sorted edge list (both directions stored), like umap-learn's
+/// graph.tocoo() after symmetrisation.
+struct FuzzyGraph {
+  std::size_t N = 0;
+  std::vector<std::uint32_t> head, tail;
+  std::vector<double> weight;
+};
+
+namespace detail {
+inline double umap_distance(const double* a, const double* b, std::size_t D, UmapMetric m) {
+  if (m == UmapMetric::euclidean) {
+    double s = 0;
+    for (std::size_t d = 0; d < D; ++d) s += (a[d] - b[d]) * (a[d] - b[d]);
+    return std::sqrt(s);
+  }
+  double ab = 0, aa = 0, bb = 0;
+  for (std::size_t d = 0; d < D; ++d) ab += a[d] * b[d], aa += a[d] * a[d], bb += b[d] * b[d];
+  if (aa == 0 && bb == 0) return 0.0;
+  if (aa == 0 || bb == 0) return 1.0;
+  return std::max(0.0, 1.0 - ab / std::sqrt(aa * bb));
+}
+}  // namespace detail
+
+/// Exact kNN graph by blocked GEMM: candidates ranked in float/double from
+/// |x|^2 + |y|^2 - 2 x.y (or 1 - cos), then the k distances recomputed in double.
+/// Requires: N >= 2, 2 <= k <= N. Ensures: indices[i*k] == i, distances ascending after it,
+/// ties broken by smaller index.
+template <class T>
+KnnGraph exact_knn(const Tensor2<T>& x, std::size_t k, UmapMetric metric, std::size_t block = 512) {
+  const std::size_t N = x.shape()[0], D = x.shape()[1];
+  SIEVE_CHECK(N >= 2, "umap exact_knn: need at least 2 points, got N=", N);
+  SIEVE_CHECK(k >= 2 && k <= N, "umap exact_knn: k=", k, " must be in [2, N=", N, "]");
+  for (std::size_t i = 0; i < N * D; ++i)
+    SIEVE_CHECK(std::isfinite(x.data()[i]), "umap exact_knn: x[", i / D, ",", i % D, "] is not finite");
+  std::vector<double> sq(N);
+  for (std::size_t i = 0; i < N; ++i) {
+    double s = 0;
+    for (std::size_t d = 0; d < D; ++d) s += static_cast<double>(x(i, d)) * x(i, d);
+    sq[i] = s;
+  }
+  const std::size_t B = std::min(block, N);
+  std::vector<T> dots(B * B);
+  // Per query row: the best k-1 other points as a max-heap on (distance, index).
+  std::vector<std::vector<std::pair<double, std::uint32_t>>> heaps(B);
+  KnnGraph g;
+  g.N = N;
+  g.k = k;
+  g.indices.resize(N * k);
+  g.distances.resize(N * k);
+  std::vector<double> xi(D), xj(D);
+  for (std::size_t q0 = 0; q0 < N; q0 += B) {
+    const std::size_t nq = std::min(B, N - q0);
+    for (auto& h : heaps) h.clear();
+    for (std::size_t c0 = 0; c0 < N; c0 += B) {
+      const std::size_t nc = std::min(B, N - c0);
+      kernels::gemm(kernels::Trans::no, kernels::Trans::yes, nq, nc, D, T(1), x.data() + q0 * D, x.data() + c0 * D,
+                    T(0), dots.data());
+      for (std::size_t a = 0; a < nq; ++a) {
+        auto& h = heaps[a];
+        const std::size_t i = q0 + a;
+        for (std::size_t b = 0; b < nc; ++b) {
+          const std::size_t j = c0 + b;
+          if (j == i) continue;
+          const double dot = static_cast<double>(dots[a * nc + b]);
+          double d;
+          if (metric == UmapMetric::euclidean) d = std::max(0.0, sq[i] + sq[j] - 2 * dot);
+          else d = (sq[i] > 0 && sq[j] > 0) ? 1.0 - dot / std::sqrt(sq[i] * sq[j]) : 1.0;
+          const std::pair<double, std::uint32_t> cand{d, static_cast<std::uint32_t>(j)};
+          if (h.size() < k - 1) {
+            h.push_back(cand);
+            std::push_heap(h.begin(), h.end());
+          } else if (cand < h.front()) {
+            std::pop_heap(h.begin(), h.end());
+            h.back() = cand;
+            std::push_heap(h.begin(), h.end());
+          }
+        }
+      }
+    }
+    for (std::size_t a = 0; a < nq; ++a) {
+      const std::size_t i = q0 + a;
+      auto& h = heaps[a];
+      for (std::size_t d = 0; d < D; ++d) xi[d] = static_cast<double>(x(i, d));
+      for (auto& [dist, j] : h) {
+        for (std::size_t d = 0; d < D; ++d) xj[d] = static_cast<double>(x(j, d));
+        dist = detail::umap_distance(xi.data(), xj.data(), D, metric);
+      }
+      std::sort(h.begin(), h.end());
+      g.indices[i * k] = static_cast<std::uint32_t>(i);
+      g.distances[i * k] = 0.0;
+      for (std::size_t m = 0; m + 1 < k; ++m) {
+        g.indices[i * k + m + 1] = h[m].second;
+        g.distances[i * k + m + 1] = h[m].first;
+      }
+    }
+  }
+  return g;
+}
+
+/// umap-learn's smooth_knn_dist with local_connectivity = 1 and bandwidth = 1: per point rho
+/// (nearest positive distance) and sigma (binary search on sum exp(-(d - rho)/sigma) = log2 k
+/// over neighbours 1..k-1). Returns {sigma, rho}.
+inline std::pair<std::vector<double>, std::vector<double>> smooth_knn_dist(const KnnGraph& g) {
+  constexpr int kIterations = 64;
+  constexpr double kTolerance = 1e-5, kMinKDistScale = 1e-3;
+  const std::size_t N = g.N, k = g.k;
+  const double target = std::log2(static_cast<double>(k));
+  double mean_all = 0;
+  for (double d : g.distances) mean_all += d;
+  mean_all /= static_cast<double>(g.distances.size());
+  std::vector<double> sigma(N), rho(N, 0.0);
+  for (std::size_t i = 0; i < N; ++i) {
+    const double* di = g.distances.data() + i * k;
+    for (std::size_t j = 0; j < k; ++j)
+      if (di[j] > 0) {  // distances are ascending: the first positive one is the nearest
+        rho[i] = di[j];
+        break;
+      }
+    double lo = 0, hi = std::numeric_limits<double>::infinity(), mid = 1;
+    for (int it = 0; it < kIterations; ++it) {
+      double psum = 0;
+      for (std::size_t j = 1; j < k; ++j) {
+        const double d = di[j] - rho[i];
+        psum += d > 0 ? std::exp(-d / mid) : 1.0;
+      }
+      if (std::abs(psum - target) < kTolerance) break;
+      if (psum > target) {
+        hi = mid;
+        mid = (lo + hi) / 2;
+      } else {
+        lo = mid;
+        mid = std::isinf(hi) ? mid * 2 : (lo + hi) / 2;
+      }
+    }
+    sigma[i] = mid;
+    double mean_i = 0;
+    for (std::size_t j = 0; j < k; ++j) mean_i += di[j];
+    mean_i /= static_cast<double>(k);
+    const double floor = kMinKDistScale * (rho[i] > 0 ? mean_i : mean_all);
+    if (sigma[i] < floor) sigma[i] = floor;
+  }
+  return {std::move(sigma), std::move(rho)};
+}
+
+/// The fuzzy simplicial set: memberships exp(-(d - rho)/sigma) (1 within rho, 0 to itself),
+/// symmetrised by the fuzzy union A + A^T - A o A^T; edges sorted by (head, tail).
+inline FuzzyGraph fuzzy_simplicial_set(const KnnGraph& g) {
+  const auto [sigma, rho] = smooth_knn_dist(g);
+  const std::size_t N = g.N, k = g.k;
+  struct Entry {
+    std::uint32_t r, c;
+    double v;
+  };
+  std::vector<Entry> e;
+  e.reserve(2 * N * k);
+  for (std::size_t i = 0; i < N; ++i)
+    for (std::size_t j = 0; j < k; ++j) {
+      const std::uint32_t c = g.indices[i * k + j];
+      if (c == i) continue;
+      const double d = g.distances[i * k + j] - rho[i];
+      const double v = (d <= 0 || sigma[i] == 0) ? 1.0 : std::exp(-d / sigma[i]);
+      e.push_back({static_cast<std::uint32_t>(i), c, v});
+    }
+  // A and A^T side by side, then combine equal (r, c) pairs: a + b - a*b.
+  const std::size_t n_direct = e.size();
+  for (std::size_t m = 0; m < n_direct; ++m) e.push_back({e[m].c, e[m].r, -e[m].v});  // negative marks transpose
+  std::sort(e.begin(), e.end(), [](const Entry& a, const Entry& b) { return a.r != b.r ? a.r < b.r : a.c < b.c; });
+  FuzzyGraph out;
+  out.N = N;
+  for (std::size_t m = 0; m < e.size();) {
+    double a = 0, at = 0;
+    std::size_t n = m;
+    while (n < e.size() && e[n].r == e[m].r && e[n].c == e[m].c) {
+      if (e[n].v >= 0) a = e[n].v;
+      else at = -e[n].v;
+      ++n;
+    }
+    const double v = a + at - a * at;
+    if (v > 0) {
+      out.head.push_back(e[m].r);
+      out.tail.push_back(e[m].c);
+      out.weight.push_back(v);
+    }
+    m = n;
+  }
+  return out;
+}
+
+/// a, b such that 1/(1 + a x^(2b)) fits 1 for x < min_dist and exp(-(x - min_dist)/spread)
+/// beyond, least squares on 300 points of [0, 3 spread] (umap-learn's find_ab_params; here
+/// Levenberg-Marquardt from a = b = 1, as scipy's curve_fit starts).
+/// Requires: 0 <= min_dist < spread.
+inline std::pair<double, double> find_ab_params(double spread, double min_dist) {
+  SIEVE_CHECK(spread > 0 && min_dist >= 0 && min_dist < spread, "umap find_ab_params: need 0 <= min_dist=",
+              min_dist, " < spread=", spread);
+  constexpr std::size_t M = 300;
+  std::vector<double> xv(M), yv(M);
+  for (std::size_t i = 0; i < M; ++i) {
+    xv[i] = spread * 3 * static_cast<double>(i) / static_cast<double>(M - 1);
+    yv[i] = xv[i] < min_dist ? 1.0 : std::exp(-(xv[i] - min_dist) / spread);
+  }
+  const auto residuals = [&](double a, double b, std::vector<double>* ja, std::vector<double>* jb) {
+    double ss = 0;
+    for (std::size_t i = 0; i < M; ++i) {
+      const double x = xv[i];
+      const double p = x > 0 ? std::pow(x, 2 * b) : 0.0;
+      const double f = 1.0 / (1.0 + a * p);
+      const double r = f - yv[i];
+      ss += r * r;
+      if (ja) {
+        (*ja)[i] = -p * f * f;                                      // df/da
+        (*jb)[i] = x > 0 ? -a * p * 2 * std::log(x) * f * f : 0.0;  // df/db
+      }
+    }
+    return ss;
+  };
+  double a = 1, b = 1, lambda = 1e-3;
+  std::vector<double> ja(M), jb(M);
+  double cost = residuals(a, b, &ja, &jb);
+  for (int it = 0; it < 500; ++it) {
+    double aa = 0, ab = 0, bb = 0, ga = 0, gb = 0;
+    for (std::size_t i = 0; i < M; ++i) {
+      const double x = xv[i];
+      const double p = x > 0 ? std::pow(x, 2 * b) : 0.0;
+      const double r = 1.0 / (1.0 + a * p) - yv[i];
+      aa += ja[i] * ja[i], ab += ja[i] * jb[i], bb += jb[i] * jb[i];
+      ga += ja[i] * r, gb += jb[i] * r;
+    }
+    bool improved = false;
+    for (int tries = 0; tries < 30 && !improved; ++tries) {
+      const double A = aa * (1 + lambda), Bm = bb * (1 + lambda), det = A * Bm - ab * ab;
+      const double da = -(Bm * ga - ab * gb) / det, db = -(A * gb - ab * ga) / det;
+      const double na = a + da, nb = b + db;
+      const double nc = (na > 0 && nb > 0) ? residuals(na, nb, nullptr, nullptr) : INFINITY;
+      if (nc < cost) {
+        const bool converged = cost - nc < 1e-15 * std::max(1.0, cost);
+        a = na, b = nb, cost = nc;
+        lambda = std::max(lambda / 10, 1e-12);
+        improved = true;
+        if (converged) return {a, b};
+      } else {
+        lambda *= 10;
+      }
+    }
+    if (!improved) break;
+    residuals(a, b, &ja, &jb);
+  }
+  return {a, b};
+}
+
+/// umap-learn's make_epochs_per_sample: an edge of weight w is sampled every
+/// max_w / w epochs; edges never sampled get -1.
+inline std::vector<double> epochs_per_sample(const std::vector<double>& w, std::size_t n_epochs) {
+  const double mx = w.empty() ? 1.0 : *std::max_element(w.begin(), w.end());
+  std::vector<double> out(w.size(), -1.0);
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    const double n_samples = static_cast<double>(n_epochs) * (w[i] / mx);
+    if (n_samples > 0) out[i] = static_cast<double>(n_epochs) / n_samples;
+  }
+  return out;
+}
+
+/// The UMAP embedding of x [N,D] -> [N, n_components].
+/// Requires: N >= 2, finite x, n_neighbors >= 2, n_components >= 1.
+/// Ensures: the same output for the same input, options and seed, on any machine.
+template <class T>
+Tensor2<float> umap(const Tensor2<T>& x, const UmapOptions& o = {}) {
+  const std::size_t N = x.shape()[0], dim = o.n_components;
+  SIEVE_CHECK(N >= 2, "umap: need at least 2 points, got N=", N);
+  SIEVE_CHECK(o.n_neighbors >= 2, "umap: n_neighbors=", o.n_neighbors, " must be at least 2");
+  SIEVE_CHECK(dim >= 1, "umap: n_components must be at least 1");
+  const std::size_t k = std::min(o.n_neighbors, N);
+  const std::size_t n_epochs = o.n_epochs ? o.n_epochs : (N <= 10000 ? 500 : 200);
+  FuzzyGraph g = fuzzy_simplicial_set(exact_knn(x, k, o.metric));
+  {  // Drop edges too weak to be sampled even once (umap-learn does this before the layout).
+    const double mx = g.weight.empty() ? 0.0 : *std::max_element(g.weight.begin(), g.weight.end());
+    FuzzyGraph kept;
+    kept.N = N;
+    for (std::size_t e = 0; e < g.weight.size(); ++e)
+      if (g.weight[e] >= mx / static_cast<double>(n_epochs)) {
+        kept.head.push_back(g.head[e]);
+        kept.tail.push_back(g.tail[e]);
+        kept.weight.push_back(g.weight[e]);
+      }
+    g = std::move(kept);
+  }
+  const auto [a, b] = find_ab_params(o.spread, o.min_dist);
+
+  std::vector<double> emb(N * dim);
+  Rng init(derive_seed(o.seed, RngPurpose::init));
+  for (auto& v : emb) v = init.uniform(-10.0, 10.0);
+
+  const std::size_t E = g.weight.size();
+  const auto eps = epochs_per_sample(g.weight, n_epochs);
+  std::vector<double> eps_neg(E), next_neg(E), next(eps);
+  for (std::size_t e = 0; e < E; ++e) eps_neg[e] = eps[e] / static_cast<double>(o.negative_sample_rate);
+  next_neg = eps_neg;
+  Rng neg(derive_seed(o.seed, RngPurpose::shuffle));
+  const auto clip = [](double v) { return v > 4.0 ? 4.0 : (v < -4.0 ? -4.0 : v); };
+  const double gamma = o.repulsion_strength;
+  double alpha = o.learning_rate;
+  for (std::size_t n = 0; n < n_epochs; ++n) {
+    const auto epoch = static_cast<double>(n);
+    for (std::size_t e = 0; e < E; ++e) {
+      if (eps[e] < 0 || next[e] > epoch) continue;
+      double* cur = emb.data() + static_cast<std::size_t>(g.head[e]) * dim;
+      double* oth = emb.data() + static_cast<std::size_t>(g.tail[e]) * dim;
+      double d2 = 0;
+      for (std::size_t d = 0; d < dim; ++d) d2 += (cur[d] - oth[d]) * (cur[d] - oth[d]);
+      // Attraction: gradient of log(1/(1 + a d^2b)) with respect to the squared distance.
+      const double ga = d2 > 0 ? (-2.0 * a * b * std::pow(d2, b - 1.0)) / (a * std::pow(d2, b) + 1.0) : 0.0;
+      for (std::size_t d = 0; d < dim; ++d) {
+        const double gd = clip(ga * (cur[d] - oth[d]));
+        cur[d] += gd * alpha;
+        oth[d] -= gd * alpha;
+      }
+      next[e] += eps[e];
+      // Negatives owed since the last visit (truncated toward zero like umap-learn's int()).
+      const double owed = (epoch - next_neg[e]) / eps_neg[e];
+      const std::size_t n_neg = owed > 0 ? static_cast<std::size_t>(owed) : 0;
+      for (std::size_t p = 0; p < n_neg; ++p) {
+        const auto kk = static_cast<std::size_t>(neg.below(N));
+        const double* o2 = emb.data() + kk * dim;
+        double r2 = 0;
+        for (std::size_t d = 0; d < dim; ++d) r2 += (cur[d] - o2[d]) * (cur[d] - o2[d]);
+        double gr;
+        if (r2 > 0) gr = 2.0 * gamma * b / ((0.001 + r2) * (a * std::pow(r2, b) + 1.0));
+        else if (kk == g.head[e]) continue;
+        else gr = 0.0;
+        for (std::size_t d = 0; d < dim; ++d) {
+          // Coincident points get the maximal push, as umap-learn does.
+          const double gd = gr > 0 ? clip(gr * (cur[d] - o2[d])) : 4.0;
+          cur[d] += gd * alpha;
+        }
+      }
+      next_neg[e] += static_cast<double>(n_neg) * eps_neg[e];
+    }
+    alpha = o.learning_rate * (1.0 - epoch / static_cast<double>(n_epochs));  // umap-learn's schedule
+  }
+  Tensor2<float> out(Shape<2>{N, dim});
+  for (std::size_t i = 0; i < N * dim; ++i) out.data()[i] = static_cast<float>(emb[i]);
+  return out;
+}
+
+}  // namespace sieve::viz
