@@ -1,0 +1,111 @@
+#pragma once
+/// Conv2d stage: a bias-free 2-D convolution (torchvision's ResNet convolutions).
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sieve/core/check.hpp"
+#include "sieve/core/param.hpp"
+#include "sieve/core/rng.hpp"
+#include "sieve/core/xt.hpp"
+#include "sieve/kernels/conv2d.hpp"
+#include "sieve/nn/init.hpp"
+
+namespace sieve::nn {
+
+/// Scratch memory shared by the convolutions of one model (only one runs at a time).
+template <class T>
+using Workspace = std::shared_ptr<std::vector<T>>;
+
+/// y = conv(x, weight), weight [K,C,KH,KW], no bias.
+/// The forward input is kept by address for backward: it must stay alive and unchanged until
+/// backward (true for a previous stage's output buffer inside a model).
+template <class T>
+class Conv2d {
+ public:
+  using input_type = Tensor4<T>;
+  using output_type = Tensor4<T>;
+
+  /// Requires: C, K, kernel sizes and strides > 0. Ensures: weight ~ kaiming_normal(fan_out).
+  Conv2d(std::size_t C, std::size_t K, kernels::Conv2dGeom g, Rng& rng)
+      : C_(C), K_(K), g_(g), weight_(Shape<4>{K, C, g.kh, g.kw}), grad_(xt::zeros<T>({K, C, g.kh, g.kw})),
+        ws_(std::make_shared<std::vector<T>>()) {
+    SIEVE_CHECK(C > 0 && K > 0 && g.kh > 0 && g.kw > 0 && g.sh > 0 && g.sw > 0, "Conv2d: C=", C, " K=", K,
+                " kernel ", g.kh, "x", g.kw, " stride ", g.sh, "x", g.sw, " must all be positive");
+    kaiming_normal_fan_out(std::span<T>(weight_.data(), weight_.size()), K * g.kh * g.kw, rng);
+  }
+  Conv2d(std::size_t C, std::size_t K, std::size_t kernel, std::size_t stride, std::size_t pad, Rng& rng)
+      : Conv2d(C, K, kernels::Conv2dGeom{kernel, kernel, stride, stride, pad, pad}, rng) {}
+
+  /// x: [N,C,H,W] -> y: [N,K,OH,OW]. Requires: x.shape()[1] == C.
+  const Tensor4<T>& forward(const Tensor4<T>& x) {
+    const auto& s = x.shape();
+    SIEVE_CHECK(s[1] == C_, "Conv2d.forward: input [", s[0], ",", s[1], ",", s[2], ",", s[3], "] has C=", s[1],
+                " but weight [", K_, ",", C_, ",", g_.kh, ",", g_.kw, "] expects C=", C_);
+    d_ = kernels::Conv2dDims{s[0], s[1], s[2], s[3], K_, g_};
+    kernels::conv2d_check(d_, "Conv2d.forward");
+    x_ = &x;
+    ensure_shape(y_, {d_.N, K_, d_.OH(), d_.OW()});
+    T* ws = workspace(kernels::conv2d_workspace_size(d_));
+    kernels::conv2d_forward(x.data(), weight_.data(), y_.data(), d_, ws, ws_->size());
+    return y_;
+  }
+
+  /// Weight gradient (unless frozen) accumulates; the input gradient is assigned and
+  /// computed only when `need_dx` (otherwise the returned buffer is stale).
+  /// Requires: forward(x) was called and x is unchanged; dy has the output's shape.
+  const Tensor4<T>& backward(const Tensor4<T>& dy, bool need_dx) {
+    SIEVE_CHECK(x_ != nullptr, "Conv2d.backward: called before forward");
+    SIEVE_CHECK(dy.shape() == y_.shape(), "Conv2d.backward: dy [", dy.shape()[0], ",", dy.shape()[1], ",",
+                dy.shape()[2], ",", dy.shape()[3], "] differs from the output [", y_.shape()[0], ",",
+                y_.shape()[1], ",", y_.shape()[2], ",", y_.shape()[3], "]");
+    T* ws = workspace(kernels::conv2d_workspace_size(d_));
+    if (!frozen_) kernels::conv2d_backward_weight(x_->data(), dy.data(), grad_.data(), d_, ws, ws_->size());
+    if (need_dx) {
+      ensure_shape(dx_, {d_.N, d_.C, d_.H, d_.W});
+      kernels::conv2d_backward_input(dy.data(), weight_.data(), dx_.data(), d_, ws, ws_->size());
+    }
+    return dx_;
+  }
+  /// The Stage interface: backward computing the input gradient.
+  const Tensor4<T>& backward(const Tensor4<T>& dy) { return backward(dy, true); }
+
+  std::vector<ParamRef<T>> params() {
+    return {{"weight", {K_, C_, g_.kh, g_.kw}, {weight_.data(), weight_.size()}, {grad_.data(), grad_.size()},
+             true, &frozen_}};
+  }
+  std::vector<BufferRef<T>> buffers() { return {}; }
+  void zero_grad() { std::fill(grad_.begin(), grad_.end(), T(0)); }
+
+  bool frozen() const { return frozen_; }
+  void set_frozen(bool f) { frozen_ = f; }
+  /// Share scratch memory with other convolutions of the same model.
+  void set_workspace(Workspace<T> ws) { ws_ = std::move(ws); }
+
+  Tensor4<T>& weight() { return weight_; }
+  const Tensor4<T>& weight() const { return weight_; }
+  const Tensor4<T>& weight_grad() const { return grad_; }
+  const Tensor4<T>& output() const { return y_; }
+  std::size_t in_channels() const { return C_; }
+  std::size_t out_channels() const { return K_; }
+  const kernels::Conv2dGeom& geom() const { return g_; }
+
+ private:
+  T* workspace(std::size_t n) {
+    if (ws_->size() < n) ws_->resize(n);  // grows during the first steps only
+    return ws_->data();
+  }
+
+  std::size_t C_, K_;
+  kernels::Conv2dGeom g_;
+  Tensor4<T> weight_, grad_;
+  Tensor4<T> y_, dx_;
+  kernels::Conv2dDims d_{};
+  const Tensor4<T>* x_ = nullptr;
+  Workspace<T> ws_;
+  bool frozen_ = false;
+};
+
+}  // namespace sieve::nn

@@ -1,0 +1,188 @@
+#pragma once
+/// ResNet backbone (torchvision's ResNet with Bottleneck blocks, v1.5), up to the pooled
+/// embedding: conv1 7x7/2 - bn1 - relu - maxpool 3x3/2 - layer1..layerS - global avg pool.
+/// ResNet50 = blocks {3,4,6,3}, width 64 -> embedding 2048. The classifier is
+/// `resnet | Dropout | Linear`.
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sieve/core/check.hpp"
+#include "sieve/core/param.hpp"
+#include "sieve/core/rng.hpp"
+#include "sieve/core/xt.hpp"
+#include "sieve/nn/activation.hpp"
+#include "sieve/nn/batch_norm.hpp"
+#include "sieve/nn/bottleneck.hpp"
+#include "sieve/nn/conv2d.hpp"
+
+namespace sieve::nn {
+
+/// Shape of a ResNet: blocks per stage (1..4 stages, stage s has planes width*2^s and stride
+/// 1 for the first stage, 2 after) and the stem width.
+struct ResNetConfig {
+  std::vector<std::size_t> blocks{3, 4, 6, 3};
+  std::size_t width = 64;
+  std::size_t in_channels = 3;
+
+  /// Channels of the pooled embedding: width * 2^(stages-1) * 4 (2048 for ResNet50).
+  std::size_t embedding_dim() const { return width * (std::size_t{1} << (blocks.size() - 1)) * 4; }
+  static ResNetConfig resnet50() { return {}; }
+};
+
+template <class T>
+class ResNet {
+ public:
+  using input_type = Tensor4<T>;
+  using output_type = Tensor2<T>;
+
+  /// Builds the network with torchvision's initialisation, drawn from Rng(derive_seed(seed,
+  /// RngPurpose::init)). Requires: 1..4 stages, each with >= 1 block; width > 0.
+  explicit ResNet(ResNetConfig cfg = {}, std::uint64_t seed = 0) : ResNet(cfg, init_rng(seed)) {}
+
+  ResNet(const ResNet& o)
+      : cfg_(o.cfg_), conv1_(o.conv1_), bn1_(o.bn1_), relu_(o.relu_), pool_(o.pool_), blocks_(o.blocks_),
+        names_(o.names_), avgpool_(o.avgpool_), input_grad_(o.input_grad_) {
+    relink();
+  }
+  ResNet& operator=(const ResNet& o) {
+    if (this != &o) {
+      ResNet tmp(o);
+      *this = std::move(tmp);
+    }
+    return *this;
+  }
+  ResNet(ResNet&&) noexcept = default;
+  ResNet& operator=(ResNet&&) noexcept = default;
+
+  /// x: [N,in_channels,H,W] -> pooled embedding [N, embedding_dim()].
+  /// Requires: spatial size large enough for the stride-32 stem+stages (H, W >= 1 works,
+  /// torchvision accepts 32x32); in training N*H'*W' > 1 at every BN.
+  const Tensor2<T>& forward(const Tensor4<T>& x) {
+    SIEVE_CHECK(x.shape()[1] == cfg_.in_channels, "ResNet.forward: input [", x.shape()[0], ",", x.shape()[1], ",",
+                x.shape()[2], ",", x.shape()[3], "] has ", x.shape()[1], " channels, expected ", cfg_.in_channels);
+    // Copy the input: conv1 keeps it by address for backward, and callers often pass a
+    // temporary batch.
+    ensure_shape(x_, x.shape());
+    std::copy(x.begin(), x.end(), x_.begin());
+    const Tensor4<T>* h = &pool_.forward(relu_.forward(bn1_.forward(conv1_.forward(x_))));
+    for (auto& b : blocks_) h = &b.forward(*h);
+    return avgpool_.forward(*h);
+  }
+
+  /// Back-propagates dL/d(embedding). Parameter gradients of unfrozen layers accumulate;
+  /// layers below the lowest trainable layer are skipped. Ensures: returns dL/dx when
+  /// input_grad() (set_input_grad(true)), else an unspecified buffer (torch likewise computes
+  /// no gradient for an input that does not require one).
+  const Tensor4<T>& backward(const Tensor2<T>& dy) {
+    const std::size_t B = blocks_.size();
+    // needs[i]: does anything at or below block i (stem = -1) train?
+    const bool stem_t = !conv1_.frozen() || !bn1_.frozen();
+    std::vector<char>& below = below_;  // below[i]: something strictly below block i trains
+    below.assign(B + 1, 0);
+    bool acc = input_grad_ || stem_t;
+    for (std::size_t i = 0; i < B; ++i) {
+      below[i] = acc;
+      acc = acc || blocks_[i].any_trainable();
+    }
+    if (!acc) return dx_empty();  // nothing trains and no input gradient wanted
+    const Tensor4<T>* g = &avgpool_.backward(dy);
+    for (std::size_t i = B; i-- > 0;) {
+      if (!below[i] && !blocks_[i].any_trainable()) return dx_empty();
+      g = &blocks_[i].backward(*g, below[i] != 0);
+      if (!below[i]) return dx_empty();
+    }
+    g = &pool_.backward(*g);
+    g = &relu_.backward(*g);
+    const bool conv1_needed = !conv1_.frozen() || input_grad_;
+    g = &bn1_.backward(*g, conv1_needed);
+    if (!conv1_needed) return dx_empty();
+    return conv1_.backward(*g, input_grad_);
+  }
+
+  /// torchvision's state_dict order: conv1, bn1, layer1.0 ... layerS.(B-1).
+  std::vector<ParamRef<T>> params() {
+    std::vector<ParamRef<T>> out;
+    append(out, prefixed(conv1_.params(), "conv1."));
+    append(out, prefixed(bn1_.params(), "bn1."));
+    for (std::size_t i = 0; i < blocks_.size(); ++i) append(out, prefixed(blocks_[i].params(), names_[i]));
+    return out;
+  }
+  std::vector<BufferRef<T>> buffers() {
+    std::vector<BufferRef<T>> out;
+    append(out, prefixed(bn1_.buffers(), "bn1."));
+    for (std::size_t i = 0; i < blocks_.size(); ++i) append(out, prefixed(blocks_[i].buffers(), names_[i]));
+    return out;
+  }
+  void zero_grad() {
+    conv1_.zero_grad();
+    bn1_.zero_grad();
+    for (auto& b : blocks_) b.zero_grad();
+  }
+  void set_training(bool t) {
+    bn1_.set_training(t);
+    for (auto& b : blocks_) b.set_training(t);
+  }
+  /// Whether backward computes the gradient with respect to the input image (default off).
+  void set_input_grad(bool on) { input_grad_ = on; }
+  bool input_grad() const { return input_grad_; }
+
+  const ResNetConfig& config() const { return cfg_; }
+  std::size_t embedding_dim() const { return cfg_.embedding_dim(); }
+  std::size_t num_blocks() const { return blocks_.size(); }
+  /// The block named e.g. "layer2.1." (with trailing dot) is blocks()[i] with names()[i].
+  std::vector<Bottleneck<T>>& blocks() { return blocks_; }
+  const std::vector<std::string>& block_names() const { return names_; }
+
+ private:
+  static Rng init_rng(std::uint64_t seed) { return Rng(derive_seed(seed, RngPurpose::init)); }
+  ResNet(const ResNetConfig& cfg, Rng rng)
+      : cfg_(validated(cfg)), conv1_(cfg.in_channels, cfg.width, 7, 2, 3, rng), bn1_(cfg.width) {
+    std::size_t in = cfg.width;
+    for (std::size_t s = 0; s < cfg.blocks.size(); ++s) {
+      const std::size_t planes = cfg.width << s;
+      for (std::size_t b = 0; b < cfg.blocks[s]; ++b) {
+        blocks_.emplace_back(in, planes, (b == 0 && s > 0) ? 2 : 1, rng);
+        names_.push_back("layer" + std::to_string(s + 1) + "." + std::to_string(b) + ".");
+        in = planes * Bottleneck<T>::expansion;
+      }
+    }
+    relink();
+  }
+  static const ResNetConfig& validated(const ResNetConfig& cfg) {
+    SIEVE_CHECK(!cfg.blocks.empty() && cfg.blocks.size() <= 4, "ResNet: ", cfg.blocks.size(),
+                " stages given, 1 to 4 supported");
+    for (std::size_t s = 0; s < cfg.blocks.size(); ++s)
+      SIEVE_CHECK(cfg.blocks[s] > 0, "ResNet: stage ", s + 1, " has no blocks");
+    SIEVE_CHECK(cfg.width > 0 && cfg.in_channels > 0, "ResNet: width=", cfg.width, " in_channels=",
+                cfg.in_channels, " must be positive");
+    return cfg;
+  }
+  void relink() {
+    ws_ = std::make_shared<std::vector<T>>();
+    conv1_.set_workspace(ws_);
+    for (auto& b : blocks_) b.set_workspace(ws_);
+  }
+  const Tensor4<T>& dx_empty() {
+    ensure_shape(empty_, {0, 0, 0, 0});
+    return empty_;
+  }
+
+  ResNetConfig cfg_;
+  Conv2d<T> conv1_;
+  BatchNorm2d<T> bn1_;
+  ReLU<T> relu_;
+  MaxPool2d<T> pool_;
+  std::vector<Bottleneck<T>> blocks_;
+  std::vector<std::string> names_;
+  GlobalAvgPool<T> avgpool_;
+  Tensor4<T> x_, empty_;
+  Workspace<T> ws_;
+  std::vector<char> below_;
+  bool input_grad_ = false;
+};
+
+}  // namespace sieve::nn

@@ -1,0 +1,205 @@
+// Stage tests: concepts, gradient checks of every stage's input and parameters through its
+// own buffers, sentinels (param grads accumulate, input grads are assigned), modes, shape
+// errors, torchvision names.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "sieve/core/pipeline.hpp"
+#include "sieve/nn/nn.hpp"
+#include "support/gradcheck.hpp"
+#include "support/naive.hpp"
+
+using namespace sieve;
+using sieve::test::check_gradient;
+
+static_assert(TrainableStage<nn::Conv2d<float>> && TrainableStage<nn::BatchNorm2d<double>>);
+static_assert(TrainableStage<nn::ReLU<float>> && TrainableStage<nn::MaxPool2d<float>>);
+static_assert(TrainableStage<nn::GlobalAvgPool<float>> && TrainableStage<nn::Dropout<float>>);
+static_assert(TrainableStage<nn::Linear<float>> && TrainableStage<nn::Bottleneck<float>>);
+static_assert(TrainableStage<nn::ResNet<float>> && TrainableStage<nn::ResNet<double>>);
+static_assert(Chainable<nn::ResNet<float>, nn::Dropout<float>> && Chainable<nn::Dropout<float>, nn::Linear<float>>);
+static_assert(!Chainable<nn::Linear<float>, nn::ResNet<float>>);      // [N,F] does not feed [N,C,H,W]
+static_assert(!Chainable<nn::ResNet<float>, nn::Linear<double>>);    // precisions do not mix
+static_assert(!Chainable<nn::Conv2d<float>, nn::Linear<float>>);     // rank 4 does not feed rank 2
+static_assert(PlainForward<nn::Dropout<float>>);  // dropout keys its mask by its own step counter
+
+namespace {
+
+template <class T, std::size_t R>
+void fill_randn(Tensor<T, R>& t, Rng& rng, double scale = 1.0) {
+  for (auto& v : t) v = static_cast<T>(rng.normal() * scale);
+}
+
+template <std::size_t R>
+double dot(const Tensor<double, R>& a, const Tensor<double, R>& b) {
+  double s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += a.data()[i] * b.data()[i];
+  return s;
+}
+
+// Gradient-check a stage: input and every parameter, f = sum(y * Rw); parameter gradients are
+// prefilled with c = 0.25 (they must accumulate), the input gradient buffer is never read.
+template <class S, class In>
+void gradcheck_stage(S& s, In x, Rng& rng, const char* what, std::size_t samples = 120) {
+  using Out = typename S::output_type;
+  Out Rw = s.forward(x);
+  fill_randn(Rw, rng);
+  auto loss = [&] { return dot(s.forward(x), Rw); };
+  loss();
+  s.zero_grad();
+  auto ps = s.params();
+  for (auto& p : ps)
+    for (auto& g : p.grad) g = 0.25;
+  In dx = s.backward(Rw);
+  for (double v : dx) REQUIRE(std::isfinite(v));
+  auto r = check_gradient(std::string(what) + " dx", std::span<double>(x.data(), x.size()),
+                          std::span<const double>(dx.data(), dx.size()), loss, rng, samples);
+  CHECK_MESSAGE(r.ok(), r.report());
+  for (auto& p : ps) {
+    std::vector<double> g(p.grad.begin(), p.grad.end());
+    for (auto& v : g) v -= 0.25;
+    auto rp = check_gradient(std::string(what) + " " + p.name, p.value, g, loss, rng, samples);
+    CHECK_MESSAGE(rp.ok(), rp.report());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Conv2d stage: agrees with naive, gradients, names, shape errors") {
+  Rng rng(1);
+  nn::Conv2d<double> conv(3, 4, 3, 2, 1, rng);
+  Tensor4<double> x({2, 3, 7, 5});
+  fill_randn(x, rng);
+  const auto& y = conv.forward(x);
+  CHECK(y.shape() == Shape<4>{2, 4, 4, 3});
+  std::vector<double> xv(x.begin(), x.end()), wv(conv.weight().begin(), conv.weight().end());
+  const auto ref = test::naive_conv2d(xv, wv, 2, 3, 7, 5, 4, 3, 3, 2, 2, 1, 1);
+  CHECK(test::rel_err(y.data(), ref, ref.size()) < 1e-14);
+  gradcheck_stage(conv, x, rng, "Conv2d");
+  auto ps = conv.params();
+  REQUIRE(ps.size() == 1);
+  CHECK(ps[0].name == "weight");
+  CHECK(ps[0].shape == std::vector<std::size_t>{4, 3, 3, 3});
+  CHECK(ps[0].decay);
+  Tensor4<double> bad({2, 5, 7, 5});
+  CHECK_THROWS_WITH_AS(conv.forward(bad), doctest::Contains("has C=5 but weight [4,3,3,3] expects C=3"),
+                       sieve::Error);
+  conv.forward(x);
+  Tensor4<double> bad_dy({2, 4, 4, 4});
+  CHECK_THROWS_AS(conv.backward(bad_dy), sieve::Error);
+  // Kaiming fan_out init: std sqrt(2 / (K*3*3)).
+  nn::Conv2d<double> big(64, 64, 3, 1, 1, rng);
+  double ss = 0;
+  for (double v : big.weight()) ss += v * v;
+  CHECK(std::sqrt(ss / big.weight().size()) == doctest::Approx(std::sqrt(2.0 / 576)).epsilon(0.02));
+}
+
+TEST_CASE("BatchNorm2d stage: train/eval, buffers, counter, gradients") {
+  Rng rng(2);
+  nn::BatchNorm2d<double> bn(3);
+  for (auto& v : bn.weight()) v = 1 + 0.3 * rng.normal();
+  for (auto& v : bn.bias()) v = 0.3 * rng.normal();
+  Tensor4<double> x({2, 3, 3, 2});
+  fill_randn(x, rng, 2.0);
+  bn.forward(x);
+  CHECK(bn.num_batches_tracked() == 1);
+  gradcheck_stage(bn, x, rng, "BatchNorm2d(train)");
+  bn.set_training(false);
+  const auto rm = bn.running_mean();
+  gradcheck_stage(bn, x, rng, "BatchNorm2d(eval)");
+  CHECK(bn.running_mean() == rm);  // eval never touches the running stats
+  auto bufs = bn.buffers();
+  REQUIRE(bufs.size() == 3);
+  CHECK(bufs[0].name == "running_mean");
+  CHECK(bufs[1].name == "running_var");
+  CHECK(bufs[2].name == "num_batches_tracked");
+  CHECK(bufs[2].is_count());
+  CHECK(bufs[2].shape.empty());
+  auto ps = bn.params();
+  CHECK(ps[0].name == "weight");
+  CHECK(ps[1].name == "bias");
+  CHECK(!ps[0].decay);
+  Tensor4<double> bad({2, 4, 3, 2});
+  CHECK_THROWS_WITH_AS(bn.forward(bad), doctest::Contains("has C=4 but the layer has 3 channels"), sieve::Error);
+}
+
+TEST_CASE("ReLU, MaxPool2d, GlobalAvgPool stages: gradients") {
+  Rng rng(3);
+  // Inputs shifted away from 0 so no perturbation crosses the ReLU kink.
+  Tensor4<double> x({2, 2, 5, 4});
+  for (auto& v : x) {
+    const double u = rng.normal();
+    v = u + (u >= 0 ? 0.05 : -0.05);
+  }
+  nn::ReLU<double> relu;
+  gradcheck_stage(relu, x, rng, "ReLU");
+  nn::MaxPool2d<double> pool;
+  CHECK(pool.forward(x).shape() == Shape<4>{2, 2, 3, 2});
+  gradcheck_stage(pool, x, rng, "MaxPool2d");
+  nn::GlobalAvgPool<double> gap;
+  CHECK(gap.forward(x).shape() == Shape<2>{2, 2});
+  gradcheck_stage(gap, x, rng, "GlobalAvgPool");
+  Tensor2<double> bad({2, 3});
+  CHECK_THROWS_AS(gap.backward(bad), sieve::Error);
+}
+
+TEST_CASE("Linear stage: init bounds, names, gradients, shape errors") {
+  Rng rng(4);
+  nn::Linear<double> fc(6, 3, rng);
+  for (double v : fc.weight()) CHECK(std::abs(v) <= 1 / std::sqrt(6.0));
+  Tensor2<double> x({4, 6});
+  fill_randn(x, rng);
+  gradcheck_stage(fc, x, rng, "Linear");
+  auto ps = fc.params();
+  CHECK(ps[0].name == "fc.weight");
+  CHECK(ps[1].name == "fc.bias");
+  CHECK(ps[0].decay);
+  CHECK(!ps[1].decay);
+  Tensor2<double> bad({4, 5});
+  CHECK_THROWS_WITH_AS(fc.forward(bad), doctest::Contains("expects 6 features"), sieve::Error);
+}
+
+TEST_CASE("Dropout stage: steps, eval identity, backward mask, gradients with a fixed step") {
+  nn::Dropout<double> drop(0.5, 99);
+  Tensor2<double> x = xt::ones<double>({4, 8});
+  const Tensor2<double> y0 = drop.forward(x);
+  const Tensor2<double> y1 = drop.forward(x);
+  CHECK(drop.step() == 2);
+  CHECK(y0 != y1);
+  const auto& dx = drop.backward(x);
+  CHECK(dx == y1);  // the mask of the last forward
+  drop.set_step(0);
+  CHECK(drop.forward(x) == y0);  // resumable: the mask is a function of (seed, step)
+  drop.set_training(false);
+  CHECK(drop.forward(x) == x);
+  CHECK(drop.step() == 1);
+}
+
+TEST_CASE("Bottleneck: gradients with and without downsample, torchvision names") {
+  Rng rng(5);
+  for (std::size_t stride : {1, 2}) {
+    CAPTURE(stride);
+    // in == planes*4 and stride 1: identity shortcut; stride 2: downsample branch.
+    nn::Bottleneck<double> block(8, 2, stride, rng);
+    CHECK(block.has_downsample() == (stride == 2));
+    Tensor4<double> x({2, 8, 5, 4});
+    fill_randn(x, rng);
+    gradcheck_stage(block, x, rng, stride == 1 ? "Bottleneck" : "Bottleneck(ds)", 60);
+    auto ps = block.params();
+    CHECK(ps.size() == (stride == 2 ? 12u : 9u));
+    CHECK(ps[0].name == "conv1.weight");
+    CHECK(ps[8].name == "bn3.bias");
+    if (stride == 2) {
+      CHECK(ps[9].name == "downsample.0.weight");
+      CHECK(ps[11].name == "downsample.1.bias");
+      CHECK(block.buffers()[9].name == "downsample.1.running_mean");
+    }
+  }
+  nn::Bottleneck<double> block(3, 2, 1, rng);
+  Tensor4<double> bad({1, 4, 5, 5});
+  CHECK_THROWS_AS(block.forward(bad), sieve::Error);
+}
