@@ -113,6 +113,7 @@ class GlobalAvgPool {
   std::vector<ParamRef<T>> params() { return {}; }
   std::vector<BufferRef<T>> buffers() { return {}; }
   void zero_grad() {}
+  const Tensor2<T>& output() const { return y_; }
 
  private:
   Shape<4> in_shape_{};

@@ -130,6 +130,8 @@ class ResNet {
   void set_input_grad(bool on) { input_grad_ = on; }
   bool input_grad() const { return input_grad_; }
 
+  /// The embedding computed by the last forward.
+  const Tensor2<T>& output() const { return avgpool_.output(); }
   const ResNetConfig& config() const { return cfg_; }
   std::size_t embedding_dim() const { return cfg_.embedding_dim(); }
   std::size_t num_blocks() const { return blocks_.size(); }

@@ -1,0 +1,187 @@
+// Parity with PyTorch: sieve's ResNet against fixtures written by tools/gen_nn_fixtures.py.
+// The small fixture (committed) runs in the unit suite for float and double; the ResNet50
+// fixture is generated at test time and checked by the e2e suite (`nn_resnet50_parity`).
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "sieve/core/pipeline.hpp"
+#include "sieve/io/safetensors.hpp"
+#include "sieve/nn/nn.hpp"
+#include "support/gradcheck.hpp"
+#include "support/naive.hpp"
+
+using namespace sieve;
+using sieve::test::rel_err;
+
+namespace {
+
+std::vector<std::size_t> parse_list(const std::string& s) {
+  std::vector<std::size_t> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) v.push_back(std::stoul(item));
+  return v;
+}
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) v.push_back(item);
+  return v;
+}
+
+struct Tolerances {
+  double out, grad, buf;
+};
+
+// Copy every parameter and buffer from the file by torchvision name; names and shapes must match.
+template <class M>
+void load_params(M& model, const io::SafeTensors& st) {
+  for (auto& p : model.params()) {
+    INFO(p.name);
+    REQUIRE(st.contains(p.name));
+    REQUIRE(st.info(p.name).shape == p.shape);
+    const auto v = st.doubles(p.name);
+    std::copy(v.begin(), v.end(), p.value.begin());
+  }
+}
+
+// Copy every buffer (running statistics, num_batches_tracked) by name.
+template <class M>
+void load_buffers(M& model, const io::SafeTensors& st) {
+  for (auto& b : model.buffers()) {
+    INFO(b.name);
+    REQUIRE(st.contains(b.name));
+    REQUIRE(st.info(b.name).shape == b.shape);
+    if (b.is_count()) {
+      *b.count = st.ints(b.name).at(0);
+    } else {
+      const auto v = st.doubles(b.name);
+      std::copy(v.begin(), v.end(), b.value.begin());
+    }
+  }
+}
+
+template <class T>
+void check_parity(const std::string& path, const Tolerances& tol) {
+  const auto st = io::SafeTensors::load(path);
+  const auto& meta = st.metadata();
+  nn::ResNetConfig cfg{parse_list(meta.at("blocks")), std::stoul(meta.at("width")), 3};
+  const std::size_t classes = std::stoul(meta.at("classes"));
+  const auto grad_cases = split(meta.at("grad_cases"));
+  const auto grad_modes = split(meta.at("grad_modes"));
+  Rng rng(0);
+
+  // The state_dict order: params() and buffers() follow the file's (torchvision's) order.
+  {
+    nn::ResNet<T> net(cfg, 0);
+    nn::Linear<T> fc(net.embedding_dim(), classes, rng);
+    auto model = std::move(net) | std::move(fc);
+    std::vector<std::string> file_params, file_buffers;
+    for (const auto& n : st.names()) {
+      if (n.find('.') == std::string::npos || n.starts_with("input.") || n.starts_with("target.") ||
+          n.starts_with("eval.") || n.starts_with("train."))
+        continue;
+      (n.ends_with("running_mean") || n.ends_with("running_var") || n.ends_with("num_batches_tracked")
+           ? file_buffers
+           : file_params)
+          .push_back(n);
+    }
+    std::vector<std::string> ours_p, ours_b;
+    for (auto& p : model.params()) ours_p.push_back(p.name);
+    for (auto& b : model.template get<0>().buffers()) ours_b.push_back(b.name);
+    CHECK(ours_p == file_params);
+    CHECK(ours_b == file_buffers);
+  }
+
+  for (const auto& c : split(meta.at("cases"))) {
+    for (const std::string mode : {"eval", "train"}) {
+      CAPTURE(c);
+      CAPTURE(mode);
+      nn::ResNet<T> net(cfg, 1);
+      nn::Linear<T> fc(net.embedding_dim(), classes, rng);
+      auto model = std::move(net) | std::move(fc);
+      load_params(model, st);
+      load_buffers(model.template get<0>(), st);
+      model.set_training(mode == "train");
+      const auto& xi = st.info("input." + c);
+      Tensor4<T> x(Shape<4>{xi.shape[0], xi.shape[1], xi.shape[2], xi.shape[3]});
+      const auto xv = st.doubles("input." + c);
+      std::copy(xv.begin(), xv.end(), x.begin());
+      const auto target = st.doubles("target." + c);
+      const auto& z = model.forward(x);
+      const std::string pre = mode + "." + c + ".";
+      const auto zr = st.doubles(pre + "logits");
+      const auto er = st.doubles(pre + "embedding");
+      REQUIRE(z.size() == zr.size());
+      const auto& emb = model.template get<0>().output();
+      REQUIRE(emb.size() == er.size());
+      const double ez = rel_err(z.data(), zr, zr.size()), ee = rel_err(emb.data(), er, er.size());
+      MESSAGE(path, " ", pre, " logits rel ", ez, " embedding rel ", ee);
+      CHECK(ez <= tol.out);
+      CHECK(ee <= tol.out);
+      std::vector<double> zd(z.begin(), z.end()), dzd(z.size());
+      const double loss = test::naive_bce_with_logits(zd.data(), target.data(), zd.size(), dzd.data());
+      CHECK(loss == doctest::Approx(st.doubles(pre + "loss").at(0)).epsilon(tol.out));
+
+      bool grads = false;
+      for (const auto& g : grad_cases) grads = grads || g == c;
+      bool gm = false;
+      for (const auto& g : grad_modes) gm = gm || g == mode;
+      if (grads && gm) {
+        Tensor2<T> dz(Shape<2>{z.shape()[0], z.shape()[1]});
+        std::copy(dzd.begin(), dzd.end(), dz.begin());
+        model.zero_grad();
+        model.backward(dz);
+        double worst = 0;
+        std::string worst_name;
+        for (auto& p : model.params()) {
+          const auto gr = st.doubles(pre + "grad." + p.name);
+          REQUIRE(gr.size() == p.grad.size());
+          const double e = rel_err(p.grad.data(), gr, gr.size());
+          CHECK_MESSAGE(e <= tol.grad, p.name, " gradient rel ", e);
+          if (e > worst) worst = e, worst_name = p.name;
+        }
+        MESSAGE(pre, " worst parameter gradient: ", worst_name, " rel ", worst);
+      }
+      if (mode == "train") {
+        double worst = 0;
+        for (auto& b : model.template get<0>().buffers()) {
+          const std::string ref = pre + "buffer." + b.name;
+          REQUIRE(st.contains(ref));
+          if (b.is_count()) {
+            CHECK(*b.count == st.ints(ref).at(0));
+            continue;
+          }
+          const auto r = st.doubles(ref);
+          for (std::size_t i = 0; i < r.size(); ++i) {
+            const double e = std::abs(static_cast<double>(b.value[i]) - r[i]) / (1.0 + std::abs(r[i]));
+            worst = std::max(worst, e);
+          }
+        }
+        MESSAGE(pre, " worst running-stat error ", worst);
+        CHECK(worst <= tol.buf);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("parity with PyTorch: small ResNet fixture, double") {
+  check_parity<double>(SIEVE_NN_DATA "/small_resnet.safetensors", {1e-10, 1e-8, 1e-12});
+}
+
+TEST_CASE("parity with PyTorch: small ResNet fixture, float") {
+  check_parity<float>(SIEVE_NN_DATA "/small_resnet.safetensors", {1e-5, 1e-4, 1e-6});
+}
+
+TEST_CASE("parity with PyTorch: ResNet50 (fixture generated at test time)" * doctest::skip()) {
+  const char* path = std::getenv("SIEVE_NN_R50");
+  REQUIRE_MESSAGE(path != nullptr, "set SIEVE_NN_R50 to the file tools/gen_nn_fixtures.py --resnet50 wrote");
+  check_parity<float>(path, {1e-4, 1e-3, 1e-5});
+}

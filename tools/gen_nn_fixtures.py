@@ -1,0 +1,161 @@
+#!/usr/bin/python3
+"""PyTorch parity fixtures for sieve's ResNet (run with Debian's /usr/bin/python3 + torch).
+
+Small fixture (committed, tests/data/nn/small_resnet.safetensors):
+    /usr/bin/python3 tools/gen_nn_fixtures.py --small tests/data/nn/small_resnet.safetensors
+  A torchvision-style ResNet built from torchvision's own Bottleneck blocks, blocks [1,1,1,1],
+  stem width 4 (embedding 128), 5 classes, computed in float64 from float32-representable
+  weights and inputs, so sieve's double build must match to ~1e-12 and its float build to ~1e-5.
+ResNet50 fixture (generated at test time by the e2e suite, never committed):
+    /usr/bin/python3 tools/gen_nn_fixtures.py --resnet50 OUT.safetensors
+  torchvision.models.resnet50() with random weights (seeded), batch 2, 3x64x64 and 3x48x80,
+  computed in float32 as users run it.
+
+File layout (names): the model's state_dict under torchvision's names; `input.<case>`,
+`target.<case>`; for mode in {eval, train}: `<mode>.<case>.logits`, `<mode>.<case>.embedding`,
+`<mode>.<case>.loss` (BCE-with-logits, mean), `<mode>.<case>.grad.<param>` (small: case a only,
+both modes; ResNet50: train mode); after the train step,
+`train.<case>.buffer.<name>` holds every updated running statistic and num_batches_tracked.
+Metadata: blocks, width, classes, cases, modes_with_grads.
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn as nn
+import torchvision
+from torchvision.models.resnet import Bottleneck
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_py as stp  # noqa: E402
+
+
+class SmallResNet(nn.Module):
+    """torchvision's ResNet layout (same attribute names) with a configurable stem width."""
+
+    def __init__(self, blocks, width, classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        inplanes = width
+        for s, n in enumerate(blocks):
+            planes = width << s
+            layer = []
+            for b in range(n):
+                stride = 2 if (b == 0 and s > 0) else 1
+                ds = None
+                if stride != 1 or inplanes != planes * 4:
+                    ds = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
+                                       nn.BatchNorm2d(planes * 4))
+                layer.append(Bottleneck(inplanes, planes, stride, ds))
+                inplanes = planes * 4
+            setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
+        self.nstages = len(blocks)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(inplanes, classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for s in range(self.nstages):
+            x = getattr(self, f"layer{s + 1}")(x)
+        emb = torch.flatten(self.avgpool(x), 1)
+        return self.fc(emb), emb
+
+
+def torchvision_forward(model):
+    def fwd(x):
+        m = model
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+        emb = torch.flatten(m.avgpool(x), 1)
+        return m.fc(emb), emb
+    return fwd
+
+
+def perturb_bn(model, gen):
+    """Non-trivial BN affine parameters and running statistics (eval mode then matters)."""
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                c = mod.num_features
+                mod.weight.copy_(1 + 0.2 * torch.randn(c, generator=gen))
+                mod.bias.copy_(0.2 * torch.randn(c, generator=gen))
+                mod.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
+                mod.running_var.copy_(0.75 + 0.5 * torch.rand(c, generator=gen))
+                mod.num_batches_tracked.fill_(3)
+
+
+def build(model, fwd, cases, classes, gen, dtype, grads_in, grad_cases):
+    out = {}
+    # Round every float to float32 first: the file stores F32 weights, and sieve loads exactly these.
+    with torch.no_grad():
+        for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+            t.copy_(t.float().to(t.dtype))
+    for k, v in model.state_dict().items():
+        out[k] = v.float() if v.is_floating_point() else v.clone()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    model.to(dtype)
+    for case, shape in cases.items():
+        x = torch.randn(shape, generator=gen).float()
+        t = (torch.rand((shape[0], classes), generator=gen) < 0.4).float()
+        out[f"input.{case}"] = x
+        out[f"target.{case}"] = t
+        for mode in ("eval", "train"):
+            model.load_state_dict(initial)  # every case starts from the same weights and stats
+            model.train(mode == "train")
+            model.zero_grad()
+            logits, emb = fwd(x.to(dtype))
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, t.to(dtype))
+            out[f"{mode}.{case}.logits"] = logits.detach().clone()
+            out[f"{mode}.{case}.embedding"] = emb.detach().clone()
+            out[f"{mode}.{case}.loss"] = loss.detach().reshape([]).clone()
+            if mode in grads_in and case in grad_cases:
+                loss.backward()
+                for name, p in model.named_parameters():
+                    out[f"{mode}.{case}.grad.{name}"] = p.grad.detach().clone()
+            if mode == "train":
+                for name, b in model.named_buffers():
+                    out[f"train.{case}.buffer.{name}"] = b.detach().clone()
+    model.load_state_dict(initial)
+    return out
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--small", metavar="OUT")
+    g.add_argument("--resnet50", metavar="OUT")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1234)
+    torch.set_num_threads(2)
+    if args.small:
+        blocks, width, classes = [1, 1, 1, 1], 4, 5
+        model = SmallResNet(blocks, width, classes)
+        perturb_bn(model, gen)
+        cases = {"a": (2, 3, 32, 40), "b": (3, 3, 33, 29)}
+        out = build(model, model.forward, cases, classes, gen, torch.float64, ("eval", "train"), ("a",))
+        path = args.small
+    else:
+        blocks, width, classes = [3, 4, 6, 3], 64, 7
+        model = torchvision.models.resnet50(num_classes=classes)
+        perturb_bn(model, gen)
+        cases = {"sq": (2, 3, 64, 64), "rect": (2, 3, 48, 80)}
+        out = build(model, torchvision_forward(model), cases, classes, gen, torch.float32, ("train",), tuple(cases))
+        path = args.resnet50
+    meta = {"blocks": ",".join(map(str, blocks)), "width": str(width), "classes": str(classes),
+            "cases": ",".join(cases), "grad_cases": "a" if args.small else ",".join(cases),
+            "grad_modes": "eval,train" if args.small else "train", "generator": "tools/gen_nn_fixtures.py",
+            "torch": torch.__version__, "torchvision": torchvision.__version__}
+    tmp = path + ".tmp"
+    stp.save(out, tmp, metadata=meta)
+    os.replace(tmp, path)
+    print(f"wrote {path}: {len(out)} tensors, {os.path.getsize(path)} bytes")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
