@@ -60,7 +60,7 @@ enum class Progress {
 };
 
 struct TrainerOptions {
-  std::filesystem::path run_dir;          ///< checkpoints (last/, best/) and metrics.jsonl; empty = none
+  std::filesystem::path run_dir{};        ///< checkpoints (last/, best/) and metrics.jsonl; empty = none
   std::int64_t epochs = 1;
   std::int64_t accum_steps = 1;           ///< micro-batches per optimizer step (gradient accumulation)
   double max_grad_norm = 0.0;             ///< > 0: clip the global gradient norm to this
@@ -71,8 +71,8 @@ struct TrainerOptions {
   std::uint64_t seed = 0;                 ///< keys dropout randomness (and is checked on resume)
   Progress progress = Progress::automatic;
   std::ostream* out = nullptr;            ///< progress stream; nullptr = std::cerr
-  std::map<std::string, std::string> config;  ///< recorded in state.json (config.<key>)
-  std::optional<EarlyStoppingOptions> early_stopping;  ///< needs a validation hook
+  std::map<std::string, std::string> config{};  ///< recorded in state.json (config.<key>)
+  std::optional<EarlyStoppingOptions> early_stopping{};  ///< needs a validation hook
   bool restore_best_at_end = true;        ///< load best/ weights into the model when fit() ends
 };
 
@@ -192,6 +192,9 @@ class Trainer {
       while (st_.batch < nb) {
         // A step averages `group` micro-batches; the last group of an epoch may be short.
         const std::int64_t group = std::min(o_.accum_steps, nb - st_.batch);
+        // A skipped step must leave no trace: BN running statistics (buffers) updated by a
+        // poisoned forward are put back as they were.
+        save_buffers();
         bool finite = true;
         double group_loss = 0.0;
         for (std::int64_t m = 0; m < group; ++m) {
@@ -210,6 +213,7 @@ class Trainer {
         const double gnorm = optim::global_grad_norm(params_);
         const double lr = schedule_.lr(st_.step);
         if (!finite || !std::isfinite(gnorm)) {
+          restore_buffers();
           ++st_.nonfinite_skipped;
           if (++st_.nonfinite_in_row >= o_.max_nonfinite_in_row)
             fail("Trainer: ", st_.nonfinite_in_row, " optimizer steps in a row had a non-finite ",
@@ -334,6 +338,31 @@ class Trainer {
   }
 
  private:
+  void save_buffers() {
+    std::size_t vi = 0, ci = 0;
+    for (const auto& b : buffers_) {
+      if (b.is_count()) {
+        if (ci == saved_counts_.size()) saved_counts_.push_back(0);
+        saved_counts_[ci++] = *b.count;
+      } else {
+        saved_values_.resize(std::max(saved_values_.size(), vi + b.value.size()));
+        std::copy(b.value.begin(), b.value.end(), saved_values_.begin() + static_cast<std::ptrdiff_t>(vi));
+        vi += b.value.size();
+      }
+    }
+  }
+  void restore_buffers() {
+    std::size_t vi = 0, ci = 0;
+    for (const auto& b : buffers_) {
+      if (b.is_count()) {
+        *b.count = saved_counts_[ci++];
+      } else {
+        std::copy_n(saved_values_.begin() + static_cast<std::ptrdiff_t>(vi), b.value.size(), b.value.begin());
+        vi += b.value.size();
+      }
+    }
+  }
+
   std::ostream& out() const { return o_.out ? *o_.out : std::cerr; }
   Progress mode() const {
     if (o_.progress != Progress::automatic) return o_.progress;
@@ -403,6 +432,9 @@ class Trainer {
   const Schedule& schedule_;
   TrainerOptions o_;
   std::vector<ParamRef<T>> params_;
+  std::vector<BufferRef<T>> buffers_ = buffers_of<T>(model_);
+  std::vector<T> saved_values_;
+  std::vector<std::int64_t> saved_counts_;
   EarlyStopping es_;
   TrainState st_;
   ValidationFn<Model> validate_;
