@@ -103,7 +103,11 @@ struct FitResult {
 template <class Model>
 using ValidationFn = std::function<std::map<std::string, double>(Model&, std::int64_t epoch)>;
 
-/// Generic trainer. Model: a TrainableStage with params() (and optionally buffers()) of T;
+/// Generic trainer. Model: a TrainableStage with params() (and optionally buffers()) of T.
+/// Randomness in training forwards must be a function of the position: either drawn from the
+/// Rng the trainer passes to forward(x, rng) (keyed by (seed, epoch, batch)), or, for models
+/// whose random stages count their own steps, via `set_random_step(uint64_t)`, which the
+/// trainer calls before every forward with (epoch << 32) | batch.
 /// Loss: `double forward(const Model::output_type&, const Targets&, double grad_scale)` and
 /// `const Model::output_type& backward()`; Optimizer built by the caller over model.params();
 /// Schedule: `double lr(step)`.
@@ -200,6 +204,10 @@ class Trainer {
         for (std::int64_t m = 0; m < group; ++m) {
           auto&& b = loader.next_batch();
           Rng rng = Rng::for_sample(dropout_key, static_cast<std::uint64_t>(st_.epoch), static_cast<std::uint64_t>(st_.batch));
+          // Models whose random stages keep their own counter (nn::Dropout's step) are re-keyed
+          // by position, so a resumed run draws what the uninterrupted one drew.
+          if constexpr (requires { model_.set_random_step(std::uint64_t{}); })
+            model_.set_random_step((static_cast<std::uint64_t>(st_.epoch) << 32) | static_cast<std::uint64_t>(st_.batch));
           const auto& out = stage_forward(model_, b.x, rng);
           const double l = loss_.forward(out, b.y, 1.0 / static_cast<double>(group));
           finite = finite && std::isfinite(l);

@@ -13,6 +13,7 @@
 #include "sieve/core/check.hpp"
 #include "sieve/core/param.hpp"
 #include "sieve/io/safetensors.hpp"
+#include "sieve/nn/state_dict.hpp"
 
 namespace sieve::train {
 
@@ -51,13 +52,18 @@ void add_buffer(io::SafeTensorsWriter& w, const BufferRef<T>& b) {
   }
 }
 
-/// Serialize parameters and buffers (in that order) as safetensors, with `metadata`.
+/// Serialize parameters and buffers as safetensors in torchvision's state_dict order (per
+/// module: parameters, then buffers; counters as I64 rank 0), with `metadata`.
 template <class T>
 std::vector<std::byte> tensors_to_safetensors(const std::vector<ParamRef<T>>& params, const std::vector<BufferRef<T>>& buffers,
                                               const std::map<std::string, std::string>& metadata = {}) {
   io::SafeTensorsWriter w;
-  for (const auto& p : params) add_tensor<T>(w, p.name, p.shape, std::span<const T>(p.value.data(), p.value.size()));
-  for (const auto& b : buffers) add_buffer(w, b);
+  for (const auto& e : nn::state_order(params, buffers)) {
+    if (e.param)
+      add_tensor<T>(w, e.param->name, e.param->shape, std::span<const T>(e.param->value.data(), e.param->value.size()));
+    else
+      add_buffer(w, *e.buffer);
+  }
   for (const auto& [k, v] : metadata) w.set_metadata(k, v);
   return w.to_bytes();
 }
