@@ -260,7 +260,8 @@ inline std::string line_chart(const LineChart& c) {
     s += "<circle cx=\"" + detail::num(X) + "\" cy=\"" + detail::num(Y) +
          "\" r=\"5\" fill=\"#d62728\" stroke=\"white\" stroke-width=\"1.5\"/>\n";
     const bool right_half = X > (fr.left + fr.W - fr.right) / 2;
-    s += "<text x=\"" + detail::num(X + (right_half ? -8 : 8)) + "\" y=\"" + detail::num(Y - 8) + "\" text-anchor=\"" +
+    const double label_y = Y - 8 < fr.top + 14 ? Y + 18 : Y - 8;  // keep the label inside the frame
+    s += "<text x=\"" + detail::num(X + (right_half ? -8 : 8)) + "\" y=\"" + detail::num(label_y) + "\" text-anchor=\"" +
          (right_half ? "end" : "start") + "\" fill=\"#d62728\">" + xml_escape(m.label) + "</text>\n";
   }
   if (!c.series.empty()) s += detail::legend(fr, names, colors, false);
