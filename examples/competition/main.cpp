@@ -1,0 +1,55 @@
+// The `sieve` command: one subcommand per .hpp in this folder. Errors are printed as
+// `sieve: error: ...` with exit status 1; no exception escapes main.
+#include <CLI/CLI.hpp>
+
+#include <exception>
+#include <iostream>
+#include <new>
+
+#include "forward.hpp"
+#include "sieve/core/check.hpp"
+
+namespace {
+int error(const std::string& what) {
+  std::cerr << "sieve: error: " << what << "\n";
+  return 1;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    CLI::App app{"sieve: train and run image-retrieval models (ResNet50, BCE multilabel head) on the CPU"};
+    app.name("sieve");
+    app.set_version_flag("--version", "sieve 0.1.0");
+    app.require_subcommand(1, 1);
+    sieve::cli::ForwardCommand forward;
+    forward.add_to(app);
+    // CLI11 reports a mistyped subcommand as "a subcommand is required"; say what was wrong.
+    if (argc > 1 && argv[1][0] != '-') {
+      bool known = false;
+      for (const auto* sub : app.get_subcommands([](CLI::App*) { return true; })) known = known || sub->get_name() == argv[1];
+      if (!known) return error(std::string("unknown subcommand '") + argv[1] + "' (run 'sieve --help' for the list)");
+    }
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+      return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+      return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
+      return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+      return error(std::string(e.what()) + " (run 'sieve --help' or 'sieve SUBCOMMAND --help')");
+    }
+    if (forward.app->parsed()) return forward.run();
+    return error("no subcommand given (run 'sieve --help')");
+  } catch (const sieve::Error& e) {
+    return error(e.what());
+  } catch (const std::bad_alloc&) {
+    return error("out of memory");
+  } catch (const std::exception& e) {
+    return error(std::string("unexpected failure: ") + e.what());
+  } catch (...) {
+    return error("unexpected failure of unknown type");
+  }
+}
