@@ -226,3 +226,10 @@ for fmt, name in (("GIF", "gif_renamed.jpg"), ("BMP", "bmp_renamed.jpg")):
 wbad("psd_renamed.jpg", b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, 8, 8, 8, 3) + b"\x00" * 64)
 wbad("hdr_renamed.jpg", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 8 +X 8\n" + b"\x80" * 256)
 print(f"bad corpus written to {BAD}")
+
+# Benchmark input (benchmarks/bench_images.cpp and benchmarks/torch_images.py): a 500x375
+# baseline JPEG built from the Debian images above (upscaled stripe blended with the smooth
+# synthetic image), PIL quality 90, 4:2:0.
+stripe = Image.open(os.path.join(OUT, "nodejs_stripe.jpg")).convert("RGB").resize((500, 375), Image.BILINEAR)
+smooth = Image.open(os.path.join(OUT, "in_64x48.png")).convert("RGB").resize((500, 375), Image.BICUBIC)
+Image.blend(stripe, smooth, 0.5).save(os.path.join(OUT, "bench_500x375.jpg"), quality=90)

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -119,6 +120,28 @@ TEST_CASE("loader: batches are bit-identical for 0, 1, 2 and 4 workers") {
   // drop_last
   opt.drop_last = true;
   CHECK(run_epoch(ds, opt, 3).size() == 4);
+}
+
+TEST_CASE("loader: a sample's augmentation never depends on batch size or order") {
+  const auto ds = make_dataset(23);
+  LoaderOptions opt;
+  opt.seed = 77;
+  opt.workers = 2;
+  auto per_sample = [&](std::size_t batch_size, bool shuffle) {
+    opt.batch_size = batch_size;
+    opt.shuffle = shuffle;
+    std::map<std::size_t, std::vector<float>> out;
+    for (const auto& b : run_epoch(ds, opt, 6)) {
+      const std::size_t per = b.images.size() / b.size();
+      for (std::size_t k = 0; k < b.size(); ++k)
+        out[b.indices[k]] = std::vector<float>(b.images.data() + k * per, b.images.data() + (k + 1) * per);
+    }
+    return out;
+  };
+  const auto a = per_sample(8, true);
+  REQUIRE(a.size() == 23);
+  CHECK(a == per_sample(5, true));
+  CHECK(a == per_sample(3, false));
 }
 
 TEST_CASE("loader: resuming at (epoch, batch) equals the uninterrupted run") {
