@@ -35,7 +35,7 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 struct Tolerances {
-  double out, grad, buf;
+  double out, grad_eval, grad_train, buf;
 };
 
 // Copy every parameter and buffer from the file by torchvision name; names and shapes must match.
@@ -139,11 +139,12 @@ void check_parity(const std::string& path, const Tolerances& tol) {
         model.backward(dz);
         double worst = 0;
         std::string worst_name;
+        const double tg = mode == "train" ? tol.grad_train : tol.grad_eval;
         for (auto& p : model.params()) {
           const auto gr = st.doubles(pre + "grad." + p.name);
           REQUIRE(gr.size() == p.grad.size());
           const double e = rel_err(p.grad.data(), gr, gr.size());
-          CHECK_MESSAGE(e <= tol.grad, p.name, " gradient rel ", e);
+          CHECK_MESSAGE(e <= tg, p.name, " gradient rel ", e);
           if (e > worst) worst = e, worst_name = p.name;
         }
         MESSAGE(pre, " worst parameter gradient: ", worst_name, " rel ", worst);
@@ -173,15 +174,32 @@ void check_parity(const std::string& path, const Tolerances& tol) {
 }  // namespace
 
 TEST_CASE("parity with PyTorch: small ResNet fixture, double") {
-  check_parity<double>(SIEVE_NN_DATA "/small_resnet.safetensors", {1e-10, 1e-8, 1e-12});
+  check_parity<double>(SIEVE_NN_DATA "/small_resnet.safetensors", {1e-10, 1e-8, 1e-8, 1e-12});
 }
 
 TEST_CASE("parity with PyTorch: small ResNet fixture, float") {
-  check_parity<float>(SIEVE_NN_DATA "/small_resnet.safetensors", {1e-5, 1e-4, 1e-6});
+  check_parity<float>(SIEVE_NN_DATA "/small_resnet.safetensors", {1e-5, 1e-4, 1e-3, 1e-6});
 }
 
-TEST_CASE("parity with PyTorch: ResNet50 (fixture generated at test time)" * doctest::skip()) {
+// The reference is PyTorch in float64 (gradients stored as F32), so the exactness claim rests
+// on the double build: outputs to 1e-9, every gradient to 1e-5 (the F32 storage limit), running
+// stats to 1e-9. The float build is held to what float32 arithmetic can give on this problem,
+// measured (2026-11-27) against the same float64 truth:
+//  - outputs: sieve float 5.9e-5 (train) / 5.1e-7 (eval); PyTorch float32 5.8e-5 / 8.1e-7.
+//  - train-mode gradients: batch 2 at 64x64 is ill-conditioned (layer4's BN normalises 8 values
+//    per channel); PyTorch float32 is off by up to 6.4%, sieve float by up to 5.0%.
+//  - running stats: PyTorch float32 1.0e-4, sieve float 6.9e-5 (layer4.2.bn1.running_var).
+//  - eval-mode gradients: 8.0e-3, from a single ReLU decision: layer3.1's output element 21565
+//    is 0 in double and 2^-20 in float (one ulp from the kink); every parameter above it
+//    agrees to 1e-6. PyTorch float32 happens to round to the same side as float64 there.
+TEST_CASE("parity with PyTorch: ResNet50 in double (fixture generated at test time)" * doctest::skip()) {
   const char* path = std::getenv("SIEVE_NN_R50");
   REQUIRE_MESSAGE(path != nullptr, "set SIEVE_NN_R50 to the file tools/gen_nn_fixtures.py --resnet50 wrote");
-  check_parity<float>(path, {1e-4, 1e-3, 1e-5});
+  check_parity<double>(path, {1e-9, 1e-5, 1e-5, 1e-9});
+}
+
+TEST_CASE("parity with PyTorch: ResNet50 in float (fixture generated at test time)" * doctest::skip()) {
+  const char* path = std::getenv("SIEVE_NN_R50");
+  REQUIRE_MESSAGE(path != nullptr, "set SIEVE_NN_R50 to the file tools/gen_nn_fixtures.py --resnet50 wrote");
+  check_parity<float>(path, {1e-4, 2e-2, 0.1, 2e-4});
 }

@@ -156,6 +156,8 @@ class Bottleneck {
     if (ds_conv_) ds_conv_->set_workspace(ws);
   }
   bool has_downsample() const { return ds_conv_.has_value(); }
+  /// The block's output from the last forward.
+  const Tensor4<T>& output() const { return y_; }
 
  private:
   Conv2d<T> conv1_;
