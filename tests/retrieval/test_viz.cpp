@@ -273,3 +273,76 @@ TEST_CASE("umap: separated Gaussian clusters in 50-d stay separated in 2-d; dete
   for (auto& v : noise) v = static_cast<float>(rng.normal());
   CHECK(nn_purity(sieve::viz::umap(noise, o), cls) < 0.5);
 }
+
+TEST_CASE("umap spectral init: Laplacian eigenvectors of a connected graph; random fallback otherwise") {
+  // A noisy helix in 10-d: one connected curve whose first non-trivial Laplacian eigenvector
+  // follows the curve parameter (a half cosine along it).
+  const std::size_t N = 600, D = 10;
+  Rng rng(3, 1);
+  Tensor2<float> x(Shape<2>{N, D});
+  std::vector<double> t(N);
+  for (std::size_t i = 0; i < N; ++i) {
+    t[i] = 6.0 * static_cast<double>(i) / N;
+    for (std::size_t d = 0; d < D; ++d) x(i, d) = static_cast<float>(0.05 * rng.normal());
+    x(i, 0) += static_cast<float>(3 * std::cos(2 * t[i]));
+    x(i, 1) += static_cast<float>(3 * std::sin(2 * t[i]));
+    x(i, 2) += static_cast<float>(2 * t[i]);
+  }
+  const auto g = sieve::viz::fuzzy_simplicial_set(sieve::viz::exact_knn(x, 15, sieve::viz::UmapMetric::euclidean));
+  const auto s = sieve::viz::spectral_layout(g, 2, 1);
+  REQUIRE(s.size() == N * 2);
+  std::vector<double> deg(N, 0.0);
+  for (std::size_t e = 0; e < g.weight.size(); ++e) deg[g.head[e]] += g.weight[e];
+  double mean_t = 0, mean_v = 0;
+  for (std::size_t i = 0; i < N; ++i) mean_t += t[i] / N, mean_v += s[i * 2] / N;
+  for (std::size_t c = 0; c < 2; ++c) {
+    // Unit norm, orthogonal to sqrt(degree), and an eigenvector of D^-1/2 W D^-1/2.
+    std::vector<double> av(N, 0.0);
+    for (std::size_t e = 0; e < g.weight.size(); ++e)
+      av[g.head[e]] += g.weight[e] / std::sqrt(deg[g.head[e]] * deg[g.tail[e]]) * s[g.tail[e] * 2 + c];
+    double lambda = 0, norm = 0, triv = 0, res = 0;
+    for (std::size_t i = 0; i < N; ++i)
+      lambda += s[i * 2 + c] * av[i], norm += s[i * 2 + c] * s[i * 2 + c], triv += s[i * 2 + c] * std::sqrt(deg[i]);
+    for (std::size_t i = 0; i < N; ++i) res += (av[i] - lambda * s[i * 2 + c]) * (av[i] - lambda * s[i * 2 + c]);
+    CHECK(norm == doctest::Approx(1.0).epsilon(1e-9));
+    CHECK(std::abs(triv) < 1e-6);
+    CHECK(std::sqrt(res) < 3e-4);
+    CHECK(lambda > 0.99);  // the smoothest non-trivial modes
+  }
+  double ctv = 0, ctt = 0, cvv = 0;
+  for (std::size_t i = 0; i < N; ++i) {
+    ctv += (t[i] - mean_t) * (s[i * 2] - mean_v);
+    ctt += (t[i] - mean_t) * (t[i] - mean_t);
+    cvv += (s[i * 2] - mean_v) * (s[i * 2] - mean_v);
+  }
+  CHECK(std::abs(ctv / std::sqrt(ctt * cvv)) > 0.9);
+
+  // The embedding keeps the curve's neighbourhoods: each point's nearest embedded neighbour
+  // lies close along the curve.
+  sieve::viz::UmapOptions o;
+  o.n_epochs = 200;
+  const auto y = sieve::viz::umap(x, o);
+  std::size_t close = 0;
+  for (std::size_t i = 0; i < N; ++i) {
+    double best = INFINITY;
+    std::size_t bj = 0;
+    for (std::size_t j = 0; j < N; ++j) {
+      const double d = std::hypot(y(i, 0) - y(j, 0), y(i, 1) - y(j, 1));
+      if (j != i && d < best) best = d, bj = j;
+    }
+    close += std::abs(t[i] - t[bj]) < 0.1;
+  }
+  CHECK(static_cast<double>(close) / N > 0.95);
+
+  // Separate clusters make a disconnected graph: no spectral layout, umap falls back to random.
+  std::vector<int> cls;
+  const auto xc = clusters(3, 40, 20, 10.0, cls, 5);
+  CHECK(sieve::viz::spectral_layout(
+            sieve::viz::fuzzy_simplicial_set(sieve::viz::exact_knn(xc, 15, sieve::viz::UmapMetric::euclidean)), 2, 1)
+            .empty());
+  sieve::viz::UmapOptions spectral, random;
+  random.init = sieve::viz::UmapInit::random;
+  spectral.n_epochs = random.n_epochs = 50;
+  const auto ys = sieve::viz::umap(xc, spectral), yr = sieve::viz::umap(xc, random);
+  CHECK(std::equal(ys.begin(), ys.end(), yr.begin()));
+}

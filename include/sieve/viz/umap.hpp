@@ -8,11 +8,15 @@
 ///      = log2(k) (umap-learn's smooth_knn_dist, 64 iterations, tolerance 1e-5, the
 ///      MIN_K_DIST_SCALE floor);
 ///   3. fuzzy union P = A + A^T - A o A^T, edges below max/n_epochs dropped;
-///   4. layout: random uniform init in [-10, 10]^d drawn from sieve::Rng (umap-learn's
-///      init="random"; spectral init is not implemented), then SGD over edges sampled in
-///      proportion to their weight with negative sampling (optimize_layout_euclidean: clipped
-///      gradients at 4, learning rate decaying linearly, 5 negatives per positive);
-///   5. a, b of the low-dimensional kernel 1/(1 + a d^(2b)) fitted to min_dist/spread by
+///   4. init: spectral (the eigenvectors of the normalised graph Laplacian after the trivial
+///      one, by subspace iteration with Rayleigh-Ritz, tolerance 1e-4 like umap-learn's eigsh)
+///      when the graph is connected, else random uniform in [-10, 10]^d from sieve::Rng
+///      (umap-learn would lay out each component separately); then every column is rescaled to
+///      [0, 10] as umap-learn does;
+///   5. layout: SGD over edges sampled in proportion to their weight with negative sampling
+///      (optimize_layout_euclidean: clipped gradients at 4, learning rate decaying linearly,
+///      5 negatives per positive);
+///   6. a, b of the low-dimensional kernel 1/(1 + a d^(2b)) fitted to min_dist/spread by
 ///      least squares on 300 points, as umap-learn's find_ab_params does with curve_fit.
 /// Cost: O(N^2 D) for the exact graph (BLAS), O(n_epochs * |E| * negatives) for the layout;
 /// a few thousand points take seconds.
@@ -34,6 +38,10 @@ namespace sieve::viz {
 
 enum class UmapMetric { euclidean, cosine };
 
+/// Initial layout: spectral (umap-learn's default) falls back to random when the graph is not
+/// connected (umap-learn lays components out separately instead; sieve does not).
+enum class UmapInit { spectral, random };
+
 struct UmapOptions {
   std::size_t n_neighbors = 15;  ///< including the point itself, as in umap-learn
   std::size_t n_components = 2;
@@ -44,6 +52,7 @@ struct UmapOptions {
   double learning_rate = 1.0;
   double repulsion_strength = 1.0;
   std::size_t negative_sample_rate = 5;
+  UmapInit init = UmapInit::spectral;
   std::uint64_t seed = 42;
 };
 
@@ -316,6 +325,164 @@ inline std::vector<double> epochs_per_sample(const std::vector<double>& w, std::
   return out;
 }
 
+namespace detail {
+
+/// Eigen-decomposition of a small symmetric matrix h [p,p] by cyclic Jacobi rotations:
+/// on return h's diagonal holds the eigenvalues and v's columns the eigenvectors.
+inline void jacobi_eigen(std::vector<double>& h, std::vector<double>& v, std::size_t p) {
+  v.assign(p * p, 0.0);
+  for (std::size_t i = 0; i < p; ++i) v[i * p + i] = 1.0;
+  for (int sweep = 0; sweep < 100; ++sweep) {
+    double off = 0;
+    for (std::size_t i = 0; i < p; ++i)
+      for (std::size_t j = i + 1; j < p; ++j) off += h[i * p + j] * h[i * p + j];
+    if (off < 1e-30) return;
+    for (std::size_t i = 0; i < p; ++i)
+      for (std::size_t j = i + 1; j < p; ++j) {
+        if (std::abs(h[i * p + j]) < 1e-300) continue;
+        const double theta = (h[j * p + j] - h[i * p + i]) / (2 * h[i * p + j]);
+        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
+        const double c = 1 / std::sqrt(t * t + 1), s = t * c;
+        for (std::size_t k = 0; k < p; ++k) {  // h <- h J
+          const double hki = h[k * p + i], hkj = h[k * p + j];
+          h[k * p + i] = c * hki - s * hkj;
+          h[k * p + j] = s * hki + c * hkj;
+        }
+        for (std::size_t k = 0; k < p; ++k) {  // h <- J^T h
+          const double hik = h[i * p + k], hjk = h[j * p + k];
+          h[i * p + k] = c * hik - s * hjk;
+          h[j * p + k] = s * hik + c * hjk;
+        }
+        for (std::size_t k = 0; k < p; ++k) {
+          const double vki = v[k * p + i], vkj = v[k * p + j];
+          v[k * p + i] = c * vki - s * vkj;
+          v[k * p + j] = s * vki + c * vkj;
+        }
+      }
+  }
+}
+
+/// Orthonormalise the p columns of y [N,p] (modified Gram-Schmidt), first projecting out the
+/// unit vector u. A column that vanishes is replaced by a fresh random one.
+inline void orthonormalise(std::vector<double>& y, std::size_t N, std::size_t p, const std::vector<double>& u,
+                           Rng& rng) {
+  for (std::size_t c = 0; c < p; ++c) {
+    for (int attempt = 0; attempt < 4; ++attempt) {
+      double du = 0;
+      for (std::size_t i = 0; i < N; ++i) du += y[i * p + c] * u[i];
+      for (std::size_t i = 0; i < N; ++i) y[i * p + c] -= du * u[i];
+      for (std::size_t q = 0; q < c; ++q) {
+        double dq = 0;
+        for (std::size_t i = 0; i < N; ++i) dq += y[i * p + c] * y[i * p + q];
+        for (std::size_t i = 0; i < N; ++i) y[i * p + c] -= dq * y[i * p + q];
+      }
+      double nn = 0;
+      for (std::size_t i = 0; i < N; ++i) nn += y[i * p + c] * y[i * p + c];
+      if (nn > 1e-20) {
+        const double inv = 1 / std::sqrt(nn);
+        for (std::size_t i = 0; i < N; ++i) y[i * p + c] *= inv;
+        break;
+      }
+      for (std::size_t i = 0; i < N; ++i) y[i * p + c] = rng.normal();
+    }
+  }
+}
+
+/// Number of connected components of the graph (union-find over its edges).
+inline std::size_t count_components(const FuzzyGraph& g) {
+  std::vector<std::uint32_t> parent(g.N);
+  for (std::size_t i = 0; i < g.N; ++i) parent[i] = static_cast<std::uint32_t>(i);
+  const auto find = [&](std::uint32_t x) {
+    while (parent[x] != x) x = parent[x] = parent[parent[x]];
+    return x;
+  };
+  std::size_t comps = g.N;
+  for (std::size_t e = 0; e < g.head.size(); ++e) {
+    const auto a = find(g.head[e]), b = find(g.tail[e]);
+    if (a != b) parent[a] = b, --comps;
+  }
+  return comps;
+}
+
+}  // namespace detail
+
+/// Spectral layout of a connected graph: the `dim` eigenvectors of the normalised Laplacian
+/// L = I - D^-1/2 W D^-1/2 with the smallest eigenvalues after the trivial one, as [N, dim].
+/// Found by subspace iteration on (I + D^-1/2 W D^-1/2)/2 (same eigenvectors, spectrum in
+/// [0,1], the wanted ones largest) with dim + 4 vectors and Rayleigh-Ritz, until the residual
+/// of every wanted vector is below `tol`. Returns an empty vector if the graph is not
+/// connected or has fewer than dim + 2 points.
+inline std::vector<double> spectral_layout(const FuzzyGraph& g, std::size_t dim, std::uint64_t seed,
+                                           double tol = 1e-4, std::size_t max_iter = 20000) {
+  const std::size_t N = g.N, p = std::min(dim + 4, N > 1 ? N - 1 : 1);
+  if (N < dim + 2 || detail::count_components(g) != 1) return {};
+  std::vector<double> deg(N, 0.0);
+  for (std::size_t e = 0; e < g.weight.size(); ++e) deg[g.head[e]] += g.weight[e];
+  std::vector<double> isd(N), u(N);
+  double un = 0;
+  for (std::size_t i = 0; i < N; ++i) {
+    isd[i] = deg[i] > 0 ? 1 / std::sqrt(deg[i]) : 0.0;
+    u[i] = std::sqrt(deg[i]);
+    un += deg[i];
+  }
+  for (auto& v : u) v /= std::sqrt(un);  // the trivial eigenvector (eigenvalue 1 of A)
+  const auto apply = [&](const std::vector<double>& y, std::vector<double>& out) {  // out = (y + A y) / 2
+    out = y;
+    for (auto& v : out) v *= 0.5;
+    for (std::size_t e = 0; e < g.weight.size(); ++e) {
+      const std::size_t i = g.head[e], j = g.tail[e];
+      const double w = 0.5 * g.weight[e] * isd[i] * isd[j];
+      for (std::size_t c = 0; c < p; ++c) out[i * p + c] += w * y[j * p + c];
+    }
+  };
+  Rng rng(derive_seed(seed, RngPurpose::init), 1);
+  std::vector<double> y(N * p), my, h(p * p), v;
+  for (auto& x : y) x = rng.normal();
+  detail::orthonormalise(y, N, p, u, rng);
+  for (std::size_t it = 0; it < max_iter; ++it) {
+    apply(y, my);
+    const bool check = it % 10 == 9 || it + 1 == max_iter;
+    if (check) {
+      // Rayleigh-Ritz: rotate y to the eigenvectors of y^T M y, sorted by eigenvalue.
+      for (std::size_t a = 0; a < p; ++a)
+        for (std::size_t b = 0; b < p; ++b) {
+          double s = 0;
+          for (std::size_t i = 0; i < N; ++i) s += y[i * p + a] * my[i * p + b];
+          h[a * p + b] = s;
+        }
+      for (std::size_t a = 0; a < p; ++a)
+        for (std::size_t b = a + 1; b < p; ++b) h[a * p + b] = h[b * p + a] = 0.5 * (h[a * p + b] + h[b * p + a]);
+      detail::jacobi_eigen(h, v, p);
+      std::vector<std::size_t> order(p);
+      for (std::size_t c = 0; c < p; ++c) order[c] = c;
+      std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return h[a * p + a] > h[b * p + b]; });
+      std::vector<double> ry(N * p, 0.0), rmy(N * p, 0.0);
+      for (std::size_t i = 0; i < N; ++i)
+        for (std::size_t c = 0; c < p; ++c)
+          for (std::size_t q = 0; q < p; ++q) {
+            ry[i * p + c] += y[i * p + q] * v[q * p + order[c]];
+            rmy[i * p + c] += my[i * p + q] * v[q * p + order[c]];
+          }
+      double worst = 0;
+      for (std::size_t c = 0; c < dim; ++c) {
+        const double lambda = h[order[c] * p + order[c]];
+        double r = 0;
+        for (std::size_t i = 0; i < N; ++i) r += (rmy[i * p + c] - lambda * ry[i * p + c]) * (rmy[i * p + c] - lambda * ry[i * p + c]);
+        worst = std::max(worst, std::sqrt(r));
+      }
+      y = std::move(ry);
+      my = std::move(rmy);
+      if (worst < tol) break;
+    }
+    y = my;
+    detail::orthonormalise(y, N, p, u, rng);
+  }
+  std::vector<double> out(N * dim);
+  for (std::size_t i = 0; i < N; ++i)
+    for (std::size_t c = 0; c < dim; ++c) out[i * dim + c] = y[i * p + c];
+  return out;
+}
+
 /// The UMAP embedding of x [N,D] -> [N, n_components].
 /// Requires: N >= 2, finite x, n_neighbors >= 2, n_components >= 1.
 /// Ensures: the same output for the same input, options and seed, on any machine.
@@ -333,7 +500,7 @@ Tensor2<float> umap(const Tensor2<T>& x, const UmapOptions& o = {}) {
     FuzzyGraph kept;
     kept.N = N;
     for (std::size_t e = 0; e < g.weight.size(); ++e)
-      if (g.weight[e] >= mx / static_cast<double>(n_epochs)) {
+      if (g.weight[e] >= mx / static_cast<double>(n_epochs > 10 ? n_epochs : (N <= 10000 ? 500 : 200))) {
         kept.head.push_back(g.head[e]);
         kept.tail.push_back(g.tail[e]);
         kept.weight.push_back(g.weight[e]);
@@ -345,9 +512,25 @@ Tensor2<float> umap(const Tensor2<T>& x, const UmapOptions& o = {}) {
   // The layout runs in float, as umap-learn's float32 embedding does: powf is several times
   // cheaper than pow and dominates the cost.
   const auto af = static_cast<float>(a), bf = static_cast<float>(b);
-  std::vector<float> emb(N * dim);
+  std::vector<double> start;
   Rng init(derive_seed(o.seed, RngPurpose::init));
-  for (auto& v : emb) v = static_cast<float>(init.uniform(-10.0, 10.0));
+  if (o.init == UmapInit::spectral) start = spectral_layout(g, dim, o.seed);
+  if (!start.empty()) {
+    // Scaled to max |v| = 10 plus a little noise to break ties, as umap-learn does.
+    double mx = 0;
+    for (double v : start) mx = std::max(mx, std::abs(v));
+    for (auto& v : start) v = v * (mx > 0 ? 10.0 / mx : 1.0) + 1e-4 * init.normal();
+  } else {
+    start.resize(N * dim);
+    for (auto& v : start) v = init.uniform(-10.0, 10.0);
+  }
+  std::vector<float> emb(N * dim);
+  for (std::size_t c = 0; c < dim; ++c) {  // every column to [0, 10]
+    double lo = INFINITY, hi = -INFINITY;
+    for (std::size_t i = 0; i < N; ++i) lo = std::min(lo, start[i * dim + c]), hi = std::max(hi, start[i * dim + c]);
+    const double scale = hi > lo ? 10.0 / (hi - lo) : 0.0;
+    for (std::size_t i = 0; i < N; ++i) emb[i * dim + c] = static_cast<float>((start[i * dim + c] - lo) * scale);
+  }
 
   const std::size_t E = g.weight.size();
   const auto eps = epochs_per_sample(g.weight, n_epochs);
