@@ -2,7 +2,10 @@
 // ResNet through Dropout, Linear and BCE-with-logits in double, freezing, modes.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <limits>
 #include <string>
 #include <vector>
@@ -171,4 +174,50 @@ TEST_CASE("train and eval modes: BN statistics, num_batches_tracked, determinist
   CHECK(copy.forward(x) == e1);
   copy.params()[0].value[0] += 1.0f;
   CHECK(net.forward(x) == e1);
+}
+
+// Counting replacement of the global operator new (the whole test binary uses it; only the
+// window between the two reads matters).
+namespace {
+std::atomic<std::size_t> g_allocs{0};
+}
+// GCC 12 flags malloc/free inside a replacement operator new/delete pair as mismatched.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void* operator new(std::size_t n) {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+TEST_CASE("a steady-state training step allocates nothing") {
+  Rng rng(24);
+  nn::ResNet<float> net(tiny(), 6);
+  nn::Linear<float> fc(net.embedding_dim(), 3, rng);
+  nn::Dropout<float> drop(0.2, 1);
+  auto model = std::move(net) | std::move(drop) | std::move(fc);
+  nn::freeze_all_but(model, {"layer3.", "layer4.", "fc."});
+  Tensor4<float> x({4, 3, 32, 32});
+  fill_randn(x, rng);
+  Tensor2<float> dz({4, 3});
+  fill_randn(dz, rng);
+  auto step = [&] {
+    model.zero_grad();
+    model.forward(x);
+    model.backward(dz);
+  };
+  const std::size_t first = g_allocs.load();
+  step();
+  CHECK(g_allocs.load() - first > 0);  // the first step sizes every buffer (and the counter works)
+  step();
+  const std::size_t before = g_allocs.load();
+  step();
+  CHECK(g_allocs.load() - before == 0);
+  nn::set_frozen_prefix(model, "", false);
+  model.get<0>().set_input_grad(true);
+  step();
+  const std::size_t before2 = g_allocs.load();
+  step();
+  CHECK(g_allocs.load() - before2 == 0);
 }
