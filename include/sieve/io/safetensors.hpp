@@ -20,6 +20,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -288,7 +289,7 @@ class HeaderParser {
     if (auto bad = utf8_invalid_at(s_))
       fail(src_, ": header is not valid UTF-8 at header byte ", *bad, " [rule: header must be UTF-8]");
     pos_ = 1;
-    std::vector<std::string> seen;  // sorted, for duplicate detection
+    std::set<std::string> seen;
     skip_ws();
     if (peek() == '}') {
       ++pos_;
@@ -344,11 +345,10 @@ class HeaderParser {
     while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r')) ++pos_;
   }
 
-  void check_unique(std::vector<std::string>& seen, const std::string& key, const std::string& where) const {
-    auto it = std::lower_bound(seen.begin(), seen.end(), key);
-    if (it != seen.end() && *it == key)
+  // A set, not a sorted vector: a hostile header may hold millions of keys.
+  void check_unique(std::set<std::string>& seen, const std::string& key, const std::string& where) const {
+    if (!seen.insert(key).second)
       fail(src_, ": duplicate key '", printable(key), "'", where, " [rule: no duplicate keys]");
-    seen.insert(it, key);
   }
 
   unsigned hex4() {
@@ -453,7 +453,7 @@ class HeaderParser {
     if (at_end() || s_[pos_] != '{')
       fail(src_, ": __metadata__ is not an object [rule: __metadata__ must map strings to strings]");
     ++pos_;
-    std::vector<std::string> seen;
+    std::set<std::string> seen;
     skip_ws();
     if (peek() == '}') {
       ++pos_;
@@ -481,7 +481,7 @@ class HeaderParser {
     if (at_end() || s_[pos_] != '{')
       fail(src_, ": tensor '", printable(name), "': entry is not an object [rule: tensor entry must be an object]");
     ++pos_;
-    std::vector<std::string> seen;
+    std::set<std::string> seen;
     std::optional<DType> dtype;
     std::optional<std::vector<std::uint64_t>> shape, offsets;
     skip_ws();
