@@ -346,3 +346,58 @@ TEST_CASE("umap spectral init: Laplacian eigenvectors of a connected graph; rand
   const auto ys = sieve::viz::umap(xc, spectral), yr = sieve::viz::umap(xc, random);
   CHECK(std::equal(ys.begin(), ys.end(), yr.begin()));
 }
+
+TEST_CASE("pca_scores: variances are the top covariance eigenvalues; umap accepts a PCA front end") {
+  // Data with a known spectrum: variances 16, 9, 4, 1 along random orthonormal axes + 0.01 noise.
+  const std::size_t N = 500, D = 30;
+  Rng rng(8, 8);
+  std::vector<double> axes(4 * D);
+  for (auto& v : axes) v = rng.normal();
+  sieve::viz::detail::orthonormalise_columns(axes, D, 4, rng);  // axes[d*4+a]: 4 orthonormal columns of length D
+  Tensor2<double> x(Shape<2>{N, D});
+  const double sd[] = {4, 3, 2, 1};
+  for (std::size_t i = 0; i < N; ++i) {
+    for (std::size_t d = 0; d < D; ++d) x(i, d) = 5.0 + 0.1 * rng.normal();  // offset: PCA must centre
+    for (std::size_t a = 0; a < 4; ++a) {
+      const double z = sd[a] * rng.normal();
+      for (std::size_t d = 0; d < D; ++d) x(i, d) += z * axes[d * 4 + a];
+    }
+  }
+  // Reference: eigenvalues of the exact covariance by the same Jacobi routine on [D,D].
+  std::vector<double> mean(D, 0.0), cov(D * D, 0.0), v;
+  for (std::size_t i = 0; i < N; ++i)
+    for (std::size_t d = 0; d < D; ++d) mean[d] += x(i, d) / N;
+  for (std::size_t i = 0; i < N; ++i)
+    for (std::size_t a = 0; a < D; ++a)
+      for (std::size_t b = 0; b < D; ++b) cov[a * D + b] += (x(i, a) - mean[a]) * (x(i, b) - mean[b]);
+  sieve::viz::detail::symmetric_eigen(cov, v, D);
+  std::vector<double> ev(D);
+  for (std::size_t a = 0; a < D; ++a) ev[a] = cov[a * D + a];
+  std::sort(ev.rbegin(), ev.rend());
+  const auto s = sieve::viz::pca_scores(x, 3, 1);
+  REQUIRE(s.shape()[1] == 3);
+  for (std::size_t c = 0; c < 3; ++c) {
+    double m = 0, var = 0;
+    for (std::size_t i = 0; i < N; ++i) m += s(i, c) / N;
+    for (std::size_t i = 0; i < N; ++i) var += (s(i, c) - m) * (s(i, c) - m);
+    CHECK(std::abs(m) < 1e-3);
+    CHECK(var == doctest::Approx(ev[c]).epsilon(1e-3));
+    for (std::size_t c2 = 0; c2 < c; ++c2) {
+      double cr = 0;
+      for (std::size_t i = 0; i < N; ++i) cr += s(i, c) * s(i, c2);
+      CHECK(std::abs(cr) < 1e-3 * var);
+    }
+  }
+  CHECK(ev[0] / N == doctest::Approx(16).epsilon(0.2));
+  CHECK_THROWS_WITH_AS(sieve::viz::pca_scores(x, 31), doctest::Contains("n=31 must be in [1, min(N=500, D=30)]"),
+                       sieve::Error);
+
+  std::vector<int> cls;
+  const auto xc = clusters(4, 60, 200, 4.0, cls, 21);
+  sieve::viz::UmapOptions o;
+  o.n_epochs = 100;
+  o.pca_components = 20;
+  CHECK(nn_purity(sieve::viz::umap(xc, o), cls) > 0.95);
+  o.metric = sieve::viz::UmapMetric::cosine;
+  CHECK(nn_purity(sieve::viz::umap(xc, o), cls) > 0.95);
+}

@@ -33,6 +33,7 @@
 #include "sieve/core/rng.hpp"
 #include "sieve/core/xt.hpp"
 #include "sieve/kernels/gemm.hpp"
+#include "sieve/viz/pca.hpp"
 
 namespace sieve::viz {
 
@@ -53,6 +54,9 @@ struct UmapOptions {
   double repulsion_strength = 1.0;
   std::size_t negative_sample_rate = 5;
   UmapInit init = UmapInit::spectral;
+  /// > 0: first reduce x to this many principal components (pca_scores) when D is larger;
+  /// cuts the O(N^2 D) neighbour search for wide embeddings (e.g. 50 for 2048-d features).
+  std::size_t pca_components = 0;
   std::uint64_t seed = 42;
 };
 
@@ -327,41 +331,6 @@ inline std::vector<double> epochs_per_sample(const std::vector<double>& w, std::
 
 namespace detail {
 
-/// Eigen-decomposition of a small symmetric matrix h [p,p] by cyclic Jacobi rotations:
-/// on return h's diagonal holds the eigenvalues and v's columns the eigenvectors.
-inline void jacobi_eigen(std::vector<double>& h, std::vector<double>& v, std::size_t p) {
-  v.assign(p * p, 0.0);
-  for (std::size_t i = 0; i < p; ++i) v[i * p + i] = 1.0;
-  for (int sweep = 0; sweep < 100; ++sweep) {
-    double off = 0;
-    for (std::size_t i = 0; i < p; ++i)
-      for (std::size_t j = i + 1; j < p; ++j) off += h[i * p + j] * h[i * p + j];
-    if (off < 1e-30) return;
-    for (std::size_t i = 0; i < p; ++i)
-      for (std::size_t j = i + 1; j < p; ++j) {
-        if (std::abs(h[i * p + j]) < 1e-300) continue;
-        const double theta = (h[j * p + j] - h[i * p + i]) / (2 * h[i * p + j]);
-        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
-        const double c = 1 / std::sqrt(t * t + 1), s = t * c;
-        for (std::size_t k = 0; k < p; ++k) {  // h <- h J
-          const double hki = h[k * p + i], hkj = h[k * p + j];
-          h[k * p + i] = c * hki - s * hkj;
-          h[k * p + j] = s * hki + c * hkj;
-        }
-        for (std::size_t k = 0; k < p; ++k) {  // h <- J^T h
-          const double hik = h[i * p + k], hjk = h[j * p + k];
-          h[i * p + k] = c * hik - s * hjk;
-          h[j * p + k] = s * hik + c * hjk;
-        }
-        for (std::size_t k = 0; k < p; ++k) {
-          const double vki = v[k * p + i], vkj = v[k * p + j];
-          v[k * p + i] = c * vki - s * vkj;
-          v[k * p + j] = s * vki + c * vkj;
-        }
-      }
-  }
-}
-
 /// Orthonormalise the p columns of y [N,p] (modified Gram-Schmidt), first projecting out the
 /// unit vector u. A column that vanishes is replaced by a fresh random one.
 inline void orthonormalise(std::vector<double>& y, std::size_t N, std::size_t p, const std::vector<double>& u,
@@ -452,7 +421,7 @@ inline std::vector<double> spectral_layout(const FuzzyGraph& g, std::size_t dim,
         }
       for (std::size_t a = 0; a < p; ++a)
         for (std::size_t b = a + 1; b < p; ++b) h[a * p + b] = h[b * p + a] = 0.5 * (h[a * p + b] + h[b * p + a]);
-      detail::jacobi_eigen(h, v, p);
+      detail::symmetric_eigen(h, v, p);
       std::vector<std::size_t> order(p);
       for (std::size_t c = 0; c < p; ++c) order[c] = c;
       std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return h[a * p + a] > h[b * p + b]; });
@@ -494,7 +463,26 @@ Tensor2<float> umap(const Tensor2<T>& x, const UmapOptions& o = {}) {
   SIEVE_CHECK(dim >= 1, "umap: n_components must be at least 1");
   const std::size_t k = std::min(o.n_neighbors, N);
   const std::size_t n_epochs = o.n_epochs ? o.n_epochs : (N <= 10000 ? 500 : 200);
-  FuzzyGraph g = fuzzy_simplicial_set(exact_knn(x, k, o.metric));
+  FuzzyGraph g;
+  const std::size_t D = x.shape()[1];
+  if (o.pca_components > 0 && o.pca_components < std::min(N, D)) {
+    if (o.metric == UmapMetric::cosine) {
+      // Cosine order = euclidean order of unit vectors, and PCA keeps euclidean geometry
+      // (centring is a translation), so normalise, project, and measure euclidean.
+      Tensor2<float> unit(Shape<2>{N, D});
+      for (std::size_t i = 0; i < N; ++i) {
+        double ss = 0;
+        for (std::size_t d = 0; d < D; ++d) ss += static_cast<double>(x(i, d)) * x(i, d);
+        const double inv = ss > 0 ? 1 / std::sqrt(ss) : 0.0;
+        for (std::size_t d = 0; d < D; ++d) unit(i, d) = static_cast<float>(x(i, d) * inv);
+      }
+      g = fuzzy_simplicial_set(exact_knn(pca_scores(unit, o.pca_components, o.seed), k, UmapMetric::euclidean));
+    } else {
+      g = fuzzy_simplicial_set(exact_knn(pca_scores(x, o.pca_components, o.seed), k, o.metric));
+    }
+  } else {
+    g = fuzzy_simplicial_set(exact_knn(x, k, o.metric));
+  }
   {  // Drop edges too weak to be sampled even once (umap-learn does this before the layout).
     const double mx = g.weight.empty() ? 0.0 : *std::max_element(g.weight.begin(), g.weight.end());
     FuzzyGraph kept;
