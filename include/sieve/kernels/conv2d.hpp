@@ -48,9 +48,15 @@ inline void conv2d_check(const Conv2dDims& d, const char* what) {
               " with padding ", d.g.ph, "x", d.g.pw, " is smaller than the kernel ", d.g.kh, "x", d.g.kw);
 }
 
-/// Samples per GEMM group: as many as fit the budget, at least 1, at most N.
+/// Output planes at least this large already give BLAS a wide product: no grouping (which
+/// would cost a gather/scatter copy per sample).
+inline constexpr std::size_t conv2d_group_min_pixels = 1024;
+
+/// Samples per GEMM group: 1 for large output planes, else as many as fit the budget (at
+/// least 1, at most N).
 inline std::size_t conv2d_group(const Conv2dDims& d) {
   if (d.group > 0) return std::min(d.group, std::max<std::size_t>(d.N, 1));
+  if (d.OH() * d.OW() >= conv2d_group_min_pixels) return 1;
   const std::size_t per_sample = (d.CKK() + d.K) * d.OH() * d.OW();
   const std::size_t g = per_sample == 0 ? 1 : conv2d_group_budget / per_sample;
   return std::clamp<std::size_t>(g, 1, std::max<std::size_t>(d.N, 1));

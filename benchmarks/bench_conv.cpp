@@ -1,0 +1,78 @@
+// Per-layer convolution throughput on ResNet50's shapes (224x224 input, batch 16): forward,
+// backward-input and backward-weight, each reported as GFLOP/s (2*N*K*C*KH*KW*OH*OW per pass).
+// OpenBLAS uses 2 threads, as the model benchmarks and the PyTorch reference do.
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+#include "sieve/core/rng.hpp"
+#include "sieve/kernels/conv2d.hpp"
+
+namespace {
+
+struct Layer {
+  const char* name;
+  std::size_t C, H, K, k, s, p;
+};
+
+const Layer kLayers[] = {
+    {"conv1_7x7s2_3to64_224", 3, 224, 64, 7, 2, 3},
+    {"layer1_1x1_64to64_56", 64, 56, 64, 1, 1, 0},
+    {"layer1_3x3_64_56", 64, 56, 64, 3, 1, 1},
+    {"layer1_1x1_64to256_56", 64, 56, 256, 1, 1, 0},
+    {"layer2_3x3s2_128_56", 128, 56, 128, 3, 2, 1},
+    {"layer2_ds_1x1s2_256to512_56", 256, 56, 512, 1, 2, 0},
+    {"layer2_3x3_128_28", 128, 28, 128, 3, 1, 1},
+    {"layer3_3x3_256_14", 256, 14, 256, 3, 1, 1},
+    {"layer3_1x1_1024to256_14", 1024, 14, 256, 1, 1, 0},
+    {"layer4_3x3_512_7", 512, 7, 512, 3, 1, 1},
+    {"layer4_1x1_512to2048_7", 512, 7, 2048, 1, 1, 0},
+};
+constexpr std::size_t kBatch = 16;
+
+std::vector<float> random_buffer(std::size_t n, std::uint64_t stream) {
+  sieve::Rng rng(1, stream);
+  std::vector<float> v(n);
+  for (auto& x : v) x = rng.uniform() - 0.5f;
+  return v;
+}
+
+enum class Pass { forward, backward_input, backward_weight };
+
+template <Pass P>
+void BM_conv(benchmark::State& state) {
+  sieve::kernels::blas_set_threads(2);
+  const Layer& L = kLayers[state.range(0)];
+  state.SetLabel(L.name);
+  const sieve::kernels::Conv2dDims d{kBatch, L.C, L.H, L.H, L.K, {L.k, L.k, L.s, L.s, L.p, L.p}};
+  const std::size_t OH = d.OH(), OW = d.OW();
+  auto x = random_buffer(kBatch * L.C * L.H * L.H, 1);
+  auto w = random_buffer(L.K * L.C * L.k * L.k, 2);
+  auto y = random_buffer(kBatch * L.K * OH * OW, 3);
+  std::vector<float> ws(sieve::kernels::conv2d_workspace_size(d));
+  for (auto _ : state) {
+    if constexpr (P == Pass::forward)
+      sieve::kernels::conv2d_forward(x.data(), w.data(), y.data(), d, ws.data(), ws.size());
+    else if constexpr (P == Pass::backward_input)
+      sieve::kernels::conv2d_backward_input(y.data(), w.data(), x.data(), d, ws.data(), ws.size());
+    else
+      sieve::kernels::conv2d_backward_weight(x.data(), y.data(), w.data(), d, ws.data(), ws.size());
+    benchmark::ClobberMemory();
+  }
+  const double flops = 2.0 * kBatch * L.K * L.C * L.k * L.k * OH * OW;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["group"] = static_cast<double>(sieve::kernels::conv2d_group(d));
+}
+
+void layers(benchmark::internal::Benchmark* b) {
+  for (std::size_t i = 0; i < std::size(kLayers); ++i) b->Arg(static_cast<int64_t>(i));
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK(BM_conv<Pass::forward>)->Name("conv_forward")->Apply(layers);
+BENCHMARK(BM_conv<Pass::backward_input>)->Name("conv_backward_input")->Apply(layers);
+BENCHMARK(BM_conv<Pass::backward_weight>)->Name("conv_backward_weight")->Apply(layers);
+
+}  // namespace
+
+BENCHMARK_MAIN();
