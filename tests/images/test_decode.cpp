@@ -224,3 +224,13 @@ TEST_CASE("encode: invalid images are refused") {
   CHECK_THROWS_AS((void)encode_jpeg(bad), sieve::Error);
   CHECK_THROWS_AS((void)encode_jpeg(Image(2, 2), 0), sieve::Error);
 }
+
+TEST_CASE("decode: decode_image_into reuses the buffer and reshapes") {
+  const Image a = noise_image(9, 11, 6), b = noise_image(3, 4, 7);
+  Image out = noise_image(20, 20, 8);
+  decode_image_into(encode_png(a), out);
+  CHECK(out == a);
+  decode_image_into(encode_png(b), out);
+  CHECK(out == b);
+  CHECK_THROWS_AS(decode_image_into(std::vector<std::byte>(10, std::byte{0}), out), sieve::Error);
+}

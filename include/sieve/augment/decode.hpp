@@ -31,9 +31,9 @@ class DecodeRgb {
   const Image& forward(const ImageSource& src) {
     try {
       if (!src.bytes.empty())
-        out_ = io::decode_image(src.bytes, limits_, src.path.empty() ? std::string("<memory>") : src.path.string());
+        io::decode_image_into(src.bytes, out_, limits_, src.path.empty() ? std::string("<memory>") : src.path.string());
       else
-        out_ = io::read_image(src.path, limits_);
+        io::read_image_into(src.path, out_, limits_);
     } catch (const Error& e) {
       fail("sample '", src.id, "': ", e.what());
     }

@@ -49,7 +49,7 @@ class FileDataset final : public Dataset {
   void load(std::size_t i, Image& out) const override {
     const auto& s = at(i);
     try {
-      out = read_image(s.path, limits_);
+      read_image_into(s.path, out, limits_);
     } catch (const Error& e) {
       fail("sample '", s.id, "': ", e.what());
     }

@@ -14,6 +14,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -298,8 +299,10 @@ inline const char* stbi_reason() {
 /// the bytes have no file).
 /// Requires: nothing (any bytes are safe). Ensures: a valid Image within `limits`, or a
 /// sieve::Error naming `name` and the reason (stb's reason included when stb refused).
-inline Image decode_image(std::span<const std::byte> bytes, const DecodeLimits& limits = {},
-                          std::string_view name = "<memory>") {
+/// This overload decodes into `out`, reusing its pixel buffer (no page faults for a fresh
+/// allocation in steady state); on error `out` is left unspecified.
+inline void decode_image_into(std::span<const std::byte> bytes, Image& out, const DecodeLimits& limits = {},
+                              std::string_view name = "<memory>") {
   if (bytes.empty()) fail(name, ": empty file (0 bytes), not an image");
   if (bytes.size() > limits.max_bytes)
     fail(name, ": encoded image is ", bytes.size(), " bytes, over the limit of ", limits.max_bytes);
@@ -343,10 +346,15 @@ inline Image decode_image(std::span<const std::byte> bytes, const DecodeLimits& 
   }
   if (!px) fail(name, ": cannot decode ", format_name(fmt), ": ", detail::stbi_reason());
   if (w2 != w || h2 != h) fail(name, ": ", format_name(fmt), " header said ", w, "x", h, " but decoded ", w2, "x", h2);
+  out.reshape(H, W);
+  std::memcpy(out.pixels.data(), px.get(), H * W * 3);
+}
+
+/// Decode a JPEG or PNG held in memory into a new Image (see decode_image_into).
+inline Image decode_image(std::span<const std::byte> bytes, const DecodeLimits& limits = {},
+                          std::string_view name = "<memory>") {
   Image img;
-  img.height = H;
-  img.width = W;
-  img.pixels.assign(px.get(), px.get() + H * W * 3);
+  decode_image_into(bytes, img, limits, name);
   return img;
 }
 
@@ -354,6 +362,12 @@ inline Image decode_image(std::span<const std::byte> bytes, const DecodeLimits& 
 inline Image read_image(const std::filesystem::path& path, const DecodeLimits& limits = {}) {
   const auto bytes = read_file(path, limits.max_bytes);
   return decode_image(bytes, limits, path.string());
+}
+
+/// Read and decode an image file into `out`, reusing its buffer. Errors name the file.
+inline void read_image_into(const std::filesystem::path& path, Image& out, const DecodeLimits& limits = {}) {
+  const auto bytes = read_file(path, limits.max_bytes);
+  decode_image_into(bytes, out, limits, path.string());
 }
 
 namespace detail {

@@ -9,6 +9,7 @@
 /// bit-identical for any worker count, and starting at (e, b) equals an uninterrupted run.
 
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -224,14 +225,25 @@ class Loader {
     const std::size_t lo = k * opt_.batch_size, hi = std::min(lo + opt_.batch_size, order_.size());
     const std::uint64_t aug_seed = derive_seed(opt_.seed, RngPurpose::augment);
     Image img;
-    std::vector<Tensor3f> outs;
-    outs.reserve(hi - lo);
+    std::array<std::size_t, 3> s0{};  // per-sample shape, fixed by the first sample
+    std::size_t per = 0;
     for (std::size_t p = lo; p < hi; ++p) {
       const std::size_t i = order_[p];
       try {
         ds_.load(i, img);
         Rng rng = Rng::for_sample(aug_seed, epoch_, i);
-        outs.push_back(stage_forward(t, img, rng));
+        const Tensor3f& y = stage_forward(t, img, rng);
+        const auto& s = y.shape();
+        if (b.indices.empty()) {
+          s0 = {s[0], s[1], s[2]};
+          per = s[0] * s[1] * s[2];
+          // Outputs go straight into the batch tensor: no per-sample copies.
+          b.images = Tensor4f::from_shape({hi - lo, s0[0], s0[1], s0[2]});
+        }
+        SIEVE_CHECK(s[0] == s0[0] && s[1] == s0[1] && s[2] == s0[2], "loader: batch ", k, ": sample '", ds_.id(i),
+                    "' transformed to [", s[0], ",", s[1], ",", s[2], "] but sample '", b.ids.at(0), "' to [", s0[0],
+                    ",", s0[1], ",", s0[2], "]; add a Resize/CenterCrop so all samples match");
+        std::memcpy(b.images.data() + b.indices.size() * per, y.data(), per * sizeof(float));
       } catch (const Error& e) {
         if (opt_.on_error == OnError::fail)
           fail("loader: epoch ", epoch_, " batch ", k, ": sample '", ds_.id(i), "' (", ds_.source(i), ") failed: ",
@@ -243,19 +255,12 @@ class Loader {
       b.ids.push_back(ds_.id(i));
       b.labels.push_back(ds_.labels(i));
     }
-    if (outs.empty()) {
+    if (b.indices.empty()) {
       b.images = Tensor4f::from_shape({0, 3, 0, 0});
-      return b;
-    }
-    const auto& s0 = outs[0].shape();
-    b.images = Tensor4f::from_shape({outs.size(), s0[0], s0[1], s0[2]});
-    const std::size_t per = s0[0] * s0[1] * s0[2];
-    for (std::size_t n = 0; n < outs.size(); ++n) {
-      const auto& s = outs[n].shape();
-      SIEVE_CHECK(s[0] == s0[0] && s[1] == s0[1] && s[2] == s0[2], "loader: batch ", k, ": sample '", b.ids[n],
-                  "' transformed to [", s[0], ",", s[1], ",", s[2], "] but sample '", b.ids[0], "' to [", s0[0], ",",
-                  s0[1], ",", s0[2], "]; add a Resize/CenterCrop so all samples match");
-      std::memcpy(b.images.data() + n * per, outs[n].data(), per * sizeof(float));
+    } else if (b.indices.size() < hi - lo) {  // skipped samples: shrink to the delivered count
+      Tensor4f kept = Tensor4f::from_shape({b.indices.size(), s0[0], s0[1], s0[2]});
+      std::memcpy(kept.data(), b.images.data(), kept.size() * sizeof(float));
+      b.images = std::move(kept);
     }
     return b;
   }
