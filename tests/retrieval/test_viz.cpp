@@ -158,6 +158,8 @@ TEST_CASE("svg plots and the html page are well-formed, offline and contain what
   CHECK_THROWS_AS(page.image("/etc/x.png", ""), sieve::Error);
   CHECK_THROWS_AS(page.image("http://x/y.png", ""), sieve::Error);
   CHECK_THROWS_AS(page.svg("<svg><script>alert(1)</script></svg>"), sieve::Error);
+  CHECK_THROWS_WITH_AS(page.svg("<svg onload=\"alert(1)\"></svg>"), doctest::Contains("event handlers"), sieve::Error);
+  CHECK_NOTHROW(page.svg("<svg><text>on=off, one=1</text></svg>"));
   CHECK_THROWS_AS(page.table(header, std::vector<std::vector<std::string>>{{"one"}}), sieve::Error);
 
   std::vector<fs::path> files = {dir / "index.html"};

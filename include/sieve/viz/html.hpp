@@ -3,6 +3,7 @@
 /// relative path, tables. No scripts, external fonts or stylesheets; the output is also
 /// well-formed XML (XHTML syntax), so tests and tools can parse it.
 
+#include <cctype>
 #include <cstddef>
 #include <filesystem>
 #include <span>
@@ -44,8 +45,9 @@ class HtmlPage {
     while (!svg.empty() && (svg.front() == '\n' || svg.front() == ' ')) svg.remove_prefix(1);
     SIEVE_CHECK(svg.substr(0, 4) == "<svg", "HtmlPage::svg: markup must start with <svg, got '",
                 svg.substr(0, 20), "'");
-    SIEVE_CHECK(svg.find("<script") == std::string_view::npos && svg.find("href=\"http") == std::string_view::npos,
-                "HtmlPage::svg: scripts and external references are not allowed in an offline report");
+    SIEVE_CHECK(svg.find("<script") == std::string_view::npos && svg.find("href=\"http") == std::string_view::npos &&
+                    svg.find("javascript:") == std::string_view::npos && !has_event_attribute(svg),
+                "HtmlPage::svg: scripts, event handlers and external references are not allowed in an offline report");
     body_ += "<figure>\n";
     body_.append(svg);
     if (!caption.empty()) body_ += "<figcaption>" + xml_escape(caption) + "</figcaption>\n";
@@ -102,6 +104,21 @@ class HtmlPage {
   void write(const std::filesystem::path& path) const { io::write_file_atomic(path, std::string_view(html())); }
 
  private:
+  // An attribute such as onload= inside a tag would run script when the page opens.
+  static bool has_event_attribute(std::string_view s) {
+    bool in_tag = false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == '<') in_tag = true;
+      else if (s[i] == '>') in_tag = false;
+      if (!in_tag || i + 3 >= s.size()) continue;
+      if (!(s[i] == ' ' || s[i] == '\n' || s[i] == '\t') || (s[i + 1] | 0x20) != 'o' || (s[i + 2] | 0x20) != 'n') continue;
+      std::size_t j = i + 3;
+      while (j < s.size() && std::isalpha(static_cast<unsigned char>(s[j]))) ++j;
+      if (j > i + 3 && j < s.size() && s[j] == '=') return true;
+    }
+    return false;
+  }
+
   static constexpr std::string_view kStyle =
       "body{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;"
       "color:#222}\n"
