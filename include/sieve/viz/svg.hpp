@@ -158,7 +158,7 @@ inline std::string axes(Frame& fr, double xmin, double xmax, double ymin, double
 }
 
 inline std::string legend(const Frame& fr, std::span<const std::string> names, std::span<const std::string> colors,
-                          bool dots) {
+                          bool dots, std::span<const char> dashed = {}) {
   std::string s = "<g font-size=\"11\">\n";
   const double x = fr.W - fr.right + 10;
   for (std::size_t i = 0; i < names.size(); ++i) {
@@ -167,7 +167,8 @@ inline std::string legend(const Frame& fr, std::span<const std::string> names, s
       s += "<circle cx=\"" + num(x + 6) + "\" cy=\"" + num(y) + "\" r=\"4\" fill=\"" + colors[i] + "\"/>\n";
     else
       s += "<line x1=\"" + num(x) + "\" y1=\"" + num(y) + "\" x2=\"" + num(x + 14) + "\" y2=\"" + num(y) +
-           "\" stroke=\"" + colors[i] + "\" stroke-width=\"2.5\"/>\n";
+           "\" stroke=\"" + colors[i] + "\" stroke-width=\"2.5\"" +
+           (i < dashed.size() && dashed[i] ? " stroke-dasharray=\"6 4\"" : "") + "/>\n";
     s += "<text x=\"" + num(x + 20) + "\" y=\"" + num(y + 4) + "\">" + xml_escape(names[i]) + "</text>\n";
   }
   return s + "</g>\n";
@@ -226,11 +227,13 @@ inline std::string line_chart(const LineChart& c) {
   std::string s = detail::svg_open(c.width, c.height, c.title);
   s += detail::axes(fr, xmin, xmax, ymin, ymax, c.x_label, c.log_y ? "log10 " + c.y_label : c.y_label);
   std::vector<std::string> names, colors;
+  std::vector<char> dashed_flags;
   for (std::size_t k = 0; k < c.series.size(); ++k) {
     const auto& se = c.series[k];
     const std::string color = se.color.empty() ? palette_color(k) : se.color;
     names.push_back(se.name);
     colors.push_back(color);
+    dashed_flags.push_back(se.dashed);
     std::string pts;
     auto flush = [&] {
       if (!pts.empty())
@@ -264,7 +267,7 @@ inline std::string line_chart(const LineChart& c) {
     s += "<text x=\"" + detail::num(X + (right_half ? -8 : 8)) + "\" y=\"" + detail::num(label_y) + "\" text-anchor=\"" +
          (right_half ? "end" : "start") + "\" fill=\"#d62728\">" + xml_escape(m.label) + "</text>\n";
   }
-  if (!c.series.empty()) s += detail::legend(fr, names, colors, false);
+  if (!c.series.empty()) s += detail::legend(fr, names, colors, false, dashed_flags);
   return s + "</svg>\n";
 }
 
