@@ -1,0 +1,109 @@
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "sieve/io/data_folder.hpp"
+#include "sieve/io/file.hpp"
+#include "sieve/io/image.hpp"
+
+namespace fs = std::filesystem;
+using sieve::io::open_data_folder;
+using sieve::io::validate_data_folder;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& tag) {
+    path = fs::temp_directory_path() / ("sieve-df-" + tag + "-" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path / "train");
+    fs::create_directories(path / "test");
+  }
+  ~TempDir() { fs::remove_all(path); }
+  void text(const std::string& rel, const std::string& content) const {
+    sieve::io::write_file_atomic(path / rel, std::string_view(content));
+  }
+  void png(const std::string& rel, std::uint8_t v = 100) const { sieve::io::write_png(path / rel, sieve::Image(4, 5, v)); }
+};
+
+bool mentions(const std::vector<std::string>& v, const std::string& needle) {
+  for (const auto& s : v)
+    if (s.find(needle) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("a clean data folder opens with classes, train, test and outside samples") {
+  TempDir d("clean");
+  d.text("train.csv", "id,label\na,10\nb,2\nc,10\n");
+  for (auto id : {"a", "b", "c"}) d.png(std::string("train/") + id + ".png");
+  for (auto id : {"t2", "t1"}) d.png(std::string("test/") + id + ".png");
+  fs::create_directories(d.path / "outside");
+  d.png("outside/o1.png");
+
+  auto f = open_data_folder(d.path);
+  REQUIRE(f.classes.size() == 2);
+  CHECK(f.classes[0] == "2");  // integers sort numerically, not as text ("10" < "2")
+  CHECK(f.classes[1] == "10");
+  REQUIRE(f.train.size() == 3);
+  CHECK(f.train[0].id == "a");
+  CHECK(f.train[0].labels == std::vector<std::int32_t>{1});
+  CHECK(f.train[1].labels == std::vector<std::int32_t>{0});
+  REQUIRE(f.test.size() == 2);
+  CHECK(f.test[0].id == "t1");  // sorted without a sample submission
+  REQUIRE(f.outside.size() == 1);
+  CHECK(f.outside[0].labels == std::vector<std::int32_t>{-1});
+  CHECK(f.class_id("10") == 1);
+  CHECK(f.class_id("-1") == -1);
+
+  // A sample submission fixes the test order.
+  d.text("sample_submission.csv", "id,predictions\nt2,-1\nt1,-1\n");
+  f = open_data_folder(d.path);
+  CHECK(f.test[0].id == "t2");
+
+  auto r = validate_data_folder(d.path);
+  CHECK(r.ok());
+  CHECK(r.label_counts.at("10") == 2);
+}
+
+TEST_CASE("every structural problem is reported with its file and line") {
+  TempDir d("bad");
+  d.text("train.csv", "id,label\na,cat\na,dog\n../x,cat\nb,-1\nmissing,cat\nc,\n");
+  d.png("train/a.png");
+  d.png("train/b.png");
+  d.png("train/orphan.jpg");
+  d.png("test/t1.png");
+  d.text("test/t2.png", "not a png");
+
+  const auto r = validate_data_folder(d.path);
+  CHECK_FALSE(r.ok());
+  CHECK(mentions(r.errors, "train.csv:3: duplicate id 'a' (first on line 2)"));
+  CHECK(mentions(r.errors, "train.csv:4: id contains a path separator"));
+  CHECK(mentions(r.errors, "train.csv:5: label -1 is reserved"));
+  CHECK(mentions(r.errors, "train.csv:6: no image file train/missing"));
+  CHECK(mentions(r.errors, "train.csv:7: empty label"));
+  CHECK(mentions(r.errors, "orphan.jpg: image file has no row in train.csv"));
+  CHECK(mentions(r.errors, "t2.png"));  // undecodable, named
+  CHECK(mentions(r.warnings, "single class"));
+
+  CHECK_THROWS_WITH_AS(open_data_folder(d.path), doctest::Contains("problems in the data folder"), sieve::Error);
+}
+
+TEST_CASE("missing pieces and hostile CSVs give errors, not crashes") {
+  TempDir d("hostile");
+  CHECK_THROWS_WITH_AS(open_data_folder(d.path), doctest::Contains("train.csv"), sieve::Error);
+  d.text("train.csv", std::string("id,label\n\"unterminated,x\n"));
+  CHECK_FALSE(validate_data_folder(d.path).ok());
+  d.text("train.csv", std::string("\x00\xff\xfe garbage", 12));
+  CHECK_FALSE(validate_data_folder(d.path).ok());
+  d.text("train.csv", "name,class\na,b\n");
+  CHECK(mentions(validate_data_folder(d.path).errors, "header must be 'id,label'"));
+  CHECK_THROWS_WITH_AS(open_data_folder(d.path / "nope"), doctest::Contains("not a directory"), sieve::Error);
+  d.text("train.csv", "id,label\na,x\n");
+  d.png("train/a.png");
+  d.text("sample_submission.csv", "id,predictions\nghost,-1\n");
+  CHECK(mentions(validate_data_folder(d.path).errors, "sample_submission.csv:2: no image file test/ghost"));
+}
