@@ -17,6 +17,7 @@
 #include "sieve/optim/schedule.hpp"
 #include "sieve/optim/sgd.hpp"
 #include "sieve/train/embedding_cache.hpp"
+#include "sieve/train/loader_adapter.hpp"
 #include "sieve/train/memory_loader.hpp"
 #include "sieve/train/trainer.hpp"
 #include "tiny_model.hpp"
@@ -445,4 +446,54 @@ TEST_CASE("embedding cache: miss computes and stores, hit reads back, changed we
   const double after = loss.forward(head.forward(first), y);
   MESSAGE("head on cached embeddings: BCE ", before, " -> ", after);
   CHECK(after < 0.93 * before);  // 3-d random features of a random MLP: a modest fit is the best possible
+}
+
+namespace {
+// A sequential loader shaped like io::Loader: batches_per_epoch(), start(), next() -> optional.
+struct SequentialFake {
+  Loader inner;
+  std::size_t left = 0;
+  std::size_t batches_per_epoch() const { return static_cast<std::size_t>(inner.num_batches(0)); }
+  void start(std::uint64_t epoch, std::size_t first) {
+    inner.start_epoch(static_cast<std::int64_t>(epoch), static_cast<std::int64_t>(first));
+    left = batches_per_epoch() - first;
+  }
+  std::optional<Loader::Batch> next() {
+    if (left == 0) return std::nullopt;
+    --left;
+    return inner.next_batch();
+  }
+};
+}  // namespace
+
+TEST_CASE("SequentialLoaderAdapter: an io::Loader-shaped loader trains and resumes exactly like the direct one") {
+  auto [x, y] = make_data();
+  auto run = [&](bool adapted, const fs::path& dir, std::int64_t stop) {
+    TinyMlp<float> model(kIn, kHidden, kClasses, 42, 0.25);
+    loss::BCEWithLogitsLoss<float> loss;
+    optim::Sgd<float> opt(model.params(), {0.9, 0.0, 1e-4, true});
+    optim::StepDecayLR sched{0.05, 5, 0.5};
+    train::Trainer tr(model, loss, opt, sched, {.run_dir = dir, .epochs = 2, .stop_after_steps = stop, .seed = 8, .progress = train::Progress::off});
+    tr.resume();
+    if (adapted) {
+      SequentialFake fake{Loader(x, y, 6, 8)};
+      auto conv = [](Loader::Batch&& b) { return train::XY<Tensor4<float>, Tensor2<float>>{std::move(b.x), std::move(b.y)}; };
+      train::SequentialLoaderAdapter ad(fake, conv);
+      tr.fit(ad);
+    } else {
+      Loader direct(x, y, 6, 8);
+      tr.fit(direct);
+    }
+    return model.snapshot();
+  };
+  TempDir a("adapter_a"), b("adapter_b");
+  const auto want = run(false, a.path, -1);
+  run(true, b.path, 5);
+  CHECK(run(true, b.path, -1) == want);
+  SequentialFake short_loader{Loader(x, y, 6, 8)};
+  auto conv = [](Loader::Batch&& bt) { return train::XY<Tensor4<float>, Tensor2<float>>{std::move(bt.x), std::move(bt.y)}; };
+  train::SequentialLoaderAdapter ad(short_loader, conv);
+  ad.start_epoch(0, 6);
+  ad.next_batch();
+  CHECK_THROWS_WITH_AS(ad.next_batch(), doctest::Contains("ended the epoch before"), Error);
 }

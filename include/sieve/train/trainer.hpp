@@ -64,7 +64,10 @@ struct TrainerOptions {
   std::int64_t epochs = 1;
   std::int64_t accum_steps = 1;           ///< micro-batches per optimizer step (gradient accumulation)
   double max_grad_norm = 0.0;             ///< > 0: clip the global gradient norm to this
-  std::int64_t max_nonfinite_in_row = 5;  ///< stop with an error after this many skipped steps in a row
+  /// A step whose loss or global gradient norm is non-finite is skipped: gradients dropped,
+  /// model buffers (BN statistics) restored, no optimizer update; it still counts as a step, so
+  /// the LR schedule does not shift. After this many in a row the trainer throws.
+  std::int64_t max_nonfinite_in_row = 5;
   std::int64_t checkpoint_every_steps = 0;  ///< > 0: also save last/ every K optimizer steps
   double max_minutes = 0.0;               ///< > 0: save last/ and return once this much wall time passed
   std::int64_t stop_after_steps = -1;     ///< >= 0: save last/ and return after this many optimizer steps
@@ -73,7 +76,9 @@ struct TrainerOptions {
   std::ostream* out = nullptr;            ///< progress stream; nullptr = std::cerr
   std::map<std::string, std::string> config{};  ///< recorded in state.json (config.<key>)
   std::optional<EarlyStoppingOptions> early_stopping{};  ///< needs a validation hook
-  bool restore_best_at_end = true;        ///< load best/ weights into the model when fit() ends
+  /// When fit() ends by early stopping or by running out of epochs (not by a step/time limit)
+  /// and best/ exists, load its weights into the model.
+  bool restore_best_at_end = true;
 };
 
 /// Where training stands; saved in state.json and restored on resume.
