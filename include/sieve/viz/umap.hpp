@@ -379,10 +379,12 @@ inline std::size_t count_components(const FuzzyGraph& g) {
 /// L = I - D^-1/2 W D^-1/2 with the smallest eigenvalues after the trivial one, as [N, dim].
 /// Found by subspace iteration on (I + D^-1/2 W D^-1/2)/2 (same eigenvectors, spectrum in
 /// [0,1], the wanted ones largest) with dim + 4 vectors and Rayleigh-Ritz, until the residual
-/// of every wanted vector is below `tol`. Returns an empty vector if the graph is not
-/// connected or has fewer than dim + 2 points.
+/// of every wanted vector is below `tol` or `max_iter` iterations (cost max_iter * |E| * (dim+4);
+/// a slowly converging graph, like a long chain, then gets a smooth but inexact start, which
+/// the SGD layout refines anyway). Returns an empty vector if the graph is not connected or
+/// has fewer than dim + 2 points.
 inline std::vector<double> spectral_layout(const FuzzyGraph& g, std::size_t dim, std::uint64_t seed,
-                                           double tol = 1e-4, std::size_t max_iter = 20000) {
+                                           double tol = 1e-4, std::size_t max_iter = 5000) {
   const std::size_t N = g.N, p = std::min(dim + 4, N > 1 ? N - 1 : 1);
   if (N < dim + 2 || detail::count_components(g) != 1) return {};
   std::vector<double> deg(N, 0.0);
