@@ -203,3 +203,30 @@ TEST_CASE("Bottleneck: gradients with and without downsample, torchvision names"
   Tensor4<double> bad({1, 4, 5, 5});
   CHECK_THROWS_AS(block.forward(bad), sieve::Error);
 }
+
+TEST_CASE("BatchNorm2d with fused ReLU: output, gradients, in-place backward") {
+  Rng rng(6);
+  for (bool train : {true, false}) {
+    CAPTURE(train);
+    nn::BatchNorm2d<double> plain(3), fused(3);
+    fused.set_fused_relu(true);
+    for (auto* b : {&plain, &fused}) b->set_training(train);
+    for (std::size_t c = 0; c < 3; ++c) {
+      fused.weight()(c) = plain.weight()(c) = 1 + 0.3 * rng.normal();
+      fused.bias()(c) = plain.bias()(c) = 0.3 * rng.normal();
+    }
+    Tensor4<double> x({2, 3, 3, 4});
+    fill_randn(x, rng, 1.5);
+    const Tensor4<double> yp = plain.forward(x);
+    const auto& yf = fused.forward(x);
+    for (std::size_t i = 0; i < yp.size(); ++i) CHECK(yf.data()[i] == std::max(yp.data()[i], 0.0));
+    gradcheck_stage(fused, x, rng, train ? "BatchNorm2d+ReLU(train)" : "BatchNorm2d+ReLU(eval)");
+    Tensor4<double> R(yf.shape());
+    fill_randn(R, rng);
+    fused.forward(x);
+    const Tensor4<double> out = fused.backward(R);
+    Tensor4<double> inplace = R;
+    fused.backward_into(inplace, inplace, true);
+    CHECK(test::rel_err(inplace.data(), out.data(), out.size()) == 0.0);
+  }
+}

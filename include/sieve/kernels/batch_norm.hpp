@@ -89,11 +89,48 @@ void batch_norm_forward_eval(const T* x, const T* gamma, const T* beta, const T*
 ///   dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))   when batch_stats,
 ///   dx = gamma * invstd * dy                                         otherwise (assigned).
 /// x, dy: [N,C,HW]; mean, invstd: what the forward saved. dx, dgamma, dbeta may each be
-/// null to skip that output (frozen parameters, no input gradient needed).
+/// null to skip that output (frozen parameters, no input gradient needed). dx may alias dy
+/// (each channel's sums are complete before its dx is written). When relu_y is non-null the
+/// forward applied a ReLU to its output in place (relu_y is that output), and dy is taken as
+/// zero wherever relu_y <= 0.
 template <class T>
 void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* mean, const T* invstd, bool batch_stats,
                          std::type_identity_t<T>* dx, std::type_identity_t<T>* dgamma,
-                         std::type_identity_t<T>* dbeta, const BatchNormDims& d) {
+                         std::type_identity_t<T>* dbeta, const BatchNormDims& d,
+                         const std::type_identity_t<T>* relu_y = nullptr) {
+  if (relu_y) {
+    // The effective dy, dy * (relu_y > 0), is formed per channel on the fly.
+    const std::size_t N = d.N, C = d.C, HW = d.HW;
+    const double n = static_cast<double>(N * HW);
+    for (std::size_t c = 0; c < C; ++c) {
+      const double m = mean[c], is = invstd[c];
+      double sdy = 0, sdyx = 0;
+      for (std::size_t i = 0; i < N; ++i) {
+        const std::size_t o = (i * C + c) * HW;
+        for (std::size_t p = 0; p < HW; ++p) {
+          const T g = relu_y[o + p] > T(0) ? dy[o + p] : T(0);
+          sdy += g;
+          sdyx += g * (x[o + p] - m);
+        }
+      }
+      sdyx *= is;
+      if (dbeta) dbeta[c] += static_cast<T>(sdy);
+      if (dgamma) dgamma[c] += static_cast<T>(sdyx);
+      if (!dx) continue;
+      const double k = gamma[c] * is;
+      const T a = static_cast<T>(k);
+      const T b = batch_stats ? static_cast<T>(-k * sdy / n + k * is * m * sdyx / n) : T(0);
+      const T e = batch_stats ? static_cast<T>(-k * is * sdyx / n) : T(0);
+      for (std::size_t i = 0; i < N; ++i) {
+        const std::size_t o = (i * C + c) * HW;
+        for (std::size_t p = 0; p < HW; ++p) {
+          const T g = relu_y[o + p] > T(0) ? dy[o + p] : T(0);
+          dx[o + p] = batch_stats ? a * g + e * x[o + p] + b : a * g;
+        }
+      }
+    }
+    return;
+  }
   const std::size_t N = d.N, C = d.C, HW = d.HW;
   const double n = static_cast<double>(N * HW);
   for (std::size_t c = 0; c < C; ++c) {

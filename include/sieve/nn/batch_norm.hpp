@@ -10,6 +10,7 @@
 #include "sieve/core/param.hpp"
 #include "sieve/core/xt.hpp"
 #include "sieve/kernels/batch_norm.hpp"
+#include "sieve/kernels/relu.hpp"
 
 namespace sieve::nn {
 
@@ -47,21 +48,25 @@ class BatchNorm2d {
       kernels::batch_norm_forward_eval(x.data(), weight_.data(), bias_.data(), running_mean_.data(),
                                        running_var_.data(), y_.data(), save_mean_.data(), save_invstd_.data(), d_);
     }
+    if (fused_relu_) kernels::relu_forward(y_.data(), y_.data(), y_.size());
     return y_;
   }
 
   /// Gradients of weight and bias accumulate (unless frozen); dx assigned when need_dx.
   /// Requires: forward(x) was called and x is unchanged; dy has the output's shape.
-  const Tensor4<T>& backward(const Tensor4<T>& dy, bool need_dx) {
+  const Tensor4<T>& backward(const Tensor4<T>& dy, bool need_dx) { return backward_into(dy, dx_, need_dx); }
+
+  /// As backward, writing the input gradient into `dx`, which may be `dy` itself (in place).
+  const Tensor4<T>& backward_into(const Tensor4<T>& dy, Tensor4<T>& dx, bool need_dx) {
     SIEVE_CHECK(x_ != nullptr, "BatchNorm2d.backward: called before forward");
     SIEVE_CHECK(dy.shape() == y_.shape(), "BatchNorm2d.backward: dy [", dy.shape()[0], ",", dy.shape()[1], ",",
                 dy.shape()[2], ",", dy.shape()[3], "] differs from the output [", y_.shape()[0], ",",
                 y_.shape()[1], ",", y_.shape()[2], ",", y_.shape()[3], "]");
-    if (need_dx) ensure_shape(dx_, {y_.shape()[0], y_.shape()[1], y_.shape()[2], y_.shape()[3]});
+    if (need_dx) ensure_shape(dx, {y_.shape()[0], y_.shape()[1], y_.shape()[2], y_.shape()[3]});
     kernels::batch_norm_backward(x_->data(), dy.data(), weight_.data(), save_mean_.data(), save_invstd_.data(),
-                                 batch_stats_, need_dx ? dx_.data() : nullptr, frozen_ ? nullptr : gweight_.data(),
-                                 frozen_ ? nullptr : gbias_.data(), d_);
-    return dx_;
+                                 batch_stats_, need_dx ? dx.data() : nullptr, frozen_ ? nullptr : gweight_.data(),
+                                 frozen_ ? nullptr : gbias_.data(), d_, fused_relu_ ? y_.data() : nullptr);
+    return dx;
   }
   const Tensor4<T>& backward(const Tensor4<T>& dy) { return backward(dy, true); }
 
@@ -82,6 +87,10 @@ class BatchNorm2d {
   }
   void set_training(bool t) { training_ = t; }
   bool training() const { return training_; }
+  /// Apply a ReLU to the output in place (y = max(bn(x), 0)), saving a separate ReLU's
+  /// output and gradient buffers; backward accounts for it.
+  void set_fused_relu(bool on) { fused_relu_ = on; }
+  bool fused_relu() const { return fused_relu_; }
   bool frozen() const { return frozen_; }
   void set_frozen(bool f) { frozen_ = f; }
 
@@ -102,7 +111,7 @@ class BatchNorm2d {
   Tensor4<T> y_, dx_;
   kernels::BatchNormDims d_{};
   const Tensor4<T>* x_ = nullptr;
-  bool training_ = true, batch_stats_ = true, frozen_ = false;
+  bool training_ = true, batch_stats_ = true, frozen_ = false, fused_relu_ = false;
 };
 
 }  // namespace sieve::nn

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -18,6 +19,13 @@
 
 namespace sieve::nn {
 
+/// Gradient buffers a Bottleneck needs only during its own backward; blocks of one stage
+/// with identical shapes share one set (only one block runs backward at a time).
+template <class T>
+struct BottleneckScratch {
+  Tensor4<T> dsum, g4, p1, p2;
+};
+
 template <class T>
 class Bottleneck {
  public:
@@ -29,7 +37,11 @@ class Bottleneck {
   /// A downsample branch is built when stride != 1 or in != planes * 4 (as torchvision).
   Bottleneck(std::size_t in, std::size_t planes, std::size_t stride, Rng& rng)
       : conv1_(in, planes, 1, 1, 0, rng), bn1_(planes), conv2_(planes, planes, 3, stride, 1, rng), bn2_(planes),
-        conv3_(planes, planes * expansion, 1, 1, 0, rng), bn3_(planes * expansion) {
+        conv3_(planes, planes * expansion, 1, 1, 0, rng), bn3_(planes * expansion),
+        scratch_(std::make_shared<BottleneckScratch<T>>()) {
+    // The ReLUs after bn1 and bn2 run in place on the BN outputs (as torchvision's inplace ReLU).
+    bn1_.set_fused_relu(true);
+    bn2_.set_fused_relu(true);
     if (stride != 1 || in != planes * expansion) {
       ds_conv_.emplace(in, planes * expansion, 1, stride, 0, rng);
       ds_bn_.emplace(planes * expansion);
@@ -38,8 +50,8 @@ class Bottleneck {
 
   /// x: [N,in,H,W] -> [N,planes*4,OH,OW].
   const Tensor4<T>& forward(const Tensor4<T>& x) {
-    const auto& a1 = relu1_.forward(bn1_.forward(conv1_.forward(x)));
-    const auto& a2 = relu2_.forward(bn2_.forward(conv2_.forward(a1)));
+    const auto& a1 = bn1_.forward(conv1_.forward(x));
+    const auto& a2 = bn2_.forward(conv2_.forward(a1));
     const auto& b3 = bn3_.forward(conv3_.forward(a2));
     const Tensor4<T>& id = ds_conv_ ? ds_bn_->forward(ds_conv_->forward(x)) : x;
     SIEVE_CHECK(id.shape() == b3.shape(), "Bottleneck.forward: shortcut [", id.shape()[1], ",", id.shape()[2], ",",
@@ -63,14 +75,16 @@ class Bottleneck {
     SIEVE_CHECK(dy.shape() == y_.shape(), "Bottleneck.backward: dy [", dy.shape()[0], ",", dy.shape()[1], ",",
                 dy.shape()[2], ",", dy.shape()[3], "] differs from the output [", y_.shape()[0], ",",
                 y_.shape()[1], ",", y_.shape()[2], ",", y_.shape()[3], "]");
-    ensure_shape(dsum_, y_.shape());
+    BottleneckScratch<T>& sc = *scratch_;
+    ensure_shape(sc.dsum, y_.shape());
     {
       const T* py = y_.data();
       const T* pd = dy.data();
-      T* ps = dsum_.data();
+      T* ps = sc.dsum.data();
       for (std::size_t i = 0, n = y_.size(); i < n; ++i) ps[i] = py[i] > T(0) ? pd[i] : T(0);
     }
     // Main path, top down: layer i runs while it or something below it needs a gradient.
+    // Gradients flow dsum -> g4 -> p1 (in place through bn2) -> p2 (in place through bn1) -> dx.
     const std::array<bool, 6> t{!conv1_.frozen(), !bn1_.frozen(), !conv2_.frozen(),
                                 !bn2_.frozen(),   !conv3_.frozen(), !bn3_.frozen()};
     auto below = [&](std::size_t i) {  // is a gradient needed at layer i's input?
@@ -78,35 +92,33 @@ class Bottleneck {
       for (std::size_t j = 0; j < i; ++j) b = b || t[j];
       return b;
     };
-    const Tensor4<T>* g = &dsum_;
     bool main_dx = false;
     for (std::size_t i = 6; i-- > 0;) {
       if (!t[i] && !below(i)) break;
       const bool nd = below(i);
       switch (i) {
-        case 5: g = &bn3_.backward(*g, nd); break;
-        case 4: g = &conv3_.backward(*g, nd); if (nd) g = &relu2_.backward(*g); break;
-        case 3: g = &bn2_.backward(*g, nd); break;
-        case 2: g = &conv2_.backward(*g, nd); if (nd) g = &relu1_.backward(*g); break;
-        case 1: g = &bn1_.backward(*g, nd); break;
-        case 0: g = &conv1_.backward(*g, nd); main_dx = nd; break;
+        case 5: bn3_.backward_into(sc.dsum, sc.g4, nd); break;
+        case 4: conv3_.backward_into(sc.g4, sc.p1, nd); break;
+        case 3: bn2_.backward_into(sc.p1, sc.p1, nd); break;
+        case 2: conv2_.backward_into(sc.p1, sc.p2, nd); break;
+        case 1: bn1_.backward_into(sc.p2, sc.p2, nd); break;
+        case 0: conv1_.backward_into(sc.p2, dx_, nd); main_dx = nd; break;
       }
     }
-    const Tensor4<T>* gs = &dsum_;  // the identity shortcut passes the gradient through
+    const Tensor4<T>* gs = &sc.dsum;  // the identity shortcut passes the gradient through
     if (ds_conv_) {
       const bool tc = !ds_conv_->frozen(), tb = !ds_bn_->frozen();
       if (tb || tc || need_dx) {
-        gs = &ds_bn_->backward(dsum_, tc || need_dx);
+        gs = &ds_bn_->backward(sc.dsum, tc || need_dx);
         if (tc || need_dx) gs = &ds_conv_->backward(*gs, need_dx);
       }
     }
     if (need_dx) {
       SIEVE_CHECK(main_dx, "Bottleneck.backward: internal error, main path gave no input gradient");
-      ensure_shape(dx_, g->shape());
-      const T* a = g->data();
+      SIEVE_CHECK(gs->shape() == dx_.shape(), "Bottleneck.backward: shortcut gradient shape differs from input");
       const T* b = gs->data();
       T* o = dx_.data();
-      for (std::size_t i = 0, n = dx_.size(); i < n; ++i) o[i] = a[i] + b[i];
+      for (std::size_t i = 0, n = dx_.size(); i < n; ++i) o[i] += b[i];
     }
     return dx_;
   }
@@ -156,21 +168,22 @@ class Bottleneck {
     if (ds_conv_) ds_conv_->set_workspace(ws);
   }
   bool has_downsample() const { return ds_conv_.has_value(); }
+  /// Share backward scratch buffers with other blocks of identical shapes.
+  void set_scratch(std::shared_ptr<BottleneckScratch<T>> s) { scratch_ = std::move(s); }
   /// The block's output from the last forward.
   const Tensor4<T>& output() const { return y_; }
 
  private:
   Conv2d<T> conv1_;
   BatchNorm2d<T> bn1_;
-  ReLU<T> relu1_;
   Conv2d<T> conv2_;
   BatchNorm2d<T> bn2_;
-  ReLU<T> relu2_;
   Conv2d<T> conv3_;
   BatchNorm2d<T> bn3_;
   std::optional<Conv2d<T>> ds_conv_;
   std::optional<BatchNorm2d<T>> ds_bn_;
-  Tensor4<T> y_, dsum_, dx_;
+  std::shared_ptr<BottleneckScratch<T>> scratch_;
+  Tensor4<T> y_, dx_;
 };
 
 }  // namespace sieve::nn

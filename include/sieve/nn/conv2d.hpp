@@ -56,7 +56,11 @@ class Conv2d {
   /// Weight gradient (unless frozen) accumulates; the input gradient is assigned and
   /// computed only when `need_dx` (otherwise the returned buffer is stale).
   /// Requires: forward(x) was called and x is unchanged; dy has the output's shape.
-  const Tensor4<T>& backward(const Tensor4<T>& dy, bool need_dx) {
+  const Tensor4<T>& backward(const Tensor4<T>& dy, bool need_dx) { return backward_into(dy, dx_, need_dx); }
+
+  /// As backward, writing the input gradient into `dx` (a buffer the caller owns; not dy).
+  const Tensor4<T>& backward_into(const Tensor4<T>& dy, Tensor4<T>& dx, bool need_dx) {
+    SIEVE_CHECK(&dx != &dy, "Conv2d.backward_into: dx must not alias dy");
     SIEVE_CHECK(x_ != nullptr, "Conv2d.backward: called before forward");
     SIEVE_CHECK(dy.shape() == y_.shape(), "Conv2d.backward: dy [", dy.shape()[0], ",", dy.shape()[1], ",",
                 dy.shape()[2], ",", dy.shape()[3], "] differs from the output [", y_.shape()[0], ",",
@@ -64,10 +68,10 @@ class Conv2d {
     T* ws = workspace(kernels::conv2d_workspace_size(d_));
     if (!frozen_) kernels::conv2d_backward_weight(x_->data(), dy.data(), grad_.data(), d_, ws, ws_->size());
     if (need_dx) {
-      ensure_shape(dx_, {d_.N, d_.C, d_.H, d_.W});
-      kernels::conv2d_backward_input(dy.data(), weight_.data(), dx_.data(), d_, ws, ws_->size());
+      ensure_shape(dx, {d_.N, d_.C, d_.H, d_.W});
+      kernels::conv2d_backward_input(dy.data(), weight_.data(), dx.data(), d_, ws, ws_->size());
     }
-    return dx_;
+    return dx;
   }
   /// The Stage interface: backward computing the input gradient.
   const Tensor4<T>& backward(const Tensor4<T>& dy) { return backward(dy, true); }

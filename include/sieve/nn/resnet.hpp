@@ -44,7 +44,7 @@ class ResNet {
   explicit ResNet(ResNetConfig cfg = {}, std::uint64_t seed = 0) : ResNet(cfg, init_rng(seed)) {}
 
   ResNet(const ResNet& o)
-      : cfg_(o.cfg_), conv1_(o.conv1_), bn1_(o.bn1_), relu_(o.relu_), pool_(o.pool_), blocks_(o.blocks_),
+      : cfg_(o.cfg_), conv1_(o.conv1_), bn1_(o.bn1_), pool_(o.pool_), blocks_(o.blocks_),
         names_(o.names_), avgpool_(o.avgpool_), input_grad_(o.input_grad_) {
     relink();
   }
@@ -68,7 +68,7 @@ class ResNet {
     // temporary batch.
     ensure_shape(x_, x.shape());
     std::copy(x.begin(), x.end(), x_.begin());
-    const Tensor4<T>* h = &pool_.forward(relu_.forward(bn1_.forward(conv1_.forward(x_))));
+    const Tensor4<T>* h = &pool_.forward(bn1_.forward(conv1_.forward(x_)));  // bn1 applies the ReLU
     for (auto& b : blocks_) h = &b.forward(*h);
     return avgpool_.forward(*h);
   }
@@ -96,7 +96,6 @@ class ResNet {
       if (!below[i]) return dx_empty();
     }
     g = &pool_.backward(*g);
-    g = &relu_.backward(*g);
     const bool conv1_needed = !conv1_.frozen() || input_grad_;
     g = &bn1_.backward(*g, conv1_needed);
     if (!conv1_needed) return dx_empty();
@@ -143,6 +142,7 @@ class ResNet {
   static Rng init_rng(std::uint64_t seed) { return Rng(derive_seed(seed, RngPurpose::init)); }
   ResNet(const ResNetConfig& cfg, Rng rng)
       : cfg_(validated(cfg)), conv1_(cfg.in_channels, cfg.width, 7, 2, 3, rng), bn1_(cfg.width) {
+    bn1_.set_fused_relu(true);
     std::size_t in = cfg.width;
     for (std::size_t s = 0; s < cfg.blocks.size(); ++s) {
       const std::size_t planes = cfg.width << s;
@@ -163,10 +163,19 @@ class ResNet {
                 cfg.in_channels, " must be positive");
     return cfg;
   }
+  // One conv workspace for the model; one backward scratch per stage for its blocks 1..n
+  // (block 0 changes shape, so it keeps its own).
   void relink() {
     ws_ = std::make_shared<std::vector<T>>();
     conv1_.set_workspace(ws_);
-    for (auto& b : blocks_) b.set_workspace(ws_);
+    std::size_t i = 0;
+    for (std::size_t s = 0; s < cfg_.blocks.size(); ++s) {
+      auto shared = std::make_shared<BottleneckScratch<T>>();
+      for (std::size_t b = 0; b < cfg_.blocks[s]; ++b, ++i) {
+        blocks_[i].set_workspace(ws_);
+        blocks_[i].set_scratch(b == 0 ? std::make_shared<BottleneckScratch<T>>() : shared);
+      }
+    }
   }
   const Tensor4<T>& dx_empty() {
     ensure_shape(empty_, {0, 0, 0, 0});
@@ -176,7 +185,6 @@ class ResNet {
   ResNetConfig cfg_;
   Conv2d<T> conv1_;
   BatchNorm2d<T> bn1_;
-  ReLU<T> relu_;
   MaxPool2d<T> pool_;
   std::vector<Bottleneck<T>> blocks_;
   std::vector<std::string> names_;

@@ -1,6 +1,7 @@
 #pragma once
 /// UMAP (McInnes, Healy & Melville 2018, arXiv:1802.03426), following umap-learn's algorithm
-/// step by step, single-threaded and deterministic for a fixed seed:
+/// step by step, single-threaded and deterministic for a fixed seed (random numbers from
+/// sieve::Rng, so they are not numpy's: outputs match umap-learn in kind, not bit for bit):
 ///   1. exact k-nearest-neighbour graph (self included as neighbour 0), euclidean or cosine,
 ///      found with blocked GEMM (sieve::kernels::gemm) and the k distances recomputed exactly;
 ///   2. smooth kNN distances: rho_i = distance to the nearest non-identical neighbour
@@ -456,7 +457,8 @@ inline std::vector<double> spectral_layout(const FuzzyGraph& g, std::size_t dim,
 
 /// The UMAP embedding of x [N,D] -> [N, n_components].
 /// Requires: N >= 2, finite x, n_neighbors >= 2, n_components >= 1.
-/// Ensures: the same output for the same input, options and seed, on any machine.
+/// Ensures: the same output for the same input, options and seed (single-threaded; the
+/// BLAS used for neighbour candidates and libm's powf are the only outside influences).
 template <class T>
 Tensor2<float> umap(const Tensor2<T>& x, const UmapOptions& o = {}) {
   const std::size_t N = x.shape()[0], dim = o.n_components;

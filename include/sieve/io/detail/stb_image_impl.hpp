@@ -56,7 +56,9 @@ inline void* stbi_zero_malloc(std::size_t n) noexcept { return std::calloc(1, n 
 #pragma GCC diagnostic ignored "-Wpedantic"
 #pragma GCC diagnostic ignored "-Wcast-qual"
 #pragma GCC diagnostic ignored "-Wold-style-cast"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuseless-cast"
+#endif
 #include <stb_image.h>
 #pragma GCC diagnostic pop
 #undef STB_IMAGE_IMPLEMENTATION

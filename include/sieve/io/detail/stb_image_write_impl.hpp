@@ -34,7 +34,9 @@ inline void stbiw_assert_failed(const char* what) noexcept {
 #pragma GCC diagnostic ignored "-Wpedantic"
 #pragma GCC diagnostic ignored "-Wcast-qual"
 #pragma GCC diagnostic ignored "-Wold-style-cast"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuseless-cast"
+#endif
 #include <stb_image_write.h>
 #pragma GCC diagnostic pop
 #undef STB_IMAGE_WRITE_IMPLEMENTATION
