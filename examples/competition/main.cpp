@@ -7,6 +7,7 @@
 #include <new>
 
 #include "forward.hpp"
+#include "inspect.hpp"
 #include "sieve/core/check.hpp"
 
 namespace {
@@ -24,6 +25,8 @@ int main(int argc, char** argv) {
     app.require_subcommand(1, 1);
     sieve::cli::ForwardCommand forward;
     forward.add_to(app);
+    sieve::cli::InspectCommand inspect;
+    inspect.add_to(app);
     // CLI11 reports a mistyped subcommand as "a subcommand is required"; say what was wrong.
     if (argc > 1 && argv[1][0] != '-') {
       bool known = false;
@@ -42,6 +45,7 @@ int main(int argc, char** argv) {
       return error(std::string(e.what()) + " (run 'sieve --help' or 'sieve SUBCOMMAND --help')");
     }
     if (forward.app->parsed()) return forward.run();
+    if (inspect.app->parsed()) return inspect.run();
     return error("no subcommand given (run 'sieve --help')");
   } catch (const sieve::Error& e) {
     return error(e.what());

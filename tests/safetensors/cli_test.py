@@ -40,6 +40,13 @@ def main(exe):
     expect_ok(exe, ["--help"], "Usage: sieve", "forward")
     expect_ok(exe, ["forward", "--help"], "--weights", "--input", "--out", "--target", "--train", "--double")
     expect_ok(exe, ["--version"], "sieve 0.1.0")
+    expect_ok(exe, ["inspect", "--help"], "--values")
+    good = os.path.join(ROOT, "tests/data/safetensors/good/torch_all_dtypes.safetensors")
+    expect_ok(exe, ["inspect", good, "--values", "3"], "__metadata__ producer = torch", "f16 F16 [2, 13] [",
+              "i64 I64 [2, 4] [", ": 0 1 -1", "bn.num_batches_tracked I64 [] [", ": 7", "7 tensors", "valid")
+    expect_error(exe, ["inspect", os.path.join(ROOT, "tests/data/safetensors/bad/gap.safetensors")],
+                 "gap.safetensors", "(gap) [rule: offsets contiguous from 0, no gaps or overlaps]")
+    expect_error(exe, ["inspect"], "file is required")
     expect_error(exe, [], "subcommand")
     expect_error(exe, ["bogus"], "unknown subcommand 'bogus'")
     expect_error(exe, ["forward"], "--weights is required")
