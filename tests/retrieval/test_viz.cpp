@@ -179,12 +179,13 @@ TEST_CASE("svg plots and the html page are well-formed, offline and contain what
 }
 
 TEST_CASE("umap pieces: a/b fit, exact kNN, smooth kNN distances, fuzzy union") {
-  // umap-learn's find_ab_params(1.0, 0.1) gives a = 1.5769, b = 0.8951.
+  // umap-learn's find_ab_params(1.0, 0.1): a = 1.576943460405378, b = 0.8950608781227859.
   const auto [a, b] = sieve::viz::find_ab_params(1.0, 0.1);
-  CHECK(a == doctest::Approx(1.5769).epsilon(2e-3));
-  CHECK(b == doctest::Approx(0.8951).epsilon(2e-3));
+  CHECK(a == doctest::Approx(1.576943).epsilon(1e-5));
+  CHECK(b == doctest::Approx(0.895061).epsilon(1e-5));
   const auto [a2, b2] = sieve::viz::find_ab_params(1.0, 0.5);  // larger min_dist: flatter kernel
-  CHECK(b2 > b);
+  CHECK(a2 == doctest::Approx(0.583).epsilon(1e-3));
+  CHECK(b2 == doctest::Approx(1.334).epsilon(1e-3));
 
   Rng rng(1, 1);
   const std::size_t N = 300, D = 7, k = 10;
