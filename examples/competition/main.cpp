@@ -5,10 +5,16 @@
 #include <exception>
 #include <iostream>
 #include <new>
+#include <tuple>
 
+#include "sieve/core/check.hpp"
+
+// The subcommands: one header each, each a type with `CLI::App* app`, `void add_to(CLI::App&)`
+// and `int run()`. To add one: include its header here and add its type to Commands.
 #include "forward.hpp"
 #include "inspect.hpp"
-#include "sieve/core/check.hpp"
+
+using Commands = std::tuple<sieve::cli::ForwardCommand, sieve::cli::InspectCommand>;
 
 namespace {
 int error(const std::string& what) {
@@ -23,10 +29,8 @@ int main(int argc, char** argv) {
     app.name("sieve");
     app.set_version_flag("--version", "sieve 0.1.0");
     app.require_subcommand(1, 1);
-    sieve::cli::ForwardCommand forward;
-    forward.add_to(app);
-    sieve::cli::InspectCommand inspect;
-    inspect.add_to(app);
+    Commands commands;
+    std::apply([&](auto&... c) { (c.add_to(app), ...); }, commands);
     // CLI11 reports a mistyped subcommand as "a subcommand is required"; say what was wrong.
     if (argc > 1 && argv[1][0] != '-') {
       bool known = false;
@@ -44,8 +48,9 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       return error(std::string(e.what()) + " (run 'sieve --help' or 'sieve SUBCOMMAND --help')");
     }
-    if (forward.app->parsed()) return forward.run();
-    if (inspect.app->parsed()) return inspect.run();
+    int status = -1;
+    std::apply([&](auto&... c) { ((status < 0 && c.app->parsed() ? (status = c.run()) : 0), ...); }, commands);
+    if (status >= 0) return status;
     return error("no subcommand given (run 'sieve --help')");
   } catch (const sieve::Error& e) {
     return error(e.what());
