@@ -123,6 +123,11 @@ TEST_CASE("score summary: top-1, distractor recall, per-class counts") {
   REQUIRE(top.size() == 2);
   CHECK(top[0].label == -1);  // tie on n_first: label order kept
 
+  // Closed-set top-1 from scores ignores -1 entirely (the reference's argmax definition).
+  const auto sc = fmat({{0.9f, 0.1f}, {0.5f, 0.5f}, {0.2f, 0.3f}, {0.0f, 0.0f}});
+  CHECK(sieve::metrics::known_top1_from_scores(sc, std::vector<I64>{0, 1, 1, -1}) == doctest::Approx(2.0 / 3));
+  CHECK(sieve::metrics::known_top1_from_scores(sc, std::vector<I64>{-1, -1, -1, -1}) == 0.0);
+
   const std::vector<std::vector<std::string>> srows = {{"x", "y"}, {"y"}, {"y", "x"}, {}, {"-1"}};
   const std::vector<std::string> struth = {"x", "x", "y", "y", "-1"};
   const auto ss = sieve::metrics::score_summary(srows, struth);

@@ -108,6 +108,30 @@ inline ScoreSummary<std::string> score_summary(const std::vector<std::vector<std
       rows.size(), [&](std::size_t i) { return std::span<const std::string>(rows[i]); }, truth, distractor, k);
 }
 
+/// Closed-set top-1 over known items, from a score matrix: the fraction of items with truth
+/// != distractor whose highest-scoring class (first on ties, like numpy's argmax) is the
+/// truth. This is the reference's "known-class top-1" (argmax of the head, no -1 inserted);
+/// score_summary's known_top1 instead reads the first prediction of a submission, -1 included.
+/// Requires: scores [N,K] with N == truth.size(), K >= 1. Ensures: 0 when there is no known item.
+template <class T>
+double known_top1_from_scores(const Tensor2<T>& scores, std::span<const std::int64_t> truth,
+                              std::int64_t distractor = kDistractor) {
+  const std::size_t N = scores.shape()[0], K = scores.shape()[1];
+  SIEVE_CHECK(N == truth.size(), "known_top1_from_scores: scores have N=", N, " rows but truth has ", truth.size());
+  SIEVE_CHECK(K >= 1, "known_top1_from_scores: scores have K=0 classes");
+  std::size_t known = 0, hit = 0;
+  for (std::size_t i = 0; i < N; ++i) {
+    if (truth[i] == distractor) continue;
+    ++known;
+    const T* row = scores.data() + i * K;
+    std::size_t best = 0;
+    for (std::size_t c = 1; c < K; ++c)
+      if (row[c] > row[best]) best = c;
+    hit += static_cast<std::int64_t>(best) == truth[i];
+  }
+  return known ? static_cast<double>(hit) / static_cast<double>(known) : 0.0;
+}
+
 /// The `n` labels predicted first most often (ties: smaller label first), for the bar chart.
 template <class L>
 std::vector<ClassCounts<L>> most_predicted(const ScoreSummary<L>& s, std::size_t n) {
