@@ -234,3 +234,17 @@ TEST_CASE("decode: decode_image_into reuses the buffer and reshapes") {
   CHECK(out == b);
   CHECK_THROWS_AS(decode_image_into(std::vector<std::byte>(10, std::byte{0}), out), sieve::Error);
 }
+
+TEST_CASE("decode: stb assertions are recorded, never abort") {
+  // stbi__convert_format asserts 1 <= req_comp <= 4; with the default assert() a violation
+  // aborts the process. sieve's hook records it instead (decode_image turns a recorded
+  // assertion into a sieve::Error), and stb's own error path frees and returns null.
+  detail::stbi_failed_assertion = nullptr;
+  auto* data = static_cast<unsigned char*>(STBI_MALLOC(4 * 4 * 3));
+  unsigned char* out = stbi__convert_format(data, 3, 5, 4, 4);
+  CHECK(out == nullptr);
+  REQUIRE(detail::stbi_failed_assertion != nullptr);
+  CHECK(std::string(detail::stbi_failed_assertion).find("req_comp") != std::string::npos);
+  detail::stbi_failed_assertion = nullptr;
+  CHECK(decode_image(encode_png(noise_image(4, 4, 9))).width == 4);
+}
