@@ -13,8 +13,11 @@
 // and `int run()`. To add one: include its header here and add its type to Commands.
 #include "forward.hpp"
 #include "inspect.hpp"
+#include "prepare_cmd.hpp"
+#include "validate_cmd.hpp"
+#include "score_cmd.hpp"
 
-using Commands = std::tuple<sieve::cli::ForwardCommand, sieve::cli::InspectCommand>;
+using Commands = std::tuple<sieve::cli::ForwardCommand, sieve::cli::InspectCommand, sieve::cli::ScoreCommand, sieve::cli::PrepareCommand, sieve::cli::ValidateCommand>;
 
 namespace {
 int error(const std::string& what) {
