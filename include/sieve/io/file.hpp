@@ -107,6 +107,29 @@ inline void write_file_atomic(const std::filesystem::path& path, std::span<const
   detail::fsync_dir(dir);
 }
 
+/// Write `data` to `path` (created or truncated) without fsync: for bulk output that is made
+/// durable as a whole (written into a staging directory, synced once, then renamed).
+inline void write_file(const std::filesystem::path& path, std::span<const std::byte> data) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail(path.string(), ": cannot create: ", detail::errno_text());
+  try {
+    detail::write_all(fd, data.data(), data.size(), path);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (::close(fd) != 0) fail(path.string(), ": close failed: ", detail::errno_text());
+}
+
+/// Flush every file of the filesystem holding `path` to stable storage (syncfs).
+inline void sync_filesystem(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path.string(), ": cannot open to sync: ", detail::errno_text());
+  const int rc = ::syncfs(fd);
+  ::close(fd);
+  if (rc != 0) fail(path.string(), ": syncfs failed: ", detail::errno_text());
+}
+
 inline void write_file_atomic(const std::filesystem::path& path, std::string_view text) {
   write_file_atomic(path, std::as_bytes(std::span<const char>(text.data(), text.size())));
 }
