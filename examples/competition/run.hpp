@@ -1,0 +1,663 @@
+#pragma once
+/// The run folder shared by `sieve train`, `predict`, `embed` and `report`: its configuration
+/// (RUN/config.json), the classifier built from it as a compile-time Pipeline of stages, the
+/// input transforms, batched embedding of a dataset, the ranking methods' score matrices, the
+/// validation calibration (RUN/calibration.json) and the embeddings files.
+///
+///   RUN/config.json                    RunConfig (written by train)
+///   RUN/last/, RUN/best/               train::checkpoint directories; model.safetensors holds
+///                                      the backbone + `fc.*` under torchvision's names
+///   RUN/calibration.json               Calibration (written by train, on best/, on validation)
+///   RUN/train_embeddings.safetensors   EmbeddingsFile of the train images (written by train)
+///
+/// Every failure is a sieve::Error naming the file and the problem.
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sieve/augment/crop.hpp"
+#include "sieve/augment/flip.hpp"
+#include "sieve/augment/resize.hpp"
+#include "sieve/augment/tensor.hpp"
+#include "sieve/core/check.hpp"
+#include "sieve/core/param.hpp"
+#include "sieve/core/pipeline.hpp"
+#include "sieve/core/rng.hpp"
+#include "sieve/core/xt.hpp"
+#include "sieve/io/dataset.hpp"
+#include "sieve/io/file.hpp"
+#include "sieve/io/image.hpp"
+#include "sieve/io/loader.hpp"
+#include "sieve/io/safetensors.hpp"
+#include "sieve/nn/activation.hpp"
+#include "sieve/nn/freeze.hpp"
+#include "sieve/nn/linear.hpp"
+#include "sieve/nn/resnet.hpp"
+#include "sieve/retrieval/scores.hpp"
+#include "sieve/retrieval/threshold.hpp"
+#include "sieve/train/checkpoint.hpp"
+#include "sieve/train/weights.hpp"
+
+namespace sieve::cli {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+/// Everything `train` decided, so that later subcommands rebuild the same model and inputs.
+struct RunConfig {
+  std::string data;                          ///< data folder, absolute
+  std::vector<std::string> classes;          ///< class id -> label text
+  // model
+  std::string arch = "resnet50";             ///< "resnet50" or "custom" (blocks/width given)
+  std::vector<std::size_t> blocks{3, 4, 6, 3};
+  std::size_t width = 64;
+  double dropout = 0.2;
+  // input
+  std::size_t image_size = 224;
+  std::string fit = "resize";                ///< "resize" (shorter edge + centre crop) | "pad" (letterbox)
+  std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
+  std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+  std::string augment = "crop-flip";         ///< "crop-flip" | "none"
+  std::size_t crop_padding = 0;              ///< RandomCrop padding (crop-flip); 0 = image_size / 8
+  // optimisation
+  std::string optimizer = "adamw";
+  double lr = 1e-3;
+  double weight_decay = 1e-4;
+  std::string schedule = "warmup-cosine";
+  double warmup_epochs = 1.0;                ///< linear warmup length, in epochs (capped below the total)
+  std::int64_t epochs = 30;
+  std::int64_t batch = 64;
+  std::int64_t patience = 6;                 ///< early stopping on val_map5
+  std::uint64_t seed = 0;
+  std::string freeze = "none";               ///< "none" | "stem" | "backbone"
+  bool negatives = false;
+  double outside_frac = 0.3;
+  double val_frac = 0.1;
+  std::optional<std::string> weights;        ///< pretrained weights file (absolute), or none
+
+  nn::ResNetConfig resnet() const {
+    nn::ResNetConfig c;
+    c.blocks = blocks;
+    c.width = width;
+    return c;
+  }
+  std::size_t num_classes() const { return classes.size(); }
+  std::size_t effective_crop_padding() const { return crop_padding > 0 ? crop_padding : image_size / 8; }
+
+  /// Requires nothing. Ensures: throws naming `where` and the field when a value is unusable.
+  void validate(const std::string& where) const {
+    SIEVE_CHECK(!classes.empty(), where, ": 'classes' is empty (a run needs at least one class)");
+    SIEVE_CHECK(!blocks.empty() && blocks.size() <= 4, where, ": model.blocks has ", blocks.size(),
+                " stages; 1 to 4 are supported");
+    for (auto b : blocks) SIEVE_CHECK(b >= 1, where, ": model.blocks has a stage with 0 blocks");
+    SIEVE_CHECK(width >= 1, where, ": model.width must be >= 1");
+    SIEVE_CHECK(dropout >= 0.0 && dropout < 1.0, where, ": model.dropout=", dropout, " must be in [0, 1)");
+    SIEVE_CHECK(image_size >= 8 && image_size <= 4096, where, ": input.image_size=", image_size,
+                " must be in [8, 4096]");
+    SIEVE_CHECK(fit == "resize" || fit == "pad", where, ": input.fit='", fit, "' must be 'resize' or 'pad'");
+    for (float s : std) SIEVE_CHECK(s > 0.0f && std::isfinite(s), where, ": input.std values must be > 0");
+    for (float m : mean) SIEVE_CHECK(std::isfinite(m), where, ": input.mean values must be finite");
+    SIEVE_CHECK(augment == "crop-flip" || augment == "none", where, ": augment='", augment,
+                "' must be 'crop-flip' or 'none'");
+    SIEVE_CHECK(freeze == "none" || freeze == "stem" || freeze == "backbone", where, ": freeze='", freeze,
+                "' must be none, stem or backbone");
+    SIEVE_CHECK(optimizer == "adamw", where, ": optimizer='", optimizer, "' (only adamw is supported)");
+    SIEVE_CHECK(schedule == "warmup-cosine", where, ": schedule='", schedule, "' (only warmup-cosine is supported)");
+    SIEVE_CHECK(lr > 0.0 && std::isfinite(lr), where, ": lr=", lr, " must be > 0");
+    SIEVE_CHECK(weight_decay >= 0.0, where, ": weight_decay=", weight_decay, " must be >= 0");
+    SIEVE_CHECK(warmup_epochs >= 0.0, where, ": warmup_epochs=", warmup_epochs, " must be >= 0");
+    SIEVE_CHECK(epochs >= 1, where, ": epochs=", epochs, " must be >= 1");
+    SIEVE_CHECK(batch >= 1, where, ": batch=", batch, " must be >= 1");
+    SIEVE_CHECK(patience >= 0, where, ": patience=", patience, " must be >= 0");
+    SIEVE_CHECK(val_frac > 0.0 && val_frac < 1.0, where, ": val_frac=", val_frac, " must be in (0, 1)");
+    SIEVE_CHECK(outside_frac >= 0.0 && outside_frac < 1.0, where, ": outside_frac=", outside_frac,
+                " must be in [0, 1)");
+  }
+};
+
+/// float -> double with the float's shortest decimal (0.485f is written 0.485, not 0.48500001).
+inline std::array<double, 3> short_floats(const std::array<float, 3>& v) {
+  std::array<double, 3> out{};
+  for (std::size_t i = 0; i < 3; ++i) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v[i]));
+    for (int digits = 1; digits <= 9; ++digits) {
+      std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(v[i]));
+      if (std::strtof(buf, nullptr) == v[i]) break;
+    }
+    out[i] = std::strtod(buf, nullptr);
+  }
+  return out;
+}
+
+inline void to_json(json& j, const RunConfig& c) {
+  j = json{{"format", "sieve.run v1"},
+           {"data", c.data},
+           {"classes", c.classes},
+           {"model", {{"arch", c.arch}, {"blocks", c.blocks}, {"width", c.width}, {"dropout", c.dropout}}},
+           {"input",
+            {{"image_size", c.image_size},
+             {"fit", c.fit},
+             {"mean", short_floats(c.mean)},
+             {"std", short_floats(c.std)}}},
+           {"augment", c.augment},
+           {"crop_padding", c.effective_crop_padding()},
+           {"optimizer", {{"name", c.optimizer}, {"lr", c.lr}, {"weight_decay", c.weight_decay}}},
+           {"schedule", {{"name", c.schedule}, {"warmup_epochs", c.warmup_epochs}}},
+           {"epochs", c.epochs},
+           {"batch", c.batch},
+           {"patience", c.patience},
+           {"seed", c.seed},
+           {"freeze", c.freeze},
+           {"negatives", c.negatives},
+           {"outside_frac", c.outside_frac},
+           {"val_frac", c.val_frac},
+           {"weights", c.weights ? json(*c.weights) : json(nullptr)}};
+}
+
+inline void from_json(const json& j, RunConfig& c) {
+  c.data = j.at("data").get<std::string>();
+  c.classes = j.at("classes").get<std::vector<std::string>>();
+  const auto& m = j.at("model");
+  c.arch = m.value("arch", std::string("custom"));
+  c.blocks = m.at("blocks").get<std::vector<std::size_t>>();
+  c.width = m.at("width").get<std::size_t>();
+  c.dropout = m.at("dropout").get<double>();
+  const auto& in = j.at("input");
+  c.image_size = in.at("image_size").get<std::size_t>();
+  c.fit = in.at("fit").get<std::string>();
+  c.mean = in.at("mean").get<std::array<float, 3>>();
+  c.std = in.at("std").get<std::array<float, 3>>();
+  c.augment = j.at("augment").get<std::string>();
+  c.crop_padding = j.value("crop_padding", std::size_t{0});
+  const auto& o = j.at("optimizer");
+  c.optimizer = o.at("name").get<std::string>();
+  c.lr = o.at("lr").get<double>();
+  c.weight_decay = o.at("weight_decay").get<double>();
+  const auto& s = j.at("schedule");
+  c.schedule = s.at("name").get<std::string>();
+  c.warmup_epochs = s.at("warmup_epochs").get<double>();
+  c.epochs = j.at("epochs").get<std::int64_t>();
+  c.batch = j.at("batch").get<std::int64_t>();
+  c.patience = j.value("patience", std::int64_t{6});
+  c.seed = j.at("seed").get<std::uint64_t>();
+  c.freeze = j.at("freeze").get<std::string>();
+  c.negatives = j.at("negatives").get<bool>();
+  c.outside_frac = j.at("outside_frac").get<double>();
+  c.val_frac = j.at("val_frac").get<double>();
+  const auto& w = j.at("weights");
+  c.weights = w.is_null() ? std::nullopt : std::optional<std::string>(w.get<std::string>());
+}
+
+/// Read a JSON file (at most 64 MB). Throws naming the file on I/O or syntax errors.
+inline json read_json_file(const fs::path& path) {
+  SIEVE_CHECK(fs::exists(path), path.string(), ": no such file");
+  const auto bytes = io::read_file(path, std::size_t{64} << 20);
+  try {
+    return json::parse(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  } catch (const json::exception& e) {
+    fail(path.string(), ": invalid JSON: ", e.what());
+  }
+}
+
+/// Write `j` (indented) atomically.
+inline void write_json_file(const fs::path& path, const json& j) { io::write_file_atomic(path, j.dump(1) + "\n"); }
+
+/// RUN/config.json, parsed and validated.
+/// Requires: RUN is a run folder written by `sieve train`. Ensures: a usable RunConfig, or a
+/// sieve::Error naming config.json and the missing/bad field.
+inline RunConfig load_config(const fs::path& run) {
+  SIEVE_CHECK(fs::is_directory(run), "run folder ", run.string(), " does not exist (train one with 'sieve train')");
+  const auto path = run / "config.json";
+  SIEVE_CHECK(fs::exists(path), path.string(), ": missing; ", run.string(),
+              " is not a run folder written by 'sieve train'");
+  const json j = read_json_file(path);
+  RunConfig c;
+  try {
+    SIEVE_CHECK(j.is_object(), path.string(), ": not a JSON object");
+    from_json(j, c);
+  } catch (const json::exception& e) {
+    fail(path.string(), ": missing or mistyped field: ", e.what());
+  }
+  c.validate(path.string());
+  return c;
+}
+
+inline void save_config(const fs::path& run, const RunConfig& c) {
+  fs::create_directories(run);
+  write_json_file(run / "config.json", json(c));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model: ResNet backbone | Dropout | Linear head, one compile-time Pipeline
+
+using Net = Pipeline<nn::ResNet<float>, nn::Dropout<float>, nn::Linear<float>>;
+
+/// The classifier: `ResNet<float> | Dropout | Linear` (torchvision names: backbone tensors as
+/// in resnet50, head `fc.*`). Adds to the Pipeline what training needs: the backbone's BN
+/// buffers (checkpointed with the weights) and the dropout step re-keyed by the trainer.
+class Model {
+ public:
+  using input_type = Tensor4f;
+  using output_type = Tensor2f;
+
+  /// Requires: cfg valid. Ensures: torchvision initialisation drawn from cfg.seed.
+  explicit Model(const RunConfig& cfg) : net_(make(cfg)) {}
+
+  /// x [N,3,S,S] -> logits [N,K]; embedding() then holds the pooled [N,D] features.
+  const Tensor2f& forward(const Tensor4f& x) { return net_.forward(x); }
+  const Tensor4f& backward(const Tensor2f& dy) { return net_.backward(dy); }
+  std::vector<ParamRef<float>> params() { return net_.params(); }
+  std::vector<BufferRef<float>> buffers() { return backbone().buffers(); }
+  void zero_grad() { net_.zero_grad(); }
+  void set_training(bool t) { net_.set_training(t); }
+  void set_random_step(std::uint64_t s) { dropout().set_step(s); }
+
+  /// Pooled backbone features of the last forward, [N, D] (not normalised).
+  const Tensor2f& embedding() const { return net_.get<0>().output(); }
+  nn::ResNet<float>& backbone() { return net_.get<0>(); }
+  nn::Dropout<float>& dropout() { return net_.get<1>(); }
+  nn::Linear<float>& head() { return net_.get<2>(); }
+  std::size_t embedding_dim() const { return net_.get<0>().embedding_dim(); }
+  std::size_t num_classes() const { return net_.get<2>().out_features(); }
+  Net& net() { return net_; }
+
+ private:
+  static Net make(const RunConfig& cfg) {
+    nn::ResNet<float> backbone(cfg.resnet(), cfg.seed);
+    Rng rng(derive_seed(cfg.seed, RngPurpose::init), /*stream*/ 1);  // the head's own stream
+    nn::Linear<float> fc(backbone.embedding_dim(), cfg.num_classes(), rng, "fc");
+    return pipeline(std::move(backbone), nn::Dropout<float>(cfg.dropout, cfg.seed), std::move(fc));
+  }
+  Net net_;
+};
+
+/// Apply cfg.freeze: "backbone" trains only `fc.*`; "stem" freezes conv1/bn1; "none" all train.
+inline void apply_freeze(Model& m, const std::string& freeze) {
+  nn::set_frozen_prefix(m, "", false);
+  if (freeze == "backbone") nn::freeze_all_but(m, {"fc."});
+  else if (freeze == "stem") nn::set_frozen_prefix(m, "conv1.", true), nn::set_frozen_prefix(m, "bn1.", true);
+  else SIEVE_CHECK(freeze == "none", "freeze: '", freeze, "' must be none, stem or backbone");
+}
+
+/// The checkpoint slot predict/embed/report use: best/ if it exists, else last/.
+/// Requires: one of them exists. Ensures: the directory path.
+inline fs::path weights_dir(const fs::path& run) {
+  train::recover_slot(run, "best");
+  train::recover_slot(run, "last");
+  if (fs::exists(run / "best")) return run / "best";
+  if (fs::exists(run / "last")) return run / "last";
+  fail("run ", run.string(), ": neither best/ nor last/ exists (training never saved a checkpoint)");
+}
+
+/// Load a verified checkpoint's model.safetensors into `m`, strictly (every tensor, same shapes).
+inline void load_weights(Model& m, const fs::path& checkpoint_dir) {
+  const auto files = train::load_checkpoint_files(checkpoint_dir);
+  const auto it = files.find("model.safetensors");
+  SIEVE_CHECK(it != files.end(), "checkpoint ", checkpoint_dir.string(), ": no model.safetensors in its manifest");
+  const auto st = io::SafeTensors::parse(it->second, (checkpoint_dir / "model.safetensors").string());
+  train::tensors_from_safetensors<float>(st, m.params(), m.buffers());
+}
+
+/// The run's model with its best (else last) weights, in eval mode.
+inline Model load_model(const fs::path& run, const RunConfig& cfg) {
+  Model m(cfg);
+  load_weights(m, weights_dir(run));
+  m.set_training(false);
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input transforms
+
+/// Stage: bring any image to image_size x image_size.
+/// resize: scale the shorter edge to S (bilinear, antialiased), then centre-crop S x S.
+/// pad:    images larger than S are first scaled down so the longer edge is S (aspect kept);
+///         then zero-pad (black) centred to S x S. A 28x28 image at S=32 gets 2 pixels each
+///         side, as FMNIST-D's reference does.
+class FitImage {
+ public:
+  using input_type = Image;
+  using output_type = Image;
+  FitImage(std::size_t size, bool pad) : size_(size), pad_(pad) {
+    SIEVE_CHECK(size > 0, "FitImage: size must be positive");
+  }
+  const Image& forward(const Image& x) {
+    SIEVE_CHECK(x.height > 0 && x.width > 0, "FitImage: empty image");
+    const Image* src = &x;
+    std::size_t H = x.height, W = x.width;
+    if (pad_) {
+      if (H > size_ || W > size_) {
+        const double s = static_cast<double>(size_) / static_cast<double>(std::max(H, W));
+        const std::size_t OH = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(H * s)));
+        const std::size_t OW = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(W * s)));
+        augment::resize_image(x, std::min(OH, size_), std::min(OW, size_), true, tmp_, buf_);
+        src = &tmp_;
+      }
+    } else if (std::min(H, W) != size_) {
+      const auto hw = augment::resized_size(H, W, size_);
+      augment::resize_image(x, hw[0], hw[1], true, tmp_, buf_);
+      src = &tmp_;
+    }
+    if (src->height == size_ && src->width == size_) {
+      out_ = *src;
+      return out_;
+    }
+    augment::crop_image(*src, augment::center_crop_origin(src->height, size_),
+                        augment::center_crop_origin(src->width, size_), size_, size_, out_);
+    return out_;
+  }
+
+ private:
+  std::size_t size_;
+  bool pad_;
+  Image tmp_, out_;
+  std::vector<float> buf_;
+};
+
+/// One transform type for training and inference: Fit | RandomCrop | RandomHorizontalFlip |
+/// ToTensor | Normalize. Inference uses padding 0 (the crop is the identity and draws nothing)
+/// and flip probability 0 (or 1 for the flipped TTA view).
+using Transform = Pipeline<FitImage, augment::RandomCrop, augment::RandomHorizontalFlip, augment::ToTensor,
+                           augment::Normalize>;
+
+inline Transform make_transform(const RunConfig& cfg, std::size_t crop_padding, double flip_p) {
+  return Transform(FitImage(cfg.image_size, cfg.fit == "pad"), augment::RandomCrop(cfg.image_size, crop_padding),
+                   augment::RandomHorizontalFlip(flip_p), augment::ToTensor{}, augment::Normalize(cfg.mean, cfg.std));
+}
+/// Training input: with augment crop-flip, random crop (padding) + horizontal flip p=0.5.
+inline Transform train_transform(const RunConfig& cfg) {
+  return cfg.augment == "crop-flip" ? make_transform(cfg, cfg.effective_crop_padding(), 0.5)
+                                    : make_transform(cfg, 0, 0.0);
+}
+/// Inference input (deterministic); flipped = the mirrored view for --tta flip.
+inline Transform eval_transform(const RunConfig& cfg, bool flipped = false) {
+  return make_transform(cfg, 0, flipped ? 1.0 : 0.0);
+}
+/// Text identifying the inference transform (embedding-cache keys, reports).
+inline std::string eval_transform_text(const RunConfig& cfg) {
+  return str("fit_", cfg.fit, "(", cfg.image_size, ")|to_tensor|normalize(", cfg.mean[0], ",", cfg.mean[1], ",",
+             cfg.mean[2], ";", cfg.std[0], ",", cfg.std[1], ",", cfg.std[2], ")");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batched inference
+
+/// Model outputs for a dataset, rows in dataset order.
+struct Embedded {
+  Tensor2f embeddings;           ///< [N,D] pooled backbone features, NOT normalised
+  Tensor2f logits;               ///< [N,K] head logits
+  std::vector<std::string> ids;  ///< dataset ids
+  std::vector<std::int64_t> labels;  ///< first label of each sample (-1 = none)
+};
+
+/// A progress line on stderr: redrawn on a terminal, every ~10% otherwise.
+class ProgressLine {
+ public:
+  ProgressLine(std::string what, std::size_t total, bool quiet = false)
+      : what_(std::move(what)), total_(total), quiet_(quiet), tty_(::isatty(2) != 0) {}
+  void update(std::size_t done) {
+    if (quiet_ || total_ == 0) return;
+    const std::size_t decile = done * 10 / total_;
+    if (tty_) {
+      std::cerr << "\r\033[2K" << what_ << ": " << done << "/" << total_ << std::flush;
+      if (done == total_) std::cerr << "\n";
+    } else if (decile != last_ || done == total_) {
+      if (decile == last_ && done != total_) return;
+      last_ = decile;
+      std::cerr << what_ << ": " << done << "/" << total_ << "\n" << std::flush;
+    }
+  }
+
+ private:
+  std::string what_;
+  std::size_t total_;
+  bool quiet_, tty_;
+  std::size_t last_ = 0;
+};
+
+/// Embeddings and logits of every sample of `ds` with the eval transform, in batches of
+/// `batch` on `workers` loader threads. tta_flip: also run the mirrored images and average
+/// (embeddings and logits; the head is linear, so the logits are the head of the averaged
+/// embedding). Requires: ds.size() >= 1 and every image decodable (errors name the sample).
+inline Embedded embed_dataset(Model& model, const io::Dataset& ds, const RunConfig& cfg, std::size_t workers,
+                              bool tta_flip, const std::string& what = "embed", std::size_t batch = 64,
+                              bool quiet = false) {
+  const std::size_t N = ds.size(), D = model.embedding_dim(), K = model.num_classes();
+  SIEVE_CHECK(N > 0, what, ": no images to embed");
+  model.set_training(false);
+  Embedded out;
+  out.embeddings = xt::zeros<float>({N, D});
+  out.logits = xt::zeros<float>({N, K});
+  out.ids.resize(N);
+  out.labels.assign(N, -1);
+  const int passes = tta_flip ? 2 : 1;
+  for (int pass = 0; pass < passes; ++pass) {
+    io::LoaderOptions lo;
+    lo.batch_size = batch;
+    lo.workers = workers;
+    lo.shuffle = false;
+    lo.seed = cfg.seed;
+    io::Loader<Transform> loader(ds, eval_transform(cfg, pass == 1), lo);
+    loader.start(0);
+    ProgressLine progress(tta_flip ? str(what, pass == 0 ? " (view 1/2)" : " (flipped view 2/2)") : what, N, quiet);
+    std::size_t done = 0;
+    while (auto b = loader.next()) {
+      const Tensor2f& logits = model.forward(b->images);
+      const Tensor2f& emb = model.embedding();
+      for (std::size_t k = 0; k < b->size(); ++k) {
+        const std::size_t i = b->indices[k];
+        float* e = out.embeddings.data() + i * D;
+        float* l = out.logits.data() + i * K;
+        for (std::size_t d = 0; d < D; ++d) e[d] += emb(k, d);
+        for (std::size_t c = 0; c < K; ++c) l[c] += logits(k, c);
+        out.ids[i] = b->ids[k];
+        out.labels[i] = b->labels[k].empty() ? -1 : b->labels[k][0];
+      }
+      done += b->size();
+      progress.update(done);
+    }
+  }
+  if (passes == 2) {
+    for (auto& v : out.embeddings) v *= 0.5f;
+    for (auto& v : out.logits) v *= 0.5f;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embeddings files (RUN/train_embeddings.safetensors, `sieve embed` output)
+
+/// `embedding` [N,D] F32, `label` [N] I64 (-1 = none), ids in __metadata__["ids"] as a JSON
+/// array of strings (same order as the rows).
+struct EmbeddingsFile {
+  Tensor2f embedding;
+  std::vector<std::int64_t> label;
+  std::vector<std::string> ids;
+};
+
+inline void write_embeddings(const fs::path& path, const EmbeddingsFile& e,
+                             const std::map<std::string, std::string>& metadata = {}) {
+  const std::size_t N = e.embedding.shape()[0];
+  SIEVE_CHECK(e.label.size() == N && e.ids.size() == N, "write_embeddings(", path.string(), "): ", N, " rows, ",
+              e.label.size(), " labels, ", e.ids.size(), " ids");
+  io::SafeTensorsWriter w;
+  w.add("embedding", {N, e.embedding.shape()[1]}, std::span<const float>(e.embedding.data(), e.embedding.size()));
+  w.add("label", {N}, std::span<const std::int64_t>(e.label.data(), N));
+  w.set_metadata("ids", json(e.ids).dump());
+  for (const auto& [k, v] : metadata) w.set_metadata(k, v);
+  w.write(path);
+}
+
+/// Requires: a file written by write_embeddings. Ensures: consistent sizes, or an error naming the file.
+inline EmbeddingsFile read_embeddings(const fs::path& path) {
+  SIEVE_CHECK(fs::exists(path), path.string(), ": no such file");
+  const auto st = io::SafeTensors::load(path);
+  EmbeddingsFile e;
+  SIEVE_CHECK(st.contains("embedding"), path.string(), ": no tensor 'embedding'");
+  const auto& info = st.info("embedding");
+  SIEVE_CHECK(info.shape.size() == 2, path.string(), ": 'embedding' has shape ", io::shape_text(info.shape),
+              ", expected [N, D]");
+  const std::size_t N = info.shape[0];
+  e.embedding = xt::zeros<float>({N, info.shape[1]});
+  const auto v = st.floats("embedding");
+  std::copy(v.begin(), v.end(), e.embedding.data());
+  if (st.contains("label")) {
+    e.label = st.ints("label");
+    SIEVE_CHECK(e.label.size() == N, path.string(), ": 'label' has ", e.label.size(), " values for ", N, " rows");
+  } else {
+    e.label.assign(N, -1);
+  }
+  const auto it = st.metadata().find("ids");
+  SIEVE_CHECK(it != st.metadata().end(), path.string(), ": no 'ids' in __metadata__");
+  try {
+    e.ids = json::parse(it->second).get<std::vector<std::string>>();
+  } catch (const json::exception& ex) {
+    fail(path.string(), ": __metadata__ 'ids' is not a JSON array of strings: ", ex.what());
+  }
+  SIEVE_CHECK(e.ids.size() == N, path.string(), ": ", e.ids.size(), " ids for ", N, " rows");
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ranking methods and calibration
+
+enum class Method { head, knn, centroid, fusion };
+inline const std::vector<std::string>& method_names() {
+  static const std::vector<std::string> names{"head", "knn", "centroid", "fusion"};
+  return names;
+}
+inline Method parse_method(const std::string& s) {
+  if (s == "head") return Method::head;
+  if (s == "knn") return Method::knn;
+  if (s == "centroid") return Method::centroid;
+  if (s == "fusion") return Method::fusion;
+  fail("unknown ranking method '", s, "' (head, knn, centroid or fusion)");
+}
+inline std::string method_name(Method m) { return method_names()[static_cast<std::size_t>(m)]; }
+
+/// The -1 threshold grid swept on validation: probabilities for head, cosines otherwise (as the
+/// reference: linspace(0,1,101) and linspace(-1,1,201)).
+inline std::vector<double> threshold_grid(Method m) {
+  return m == Method::head ? retrieval::linspace(0.0, 1.0, 101) : retrieval::linspace(-1.0, 1.0, 201);
+}
+
+/// Class scores [N,K] of queries `q` by method. knn/centroid compare L2-normalised embeddings
+/// with the train embeddings `db` (labels -1 skipped); fusion = w * head + (1 - w) * knn.
+inline Tensor2f method_scores(Method m, const Embedded& q, const EmbeddingsFile& db, std::size_t K,
+                              double fusion_weight = 0.5) {
+  switch (m) {
+    case Method::head: return retrieval::head_scores(q.logits);
+    case Method::knn: return retrieval::knn_scores(q.embeddings, db.embedding, db.label, K);
+    case Method::centroid:
+      return retrieval::centroid_scores(q.embeddings, retrieval::class_centroids(db.embedding, db.label, K));
+    case Method::fusion:
+      return retrieval::fuse_scores(retrieval::head_scores(q.logits),
+                                    retrieval::knn_scores(q.embeddings, db.embedding, db.label, K), fusion_weight);
+  }
+  fail("method_scores: bad method");
+}
+
+/// One ranking method's calibration on the validation set.
+struct MethodCalibration {
+  double threshold = 0.0;                       ///< -1 inserted as if it scored this
+  double val_map5 = 0.0;                        ///< validation MAP@5 at that threshold
+  std::vector<std::array<double, 2>> sweep;     ///< [[t, map5], ...]
+  std::optional<double> weight;                 ///< fusion: the head's weight w
+  std::vector<std::array<double, 2>> weight_sweep;  ///< fusion: [[w, best map5], ...]
+};
+
+/// RUN/calibration.json: per method, chosen on validation with the best weights.
+struct Calibration {
+  std::map<std::string, MethodCalibration> methods;
+  std::size_t n_val = 0, n_val_outside = 0;
+  std::string checkpoint;  ///< "best" or "last": the weights calibrated
+  std::string recommended = "head";  ///< method with the highest validation MAP@5
+
+  const MethodCalibration& at(const std::string& method, const fs::path& file) const {
+    const auto it = methods.find(method);
+    SIEVE_CHECK(it != methods.end(), file.string(), ": no calibration for method '", method, "'");
+    return it->second;
+  }
+};
+
+inline void to_json(json& j, const MethodCalibration& m) {
+  j = json{{"threshold", m.threshold}, {"val_map5", m.val_map5}, {"sweep", m.sweep}};
+  if (m.weight) j["weight"] = *m.weight, j["weight_sweep"] = m.weight_sweep;
+}
+inline void from_json(const json& j, MethodCalibration& m) {
+  m.threshold = j.at("threshold").get<double>();
+  m.val_map5 = j.at("val_map5").get<double>();
+  m.sweep = j.at("sweep").get<std::vector<std::array<double, 2>>>();
+  if (j.contains("weight")) m.weight = j.at("weight").get<double>();
+  if (j.contains("weight_sweep")) m.weight_sweep = j.at("weight_sweep").get<std::vector<std::array<double, 2>>>();
+}
+inline void to_json(json& j, const Calibration& c) {
+  j = json{{"format", "sieve.calibration v1"}, {"n_val", c.n_val},         {"n_val_outside", c.n_val_outside},
+           {"checkpoint", c.checkpoint},        {"recommended", c.recommended}, {"methods", c.methods}};
+}
+inline void from_json(const json& j, Calibration& c) {
+  c.n_val = j.at("n_val").get<std::size_t>();
+  c.n_val_outside = j.at("n_val_outside").get<std::size_t>();
+  c.checkpoint = j.at("checkpoint").get<std::string>();
+  c.recommended = j.value("recommended", std::string("head"));
+  c.methods = j.at("methods").get<std::map<std::string, MethodCalibration>>();
+}
+
+/// RUN/calibration.json. Requires: written by `sieve train`.
+inline Calibration load_calibration(const fs::path& run) {
+  const auto path = run / "calibration.json";
+  SIEVE_CHECK(fs::exists(path), path.string(), ": missing (training writes it when it ends; was it interrupted? "
+              "resume with 'sieve train --resume ", run.string(), "')");
+  const json j = read_json_file(path);
+  Calibration c;
+  try {
+    from_json(j, c);
+  } catch (const json::exception& e) {
+    fail(path.string(), ": missing or mistyped field: ", e.what());
+  }
+  return c;
+}
+
+/// Calibrate one method: sweep the -1 threshold (and for fusion the head weight 0, 0.1 .. 1).
+inline MethodCalibration calibrate(Method m, const Embedded& val, const EmbeddingsFile& db, std::size_t K) {
+  MethodCalibration out;
+  const auto grid = threshold_grid(m);
+  retrieval::ThresholdSweep sweep;
+  if (m == Method::fusion) {
+    const auto weights = retrieval::linspace(0.0, 1.0, 11);
+    auto t = retrieval::tune_fusion(retrieval::head_scores(val.logits),
+                                    retrieval::knn_scores(val.embeddings, db.embedding, db.label, K), val.labels,
+                                    weights, grid);
+    out.weight = t.weight;
+    for (std::size_t i = 0; i < t.weights.size(); ++i) out.weight_sweep.push_back({t.weights[i], t.best_map5[i]});
+    sweep = std::move(t.sweep);
+  } else {
+    sweep = retrieval::sweep_threshold(method_scores(m, val, db, K), val.labels, grid);
+  }
+  out.threshold = sweep.best_threshold;
+  out.val_map5 = sweep.best_map5;
+  for (std::size_t g = 0; g < sweep.thresholds.size(); ++g) out.sweep.push_back({sweep.thresholds[g], sweep.map5[g]});
+  return out;
+}
+
+}  // namespace sieve::cli
