@@ -61,15 +61,23 @@ def _read_header(data, name):
             d[k] = v
         return d
 
-    header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_dups)
-    meta = header.pop("__metadata__", {}) or {}
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_dups)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SafetensorsError(f"{name}: header is not UTF-8 JSON: {e}") from None
+    meta = header.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise SafetensorsError(f"{name}: __metadata__ must map strings to strings")
+    for tname, e in header.items():
+        if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+            raise SafetensorsError(f"{name}: tensor {tname!r}: entry must hold exactly dtype, shape, data_offsets")
+        offs, shape = e["data_offsets"], e["shape"]
+        if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int and o >= 0 for o in offs)
+                and isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)):
+            raise SafetensorsError(f"{name}: tensor {tname!r}: bad shape or data_offsets")
     entries = sorted(header.items(), key=lambda kv: tuple(kv[1]["data_offsets"]))
     expect = 0
     for tname, e in entries:
-        if set(e) != {"dtype", "shape", "data_offsets"}:
-            raise SafetensorsError(f"{name}: tensor {tname!r}: fields {sorted(e)}")
         if e["dtype"] not in _SIZE:
             raise SafetensorsError(f"{name}: tensor {tname!r}: unsupported dtype {e['dtype']}")
         b, t = e["data_offsets"]
