@@ -32,24 +32,13 @@ class BatchNorm2d {
   }
 
   /// x: [N,C,H,W] -> y: [N,C,H,W]. Requires: x.shape()[1] == C; in training N*H*W > 1.
-  const Tensor4<T>& forward(const Tensor4<T>& x) {
-    const auto& s = x.shape();
-    SIEVE_CHECK(s[1] == C_, "BatchNorm2d.forward: input [", s[0], ",", s[1], ",", s[2], ",", s[3], "] has C=", s[1],
-                " but the layer has ", C_, " channels");
-    d_ = kernels::BatchNormDims{s[0], C_, s[2] * s[3], eps_, momentum_};
-    ensure_shape(y_, {s[0], s[1], s[2], s[3]});
-    x_ = &x;
-    batch_stats_ = training_;
-    if (training_) {
-      kernels::batch_norm_forward_train(x.data(), weight_.data(), bias_.data(), y_.data(), save_mean_.data(),
-                                        save_invstd_.data(), running_mean_.data(), running_var_.data(), d_);
-      ++num_batches_tracked_;
-    } else {
-      kernels::batch_norm_forward_eval(x.data(), weight_.data(), bias_.data(), running_mean_.data(),
-                                       running_var_.data(), y_.data(), save_mean_.data(), save_invstd_.data(), d_);
-    }
-    if (fused_relu_) kernels::relu_forward(y_.data(), y_.data(), y_.size());
-    return y_;
+  const Tensor4<T>& forward(const Tensor4<T>& x) { return run_forward(x, y_, true); }
+
+  /// As forward, writing y into a caller's buffer (scratch shared between layers): backward
+  /// needs only x and the saved statistics. Requires: no fused ReLU (its backward reads y).
+  const Tensor4<T>& forward_into(const Tensor4<T>& x, Tensor4<T>& y) {
+    SIEVE_CHECK(!fused_relu_, "BatchNorm2d.forward_into: not available with a fused ReLU");
+    return run_forward(x, y, false);
   }
 
   /// Gradients of weight and bias accumulate (unless frozen); dx assigned when need_dx.
@@ -59,10 +48,10 @@ class BatchNorm2d {
   /// As backward, writing the input gradient into `dx`, which may be `dy` itself (in place).
   const Tensor4<T>& backward_into(const Tensor4<T>& dy, Tensor4<T>& dx, bool need_dx) {
     SIEVE_CHECK(x_ != nullptr, "BatchNorm2d.backward: called before forward");
-    SIEVE_CHECK(dy.shape() == y_.shape(), "BatchNorm2d.backward: dy [", dy.shape()[0], ",", dy.shape()[1], ",",
-                dy.shape()[2], ",", dy.shape()[3], "] differs from the output [", y_.shape()[0], ",",
-                y_.shape()[1], ",", y_.shape()[2], ",", y_.shape()[3], "]");
-    if (need_dx) ensure_shape(dx, {y_.shape()[0], y_.shape()[1], y_.shape()[2], y_.shape()[3]});
+    SIEVE_CHECK(dy.shape() == out_shape_, "BatchNorm2d.backward: dy [", dy.shape()[0], ",", dy.shape()[1], ",",
+                dy.shape()[2], ",", dy.shape()[3], "] differs from the output [", out_shape_[0], ",",
+                out_shape_[1], ",", out_shape_[2], ",", out_shape_[3], "]");
+    if (need_dx) ensure_shape(dx, out_shape_);
     kernels::batch_norm_backward(x_->data(), dy.data(), weight_.data(), save_mean_.data(), save_invstd_.data(),
                                  batch_stats_, need_dx ? dx.data() : nullptr, frozen_ ? nullptr : gweight_.data(),
                                  frozen_ ? nullptr : gbias_.data(), d_, fused_relu_ ? y_.data() : nullptr);
@@ -101,11 +90,34 @@ class BatchNorm2d {
   std::int64_t num_batches_tracked() const { return num_batches_tracked_; }
   const Tensor1<T>& weight_grad() const { return gweight_; }
   const Tensor1<T>& bias_grad() const { return gbias_; }
+  /// The output of the last forward() (not of forward_into).
   const Tensor4<T>& output() const { return y_; }
 
  private:
+  const Tensor4<T>& run_forward(const Tensor4<T>& x, Tensor4<T>& y, bool own) {
+    const auto& s = x.shape();
+    SIEVE_CHECK(s[1] == C_, "BatchNorm2d.forward: input [", s[0], ",", s[1], ",", s[2], ",", s[3], "] has C=", s[1],
+                " but the layer has ", C_, " channels");
+    d_ = kernels::BatchNormDims{s[0], C_, s[2] * s[3], eps_, momentum_};
+    out_shape_ = {s[0], s[1], s[2], s[3]};
+    ensure_shape(y, out_shape_);
+    x_ = &x;
+    batch_stats_ = training_;
+    if (training_) {
+      kernels::batch_norm_forward_train(x.data(), weight_.data(), bias_.data(), y.data(), save_mean_.data(),
+                                        save_invstd_.data(), running_mean_.data(), running_var_.data(), d_);
+      ++num_batches_tracked_;
+    } else {
+      kernels::batch_norm_forward_eval(x.data(), weight_.data(), bias_.data(), running_mean_.data(),
+                                       running_var_.data(), y.data(), save_mean_.data(), save_invstd_.data(), d_);
+    }
+    if (own && fused_relu_) kernels::relu_forward(y.data(), y.data(), y.size());
+    return y;
+  }
+
   std::size_t C_;
   double eps_, momentum_;
+  Shape<4> out_shape_{};
   Tensor1<T> weight_, bias_, gweight_, gbias_, running_mean_, running_var_, save_mean_, save_invstd_;
   std::int64_t num_batches_tracked_ = 0;
   Tensor4<T> y_, dx_;

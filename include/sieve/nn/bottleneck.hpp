@@ -23,7 +23,8 @@ namespace sieve::nn {
 /// with identical shapes share one set (only one block runs backward at a time).
 template <class T>
 struct BottleneckScratch {
-  Tensor4<T> dsum, g4, p1, p2;
+  Tensor4<T> dsum, g4, p1, p2;  // backward
+  Tensor4<T> b3, id;            // forward: bn3 and downsample outputs, dead after the residual sum
 };
 
 template <class T>
@@ -52,8 +53,9 @@ class Bottleneck {
   const Tensor4<T>& forward(const Tensor4<T>& x) {
     const auto& a1 = bn1_.forward(conv1_.forward(x));
     const auto& a2 = bn2_.forward(conv2_.forward(a1));
-    const auto& b3 = bn3_.forward(conv3_.forward(a2));
-    const Tensor4<T>& id = ds_conv_ ? ds_bn_->forward(ds_conv_->forward(x)) : x;
+    BottleneckScratch<T>& sc = *scratch_;
+    const auto& b3 = bn3_.forward_into(conv3_.forward(a2), sc.b3);
+    const Tensor4<T>& id = ds_conv_ ? ds_bn_->forward_into(ds_conv_->forward(x), sc.id) : x;
     SIEVE_CHECK(id.shape() == b3.shape(), "Bottleneck.forward: shortcut [", id.shape()[1], ",", id.shape()[2], ",",
                 id.shape()[3], "] and main path [", b3.shape()[1], ",", b3.shape()[2], ",", b3.shape()[3],
                 "] differ");
