@@ -12,8 +12,6 @@
 ///
 /// Every failure is a sieve::Error naming the file and the problem.
 
-#include <unistd.h>
-
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -31,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "progress.hpp"
 #include "sieve/augment/crop.hpp"
 #include "sieve/augment/flip.hpp"
 #include "sieve/augment/resize.hpp"
@@ -410,31 +409,6 @@ struct Embedded {
   std::vector<std::int64_t> labels;  ///< first label of each sample (-1 = none)
 };
 
-/// A progress line on stderr: redrawn on a terminal, every ~10% otherwise.
-class ProgressLine {
- public:
-  ProgressLine(std::string what, std::size_t total, bool quiet = false)
-      : what_(std::move(what)), total_(total), quiet_(quiet), tty_(::isatty(2) != 0) {}
-  void update(std::size_t done) {
-    if (quiet_ || total_ == 0) return;
-    const std::size_t decile = done * 10 / total_;
-    if (tty_) {
-      std::cerr << "\r\033[2K" << what_ << ": " << done << "/" << total_ << std::flush;
-      if (done == total_) std::cerr << "\n";
-    } else if (decile != last_ || done == total_) {
-      if (decile == last_ && done != total_) return;
-      last_ = decile;
-      std::cerr << what_ << ": " << done << "/" << total_ << "\n" << std::flush;
-    }
-  }
-
- private:
-  std::string what_;
-  std::size_t total_;
-  bool quiet_, tty_;
-  std::size_t last_ = 0;
-};
-
 /// Embeddings and logits of every sample of `ds` with the eval transform, in batches of
 /// `batch` on `workers` loader threads. tta_flip: also run the mirrored images and average
 /// (embeddings and logits; the head is linear, so the logits are the head of the averaged
@@ -459,7 +433,8 @@ inline Embedded embed_dataset(Model& model, const io::Dataset& ds, const RunConf
     lo.seed = cfg.seed;
     io::Loader<Transform> loader(ds, eval_transform(cfg, pass == 1), lo);
     loader.start(0);
-    ProgressLine progress(tta_flip ? str(what, pass == 0 ? " (view 1/2)" : " (flipped view 2/2)") : what, N, quiet);
+    std::optional<ProgressLine> progress;
+    if (!quiet) progress.emplace(tta_flip ? str(what, pass == 0 ? " (view 1/2)" : " (flipped view 2/2)") : what);
     std::size_t done = 0;
     while (auto b = loader.next()) {
       const Tensor2f& logits = model.forward(b->images);
@@ -474,7 +449,7 @@ inline Embedded embed_dataset(Model& model, const io::Dataset& ds, const RunConf
         out.labels[i] = b->labels[k].empty() ? -1 : b->labels[k][0];
       }
       done += b->size();
-      progress.update(done);
+      if (progress) (*progress)(done, N);
     }
   }
   if (passes == 2) {
