@@ -16,8 +16,9 @@
 #include "prepare_cmd.hpp"
 #include "validate_cmd.hpp"
 #include "score_cmd.hpp"
+#include "train_cmd.hpp"
 
-using Commands = std::tuple<sieve::cli::ForwardCommand, sieve::cli::InspectCommand, sieve::cli::ScoreCommand, sieve::cli::PrepareCommand, sieve::cli::ValidateCommand>;
+using Commands = std::tuple<sieve::cli::ForwardCommand, sieve::cli::InspectCommand, sieve::cli::ScoreCommand, sieve::cli::PrepareCommand, sieve::cli::ValidateCommand, sieve::cli::TrainCommand>;
 
 namespace {
 int error(const std::string& what) {
