@@ -261,17 +261,29 @@ inline std::array<std::size_t, 2> png_precheck(std::span<const std::byte> b, std
     if (len > 0x7FFFFFFFu) fail(name, ": corrupt PNG: chunk at byte ", pos, " claims ", len, " bytes");
     const std::string type{static_cast<char>(b[pos + 4]), static_cast<char>(b[pos + 5]), static_cast<char>(b[pos + 6]),
                            static_cast<char>(b[pos + 7])};
+    // Chunk types are ASCII letters in valid files; show anything else as \xNN so error
+    // messages stay printable text (they reach terminals, logs and JSON).
+    std::string shown;
+    for (char c : type) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u >= 0x20 && u < 0x7f && c != '\\') {
+        shown += c;
+      } else {
+        const char* hex = "0123456789abcdef";
+        shown += {'\\', 'x', hex[u >> 4], hex[u & 15]};
+      }
+    }
     if (pos + 12 + std::size_t{len} > n)
-      fail(name, ": truncated PNG: chunk '", type, "' at byte ", pos, " claims ", len, " bytes but only ",
+      fail(name, ": truncated PNG: chunk '", shown, "' at byte ", pos, " claims ", len, " bytes but only ",
            n - pos - 12, " remain");
     const auto* data = reinterpret_cast<const Bytef*>(b.data() + pos + 4);
     const std::uint32_t crc = static_cast<std::uint32_t>(::crc32(::crc32(0L, Z_NULL, 0), data, 4 + len));
     const std::uint32_t stored = be32(b, pos + 8 + len);
     if (crc != stored)
-      fail(name, ": corrupt PNG: CRC mismatch in chunk '", type, "' at byte ", pos, " (stored 0x", std::hex, stored,
+      fail(name, ": corrupt PNG: CRC mismatch in chunk '", shown, "' at byte ", pos, " (stored 0x", std::hex, stored,
            ", computed 0x", crc, ")");
     if (first) {
-      if (type != "IHDR" || len != 13) fail(name, ": corrupt PNG: first chunk is '", type, "', not a 13-byte IHDR");
+      if (type != "IHDR" || len != 13) fail(name, ": corrupt PNG: first chunk is '", shown, "', not a 13-byte IHDR");
       const std::uint32_t w = be32(b, pos + 8), h = be32(b, pos + 12);
       if (w == 0 || h == 0) fail(name, ": corrupt PNG: IHDR declares ", w, "x", h, " pixels");
       dims = {w, h};
