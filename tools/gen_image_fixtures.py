@@ -233,3 +233,26 @@ print(f"bad corpus written to {BAD}")
 stripe = Image.open(os.path.join(OUT, "nodejs_stripe.jpg")).convert("RGB").resize((500, 375), Image.BILINEAR)
 smooth = Image.open(os.path.join(OUT, "in_64x48.png")).convert("RGB").resize((500, 375), Image.BICUBIC)
 Image.blend(stripe, smooth, 0.5).save(os.path.join(OUT, "bench_500x375.jpg"), quality=90)
+
+
+# Fuzz seed: a structurally valid gray baseline JPEG whose DC differences all push the same way
+# (4224 blocks x +2047, quantiser 255), so stb 2.27 overflows `dc * dequant[0]` (signed int UB,
+# memory-safe; see tools/fuzz.sh). Keeps the fuzzer honest about that known residual.
+def seg(m, body):
+    return b"\xff" + bytes([m]) + struct.pack(">H", len(body) + 2) + body
+
+
+bits = ("0" + "1" * 11 + "0") * (128 * 33)  # DC category 11 (+2047), then EOB
+bits += "1" * ((8 - len(bits) % 8) % 8)
+scan = bytearray()
+for i in range(0, len(bits), 8):
+    scan.append(int(bits[i:i + 8], 2))
+    if scan[-1] == 0xFF:
+        scan.append(0)
+FUZZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz", "corpus", "decode_image")
+os.makedirs(FUZZ, exist_ok=True)
+with open(os.path.join(FUZZ, "dc_overflow.jpg"), "wb") as f:
+    f.write(b"\xff\xd8" + seg(0xDB, bytes([0, 255] + [1] * 63)) +
+            seg(0xC0, bytes([8]) + struct.pack(">HH", 264, 1024) + bytes([1, 1, 0x11, 0])) +
+            seg(0xC4, bytes([0x00, 1, 1] + [0] * 14 + [11, 0])) + seg(0xC4, bytes([0x10, 1, 1] + [0] * 14 + [0, 1])) +
+            seg(0xDA, bytes([1, 1, 0x00, 0, 63, 0])) + bytes(scan) + b"\xff\xd9")

@@ -8,10 +8,15 @@
 ///  - STBI_MALLOC zero-fills, so a JPEG scan that uses a Huffman table never defined reads
 ///    zeros instead of stale heap bytes (one path to CVE-2022-28042's wild symbol index);
 ///  - STBI_ASSERT never aborts: a failed assertion is recorded in a thread-local flag that
-///    decode_image() turns into a sieve::Error (the result is discarded). jpeg_precheck.hpp
-///    rejects, before stb runs, the malformed tables that make the one data-dependent
-///    assertion (stbi__jpeg_huff_decode) reachable;
-///  - JPEG segments are validated by sieve (jpeg_precheck.hpp) before stb sees them.
+///    decode_image() turns into a sieve::Error (the result is discarded). The pre-check
+///    (detail::jpeg_precheck in image.hpp) rejects, before stb runs, the malformed tables
+///    that make the one data-dependent assertion (stbi__jpeg_huff_decode) reachable;
+///  - JPEG segments are validated by sieve (image.hpp, detail::jpeg_precheck) before stb
+///    sees them.
+/// Known residual (memory-safe): crafted DC streams overflow `dc * dequant[0]` (signed int)
+/// in stbi__jpeg_decode_block; the product is truncated to a short coefficient and nothing
+/// is indexed by it. Upstream 2.28 rejects such files; no header pre-check can (it depends
+/// on the entropy-coded data). tools/fuzz.sh suppresses exactly this UBSan report.
 
 #include <cstddef>
 #include <cstdlib>
