@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "predict_cmd.hpp"
 #include "run.hpp"
 #include "sieve/augment/resize.hpp"
 #include "sieve/core/rng.hpp"
@@ -40,73 +41,6 @@
 #include "sieve/viz/umap.hpp"
 
 namespace sieve::cli {
-
-/// RUN/test_scores.safetensors (written by `sieve predict`): the ranking behind a submission.
-/// `scores` [N,K] F32 (the chosen method's class scores), `ranked` [N,W] I64 (class ids best
-/// first, -1 = distractor), metadata: ids (JSON array), method, threshold, tta.
-struct TestScores {
-  Tensor2f scores;
-  Tensor2<std::int64_t> ranked;
-  std::vector<std::string> ids;
-  std::string method;
-  double threshold = 0.0;
-  std::string tta;
-};
-
-/// Requires: a file written by write_test_scores. Ensures: consistent shapes, or an error
-/// naming the file and the inconsistency.
-inline TestScores read_test_scores(const fs::path& path) {
-  SIEVE_CHECK(fs::exists(path), path.string(), ": no such file (run 'sieve predict' first)");
-  const auto st = io::SafeTensors::load(path);
-  TestScores t;
-  t.scores = read_tensor<float, 2>(st, "scores");
-  SIEVE_CHECK(st.contains("ranked"), path.string(), ": no tensor 'ranked'");
-  const auto& ri = st.info("ranked");
-  SIEVE_CHECK(ri.dtype == io::DType::I64 && ri.shape.size() == 2 && ri.shape[0] == t.scores.shape()[0], path.string(),
-              ": 'ranked' must be I64 [N, W] with N=", t.scores.shape()[0], ", got ", io::dtype_name(ri.dtype), " ",
-              io::shape_text(ri.shape));
-  t.ranked = Tensor2<std::int64_t>(Shape<2>{ri.shape[0], ri.shape[1]});
-  const auto r = st.ints("ranked");
-  std::copy(r.begin(), r.end(), t.ranked.data());
-  const auto K = static_cast<std::int64_t>(t.scores.shape()[1]);
-  for (std::size_t i = 0; i < t.ranked.size(); ++i)
-    SIEVE_CHECK(t.ranked.data()[i] >= -1 && t.ranked.data()[i] < K, path.string(), ": ranked value ",
-                t.ranked.data()[i], " outside [-1, ", K, ")");
-  const auto& md = st.metadata();
-  const auto get = [&](const char* key) -> std::string {
-    const auto it = md.find(key);
-    SIEVE_CHECK(it != md.end(), path.string(), ": no '", key, "' in __metadata__");
-    return it->second;
-  };
-  try {
-    t.ids = json::parse(get("ids")).get<std::vector<std::string>>();
-  } catch (const json::exception& e) {
-    fail(path.string(), ": __metadata__ 'ids' is not a JSON array of strings: ", e.what());
-  }
-  SIEVE_CHECK(t.ids.size() == t.scores.shape()[0], path.string(), ": ", t.ids.size(), " ids for ",
-              t.scores.shape()[0], " rows");
-  t.method = get("method");
-  t.tta = md.count("tta") ? md.at("tta") : "none";
-  t.threshold = std::strtod(get("threshold").c_str(), nullptr);
-  return t;
-}
-
-/// Write RUN/test_scores.safetensors (see TestScores). Requires: consistent shapes.
-inline void write_test_scores(const fs::path& path, const TestScores& t) {
-  const std::size_t N = t.scores.shape()[0];
-  SIEVE_CHECK(t.ranked.shape()[0] == N && t.ids.size() == N, "write_test_scores(", path.string(), "): ", N,
-              " score rows, ", t.ranked.shape()[0], " ranked rows, ", t.ids.size(), " ids");
-  io::SafeTensorsWriter w;
-  add_tensor(w, "scores", t.scores);
-  w.add("ranked", {N, t.ranked.shape()[1]}, std::span<const std::int64_t>(t.ranked.data(), t.ranked.size()));
-  w.set_metadata("ids", json(t.ids).dump());
-  w.set_metadata("method", t.method);
-  w.set_metadata("tta", t.tta);
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%.17g", t.threshold);
-  w.set_metadata("threshold", buf);
-  w.write(path);
-}
 
 namespace report_detail {
 
