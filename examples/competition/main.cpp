@@ -17,8 +17,10 @@
 #include "validate_cmd.hpp"
 #include "score_cmd.hpp"
 #include "train_cmd.hpp"
+#include "predict_cmd.hpp"
+#include "report_cmd.hpp"
 
-using Commands = std::tuple<sieve::cli::ForwardCommand, sieve::cli::InspectCommand, sieve::cli::ScoreCommand, sieve::cli::PrepareCommand, sieve::cli::ValidateCommand, sieve::cli::TrainCommand>;
+using Commands = std::tuple<sieve::cli::ForwardCommand, sieve::cli::InspectCommand, sieve::cli::ScoreCommand, sieve::cli::PrepareCommand, sieve::cli::ValidateCommand, sieve::cli::TrainCommand, sieve::cli::PredictCommand, sieve::cli::ReportCommand>;
 
 namespace {
 int error(const std::string& what) {
