@@ -1,0 +1,251 @@
+#!/usr/bin/python3
+"""`sieve predict` on a run trained for a few steps (tiny ResNet, generated images):
+- the submission has one row per test id in sample_submission.csv's order, at most 5 distinct
+  labels from the run's classes or -1, and equals numpy's ranking (tools/map5_reference.py) of
+  the stored scores at the stored threshold;
+- the stored scores of knn / centroid / fusion equal what numpy computes from the stored
+  embeddings (and the head's probabilities), with the thresholds and fusion weight of
+  calibration.json; --method auto takes calibration's recommendation;
+- --threshold and --unknown-rate move -1 where they must; --tta flip gives a mirrored pair of
+  test images identical scores (and without it they differ);
+- bad invocations fail with named errors and leave no partial submission.
+
+Usage: test_predict.py SIEVE_EXE SOURCE_ROOT   (needs numpy and PIL; about 10 s)
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+EXE, ROOT = sys.argv[1], sys.argv[2]
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+try:
+    import numpy as np
+    from PIL import Image, ImageDraw
+    import map5_reference as ref  # noqa: E402
+    import safetensors_py as stp  # noqa: E402
+except ImportError as e:
+    print(f"SKIP: {e}")
+    sys.exit(77)
+
+failures = []
+tmp = tempfile.mkdtemp(prefix="sieve_predict_")
+CLASSES = ["bar", "circle", "cross"]  # class ids as the data folder orders them (by text)
+rng = np.random.default_rng(1)
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+    return cond
+
+
+def sieve(*args, timeout=300):
+    r = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr
+
+
+def draw(kind):
+    a = (rng.random((28, 28)) * 40).astype(np.uint8)
+    im = Image.fromarray(a).convert("RGB")
+    d = ImageDraw.Draw(im)
+    o = rng.integers(-3, 4, 2)
+    if kind == 0:
+        d.rectangle([11 + o[0], 3, 16 + o[0], 24], fill=(230, 230, 230))
+    elif kind == 1:
+        d.ellipse([6 + o[0], 6 + o[1], 21 + o[0], 21 + o[1]], outline=(230, 230, 230), width=3)
+    elif kind == 2:
+        d.line([4, 4 + o[1], 23, 23 + o[1]], fill=(230, 230, 230), width=3)
+        d.line([23, 4 + o[1], 4, 23 + o[1]], fill=(230, 230, 230), width=3)
+    else:  # distractor: a small red square in a corner
+        d.rectangle([3 + o[0], 3 + o[1], 11 + o[0], 11 + o[1]], fill=(200, 60, 60))
+    return im
+
+
+data = os.path.join(tmp, "data")
+for sub in ("train", "test", "outside"):
+    os.makedirs(os.path.join(data, sub))
+rows, sol = [], []
+for c in range(3):
+    for i in range(16):
+        draw(c).save(os.path.join(data, "train", f"t{c}_{i}.png"))
+        rows.append(f"t{c}_{i},{CLASSES[c]}")
+for i in range(12):
+    draw(3).save(os.path.join(data, "outside", f"o{i}.png"))
+test_ids = []
+for c in range(4):
+    for i in range(5):
+        id_ = f"q{len(test_ids):03d}"
+        draw(c).save(os.path.join(data, "test", id_ + ".png"))
+        test_ids.append(id_)
+        sol.append((id_, CLASSES[c] if c < 3 else "-1"))
+# A mirrored pair for the TTA check (asymmetric: the distractor square sits in a corner).
+pair = draw(3)
+pair.save(os.path.join(data, "test", "mirror_a.png"))
+pair.transpose(Image.FLIP_LEFT_RIGHT).save(os.path.join(data, "test", "mirror_b.png"))
+test_ids += ["mirror_a", "mirror_b"]
+sol += [("mirror_a", "-1"), ("mirror_b", "-1")]
+with open(os.path.join(data, "train.csv"), "w") as f:
+    f.write("id,label\n" + "\n".join(rows) + "\n")
+with open(os.path.join(data, "solution.csv"), "w") as f:
+    f.write("id,label\n" + "".join(f"{a},{b}\n" for a, b in sol))
+order = list(test_ids)
+rng.shuffle(order)  # sample_submission defines the row order
+with open(os.path.join(data, "sample_submission.csv"), "w") as f:
+    f.write("id,predictions\n" + "".join(f"{i},-1\n" for i in order))
+
+run = os.path.join(tmp, "run")
+rc, out, err = sieve("train", "--data", data, "--out", run, "--arch", "tiny", "--image-size", "32", "--fit", "pad",
+                     "--epochs", "2", "--batch", "8", "--augment", "none", "--workers", "1", "--threads", "1",
+                     "--quiet")
+if not check(rc == 0, f"training the tiny run failed: rc={rc}\n{out}\n{err}"):
+    print("FAIL:", failures[0])
+    sys.exit(1)
+cal = json.load(open(os.path.join(run, "calibration.json")))
+check(json.load(open(os.path.join(run, "config.json")))["classes"] == CLASSES, "run classes")
+
+
+def read_submission(path):
+    lines = open(path).read().splitlines()
+    check(lines[0] == "id,predictions", f"{path}: header {lines[0]!r}")
+    return [(l.split(",")[0], l.split(",")[1].split(" ")) for l in lines[1:]]
+
+
+def predict(name, *extra):
+    out_csv = os.path.join(tmp, f"{name}.csv")
+    rc, out, err = sieve("predict", "--run", run, "--data", data, "--out", out_csv, "--workers", "1", "--quiet", *extra)
+    if not check(rc == 0, f"predict {name} {extra}: rc={rc}\n{out}\n{err}"):
+        return None
+    t, meta = stp.load_numpy(os.path.join(run, "test_scores.safetensors"))
+    return {"rows": read_submission(out_csv), "scores": t["scores"], "ranked": t["ranked"], "meta": meta,
+            "decision": json.load(open(os.path.join(run, "predict.json"))), "stdout": out}
+
+
+def check_submission(name, p, threshold):
+    rows = p["rows"]
+    check([r[0] for r in rows] == order, f"{name}: rows not in sample_submission order")
+    ok = all(1 <= len(l) <= 5 and len(set(l)) == len(l) and all(x in CLASSES + ["-1"] for x in l) for _, l in rows)
+    check(ok, f"{name}: a row breaks the label rules: {rows[:3]}")
+    want = ref.rank_with_threshold(p["scores"], threshold, 5)
+    got = [[-1 if x == "-1" else CLASSES.index(x) for x in l] for _, l in rows]
+    check(got == [list(map(int, r)) for r in want], f"{name}: submission differs from numpy's ranking at t={threshold}")
+    check(np.array_equal(p["ranked"], np.asarray(want)), f"{name}: stored 'ranked' differs from numpy's")
+    check(abs(float(p["meta"].get("threshold", "nan")) - threshold) < 1e-12, f"{name}: stored threshold "
+          f"{p['meta'].get('threshold')} != {threshold}")
+
+
+# Head with the validation threshold.
+head = predict("head")
+if head:
+    check_submission("head", head, cal["methods"]["head"]["threshold"])
+    s = head["scores"]
+    check(s.shape == (len(test_ids), 3) and (s >= 0).all() and (s <= 1).all(), f"head scores shape/range {s.shape}")
+    check(head["decision"]["threshold_source"] == "validation" and head["decision"]["n_test"] == len(test_ids),
+          f"predict.json: {head['decision']}")
+
+# kNN / centroid from the stored embeddings, computed by numpy.
+db, _ = stp.load_numpy(os.path.join(run, "train_embeddings.safetensors"))
+E, L = db["embedding"].astype(np.float64), db["label"]
+E /= np.linalg.norm(E, axis=1, keepdims=True)
+te_all, te_meta = stp.load_numpy(os.path.join(run, "test_embeddings.safetensors"))
+te = te_all["embedding"].astype(np.float64)
+check(np.allclose(np.linalg.norm(te, axis=1), 1, atol=1e-5), "test embeddings are not L2-normalised")
+sims = te @ E.T
+knn_np = np.stack([sims[:, L == c].max(1) for c in range(3)], 1)
+cent = np.stack([E[L == c].mean(0) for c in range(3)])
+cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+cent_np = te @ cent.T
+ids_meta = json.loads(te_meta["ids"])
+check(ids_meta == order, "test_embeddings ids are not in submission order")
+for name, want in (("knn", knn_np), ("centroid", cent_np)):
+    p = predict(name, "--method", name)
+    if p:
+        check_submission(name, p, cal["methods"][name]["threshold"])
+        err_ = np.abs(p["scores"] - want).max()
+        check(err_ < 1e-4, f"{name}: scores differ from numpy by {err_:.2e}")
+fusion = predict("fusion", "--method", "fusion")
+if fusion and head:
+    w = cal["methods"]["fusion"]["weight"]
+    want = w * head["scores"].astype(np.float64) + (1 - w) * knn_np
+    check(np.abs(fusion["scores"] - want).max() < 1e-4, "fusion scores != w * head + (1 - w) * knn")
+    check_submission("fusion", fusion, cal["methods"]["fusion"]["threshold"])
+    check(fusion["decision"].get("fusion_weight") == w, "fusion weight not recorded in predict.json")
+auto = predict("auto", "--method", "auto")
+if auto:
+    check(auto["meta"].get("method") == cal["recommended"], f"--method auto used {auto['meta'].get('method')}, "
+          f"calibration recommends {cal['recommended']}")
+
+# --threshold: above every probability -> -1 first everywhere; below -> -1 after all 3 classes.
+p = predict("thr_high", "--threshold", "1.5")
+if p:
+    check(all(l[0] == "-1" for _, l in p["rows"]), "--threshold 1.5: -1 must come first in every row")
+    check(p["decision"]["threshold_source"] == "--threshold", "threshold source not recorded")
+p = predict("thr_low", "--threshold", "-0.5")
+if p:
+    check(all(len(l) == 4 and l[3] == "-1" for _, l in p["rows"]), "--threshold -0.5: -1 must be 4th in every row")
+# --unknown-rate 0.25 of 22 rows -> round(5.5) = 6 rows with -1 first (ties aside).
+p = predict("rate", "--unknown-rate", "0.25")
+if p:
+    n_first = sum(l[0] == "-1" for _, l in p["rows"])
+    d = p["decision"]
+    check(abs(n_first / len(test_ids) - d["unknown_rate_achieved"]) < 1e-12 and abs(n_first - 0.25 * 22) <= 1,
+          f"--unknown-rate 0.25: {n_first} rows with -1 first, predict.json says {d}")
+    check_submission("rate", p, d["threshold"])
+
+# TTA flip: a mirrored pair scores identically with it, differently without it.
+ia, ib = order.index("mirror_a"), order.index("mirror_b")
+if head:
+    check(np.abs(head["scores"][ia] - head["scores"][ib]).max() > 1e-6,
+          "without TTA the mirrored pair scores the same (the TTA check below would prove nothing)")
+p = predict("tta", "--tta", "flip")
+if p:
+    check(np.abs(p["scores"][ia] - p["scores"][ib]).max() < 1e-5, "--tta flip: mirrored pair scores differ "
+          f"{p['scores'][ia]} vs {p['scores'][ib]}")
+    check(p["meta"].get("tta") == "flip", "tta not recorded in test_scores metadata")
+
+# The submission scores like any other (score reads it back).
+rc, out, err = sieve("score", "--submission", os.path.join(tmp, "head.csv"), "--solution",
+                     os.path.join(data, "solution.csv"))
+check(rc == 0 and "MAP@5" in out, f"score of the predicted submission: rc={rc}\n{err}")
+
+# Errors, with no partial output.
+bad_out = os.path.join(tmp, "bad.csv")
+for args, texts in [
+    (["--run", os.path.join(tmp, "nope"), "--data", data, "--out", bad_out], ["nope"]),
+    (["--run", run, "--data", os.path.join(tmp, "nodata"), "--out", bad_out], ["nodata"]),
+    (["--run", run, "--data", data, "--out", bad_out, "--method", "magic"], ["--method"]),
+    (["--run", run, "--data", data, "--out", bad_out, "--threshold", "0.5", "--unknown-rate", "0.1"], ["excludes"]),
+    (["--run", run, "--data", data, "--out", bad_out, "--unknown-rate", "1.5"], ["--unknown-rate"]),
+    (["--run", run, "--data", data, "--out", os.path.join(tmp, "no_dir", "s.csv")], ["no_dir"]),
+]:
+    rc, out, err = sieve("predict", "--quiet", *args)
+    check(rc == 1 and err.startswith("sieve: error: ") and all(t in err for t in texts) and not os.path.exists(bad_out),
+          f"predict {args}: rc={rc}, wanted {texts}\n{err}")
+# A run without calibration: the threshold must come from the command line.
+run2 = os.path.join(tmp, "run2")
+shutil.copytree(run, run2)
+os.remove(os.path.join(run2, "calibration.json"))
+rc, out, err = sieve("predict", "--run", run2, "--data", data, "--out", bad_out, "--quiet")
+check(rc == 1 and "calibration.json" in err and "--threshold" in err and not os.path.exists(bad_out),
+      f"predict without calibration: rc={rc}\n{err}")
+rc, out, err = sieve("predict", "--run", run2, "--data", data, "--out", bad_out, "--quiet", "--threshold", "0.5")
+check(rc == 0 and os.path.exists(bad_out), f"predict without calibration but with --threshold: rc={rc}\n{err}")
+# A data folder with an undecodable test image: named, and the old submission is untouched.
+with open(os.path.join(data, "test", "q000.png"), "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n broken")
+before = open(os.path.join(tmp, "head.csv")).read()
+rc, out, err = sieve("predict", "--run", run, "--data", data, "--out", os.path.join(tmp, "head.csv"), "--quiet")
+check(rc == 1 and "q000" in err and open(os.path.join(tmp, "head.csv")).read() == before,
+      f"undecodable test image: rc={rc}\n{err}")
+leftovers = [f for f in os.listdir(tmp) if f.startswith(".") or f.endswith(".tmp")]
+check(not leftovers, f"temporary files left behind: {leftovers}")
+
+if failures:
+    print(f"FAIL: {len(failures)} problem(s) (files in {tmp})")
+    for f in failures:
+        print("-", f)
+    sys.exit(1)
+shutil.rmtree(tmp)
+print("test_predict: all checks passed")
