@@ -12,6 +12,8 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev doctest-dev libbenchmark-dev
   # fuzzing (libFuzzer) and sanitizer runtimes
   clang-14 libclang-rt-14-dev
+  # optional MPI backend (-Dmpi=enabled) and its tests
+  libopenmpi-dev openmpi-bin
   # golden reference and fixtures: Debian's PyTorch (run with /usr/bin/python3)
   python3 python3-numpy python3-torch python3-torchvision python3-pil
   # the embedded default data set
