@@ -73,8 +73,18 @@ inputs["pngtest_rgba.png"] = load_rgb_tensor(os.path.join(OUT, "pngtest_rgba.png
 shutil.copy("/usr/share/doc/nodejs/full-white-stripe.jpg", os.path.join(OUT, "nodejs_stripe.jpg"))
 inputs["nodejs_stripe.jpg"] = load_rgb_tensor(os.path.join(OUT, "nodejs_stripe.jpg"))
 
+# JPEG variants stb must read: progressive, gray, 4:2:0 chroma subsampling (PIL encoder).
+src64 = Image.open(os.path.join(OUT, "in_64x48.png")).convert("RGB")
+src64.save(os.path.join(OUT, "variant_progressive.jpg"), quality=90, progressive=True)
+src64.convert("L").save(os.path.join(OUT, "variant_gray.jpg"), quality=90)
+src64.save(os.path.join(OUT, "variant_420.jpg"), quality=90, subsampling=2)
+src64.convert("LA").save(os.path.join(OUT, "variant_gray_alpha.png"))
+for name in ("variant_progressive.jpg", "variant_gray.jpg", "variant_420.jpg", "variant_gray_alpha.png"):
+    inputs[name] = load_rgb_tensor(os.path.join(OUT, name))
+
 # Decode references (PIL): PNG must match exactly, JPEG within a tolerance (IDCTs differ).
-for name in ("pngtest_rgba.png", "fmnist_t10k_0.png", "nodejs_stripe.jpg"):
+for name in ("pngtest_rgba.png", "fmnist_t10k_0.png", "nodejs_stripe.jpg", "variant_progressive.jpg",
+             "variant_gray.jpg", "variant_420.jpg", "variant_gray_alpha.png"):
     ref = save_png("decoded_" + os.path.splitext(name)[0] + ".png", inputs[name])
     cases.append({"op": "decode", "input": name, "expected": ref, "exact": name.endswith(".png")})
 

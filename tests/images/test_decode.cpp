@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -85,21 +86,36 @@ TEST_CASE("decode: gray, gray+alpha and RGBA become RGB") {
   }
 }
 
-TEST_CASE("decode: JPEG photo agrees with PIL/libjpeg within IDCT differences") {
-  const Image a = read_image(data_dir / "images" / "nodejs_stripe.jpg");
-  const Image b = read_image(data_dir / "images" / "decoded_nodejs_stripe.png");
-  REQUIRE(a.height == b.height);
-  REQUIRE(a.width == b.width);
-  double sum = 0;
-  int worst = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const int d = std::abs(int(a.pixels[i]) - int(b.pixels[i]));
-    sum += d;
-    worst = std::max(worst, d);
+TEST_CASE("decode: every decode fixture agrees with PIL (PNG exactly, JPEG within IDCT differences)") {
+  std::ifstream in(data_dir / "images" / "fixtures.json");
+  REQUIRE(in.good());
+  const auto m = nlohmann::json::parse(in);
+  std::size_t n = 0;
+  for (const auto& c : m["cases"]) {
+    if (c["op"] != "decode") continue;
+    const std::string input = c["input"];
+    CAPTURE(input);
+    ++n;
+    const Image a = read_image(data_dir / "images" / input);
+    const Image b = read_image(data_dir / "images" / c["expected"].get<std::string>());
+    REQUIRE(a.height == b.height);
+    REQUIRE(a.width == b.width);
+    if (c["exact"].get<bool>()) {
+      CHECK(a == b);
+      continue;
+    }
+    double sum = 0;
+    int worst = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const int d = std::abs(int(a.pixels[i]) - int(b.pixels[i]));
+      sum += d;
+      worst = std::max(worst, d);
+    }
+    MESSAGE("stb vs PIL on ", input, ": mean |diff| ", sum / double(a.size()), ", max ", worst);
+    CHECK(sum / double(a.size()) < 0.5);
+    CHECK(worst <= 8);
   }
-  MESSAGE("stb vs PIL on nodejs_stripe.jpg: mean |diff| ", sum / double(a.size()), ", max ", worst);
-  CHECK(sum / double(a.size()) < 1.5);
-  CHECK(worst <= 40);
+  CHECK(n == 7);
 }
 
 TEST_CASE("decode: limits are enforced before decoding") {

@@ -21,6 +21,13 @@ using namespace sieve::io;
 using namespace sieve::augment;
 
 namespace {
+// Built with += : GCC 12 warns falsely (-Wrestrict, PR105651) on "literal" + std::string.
+std::string numbered(const char* prefix, std::size_t i) {
+  std::string s = prefix;
+  s += std::to_string(i);
+  return s;
+}
+
 Image synthetic(std::size_t h, std::size_t w, unsigned seed) {
   Image img(h, w);
   unsigned s = seed * 2654435761u + 1;
@@ -36,7 +43,7 @@ Image synthetic(std::size_t h, std::size_t w, unsigned seed) {
 MemoryDataset make_dataset(std::size_t n) {
   MemoryDataset ds;
   for (std::size_t i = 0; i < n; ++i)
-    ds.add("s" + std::to_string(i), synthetic(20 + i % 7, 24 + (i * 3) % 11, static_cast<unsigned>(i)),
+    ds.add(numbered("s", i), synthetic(20 + i % 7, 24 + (i * 3) % 11, static_cast<unsigned>(i)),
            {static_cast<std::int32_t>(i % 5) - 1});
   return ds;
 }
@@ -170,9 +177,9 @@ TEST_CASE("loader: a bad sample fails with its id and file, or is skipped and co
   fs::create_directories(dir);
   std::vector<FileSample> files;
   for (int i = 0; i < 10; ++i) {
-    const auto p = dir / ("img" + std::to_string(i) + ".png");
+    const auto p = dir / (numbered("img", static_cast<std::size_t>(i)) + ".png");
     write_png(p, synthetic(18, 18, static_cast<unsigned>(i)));
-    files.push_back({"img" + std::to_string(i), p, {i % 3}});
+    files.push_back({numbered("img", static_cast<std::size_t>(i)), p, {i % 3}});
   }
   write_file_atomic(dir / "img4.png", std::string_view("not an image at all"));
   files.push_back({"gone", dir / "missing.png", {-1}});

@@ -75,7 +75,7 @@ class MemoryDataset final : public Dataset {
   }
   std::size_t size() const override { return images_.size(); }
   std::string id(std::size_t i) const override { return ids_.at(i); }
-  std::string source(std::size_t i) const override { return "<memory>[" + std::to_string(i) + "]"; }
+  std::string source(std::size_t i) const override { return str("<memory>[", i, "]"); }
   std::vector<std::int32_t> labels(std::size_t i) const override { return labels_.at(i); }
   void load(std::size_t i, Image& out) const override {
     SIEVE_CHECK(i < images_.size(), "MemoryDataset: index ", i, " out of range (size ", images_.size(), ")");
