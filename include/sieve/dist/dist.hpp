@@ -1,0 +1,37 @@
+#pragma once
+/// Data-parallel training on MPI: umbrella header. With SIEVE_WITH_MPI, make_communicator()
+/// returns an MpiCommunicator when launched by mpirun, otherwise (and without MPI) a
+/// SingleProcess communicator, so one binary runs both ways.
+
+#include <cstdlib>
+#include <memory>
+
+#include "sieve/dist/communicator.hpp"
+#include "sieve/dist/data_parallel.hpp"
+#include "sieve/dist/shard.hpp"
+#ifdef SIEVE_WITH_MPI
+#include "sieve/dist/mpi.hpp"
+#endif
+
+namespace sieve::dist {
+
+/// True when this process was started by an MPI launcher (OpenMPI's mpirun, or a PMI/PMIx one).
+inline bool launched_by_mpirun() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMIX_RANK") != nullptr ||
+         std::getenv("PMI_RANK") != nullptr;
+}
+
+/// The communicator for this process: MPI under mpirun (when built with SIEVE_WITH_MPI),
+/// otherwise a single process. Throws when started by mpirun but built without MPI, since
+/// N independent copies of the same run would silently overwrite each other's files.
+inline std::unique_ptr<Communicator> make_communicator() {
+#ifdef SIEVE_WITH_MPI
+  if (launched_by_mpirun()) return std::make_unique<MpiCommunicator>();
+#else
+  if (const char* n = std::getenv("OMPI_COMM_WORLD_SIZE"); n != nullptr && std::atoi(n) > 1)
+    fail("sieve was started by mpirun with ", n, " ranks but built without MPI: reconfigure with -Dmpi=enabled");
+#endif
+  return std::make_unique<SingleProcess>();
+}
+
+}  // namespace sieve::dist
