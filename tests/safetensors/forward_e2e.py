@@ -8,8 +8,9 @@ are saved through tools/safetensors_py.py; `sieve forward` runs on the same batc
 and in train mode, with a multi-hot target. Checked, as ||a-b|| / ||b||:
   eval, float32 vs torch float32: logits, embedding <= 1e-4; loss <= 1e-5; every gradient <= 1e-3
   train, --double vs torch float64: the same, plus BN running statistics <= 1e-5
-  train, float32: logits, embedding, loss as above vs torch float32; gradients and running
-      statistics against the float64 truth, no worse than 3x torch float32's own error there
+  train, float32: logits, embedding, loss as above vs torch float32, or else (as gradients and
+      running statistics always) against the float64 truth, no worse than 3x torch float32's
+      own error there
       (train-mode BN over few values makes float32 gradients ill-conditioned: torch float32
       itself is ~2e-2 from float64 at batch 2, 64x64)
   num_batches_tracked exact.
@@ -163,16 +164,23 @@ def main():
             if b64[k].dtype == torch.int64:
                 chk.equal(k, o64.get(k, torch.tensor(-1)), b64[k])
 
-        # 3. Train mode in float32. Compared with torch float32 where that is meaningful
-        #    (logits, embedding, loss), and otherwise against the float64 truth, as accurate as
-        #    torch's own float32 result (within 3x of its error, or within the issue's tolerance).
+        # 3. Train mode in float32. Logits, embedding and loss within the issue's tolerance of
+        #    torch float32 or else, like gradients and running statistics, against the float64
+        #    truth: as accurate as torch's own float32 result (within 3x of its error).
         run_sieve(a.sieve, base + ["--train", "--out", p("train32.safetensors"),
                                    "--save-weights", p("saved_train.safetensors")])
         o32 = stp.load_torch(p("train32.safetensors"))
         l32, e32, s32, g32, b32, m_train = torch_run(K, x, y, torch.float32, True)
-        chk.close("train/f32 logits", o32["logits"], l32, 1e-4)
-        chk.close("train/f32 embedding", o32["embedding"], e32, 1e-4)
-        chk.close("train/f32 loss", o32["loss"], s32, 1e-5)
+        for what, got, t32, t64, tol in (("logits", o32["logits"], l32, l64, 1e-4),
+                                         ("embedding", o32["embedding"], e32, e64, 1e-4),
+                                         ("loss", o32["loss"], s32, s64, 1e-5)):
+            rs, rt, rd = rel(got, t64), rel(t32, t64), rel(got, t32)
+            ok = rd <= tol or rs <= max(tol, 3 * rt)
+            chk.lines.append(f"{'ok ' if ok else 'BAD'} train/f32 {what}: vs torch float32 {rd:.2e} (tol {tol:g}); "
+                             f"vs float64 truth: sieve {rs:.2e}, torch float32 {rt:.2e}")
+            if not ok:
+                chk.failures.append(f"train/f32 {what}: {rd:.3e} from torch float32, {rs:.3e} from float64 "
+                                    f"(torch float32 itself {rt:.3e})")
         g = {n[5:]: v for n, v in o32.items() if n.startswith("grad.")}
         rs, ns = worst_rel(g, g64, g64)
         rt, nt = worst_rel(g32, g64, g64)
