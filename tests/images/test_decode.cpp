@@ -264,3 +264,16 @@ TEST_CASE("decode: stb assertions are recorded, never abort") {
   detail::stbi_failed_assertion = nullptr;
   CHECK(decode_image(encode_png(noise_image(4, 4, 9))).width == 4);
 }
+
+TEST_CASE("decode: PNG errors show binary chunk types as printable escapes") {
+  auto png = encode_png(noise_image(2, 2, 10));
+  png[8 + 25 + 4] = std::byte{0xC3};  // signature, 25-byte IHDR chunk, length: the IDAT type
+  std::string err;
+  try {
+    (void)decode_image(png, {}, "bin.png");
+  } catch (const sieve::Error& e) {
+    err = e.what();
+  }
+  CHECK(err.find("bin.png: corrupt PNG: CRC mismatch in chunk '\\xc3DAT'") != std::string::npos);
+  for (unsigned char ch : err) CHECK((ch >= 0x20 && ch < 0x7f));
+}
