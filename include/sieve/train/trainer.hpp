@@ -122,6 +122,9 @@ class Trainer {
  public:
   using T = typename Loss::value_type;
 
+  /// Requires: model, loss, optimizer and schedule outlive the trainer (held by reference);
+  /// the optimizer was built over model.params(). Ensures: state() is a fresh run (epoch 0)
+  /// until resume() loads a checkpoint.
   Trainer(Model& model, Loss& loss, Opt& optimizer, const Schedule& schedule, TrainerOptions options)
       : model_(model), loss_(loss), opt_(optimizer), schedule_(schedule), o_(std::move(options)),
         params_(model.params()), es_(o_.early_stopping.value_or(EarlyStoppingOptions{})) {
