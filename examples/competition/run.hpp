@@ -82,7 +82,7 @@ struct RunConfig {
   double lr = 1e-3;
   double weight_decay = 1e-4;
   std::string schedule = "warmup-cosine";
-  double warmup_epochs = 1.0;                ///< linear warmup length, in epochs (capped below the total)
+  double warmup_epochs = 1.0;                ///< linear warmup length, in epochs (capped at total/10)
   std::int64_t epochs = 30;
   std::int64_t batch = 64;
   std::int64_t patience = 6;                 ///< early stopping on val_map5

@@ -190,7 +190,8 @@ struct TrainCommand {
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     app->add_option("--dropout", dropout, "dropout before the head")->check(CLI::Range(0.0, 0.99))->capture_default_str();
-    app->add_option("--warmup-epochs", warmup_epochs, "linear warmup length in epochs, then cosine to 0")
+    app->add_option("--warmup-epochs", warmup_epochs, "linear warmup length in epochs (at most a tenth of all "
+                                                      "steps), then cosine to 0")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     app->add_option("--patience", patience, "early stopping: epochs without a better validation MAP@5")
@@ -440,7 +441,9 @@ struct TrainCommand {
     optim::WarmupCosineLR s;
     s.base = cfg.lr;
     s.total = std::max<std::int64_t>(1, cfg.epochs * steps_per_epoch);
-    s.warmup = std::min<std::int64_t>(s.total - 1, std::llround(cfg.warmup_epochs * static_cast<double>(steps_per_epoch)));
+    // Capped at a tenth of training: a short budgeted run should spend its steps annealing.
+    s.warmup = std::min<std::int64_t>({s.total - 1, s.total / 10,
+                                       std::llround(cfg.warmup_epochs * static_cast<double>(steps_per_epoch))});
     return s;
   }
 

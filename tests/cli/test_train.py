@@ -273,6 +273,23 @@ def test_weights(tmp, data, full_run):
     check(p.returncode == 1 and "layer2" in p.stderr, f"--weights of another architecture names the tensors: {p.stderr[-300:]}")
 
 
+def test_fit_modes(tmp, data):
+    """Both fits on images larger than the input (20-28 px into 16 px): resize + centre crop,
+    and letterbox shrinking; neither may fail on mixed sizes."""
+    for fit in ("resize", "pad"):
+        run = os.path.join(tmp, f"run_fit_{fit}")
+        args = [a for a in SMALL if a not in ("32", "pad")]
+        args[args.index("--image-size") + 1:args.index("--image-size") + 1] = ["16"]
+        args[args.index("--fit") + 1:args.index("--fit") + 1] = [fit]
+        p = sieve("train", "--data", data, "--out", run, "--epochs", "1", "--augment", "none", *args)
+        ok = p.returncode == 0
+        check(ok, f"--fit {fit} at 16 px trains")
+        if ok:
+            cfg = json.load(open(os.path.join(run, "config.json")))
+            check(cfg["input"]["fit"] == fit and cfg["input"]["image_size"] == 16 and cfg["augment"] == "none",
+                  f"config records --fit {fit}, size 16, augment none")
+
+
 def test_errors(tmp, data, full_run):
     def err(args, *needles):
         p = sieve(*args, expect=None)
@@ -333,6 +350,7 @@ def main():
             test_resume_exact(tmp, data, full_run)
             test_cache_and_negatives(tmp, data, full_run)
             test_weights(tmp, data, full_run)
+            test_fit_modes(tmp, data)
             test_errors(tmp, data, full_run)
     finally:
         if not os.environ.get("SIEVE_KEEP_TMP"):
