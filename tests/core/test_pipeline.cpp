@@ -56,6 +56,10 @@ struct Mul {
     return dx_;
   }
   std::vector<sieve::ParamRef<double>> params() { return {{"w", {1}, {&w, 1}, {&gw, 1}}}; }
+  double running = 0.5;
+  std::uint64_t random_step = 0;
+  std::vector<sieve::BufferRef<double>> buffers() { return {{"running", {1}, {&running, 1}}}; }
+  void set_random_step(std::uint64_t s) { random_step = s; }
   void zero_grad() { gw = 0.0; }
   void set_training(bool t) { training = t; }
 };
@@ -140,6 +144,13 @@ TEST_CASE("trainable pipeline: backward in reverse, params in order, zero_grad, 
   p.set_training(true);
   CHECK(p.get<0>().training);
   CHECK(p.get<1>().training);
+
+  auto bs = p.buffers();  // every stage's buffers, in order, so checkpoints keep them
+  REQUIRE(bs.size() == 2);
+  CHECK(bs[1].value.data() == &p.get<1>().running);
+  p.set_random_step(42);
+  CHECK(p.get<0>().random_step == 42);
+  CHECK(p.get<1>().random_step == 42);
 
   auto named = sieve::prefixed(ps, "head.");
   CHECK(named[1].name == "head.w");

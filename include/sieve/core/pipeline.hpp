@@ -8,12 +8,14 @@
 ///   auto p = DecodeRgb{} | Resize{36} | CenterCrop{32} | ToTensor{};          // flat
 
 #include <cstddef>
+#include <cstdint>
 #include <ranges>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "sieve/core/param.hpp"
 #include "sieve/core/stage.hpp"
 
 namespace sieve {
@@ -98,6 +100,40 @@ class Pipeline {
     std::vector<Ref> out;
     std::apply([&](auto&... s) { (append_range(out, s.params()), ...); }, stages_);
     return out;
+  }
+
+  /// Buffers (BN running statistics, step counters) of every stage that has them, in stage
+  /// order, so checkpoints of a Pipeline model keep them.
+  auto buffers()
+    requires(TrainableStage<Ss> && ...)
+  {
+    using Param = std::ranges::range_value_t<decltype(std::get<0>(stages_).params())>;
+    using Ref = BufferRef<std::remove_cvref_t<decltype(*std::declval<Param>().value.data())>>;
+    std::vector<Ref> out;
+    std::apply(
+        [&](auto&... s) {
+          (
+              [&] {
+                if constexpr (requires { s.buffers(); }) append_range(out, s.buffers());
+              }(),
+              ...);
+        },
+        stages_);
+    return out;
+  }
+
+  /// Re-key the random stages (dropout) for step `step`; the trainer calls this before each
+  /// forward so a resumed run draws the same numbers as an uninterrupted one.
+  void set_random_step(std::uint64_t step) {
+    std::apply(
+        [&](auto&... s) {
+          (
+              [&] {
+                if constexpr (requires { s.set_random_step(step); }) s.set_random_step(step);
+              }(),
+              ...);
+        },
+        stages_);
   }
 
   void zero_grad()
