@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <cstring>
 #include <iostream>
@@ -263,19 +264,90 @@ TEST_SUITE("mpi") {
   }
 }
 
+// `--bench=W,IMG,B,STEPS[,MB]`: data-parallel train steps of a ResNet(blocks 1,1,1,1, width W)
+// + Linear on random IMGxIMG images, global batch B shared by the ranks; prints per-step compute
+// and allreduce time (rank 0). With MB > 0 it also times one allreduce of MB megabytes (a
+// ResNet50's gradients are ~100 MB). Thread count: OPENBLAS_NUM_THREADS. Not a test.
+int bench(dist::Communicator& c, const std::string& spec) {
+  std::vector<double> a;
+  std::size_t from = 0;
+  while (from <= spec.size()) {
+    const auto to = std::min(spec.find(',', from), spec.size());
+    a.push_back(std::stod(spec.substr(from, to - from)));
+    from = to + 1;
+  }
+  SIEVE_CHECK(a.size() >= 4, "--bench=W,IMG,B,STEPS[,MB]");
+  const auto W = static_cast<std::size_t>(a[0]), img = static_cast<std::size_t>(a[1]);
+  const auto B = static_cast<std::size_t>(a[2]);
+  const int steps = static_cast<int>(a[3]);
+  const std::size_t local = B / static_cast<std::size_t>(c.size());
+  sieve_test::SmallNet<float> net({{1, 1, 1, 1}, W, 3}, 10, 7, 0.0);
+  dist::GradientAllreducer<float> red(c, net.params());
+  dist::broadcast_params(c, net.params());
+  optim::Sgd<float> opt(net.params(), {.momentum = 0.9});
+  loss::BCEWithLogitsLoss<float> loss;
+  Rng rng(11, static_cast<std::uint64_t>(c.rank()));
+  Tensor4<float> x = xt::zeros<float>(Shape<4>{local, 3, img, img});
+  for (auto& v : x) v = static_cast<float>(rng.normal());
+  Tensor2<float> y = xt::zeros<float>(Shape<2>{local, 10});
+  for (std::size_t i = 0; i < local; ++i) y(i, i % 10) = 1.0f;
+  std::size_t grads = 0;
+  for (const auto& p : net.params()) grads += p.grad.size();
+  using clock = std::chrono::steady_clock;
+  double compute = 0, comm = 0, total = 0;
+  for (int s = -1; s < steps; ++s) {  // step -1 warms up
+    c.barrier("bench step");
+    const auto t0 = clock::now();
+    net.zero_grad();
+    loss.forward(net.forward(x), y);
+    net.backward(loss.backward());
+    const auto t1 = clock::now();
+    red.reduce(static_cast<double>(local));
+    const auto t2 = clock::now();
+    opt.step(0.01);
+    const auto t3 = clock::now();
+    if (s < 0) continue;
+    compute += std::chrono::duration<double>(t1 - t0 + (t3 - t2)).count();
+    comm += std::chrono::duration<double>(t2 - t1).count();
+    total += std::chrono::duration<double>(t3 - t0).count();
+  }
+  std::vector<double> sums{compute, comm, total};
+  c.allreduce_sum(std::span(sums), "bench times");
+  const double r = c.size();
+  if (c.rank() == 0)
+    std::printf("ranks %d  width %zu  image %zu  global batch %zu  params %zu (%.2f MB)  per step: %.1f ms (compute "
+                "%.1f ms, allreduce %.2f ms)  %.1f img/s\n",
+                c.size(), W, img, B, grads, grads * 4.0 / 1e6, 1e3 * sums[2] / r / steps, 1e3 * sums[0] / r / steps,
+                1e3 * sums[1] / r / steps, static_cast<double>(B) * steps / (sums[2] / r));
+  if (a.size() >= 5 && a[4] > 0) {
+    std::vector<float> g(static_cast<std::size_t>(a[4] * 1e6 / 4), 1.0f);
+    dist::GradientAllreducer<float> big(c, {ParamRef<float>{"g", {g.size()}, g, g}});
+    big.reduce(1.0);
+    c.barrier("bench allreduce");
+    const auto t0 = clock::now();
+    for (int i = 0; i < 3; ++i) big.reduce(1.0);
+    const double secs = std::chrono::duration<double>(clock::now() - t0).count() / 3;
+    if (c.rank() == 0)
+      std::printf("allreduce of %.0f MB of gradients (%zu buckets): %.1f ms\n", a[4], big.buckets_last_reduce(),
+                  1e3 * secs);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   bool mpi = false;
-  std::string fail_mode;
+  std::string fail_mode, bench_spec;
   std::vector<char*> rest{argv[0]};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--mpi") mpi = true;
     else if (a.rfind("--fail=", 0) == 0) fail_mode = a.substr(7);
+    else if (a.rfind("--bench=", 0) == 0) bench_spec = a.substr(8);
     else rest.push_back(argv[i]);
   }
   std::unique_ptr<dist::Communicator> comm;
   try {
-    if (mpi || !fail_mode.empty()) {
+    if (mpi || !fail_mode.empty() || (!bench_spec.empty() && dist::launched_by_mpirun())) {
 #ifdef SIEVE_WITH_MPI
       comm = std::make_unique<dist::MpiCommunicator>();
 #else
@@ -286,6 +358,7 @@ int main(int argc, char** argv) {
       comm = std::make_unique<dist::SingleProcess>();
     }
     g_comm = comm.get();
+    if (!bench_spec.empty()) return bench(*comm, bench_spec);
     if (!fail_mode.empty()) {
       // Drill: rank 1 fails after the first collective; every rank then enters a gradient-sized
       // allreduce, which only a timeout or the launcher can end.

@@ -201,7 +201,7 @@ class MpiCommunicator final : public Communicator {
       MPI_Status st;
       check(MPI_Test(&req, &done, &st), what.c_str(), 0);
       if (done) return;
-      if (i < 2000) continue;
+      if (i < spin_) continue;
       if (clock::now() > deadline)
         throw CommError(str("sieve: ", who(), ": ", what, " did not complete within ", o_.timeout_seconds,
                             " s: another rank has failed or stalled (see its message). Stopping the job."));
@@ -213,6 +213,7 @@ class MpiCommunicator final : public Communicator {
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   bool owns_ = false;
+  long spin_ = std::getenv("SIEVE_MPI_SPIN") ? std::atol(std::getenv("SIEVE_MPI_SPIN")) : 2000;
   std::vector<Pending> pending_;
   std::size_t base_ = 0;
 };
