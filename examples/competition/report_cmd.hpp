@@ -128,6 +128,30 @@ inline std::optional<Tensor2f> layout(const Tensor2f& x, std::uint64_t seed) {
   return viz::umap(x, o);
 }
 
+/// Charts side by side in one <svg> (nested <svg> viewports, so each keeps its own
+/// coordinates); the page stays one figure per row. Give a row's charts equal heights: the
+/// page's CSS makes nested <svg> heights fill the row.
+/// Requires: each item is one <svg ...> document with width and height attributes.
+inline std::string svg_row(const std::vector<std::string>& svgs, double gap = 16) {
+  const auto attr = [](const std::string& s, const char* name) {
+    const std::string key = std::string(" ") + name + "=\"";
+    const auto at = s.find(key);
+    SIEVE_CHECK(at != std::string::npos && s.rfind("<svg", 0) == 0, "svg_row: item without a ", name, " attribute");
+    return std::strtod(s.c_str() + at + key.size(), nullptr);
+  };
+  double W = 0, H = 0;
+  std::string body;
+  for (const auto& s : svgs) {
+    const double w = attr(s, "width"), h = attr(s, "height");
+    body += "<svg x=\"" + fmt(W, "%.0f") + "\" y=\"0\" " + s.substr(5);
+    W += w + gap;
+    H = std::max(H, h);
+  }
+  W = svgs.empty() ? 0 : W - gap;
+  return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + fmt(W, "%.0f") + "\" height=\"" + fmt(H, "%.0f") +
+         "\" viewBox=\"0 0 " + fmt(W, "%.0f") + " " + fmt(H, "%.0f") + "\">\n" + body + "</svg>\n";
+}
+
 inline viz::ScatterPlot scatter(std::string title, const Tensor2f& xy, std::vector<std::int64_t> cls,
                                 std::vector<std::string> names) {
   viz::ScatterPlot p;
@@ -139,6 +163,8 @@ inline viz::ScatterPlot scatter(std::string title, const Tensor2f& xy, std::vect
   p.cls = std::move(cls);
   p.class_names = std::move(names);
   p.point_radius = xy.shape()[0] > 3000 ? 1.6 : 2.4;
+  p.width = 536;
+  p.height = 470;
   return p;
 }
 
@@ -227,11 +253,24 @@ struct ReportCommand {
 
     std::optional<io::DataFolder> folder;
     const std::string data = data_dir.empty() ? cfg.data : data_dir;
-    if (fs::is_directory(data)) folder = io::open_data_folder(data, /*require_test*/ false);
-    else notes.push_back(str("data folder ", data, " not found: no image grids (pass --data DIR)"));
+    if (!fs::is_directory(data)) {
+      notes.push_back(str("data folder ", data, " not found: no image grids (pass --data DIR)"));
+    } else {
+      try {  // a broken data folder costs the image grids, not the whole page
+        folder = io::open_data_folder(data, /*require_test*/ false);
+      } catch (const Error& e) {
+        notes.push_back(str("data folder ", data, " could not be read, so no image grids: ", e.what()));
+      }
+    }
 
     if (test) {
-      predictions_section(page, cfg, *test);
+      std::string source;
+      if (fs::exists(run / "predict.json")) {
+        const json d = read_json_file(run / "predict.json");
+        if (d.contains("threshold_source") && d["threshold_source"].is_string())
+          source = d["threshold_source"].get<std::string>();
+      }
+      predictions_section(page, cfg, *test, source);
       if (!solution.empty()) score_section(page, cfg, *test);
       if (folder) grid_section(page, out_dir, cfg, *test, *folder);
     } else {
@@ -280,6 +319,8 @@ struct ReportCommand {
     (void)cfg;
   }
 
+  static constexpr double kHalf = 536, kChartH = 340;
+
   static void curves_section(viz::HtmlPage& page, const fs::path& run, std::vector<std::string>& notes) {
     const fs::path path = run / "metrics.jsonl";
     page.section("Training curves");
@@ -302,22 +343,20 @@ struct ReportCommand {
       s.markers = t.epoch.size() <= 40;
       return s;
     };
-    viz::LineChart loss;
-    loss.title = "Loss";
-    loss.x_label = "epoch";
-    loss.y_label = "BCE-with-logits loss";
-    loss.width = 540;
-    loss.height = 340;
+    const auto chart = [&](std::string title, std::string y_label) {
+      viz::LineChart c;
+      c.title = std::move(title);
+      c.x_label = "epoch";
+      c.y_label = std::move(y_label);
+      c.width = kHalf;
+      c.height = kChartH;
+      return c;
+    };
+    auto loss = chart("Loss", "BCE-with-logits loss");
     if (t.cols.count("loss")) loss.series.push_back(series("loss", "train", "#1f77b4"));
-    if (t.cols.count("val_loss")) loss.series.push_back(series("val_loss", "validation", "#ff7f0e"));
-    page.svg(viz::line_chart(loss));
+    if (t.cols.count("val_loss")) loss.series.push_back(series("val_loss", "val", "#ff7f0e"));
 
-    viz::LineChart map;
-    map.title = "Validation MAP@5";
-    map.x_label = "epoch";
-    map.y_label = "MAP@5";
-    map.width = 540;
-    map.height = 340;
+    auto map = chart("Validation MAP@5", "MAP@5");
     std::size_t k = 0;
     std::optional<std::size_t> best;
     for (const auto& [key, col] : t.cols) {
@@ -332,19 +371,25 @@ struct ReportCommand {
       map.markers.push_back({t.epoch[*best], v, "best " + report_detail::fmt(v) + " (epoch " +
                                                     report_detail::fmt(t.epoch[*best], "%.0f") + ")"});
     }
-    if (!map.series.empty()) page.svg(viz::line_chart(map));
+    std::vector<std::string> row1{viz::line_chart(loss)};
+    if (!map.series.empty()) row1.push_back(viz::line_chart(map));
+    page.svg(report_detail::svg_row(row1));
 
+    std::vector<std::string> row2;
     if (t.cols.count("lr")) {
-      viz::LineChart lr;
-      lr.title = "Learning rate (end of epoch)";
-      lr.x_label = "epoch";
-      lr.y_label = "lr";
+      auto lr = chart("Learning rate (end of epoch)", "lr");
       lr.log_y = true;
-      lr.width = 540;
-      lr.height = 300;
       lr.series.push_back(series("lr", "lr", "#2ca02c"));
-      page.svg(viz::line_chart(lr));
+      row2.push_back(viz::line_chart(lr));
     }
+    // Other per-epoch validation numbers the trainer logs (top-1, the swept threshold, ...).
+    auto other = chart("Other validation metrics", "value");
+    for (const auto& [key, col] : t.cols)
+      if (key.rfind("val_", 0) == 0 && key.find("map") == std::string::npos && key != "val_loss")
+        other.series.push_back(series(key, key.substr(4), viz::palette_color(3 + other.series.size())));
+    if (!other.series.empty()) row2.push_back(viz::line_chart(other));
+    if (!row2.empty()) page.svg(report_detail::svg_row(row2));
+
     std::string extra;
     if (t.cols.count("images_per_sec")) {
       double ips = 0;
@@ -368,33 +413,45 @@ struct ReportCommand {
       page.paragraph("No calibration.json yet (training writes it when it ends).");
       return;
     }
-    page.paragraph("Each test image's ranked list gets -1 inserted as if -1 scored the threshold t: classes scoring "
-                   "below t move after it. The threshold maximising validation MAP@5 is marked.");
+    page.paragraph("Each ranked list gets -1 inserted as if -1 scored the threshold t: classes scoring below t move "
+                   "after it. The threshold maximising validation MAP@5 (the first maximum) is marked; predict uses it.");
+    std::vector<std::string> charts;
     for (const auto& name : method_names()) {
       const auto it = cal->methods.find(name);
       if (it == cal->methods.end() || it->second.sweep.empty()) continue;
       const auto& m = it->second;
-      std::vector<double> t, v;
-      for (const auto& p : m.sweep) t.push_back(p[0]), v.push_back(p[1]);
-      std::string title = name == "head" ? "head (sigmoid probabilities)"
-                          : name == "knn" ? "kNN (max cosine to a class's train embeddings)"
-                          : name == "centroid" ? "centroid (cosine to class mean)"
-                                               : "fusion (w * head + (1 - w) * kNN)";
-      if (m.weight) title += ", w = " + report_detail::fmt(*m.weight, "%.2f");
-      page.svg(viz::threshold_chart(t, v, m.threshold, m.val_map5, title));
+      viz::LineChart c;
+      c.title = name == "head"       ? "head: sigmoid probabilities"
+                : name == "knn"      ? "kNN: max cosine to a class"
+                : name == "centroid" ? "centroid: cosine to class mean"
+                                     : "fusion: w head + (1-w) kNN, w=" + report_detail::fmt(*m.weight, "%.1f");
+      c.x_label = "threshold t";
+      c.y_label = "validation MAP@5";
+      c.width = kHalf;
+      c.height = kChartH;
+      viz::Series s{"MAP@5", {}, {}, "#1f77b4", false, false};
+      for (const auto& p : m.sweep) s.x.push_back(p[0]), s.y.push_back(p[1]);
+      c.series.push_back(std::move(s));
+      c.markers.push_back({m.threshold, m.val_map5,
+                           "t=" + report_detail::fmt(m.threshold, "%.3g") + ", " + report_detail::fmt(m.val_map5)});
+      charts.push_back(viz::line_chart(c));
       if (!m.weight_sweep.empty()) {
-        viz::LineChart c;
-        c.title = "fusion: best validation MAP@5 per head weight w";
-        c.x_label = "w (weight of the head; 1 - w for kNN)";
-        c.y_label = "MAP@5";
-        c.height = 320;
-        viz::Series s{"best MAP@5 over thresholds", {}, {}, "#9467bd", false, true};
-        for (const auto& p : m.weight_sweep) s.x.push_back(p[0]), s.y.push_back(p[1]);
-        c.series.push_back(std::move(s));
-        c.markers.push_back({*m.weight, m.val_map5, "chosen w=" + report_detail::fmt(*m.weight, "%.2f")});
-        page.svg(viz::line_chart(c));
+        viz::LineChart w;
+        w.title = "fusion: best MAP@5 per head weight w";
+        w.x_label = "w (head weight; kNN gets 1 - w)";
+        w.y_label = "validation MAP@5";
+        w.width = kHalf;
+        w.height = kChartH;
+        viz::Series ws{"MAP@5", {}, {}, "#9467bd", false, true};
+        for (const auto& p : m.weight_sweep) ws.x.push_back(p[0]), ws.y.push_back(p[1]);
+        w.series.push_back(std::move(ws));
+        w.markers.push_back({*m.weight, m.val_map5, "w=" + report_detail::fmt(*m.weight, "%.2f")});
+        charts.push_back(viz::line_chart(w));
       }
     }
+    for (std::size_t i = 0; i < charts.size(); i += 2)
+      page.svg(report_detail::svg_row(i + 1 < charts.size() ? std::vector<std::string>{charts[i], charts[i + 1]}
+                                                            : std::vector<std::string>{charts[i]}));
   }
 
   static std::string label_text(const RunConfig& cfg, std::int64_t c) {
@@ -410,7 +467,8 @@ struct ReportCommand {
     return v;
   }
 
-  static void predictions_section(viz::HtmlPage& page, const RunConfig& cfg, const TestScores& t) {
+  static void predictions_section(viz::HtmlPage& page, const RunConfig& cfg, const TestScores& t,
+                                  const std::string& threshold_source) {
     page.section("Test predictions: the 20 most predicted labels");
     const auto counts = first_counts(t);
     viz::BarChart b;
@@ -424,7 +482,8 @@ struct ReportCommand {
     std::size_t minus1 = 0;
     for (const auto& [c, n] : counts) minus1 += c < 0 ? n : 0;
     page.paragraph(str(t.ids.size(), " test images ranked by '", t.method, "' (threshold ",
-                       report_detail::fmt(t.threshold, "%.4g"), ", TTA ", t.tta, "); ", minus1, " (",
+                       report_detail::fmt(t.threshold, "%.4g"),
+                       threshold_source.empty() ? "" : " from " + threshold_source, ", TTA ", t.tta, "); ", minus1, " (",
                        report_detail::fmt(100.0 * static_cast<double>(minus1) / static_cast<double>(t.ids.size()),
                                           "%.1f"),
                        "%) have -1 first. ", counts.size(), " distinct first predictions."));
@@ -477,6 +536,7 @@ struct ReportCommand {
     for (const auto& s : folder.outside) outside_paths.push_back(s.path);
 
     const auto counts = first_counts(t);
+    std::vector<std::string> unreadable;  // images skipped (named), listed under the grids
     const std::size_t K = t.scores.shape()[1];
     std::size_t rows_done = 0;
     for (std::size_t r = 0; r < counts.size() && rows_done < grid_classes; ++r) {
@@ -494,11 +554,19 @@ struct ReportCommand {
       for (std::size_t j = 0; j < cand.size() && left.size() < grid_images; ++j) {
         const auto it = test_path.find(t.ids[cand[j].second]);
         if (it == test_path.end()) continue;
-        left.push_back(io::read_image(it->second));
+        try {
+          left.push_back(io::read_image(it->second));
+        } catch (const Error& e) {
+          unreadable.push_back(e.what());
+        }
       }
       const auto& pool = c >= 0 ? train_paths[static_cast<std::size_t>(c)] : outside_paths;
       for (std::size_t j : report_detail::sample_indices(pool.size(), grid_images, seed, 100 + static_cast<std::uint64_t>(c + 1)))
-        right.push_back(io::read_image(pool[j]));
+        try {
+          right.push_back(io::read_image(pool[j]));
+        } catch (const Error& e) {
+          unreadable.push_back(e.what());
+        }
       if (left.empty()) continue;
       std::vector<const Image*> lp, rp;
       for (const auto& im : left) lp.push_back(&im);
@@ -511,6 +579,8 @@ struct ReportCommand {
       ++rows_done;
     }
     if (rows_done == 0) page.paragraph("No test image of the predictions was found in the data folder.");
+    for (std::size_t i = 0; i < unreadable.size() && i < 10; ++i) page.paragraph("skipped: " + unreadable[i]);
+    if (unreadable.size() > 10) page.paragraph(str("... and ", unreadable.size() - 10, " more unreadable images"));
   }
 
   void umap_section(viz::HtmlPage& page, const fs::path& run, const RunConfig& cfg,
@@ -530,6 +600,12 @@ struct ReportCommand {
     page.paragraph(str("Cosine UMAP (n_neighbors 15, min_dist 0.1; PCA to 50 dimensions first) of the pooled "
                        "embeddings; at most ", umap_points, " train points per plot, drawn at random with seed ",
                        seed, "."));
+    std::vector<std::string> plots;
+    const auto emit = [&] {
+      for (std::size_t i = 0; i < plots.size(); i += 2)
+        page.svg(report_detail::svg_row(i + 1 < plots.size() ? std::vector<std::string>{plots[i], plots[i + 1]}
+                                                             : std::vector<std::string>{plots[i]}));
+    };
     {
       std::cerr << "report: UMAP of the train embeddings\n";
       auto pick = report_detail::sample_indices(labelled.size(), umap_points, seed, 1);
@@ -538,8 +614,8 @@ struct ReportCommand {
       if (const auto xy = report_detail::layout(x, seed)) {
         std::vector<std::int64_t> cls;
         for (auto p : pick) cls.push_back(db.label[p]);
-        page.svg(viz::scatter_plot(report_detail::scatter(str("Train embeddings by class (", pick.size(), " points)"),
-                                                          *xy, cls, cfg.classes)));
+        plots.push_back(viz::scatter_plot(
+            report_detail::scatter(str("Train by class (", pick.size(), " points)"), *xy, cls, cfg.classes)));
       }
     }
     if (K > 20) {
@@ -559,13 +635,14 @@ struct ReportCommand {
       if (const auto xy = report_detail::layout(report_detail::take_rows(db.embedding, pick), seed)) {
         std::vector<std::int64_t> cls;
         for (auto p : pick) cls.push_back(remap[static_cast<std::size_t>(db.label[p])]);
-        page.svg(viz::scatter_plot(report_detail::scatter("20 random classes (train)", *xy, cls, names)));
+        plots.push_back(viz::scatter_plot(report_detail::scatter("20 random classes (train)", *xy, cls, names)));
       }
     } else {
-      page.paragraph(str("20 random classes: the run has ", K, " classes, all shown above."));
+      page.paragraph(str("20 random classes: the run has ", K, " classes, so the train plot shows them all."));
     }
     const fs::path test_file = run / "test_embeddings.safetensors";
     if (!fs::exists(test_file)) {
+      emit();
       page.paragraph("Train with test: no test_embeddings.safetensors yet (written by 'sieve predict').");
       return;
     }
@@ -584,15 +661,16 @@ struct ReportCommand {
       std::copy_n(db.embedding.data() + pick[r] * D, D, x.data() + r * D);
       cls.push_back(db.label[pick[r]]);
     }
+    // Test points grey and drawn first: where no train colour covers them, the test images
+    // lie away from every known class (distractors, or a domain shift).
     for (std::size_t r = 0; r < tpick.size(); ++r) {
       std::copy_n(te.embedding.data() + tpick[r] * D, D, x.data() + (pick.size() + r) * D);
-      cls.push_back(static_cast<std::int64_t>(K));
+      cls.push_back(-1);
     }
-    auto names = cfg.classes;
-    names.push_back("test images");
     if (const auto xy = report_detail::layout(x, seed))
-      page.svg(viz::scatter_plot(report_detail::scatter(
-          str("Train (by class, ", pick.size(), ") with test (", tpick.size(), ")"), *xy, cls, names)));
+      plots.push_back(viz::scatter_plot(report_detail::scatter(
+          str("Train (", pick.size(), ", by class) with test (", tpick.size(), ", grey)"), *xy, cls, cfg.classes)));
+    emit();
   }
 };
 

@@ -168,9 +168,9 @@ if check(rc == 0 and os.path.exists(page_path), f"report failed: rc={rc}\n{out}\
     check("5 epoch(s) logged" in text, "epoch count of the curves (step lines must be skipped)")
     check("best 0.7000 (epoch 4)" in text, "best validation MAP@5 marker")
     # Threshold charts: one per method, each marking its chosen point.
-    check(text.count("chosen t=0.3, MAP@5=0.8000") == 4, "threshold charts: want 4 chosen markers, got "
-          f"{text.count('chosen t=0.3, MAP@5=0.8000')}")
-    check("chosen w=0.70" in text, "fusion weight chart")
+    check(text.count(">t=0.3, 0.8000</text>") == 4, "threshold charts: want 4 chosen markers, got "
+          f"{text.count('>t=0.3, 0.8000</text>')}")
+    check(">w=0.70</text>" in text, "fusion weight chart")
     # Bar chart: counts of first predictions, -1 included, as Python counts them.
     first = [int(r[0]) for r in ranked]
     want = {}
@@ -213,13 +213,16 @@ if check(rc == 0 and os.path.exists(page_path), f"report failed: rc={rc}\n{out}\
         check(f'src="grid_{r}.png"' in text, f"grid_{r}.png not on the page")
     # UMAP: train by class (40 of 48 points), and train with test (40 + 20).
     svgs = re.findall(r"<svg.*?</svg>", text, re.S)
-    umaps = [s for s in svgs if "Train embeddings by class" in s or "with test" in s]
+    umaps = [s for s in svgs if "Train by class" in s or "with test" in s]
     check(len(umaps) == 2, f"want 2 UMAP plots, got {len(umaps)}")
     for s in umaps:
         n = len(re.findall(r"<circle cx=\"[-0-9.]+\" cy=\"[-0-9.]+\" r=\"2.40\"/>", s))
         want_n = 60 if "with test" in s else 40
         check(n == want_n, f"UMAP plot has {n} points, want {want_n}")
-    check("all shown above" in text, "20-random-classes note for K <= 20")
+        grey = re.search(r'<g fill="#b0b0b0"[^>]*>(.*?)</g>', s, re.S)
+        n_grey = grey.group(1).count("<circle") if grey else 0
+        check(n_grey == (20 if "with test" in s else 0), f"UMAP plot has {n_grey} grey (test) points")
+    check("shows them all" in text, "20-random-classes note for K <= 20")
 
     # Looking at it: renderable by a browser when one is installed (not required).
 
@@ -239,6 +242,16 @@ check(rc == 0 and "run &#39;sieve predict&#39;" in text2 and "grid_0.png" not in
 # Without a data folder: grids skipped with a note.
 rc, out, err = run_report("--run", run, "--data", os.path.join(tmp, "nowhere"), "--no-umap")
 check(rc == 0 and "not found" in err, f"report without data: rc={rc}\n{err}")
+
+# Undecodable images cost their grid slots (each named on the page), not the page.
+data3 = os.path.join(tmp, "data3")
+shutil.copytree(data, data3)
+for i in range(12):
+    with open(os.path.join(data3, "train", f"tr3_{i}.png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n not really")
+rc, out, err = run_report("--run", run, "--data", data3, "--no-umap", "--grid-images", "4")
+text3 = open(page_path, encoding="utf-8").read() if rc == 0 else ""
+check(rc == 0 and "skipped: " in text3 and "tr3_" in text3, f"report with undecodable images: rc={rc}\n{err}")
 
 # Errors name the file and the line.
 with open(os.path.join(run2, "metrics.jsonl"), "a") as f:
