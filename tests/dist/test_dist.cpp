@@ -15,7 +15,10 @@
 #include <string>
 #include <thread>
 
+#include "sieve/augment/tensor.hpp"
 #include "sieve/dist/dist.hpp"
+#include "sieve/io/loader.hpp"
+#include "sieve/train/loader_adapter.hpp"
 #include "sieve/loss/bce_with_logits.hpp"
 #include "sieve/optim/schedule.hpp"
 #include "sieve/optim/sgd.hpp"
@@ -172,6 +175,32 @@ TEST_SUITE("single") {
     CHECK(idx0 != idx1);
     ds.set_epoch(1);
     for (std::size_t i = 0; i < ds.size(); ++i) CHECK(ds.labels(i)[0] == static_cast<std::int32_t>(idx1[i]));
+  }
+
+  TEST_CASE("io::Loader over a ShardedDataset, via ShardedLoader, yields this rank's share of each global batch") {
+    io::MemoryDataset base;
+    for (int i = 0; i < 11; ++i) base.add("s" + std::to_string(i), Image(1, 1, static_cast<std::uint8_t>(i)), {i});
+    const dist::ShardPlan plan{11, 4, 6, true, false, 1, 2};
+    dist::ShardedDataset ds(base, plan);
+    io::Loader loader(ds, augment::ToTensor{}, {.batch_size = plan.per_rank(), .workers = 1, .shuffle = false,
+                                                .seed = plan.loader_seed()});
+    auto convert = [](io::Batch&& b) { return train::XY<Tensor4f, std::vector<std::string>>{std::move(b.images), b.ids}; };
+    train::SequentialLoaderAdapter adapter(loader, convert);
+    dist::ShardedLoader sharded(ds, adapter);
+    CHECK(sharded.num_batches(0) == 3);  // 4 + 4 + 3
+    for (std::int64_t epoch : {0, 1}) {
+      const auto order = io::EpochSampler{11, 6, true}.order(static_cast<std::uint64_t>(epoch));
+      sharded.start_epoch(epoch, 0);
+      for (std::size_t b = 0; b < 3; ++b) {
+        const auto& xy = sharded.next_batch();
+        const auto [lo, hi] = plan.positions(b);
+        REQUIRE(xy.y.size() == hi - lo);
+        for (std::size_t k = 0; k < hi - lo; ++k) {
+          CHECK(xy.y[k] == "s" + std::to_string(order[lo + k]));
+          CHECK(xy.x(k, 0, 0, 0) == doctest::Approx(static_cast<float>(order[lo + k]) / 255.0f));
+        }
+      }
+    }
   }
 
   TEST_CASE("gradient allreduce: buckets of the configured size, every trainable element once, frozen skipped") {

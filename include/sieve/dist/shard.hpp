@@ -44,6 +44,13 @@ struct ShardPlan {
   }
   std::size_t per_rank() const { return global_batch / static_cast<std::size_t>(ranks); }
 
+  /// Seed for the io::Loader over a ShardedDataset. That loader does not shuffle (the plan
+  /// orders the epoch), so its seed only keys augmentation, by the rank-LOCAL sample index:
+  /// a distinct seed per rank keeps ranks from drawing the same crops for their i-th samples.
+  std::uint64_t loader_seed() const {
+    return seed ^ (0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(rank + 1));
+  }
+
   /// Global batches per epoch, the same on every rank. A short last batch with fewer samples
   /// than ranks is dropped (some rank would have nothing to train on).
   std::size_t batches() const {
@@ -75,8 +82,9 @@ struct ShardPlan {
 };
 
 /// A view of `base` holding this rank's samples of one epoch in order. Wrap it in an io::Loader
-/// with batch_size = plan.per_rank(), shuffle = false, drop_last = false: the loader's batch b
-/// is then this rank's share of global batch b (the last share may be smaller).
+/// with batch_size = plan.per_rank(), shuffle = false, drop_last = false, seed =
+/// plan.loader_seed(): the loader's batch b is then this rank's share of global batch b (the
+/// last share may be smaller). Batch::indices are rank-local; global_index() maps them back.
 /// Call set_epoch() only while the loader over it is stopped (ShardedLoader does this).
 class ShardedDataset final : public io::Dataset {
  public:
