@@ -150,6 +150,17 @@ TEST_SUITE("single") {
                          doctest::Contains("multiple of the 2 ranks"), Error);
   }
 
+  TEST_CASE("RangeDataset: a slice of the base dataset") {
+    io::MemoryDataset base;
+    for (int i = 0; i < 5; ++i) base.add("s" + std::to_string(i), Image{}, {i});
+    const dist::RangeDataset part(base, dist::shard_range(5, 1, 2));
+    REQUIRE(part.size() == 3);
+    CHECK(part.id(0) == "s2");
+    CHECK(part.labels(2)[0] == 4);
+    CHECK_THROWS_WITH_AS(part.id(3), doctest::Contains("out of range"), Error);
+    CHECK_THROWS_AS(dist::RangeDataset(base, {4, 6}), Error);
+  }
+
   TEST_CASE("shard_range blocks concatenate to [0, n)") {
     for (std::size_t n : {0, 1, 7, 10})
       for (int s : {1, 2, 3, 4}) {
@@ -268,6 +279,11 @@ TEST_SUITE("mpi") {
     REQUIRE(all.shape()[0] == static_cast<std::size_t>(c.size() * (c.size() + 1) / 2));
     CHECK(all(0, 0) == 0.0f);
     CHECK(all(all.shape()[0] - 1, 1) == static_cast<float>(c.size() - 1));
+    const auto labels = dist::allgather_values(c, std::vector<std::int64_t>(static_cast<std::size_t>(c.rank()) + 1, c.rank()), "labels");
+    REQUIRE(labels.size() == static_cast<std::size_t>(c.size() * (c.size() + 1) / 2));
+    CHECK(labels[0] == 0);
+    CHECK(labels[1] == 1);
+    CHECK(labels.back() == c.size() - 1);
     const auto ids = dist::allgather_strings(c, {"r" + std::to_string(c.rank()), "x"}, "ids");
     REQUIRE(ids.size() == 2 * static_cast<std::size_t>(c.size()));
     CHECK(ids[2] == "r1");

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -249,6 +250,17 @@ Tensor<T, R> allgather_rows(Communicator& c, const Tensor<T, R>& mine, std::stri
   const auto bytes = c.allgather_bytes(std::as_bytes(std::span(mine.data(), mine.size())), counts, what);
   shape[0] = bytes.size() / sizeof(T) / std::max<std::size_t>(row, 1);
   Tensor<T, R> out(shape);
+  if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
+  return out;
+}
+
+/// Concatenate every rank's values (e.g. labels) in rank order, on every rank.
+template <class T>
+  requires std::is_trivially_copyable_v<T>
+std::vector<T> allgather_values(Communicator& c, const std::vector<T>& mine, std::string_view what) {
+  std::vector<std::size_t> counts;
+  const auto bytes = c.allgather_bytes(std::as_bytes(std::span(mine)), counts, what);
+  std::vector<T> out(bytes.size() / sizeof(T));
   if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
   return out;
 }
