@@ -12,6 +12,7 @@
 #include <iostream>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -247,6 +248,14 @@ TEST_SUITE("single") {
     dist::SingleProcess one;
     const auto a = train_run(one, 4, 14, true), b = train_run(one, 4, 14, false);
     CHECK(a == b);
+  }
+
+  TEST_CASE("run_guarded: exit code of the body, or 1 with the error printed") {
+    dist::SingleProcess one;
+    std::ostringstream err;
+    CHECK(dist::run_guarded(one, "sieve", [] { return 7; }, err) == 7);
+    CHECK(dist::run_guarded(one, "sieve", []() -> int { throw Error("train: bad flag"); }, err) == 1);
+    CHECK(err.str() == "sieve: error: train: bad flag\n");
   }
 
   TEST_CASE("DataParallel refuses gradient accumulation") {

@@ -4,7 +4,10 @@
 /// SingleProcess communicator, so one binary runs both ways.
 
 #include <cstdlib>
+#include <exception>
+#include <iostream>
 #include <memory>
+#include <string>
 
 #include "sieve/dist/communicator.hpp"
 #include "sieve/dist/data_parallel.hpp"
@@ -32,6 +35,23 @@ inline std::unique_ptr<Communicator> make_communicator() {
     fail("sieve was started by mpirun with ", n, " ranks but built without MPI: reconfigure with -Dmpi=enabled");
 #endif
   return std::make_unique<SingleProcess>();
+}
+
+/// Run `body()` (returning an exit code) so that a failure on any rank ends the job with a message
+/// instead of a hang: an exception is printed as "<prog>: rank R of N: error: ..." (a CommError
+/// already names its rank) and, with more than one rank, the job is aborted (MPI_Abort), since
+/// the other ranks may be waiting in a collective for this one.
+template <class F>
+int run_guarded(Communicator& c, const std::string& prog, F&& body, std::ostream& err = std::cerr) {
+  try {
+    return body();
+  } catch (const CommError& e) {
+    err << e.what() << std::endl;
+  } catch (const std::exception& e) {
+    err << prog << ": " << (c.size() > 1 ? c.who() + ": " : std::string()) << "error: " << e.what() << std::endl;
+  }
+  if (c.size() > 1) c.abort(1);
+  return 1;
 }
 
 }  // namespace sieve::dist
