@@ -52,9 +52,10 @@ echo "fuzz.sh: $target for ${seconds}s in $work"
 set -- "$work/corpus"
 [ -d "$seeds" ] && set -- "$@" "$seeds"
 "$work/$target" "$@" -max_total_time="$seconds" -max_len=65536 -timeout=20 -rss_limit_mb=2560 \
-  -artifact_prefix="$artifacts/" -print_final_stats=1 2>&1 | tail -25
-status=$?
-# POSIX sh has no pipefail: recheck for crash artifacts.
+  -artifact_prefix="$artifacts/" -print_final_stats=1 >"$work/fuzz.log" 2>&1
+status=$?  # the fuzzer's own status (not a pipe's)
+tail -25 "$work/fuzz.log"
+# Also look for artifacts: a finding must fail the run whatever the exit status says.
 if ls "$artifacts"/crash-* "$artifacts"/leak-* "$artifacts"/timeout-* "$artifacts"/oom-* >/dev/null 2>&1; then
   echo "fuzz.sh: $target found failures, kept in $artifacts" >&2
   exit 1
