@@ -52,12 +52,13 @@ inline std::string xml_escape(std::string_view s) {
   return out;
 }
 
-/// The i-th of a fixed categorical palette (Tableau 10, then 10 lighter tones), then evenly
-/// spaced hues for classes beyond 20, so any class count gets distinct-looking colours.
+/// The i-th of a fixed categorical palette (Tableau 10, then 10 lighter tones, with Tableau's
+/// greys replaced: grey is reserved for -1 / test points), then evenly spaced hues for classes
+/// beyond 20, so any class count gets distinct-looking colours.
 inline std::string palette_color(std::size_t i) {
   static constexpr const char* base[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-                                         "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
-                                         "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"};
+                                         "#393b79", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
+                                         "#c5b0d5", "#c49c94", "#f7b6d2", "#637939", "#dbdb8d", "#9edae5"};
   if (i < 20) return base[i];
   // Golden-angle hue steps keep neighbouring class ids apart.
   const double h = std::fmod(static_cast<double>(i) * 137.50776, 360.0);
