@@ -369,8 +369,17 @@ struct TrainCommand {
     Model best(cfg);
     load_weights(best, wdir);
     best.set_training(false);
-    Embedded val = embed_dataset(best, val_ds, cfg, workers, false, "calibrate: validation", 64, quiet);
-    Embedded trn = embed_dataset(best, train_labelled_ds, cfg, workers, false, "calibrate: train embeddings", 64, quiet);
+    Embedded val, trn;
+    if (cached) {
+      // The backbone is frozen and never ran in train mode: its features are the cached ones.
+      val = from_cache(best, cached_embeddings(best, cfg, run_dir, val_ds, "calibrate: validation"), val_ds.samples());
+      // train_ds lists the labelled images first, then the negatives.
+      trn = from_cache(best, cached_embeddings(best, cfg, run_dir, train_ds, "calibrate: train embeddings"),
+                       train_labelled_ds.samples());
+    } else {
+      val = embed_dataset(best, val_ds, cfg, workers, false, "calibrate: validation", 64, quiet);
+      trn = embed_dataset(best, train_labelled_ds, cfg, workers, false, "calibrate: train embeddings", 64, quiet);
+    }
     EmbeddingsFile db;
     db.embedding = std::move(trn.embeddings);
     db.label = std::move(trn.labels);
@@ -400,6 +409,19 @@ struct TrainCommand {
  private:
   void say(const std::string& s) const {
     if (!quiet) std::cerr << s << "\n" << std::flush;
+  }
+
+  /// Embedded from cached features: the first samples.size() rows of `emb`, logits by the head.
+  static Embedded from_cache(Model& m, const Tensor2f& emb, const std::vector<io::FileSample>& samples) {
+    const std::size_t N = samples.size(), D = emb.shape()[1];
+    SIEVE_CHECK(emb.shape()[0] >= N, "train: cached embeddings have ", emb.shape()[0], " rows, need ", N);
+    Embedded e;
+    e.embeddings = Tensor2f::from_shape({N, D});
+    std::copy(emb.data(), emb.data() + N * D, e.embeddings.data());
+    m.set_training(false);
+    e.logits = m.head().forward(m.dropout().forward(e.embeddings));
+    for (const auto& s : samples) e.ids.push_back(s.id), e.labels.push_back(s.labels.empty() ? -1 : s.labels[0]);
+    return e;
   }
 
   static io::FileSample with_label(io::FileSample s, std::int32_t label) {

@@ -234,14 +234,16 @@ def test_cache_and_negatives(tmp, data, full_run):
     p = sieve(*base, "--max-steps", "3")
     if not check(p.returncode == 0, "frozen-backbone cached run exits 0"):
         return
-    check("cached embeddings" in p.stderr and "computed and cached" in p.stderr, "first run computes the cache")
+    check("cached embeddings" in p.stderr and p.stderr.count("computed and cached") == 2
+          and p.stderr.count("from the cache") == 2, "first run computes the cache, calibration reuses it")
     cache = os.path.join(run, "cache")
     check(os.path.isdir(cache) and len(os.listdir(cache)) == 2, "two cache files (train, validation)")
     split = json.load(open(os.path.join(run, "split.json")))
     check(split["n_negatives"] == N_OUTSIDE - 2, f"negatives = the 6 outside images not in validation")
     check("+ 6 negatives" in p.stderr, "progress names the negatives")
     p = sieve("train", "--resume", run)
-    check(p.returncode == 0 and p.stderr.count("from the cache") == 2, "resume reuses both cached embeddings")
+    check(p.returncode == 0 and p.stderr.count("from the cache") == 4 and "computed" not in p.stderr,
+          "resume reuses both cached embeddings (training and calibration)")
     check(state(run)["epoch"] == 4, "cached run finished its epochs")
     trained, _ = read_safetensors(os.path.join(full_run, "best", "model.safetensors"))
     w, _ = read_safetensors(os.path.join(run, "best", "model.safetensors"))
@@ -258,6 +260,11 @@ def test_cache_and_negatives(tmp, data, full_run):
     cal = json.load(open(os.path.join(run, "calibration.json")))
     check(cal["n_val_outside"] == 2 and set(cal["methods"]) == {"head", "knn", "centroid", "fusion"},
           "cached run calibrates every method")
+    check(cal["methods"]["head"]["val_map5"] == max(l["val_map5"] for l in metrics(run)),
+          "cached calibration's head MAP equals the best epoch's validation MAP")
+    emb, emeta = read_safetensors(os.path.join(run, "train_embeddings.safetensors"))
+    check(emb["embedding"].shape == (36, 64) and all(i.startswith("tr") for i in json.loads(emeta["ids"])),
+          "cached run's train embeddings hold the 36 labelled images, not the negatives")
 
 
 def test_weights(tmp, data, full_run):
