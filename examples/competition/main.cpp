@@ -15,12 +15,13 @@
 #include "inspect.hpp"
 #include "prepare_cmd.hpp"
 #include "validate_cmd.hpp"
+#include "embed_cmd.hpp"
 #include "score_cmd.hpp"
 #include "train_cmd.hpp"
 #include "predict_cmd.hpp"
 #include "report_cmd.hpp"
 
-using Commands = std::tuple<sieve::cli::ForwardCommand, sieve::cli::InspectCommand, sieve::cli::ScoreCommand, sieve::cli::PrepareCommand, sieve::cli::ValidateCommand, sieve::cli::TrainCommand, sieve::cli::PredictCommand, sieve::cli::ReportCommand>;
+using Commands = std::tuple<sieve::cli::ForwardCommand, sieve::cli::InspectCommand, sieve::cli::ScoreCommand, sieve::cli::PrepareCommand, sieve::cli::ValidateCommand, sieve::cli::TrainCommand, sieve::cli::PredictCommand, sieve::cli::ReportCommand, sieve::cli::EmbedCommand>;
 
 namespace {
 int error(const std::string& what) {
