@@ -252,8 +252,7 @@ inline void save_config(const fs::path& run, const RunConfig& c) {
 using Net = Pipeline<nn::ResNet<float>, nn::Dropout<float>, nn::Linear<float>>;
 
 /// The classifier: `ResNet<float> | Dropout | Linear` (torchvision names: backbone tensors as
-/// in resnet50, head `fc.*`). Adds to the Pipeline what training needs: the backbone's BN
-/// buffers (checkpointed with the weights) and the dropout step re-keyed by the trainer.
+/// in resnet50, head `fc.*`), with accessors for its parts.
 class Model {
  public:
   using input_type = Tensor4f;
@@ -266,10 +265,10 @@ class Model {
   const Tensor2f& forward(const Tensor4f& x) { return net_.forward(x); }
   const Tensor4f& backward(const Tensor2f& dy) { return net_.backward(dy); }
   std::vector<ParamRef<float>> params() { return net_.params(); }
-  std::vector<BufferRef<float>> buffers() { return backbone().buffers(); }
+  std::vector<BufferRef<float>> buffers() { return net_.buffers(); }
   void zero_grad() { net_.zero_grad(); }
   void set_training(bool t) { net_.set_training(t); }
-  void set_random_step(std::uint64_t s) { dropout().set_step(s); }
+  void set_random_step(std::uint64_t s) { net_.set_random_step(s); }
 
   /// Pooled backbone features of the last forward, [N, D] (not normalised).
   const Tensor2f& embedding() const { return net_.get<0>().output(); }

@@ -166,6 +166,8 @@ class Dropout {
   /// The step the next training forward uses (checkpoint it to resume exactly).
   std::uint64_t step() const { return step_; }
   void set_step(std::uint64_t s) { step_ = s; }
+  /// The trainer's hook (see Pipeline::set_random_step): the mask is keyed by this step.
+  void set_random_step(std::uint64_t s) { set_step(s); }
   double p() const { return p_; }
 
  private:
