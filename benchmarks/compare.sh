@@ -158,7 +158,7 @@ cat <<HEAD
 ResNet50 (+ 1000-class fc) images/s, median of $rounds round(s), sides run alternately per case.
 - date: $start_date - $end_date; load average (1, 5, 15 min) at start: $start_load, at end: $(load)
 - CPU: ${cpu:-unknown}, $(nproc) online CPU(s)
-- sieve: $bench (built $(date -u -r "$bench" '+%Y-%m-%d %H:%M UTC'); repository HEAD $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)), OpenBLAS 2 threads (set by the benchmark)
+- sieve: $bench (built $(date -u -r "$bench" '+%Y-%m-%d %H:%M UTC'); repository HEAD $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)), 2 threads set by the benchmark (SIEVE_BENCH_THREADS=${SIEVE_BENCH_THREADS:-unset})
 - PyTorch: ${torch_version:-not run}${torch_flags:+, ${torch_flags[*]}}
 - ORT: ${ort_version:-not run}
 
