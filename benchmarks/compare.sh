@@ -129,7 +129,8 @@ if ((use_ort)); then
   run_logged "ort_resnet50.sh --prepare" "$here/ort_resnet50.sh" "${ort_flags[@]}" --prepare "${eval_cases[@]}"
 fi
 
-torch_version= ort_version=
+torch_version=''
+ort_version=''
 for ((r = 1; r <= rounds; ++r)); do
   for c in "${cases[@]}"; do
     progress="round $r/$rounds $c:"
