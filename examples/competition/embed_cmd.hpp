@@ -1,6 +1,7 @@
 #pragma once
 /// `sieve embed --run RUN --images DIR --out E.safetensors`: the L2-normalised embeddings of a
 /// folder of images under a run's best weights, with their ids, for users' own analysis.
+/// Under `mpirun -np N` each rank embeds a block of the images; rank 0 gathers and writes.
 
 #include <CLI/CLI.hpp>
 
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel.hpp"
 #include "run.hpp"
 #include "sieve/io/data_folder.hpp"
 #include "sieve/retrieval/scores.hpp"
@@ -38,6 +40,8 @@ struct EmbedCommand {
 
   int run() {
     namespace fs = std::filesystem;
+    dist::Communicator& comm = communicator();
+    if (comm.rank() != 0) quiet = true;
     SIEVE_CHECK(fs::is_directory(images), images, ": not a directory");
     const RunConfig cfg = load_config(run_dir);
     std::vector<std::string> dupes;
@@ -46,9 +50,10 @@ struct EmbedCommand {
     SIEVE_CHECK(dupes.empty(), images, ": two image files share the id '", dupes.empty() ? "" : dupes[0], "'");
     SIEVE_CHECK(!samples.empty(), images, ": no .png or .jpg images");
 
-    Model model = load_model(run_dir, cfg);
+    Model model = load_model_parallel(comm, run_dir, cfg);
     const io::FileDataset ds(samples);
-    const Embedded q = embed_dataset(model, ds, cfg, workers, tta == "flip", "embed", batch, quiet);
+    const Embedded q = embed_sharded(comm, model, ds, cfg, workers, tta == "flip", "embed", batch, quiet);
+    if (comm.rank() != 0) return 0;  // rank 0 writes
     EmbeddingsFile e;
     e.embedding = q.embeddings;
     retrieval::l2_normalize_rows(e.embedding);

@@ -1,13 +1,22 @@
 // The `sieve` command: one subcommand per .hpp in this folder. Errors are printed as
 // `sieve: error: ...` with exit status 1; no exception escapes main.
+//
+// Under `mpirun -np N` (built with -Dmpi=enabled) train/predict/embed run on all ranks (see
+// parallel.hpp); an error on any rank is printed as `sieve: rank R of N: error: ...` and ends
+// the whole job (MPI_Abort), since the other ranks may be waiting for this one in a collective.
 #include <CLI/CLI.hpp>
 
 #include <exception>
 #include <iostream>
+#include <memory>
 #include <new>
+#include <set>
+#include <string>
 #include <tuple>
 
+#include "parallel.hpp"
 #include "sieve/core/check.hpp"
+#include "sieve/dist/dist.hpp"
 
 // The subcommands: one header each, each a type with `CLI::App* app`, `void add_to(CLI::App&)`
 // and `int run()`. To add one: include its header here and add its type to Commands.
@@ -25,12 +34,23 @@ using Commands = std::tuple<sieve::cli::ForwardCommand, sieve::cli::InspectComma
 
 namespace {
 int error(const std::string& what) {
-  std::cerr << "sieve: error: " << what << "\n";
+  const auto& comm = sieve::cli::communicator();
+  std::cerr << "sieve: " << (comm.size() > 1 ? comm.who() + ": " : std::string()) << "error: " << what << std::endl;
+  if (comm.size() > 1) sieve::cli::communicator().abort(1);
   return 1;
 }
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Outside the try below: destroying an MPI communicator while an exception unwinds would abort
+  // the job before the error is printed.
+  std::unique_ptr<sieve::dist::Communicator> comm;
+  try {
+    comm = sieve::dist::make_communicator();
+  } catch (const std::exception& e) {
+    return error(e.what());
+  }
+  sieve::cli::communicator_slot() = comm.get();
   try {
     CLI::App app{"sieve: train and run image-retrieval models (ResNet50, BCE multilabel head) on the CPU"};
     app.name("sieve");
@@ -55,10 +75,22 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       return error(std::string(e.what()) + " (run 'sieve --help' or 'sieve SUBCOMMAND --help')");
     }
+    if (comm->size() > 1) {
+      static const std::set<std::string> parallel{"train", "predict", "embed"};
+      for (const auto* sub : app.get_subcommands())
+        if (parallel.count(sub->get_name()) == 0)
+          return error("'sieve " + sub->get_name() + "' does not run under MPI (" + std::to_string(comm->size()) +
+                       " ranks would write the same files); run it without mpirun. Only train, predict and embed "
+                       "use several ranks");
+    }
     int status = -1;
     std::apply([&](auto&... c) { ((status < 0 && c.app->parsed() ? (status = c.run()) : 0), ...); }, commands);
     if (status >= 0) return status;
     return error("no subcommand given (run 'sieve --help')");
+  } catch (const sieve::dist::CommError& e) {
+    std::cerr << e.what() << std::endl;  // already names this rank and the operation
+    if (comm->size() > 1) comm->abort(1);
+    return 1;
   } catch (const sieve::Error& e) {
     return error(e.what());
   } catch (const std::bad_alloc&) {

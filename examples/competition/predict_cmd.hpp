@@ -5,6 +5,7 @@
 /// given one), write the submission atomically, re-read and validate it against the test ids.
 /// For the report it also stores, in RUN: test_scores.safetensors (scores and ranking),
 /// test_embeddings.safetensors (L2-normalised) and predict.json (what was decided and why).
+/// Under `mpirun -np N` each rank embeds a block of the test images; rank 0 gathers, ranks and writes.
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "parallel.hpp"
 #include "run.hpp"
 #include "sieve/io/data_folder.hpp"
 #include "sieve/io/dataset.hpp"
@@ -139,6 +141,8 @@ struct PredictCommand {
 
   int run() {
     if (threads > 0) kernels::blas_set_threads(threads);
+    dist::Communicator& comm = communicator();
+    if (comm.rank() != 0) quiet = true;
     const fs::path run(run_dir);
     const RunConfig cfg = load_config(run);
     const std::size_t K = cfg.num_classes();
@@ -164,12 +168,13 @@ struct PredictCommand {
     const io::DataFolder folder = io::open_data_folder(data_dir, /*require_test*/ true);
     SIEVE_CHECK(!folder.test.empty(), data_dir, ": test/ holds no image to predict");
 
-    Model model = load_model(run, cfg);
+    Model model = load_model_parallel(comm, run, cfg);
     if (db)
       SIEVE_CHECK(db->embedding.shape()[1] == model.embedding_dim(), db_path.string(), ": embeddings have D=",
                   db->embedding.shape()[1], " but the model's are D=", model.embedding_dim());
     const io::FileDataset ds(folder.test);
-    const Embedded q = embed_dataset(model, ds, cfg, workers, tta == "flip", "predict", batch, quiet);
+    const Embedded q = embed_sharded(comm, model, ds, cfg, workers, tta == "flip", "predict", batch, quiet);
+    if (comm.rank() != 0) return 0;  // rank 0 scores, writes and prints
 
     double weight = 0.5;
     if (m == Method::fusion) {

@@ -258,8 +258,10 @@ class Model {
   using input_type = Tensor4f;
   using output_type = Tensor2f;
 
-  /// Requires: cfg valid. Ensures: torchvision initialisation drawn from cfg.seed.
-  explicit Model(const RunConfig& cfg) : net_(make(cfg)) {}
+  /// Requires: cfg valid. Ensures: torchvision initialisation drawn from cfg.seed; the Dropout
+  /// stage keyed by `dropout_seed` (cfg.seed unless a data-parallel rank needs its own stream).
+  explicit Model(const RunConfig& cfg) : Model(cfg, cfg.seed) {}
+  Model(const RunConfig& cfg, std::uint64_t dropout_seed) : net_(make(cfg, dropout_seed)) {}
 
   /// x [N,3,S,S] -> logits [N,K]; embedding() then holds the pooled [N,D] features.
   const Tensor2f& forward(const Tensor4f& x) { return net_.forward(x); }
@@ -280,11 +282,11 @@ class Model {
   Net& net() { return net_; }
 
  private:
-  static Net make(const RunConfig& cfg) {
+  static Net make(const RunConfig& cfg, std::uint64_t dropout_seed) {
     nn::ResNet<float> backbone(cfg.resnet(), cfg.seed);
     Rng rng(derive_seed(cfg.seed, RngPurpose::init), /*stream*/ 1);  // the head's own stream
     nn::Linear<float> fc(backbone.embedding_dim(), cfg.num_classes(), rng, "fc");
-    return pipeline(std::move(backbone), nn::Dropout<float>(cfg.dropout, cfg.seed), std::move(fc));
+    return pipeline(std::move(backbone), nn::Dropout<float>(cfg.dropout, dropout_seed), std::move(fc));
   }
   Net net_;
 };

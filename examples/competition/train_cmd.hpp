@@ -10,13 +10,22 @@
 /// the remaining outside images train as all-zero targets.
 /// `--freeze backbone --augment none` takes the embedding-cache fast path: backbone features
 /// are computed once (cached under RUN/cache/) and only the head trains.
+///
+/// Under `mpirun -np N` (built with -Dmpi=enabled) training is data-parallel: --batch is the
+/// global batch (a multiple of N; each rank takes batch/N of every batch, drawn from the same
+/// seeded epoch order one process uses), gradients are averaged over the ranks, validation,
+/// calibration embeddings and a missing embedding cache are computed in shards, and rank 0
+/// alone writes RUN/ and prints. --max-minutes is refused (the ranks' clocks would stop them at
+/// different steps); use --max-steps. With N = 1 nothing changes.
 
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -25,7 +34,9 @@
 #include <utility>
 #include <vector>
 
+#include "parallel.hpp"
 #include "run.hpp"
+#include "sieve/dist/dist.hpp"
 #include "sieve/io/data_folder.hpp"
 #include "sieve/io/file.hpp"
 #include "sieve/kernels/gemm.hpp"
@@ -276,6 +287,13 @@ struct TrainCommand {
 
   int run() {
     if (threads > 0) kernels::blas_set_threads(threads);
+    dist::Communicator& comm = communicator();
+    const int ranks = comm.size();
+    const bool root = comm.rank() == 0;
+    if (!root) quiet = true;  // progress and notes from rank 0 only
+    if (ranks > 1)
+      SIEVE_CHECK(max_minutes <= 0.0, "train: --max-minutes cannot be used with ", ranks, " MPI ranks: each rank "
+                  "would stop on its own clock, at different steps; use --max-steps");
     RunConfig cfg;
     fs::path run_dir;
     const bool resuming = !resume.empty();
@@ -285,6 +303,11 @@ struct TrainCommand {
                                         "fixes it; start a new run with --out to change it)");
       run_dir = resume;
       cfg = load_config(run_dir);
+      if (ranks > 1) {
+        // An interrupted checkpoint rename is repaired by one writer before any rank reads last/.
+        if (root) train::recover_slot(run_dir, "last");
+        comm.barrier("train: rank 0 recovered last/");
+      }
     } else {
       cfg = config_from_flags();
       run_dir = out;
@@ -303,6 +326,8 @@ struct TrainCommand {
       cfg.classes = df.classes;
     }
     cfg.validate("train");
+    SIEVE_CHECK(cfg.batch % ranks == 0, "train: --batch ", cfg.batch, " is the global batch under MPI and must be a "
+                "multiple of the ", ranks, " ranks (each rank takes batch / ranks samples of every batch)");
     const std::size_t K = cfg.num_classes();
     const TrainSplit split = make_split(df, cfg.seed, cfg.val_frac, cfg.outside_frac, cfg.negatives);
     SIEVE_CHECK(!split.val.empty(), "train: ", cfg.data, " has no class with 2 or more images, so nothing can be "
@@ -321,7 +346,10 @@ struct TrainCommand {
                   "train --resume: the validation split recomputed from ", cfg.data, " differs from ",
                   (run_dir / "split.json").string(), ": the data folder changed since the run started");
     }
-    if (!resuming) {
+    // Every rank has checked its inputs (and, for a fresh run, that --out is empty) before
+    // rank 0 creates anything.
+    if (ranks > 1) comm.barrier("train: inputs checked on every rank");
+    if (!resuming && root) {
       save_config(run_dir, cfg);
       write_json_file(run_dir / "split.json", split_json);
     }
@@ -339,7 +367,7 @@ struct TrainCommand {
     for (auto i : split.val_outside) va.push_back(with_label(df.outside[i], -1));
     const io::FileDataset train_ds(tr), val_ds(va), train_labelled_ds(tr_labelled);
 
-    Model model(cfg);
+    Model model(cfg, dropout_seed(cfg.seed, comm.rank()));
     const bool has_checkpoint = resuming && fs::exists(run_dir / "last");
     if (cfg.weights && !has_checkpoint) {
       const auto st = io::SafeTensors::load(*cfg.weights);
@@ -361,6 +389,7 @@ struct TrainCommand {
     } else {
       fr = fit_images(model, cfg, run_dir, train_ds, val_ds, resuming);
     }
+    if (ranks > 1) comm.barrier("train: rank 0 saved the checkpoints");
     say(str("train: ", fr.epochs_completed, " epoch(s) this run, ", fr.steps, " optimizer steps in total",
             fr.early_stopped ? " (early stopped)" : "", fr.stopped_by_limit ? " (stopped by --max-steps/--max-minutes)" : ""));
 
@@ -377,9 +406,10 @@ struct TrainCommand {
       trn = from_cache(best, cached_embeddings(best, cfg, run_dir, train_ds, "calibrate: train embeddings"),
                        train_labelled_ds.samples());
     } else {
-      val = embed_dataset(best, val_ds, cfg, workers, false, "calibrate: validation", 64, quiet);
-      trn = embed_dataset(best, train_labelled_ds, cfg, workers, false, "calibrate: train embeddings", 64, quiet);
+      val = embed_sharded(comm, best, val_ds, cfg, workers, false, "calibrate: validation", 64, quiet);
+      trn = embed_sharded(comm, best, train_labelled_ds, cfg, workers, false, "calibrate: train embeddings", 64, quiet);
     }
+    if (!root) return 0;  // the sweeps are cheap; rank 0 calibrates and writes
     EmbeddingsFile db;
     db.embedding = std::move(trn.embeddings);
     db.label = std::move(trn.labels);
@@ -469,17 +499,43 @@ struct TrainCommand {
     return s;
   }
 
+  /// Train `m` (the model, or its dist::DataParallel wrapper under MPI). `sync_from_root` runs
+  /// after a multi-rank resume (every rank read last/; rank 0's weights are re-broadcast).
   template <class M, class L>
   train::FitResult fit_with(M& m, const RunConfig& cfg, const fs::path& run_dir, L& loader, std::int64_t steps_per_epoch,
-                            bool resuming, train::ValidationFn<M> validate) const {
+                            bool resuming, train::ValidationFn<M> validate,
+                            const std::function<void()>& sync_from_root = {}) const {
     loss::BCEWithLogitsLoss<float> bce;
+    if constexpr (is_data_parallel<M>) {
+      RankMeanLoss<loss::BCEWithLogitsLoss<float>> global(bce, communicator());
+      return fit_trainer(m, global, cfg, run_dir, loader, steps_per_epoch, resuming, std::move(validate), sync_from_root);
+    } else {
+      return fit_trainer(m, bce, cfg, run_dir, loader, steps_per_epoch, resuming, std::move(validate), sync_from_root);
+    }
+  }
+
+  template <class M, class Loss, class L>
+  train::FitResult fit_trainer(M& m, Loss& loss, const RunConfig& cfg, const fs::path& run_dir, L& loader,
+                               std::int64_t steps_per_epoch, bool resuming, train::ValidationFn<M> validate,
+                               const std::function<void()>& sync_from_root) const {
+    dist::Communicator& comm = communicator();
     optim::AdamWOptions ao;
     ao.weight_decay = cfg.weight_decay;
     optim::AdamW<float> opt(m.params(), ao);
     const auto sched = schedule(cfg, steps_per_epoch);
-    train::Trainer trainer(m, bce, opt, sched, trainer_options(cfg, run_dir));
+    auto options = trainer_options(cfg, run_dir);
+    if (comm.rank() != 0) options.run_dir.clear();  // only rank 0 writes checkpoints and metrics
+    train::Trainer trainer(m, loss, opt, sched, options);
     trainer.set_validation(std::move(validate));
-    if (resuming && trainer.resume())
+    bool resumed = false;
+    if (resuming && comm.size() == 1) {
+      resumed = trainer.resume();
+    } else if (resuming) {
+      // run() had rank 0 recover last/; every rank now reads the same files.
+      if (fs::exists(run_dir / "last")) trainer.resume_from(run_dir / "last"), resumed = true;
+      if (sync_from_root) sync_from_root();
+    }
+    if (resumed)
       say(str("train: resumed from ", (run_dir / "last").string(), " at epoch ", trainer.state().epoch + 1,
               ", batch ", trainer.state().batch, ", step ", trainer.state().step));
     if (trainer.state().epoch >= cfg.epochs) {
@@ -504,12 +560,35 @@ struct TrainCommand {
     lo.workers = workers;
     lo.shuffle = true;
     lo.seed = cfg.seed;
-    io::Loader<Transform> loader(train_ds, train_transform(cfg), lo);
     const std::size_t K = cfg.num_classes();
     auto convert = [K](io::Batch&& b) {
       Tensor2f y = io::multi_hot(b, K);
       return train::XY<Tensor4f, Tensor2f>{std::move(b.images), std::move(y)};
     };
+    dist::Communicator& comm = communicator();
+    if (comm.size() > 1) {
+      // Rank r loads only its block of each global batch; the loader does not shuffle (the plan
+      // orders the epoch) and its seed keys this rank's augmentation.
+      const dist::ShardPlan plan{train_ds.size(), static_cast<std::size_t>(cfg.batch), cfg.seed, true, false,
+                                 comm.rank(), comm.size()};
+      dist::ShardedDataset shard(train_ds, plan);
+      io::LoaderOptions so = lo;
+      so.batch_size = plan.per_rank();
+      so.shuffle = false;
+      so.seed = plan.loader_seed();
+      io::Loader<Transform> shard_loader(shard, train_transform(cfg), so);
+      train::SequentialLoaderAdapter shard_adapter(shard_loader, convert);
+      dist::ShardedLoader sharded(shard, shard_adapter);
+      dist::DataParallel dp(model, comm);
+      const std::size_t wk = workers;
+      train::ValidationFn<dist::DataParallel<Model>> validate = [&model, &comm, &val_ds, &cfg, wk](auto&, std::int64_t epoch) {
+        const Embedded e = embed_sharded(comm, model, val_ds, cfg, wk, false, str("validate epoch ", epoch + 1), 64, true);
+        return head_validation(e.logits, e.labels);
+      };
+      return fit_with(dp, cfg, run_dir, sharded, static_cast<std::int64_t>(plan.batches()), resuming,
+                      std::move(validate), [&dp] { dp.sync_from_root(); });
+    }
+    io::Loader<Transform> loader(train_ds, train_transform(cfg), lo);
     train::SequentialLoaderAdapter adapter(loader, convert);
     const std::size_t wk = workers;
     const bool q = quiet;
@@ -532,18 +611,52 @@ struct TrainCommand {
     train::EmbeddingCache<float> cache(run_dir / "cache");
     std::optional<ProgressLine> progress;
     if (!quiet) progress.emplace(what);
+    dist::Communicator& comm = communicator();
+    // Embeddings of samples [b, e): with several ranks a collective (each embeds a block).
     auto embed = [&](std::size_t b, std::size_t e) {
       std::vector<io::FileSample> part(ds.samples().begin() + static_cast<std::ptrdiff_t>(b),
                                        ds.samples().begin() + static_cast<std::ptrdiff_t>(e));
       const io::FileDataset sub(std::move(part));
-      Embedded r = embed_dataset(model, sub, cfg, workers, false, what, 64, true);
+      Embedded r = embed_sharded(comm, model, sub, cfg, workers, false, what, 64, true);
       if (progress) (*progress)(e, ds.size());
       return std::move(r.embeddings);
     };
+    if (comm.size() > 1) return cached_embeddings_ranks(comm, cache, key, embed, what);
     Tensor2f emb = cache.get_or_compute(key, 1024, embed);
     say(str(what, ": ", cache.last_was_hit() ? "from the cache " : "computed and cached in ",
             cache.path_for(key).string()));
     return emb;
+  }
+
+  /// The cache with several ranks: rank 0 owns the file. On a miss it announces each chunk
+  /// [b, e) it needs and all ranks embed their shares of it together; after rank 0 has written
+  /// the file (or found it), it says so and the others read it. Collective.
+  template <class F>
+  Tensor2f cached_embeddings_ranks(dist::Communicator& comm, train::EmbeddingCache<float>& cache,
+                                   const train::EmbeddingCacheKey& key, F& embed, const std::string& what) const {
+    std::array<std::int64_t, 3> msg{};  // {1, b, e}: embed chunk [b, e); {0, 0, 0}: done
+    if (comm.rank() == 0) {
+      auto announce = [&](std::size_t b, std::size_t e) {
+        msg = {1, static_cast<std::int64_t>(b), static_cast<std::int64_t>(e)};
+        comm.broadcast(std::span<std::int64_t>(msg), 0, "embedding cache chunk");
+        return embed(b, e);
+      };
+      Tensor2f emb = cache.get_or_compute(key, 1024, announce);
+      msg = {0, 0, 0};
+      comm.broadcast(std::span<std::int64_t>(msg), 0, "embedding cache chunk");
+      say(str(what, ": ", cache.last_was_hit() ? "from the cache " : "computed and cached in ",
+              cache.path_for(key).string()));
+      return emb;
+    }
+    for (;;) {
+      comm.broadcast(std::span<std::int64_t>(msg), 0, "embedding cache chunk");
+      if (msg[0] == 0) break;
+      (void)embed(static_cast<std::size_t>(msg[1]), static_cast<std::size_t>(msg[2]));
+    }
+    return cache.get_or_compute(key, 1024, [&](std::size_t, std::size_t) -> Tensor2f {
+      fail(what, ": ", comm.who(), " cannot read the embedding cache ", cache.path_for(key).string(),
+           " that rank 0 wrote (is RUN/ on a filesystem every rank shares?)");
+    });
   }
 
   train::FitResult fit_cached(Model& model, const RunConfig& cfg, const fs::path& run_dir, const io::FileDataset& train_ds,
@@ -561,8 +674,23 @@ struct TrainCommand {
     }
     std::vector<std::int64_t> yva;
     for (const auto& s : val_ds.samples()) yva.push_back(s.labels.at(0));
-    train::InMemoryLoader<float, 2, float, 2> loader(xtr, std::move(ytr), static_cast<std::size_t>(cfg.batch), cfg.seed);
     CachedHead head(model);
+    dist::Communicator& comm = communicator();
+    if (comm.size() > 1) {
+      // The same epoch order as InMemoryLoader (same seed), each rank taking its block of every batch.
+      const dist::ShardPlan plan{N, static_cast<std::size_t>(cfg.batch), cfg.seed, true, false, comm.rank(),
+                                 comm.size()};
+      dist::ShardedInMemoryLoader<float, 2, float, 2> sharded(xtr, std::move(ytr), plan);
+      dist::DataParallel dp(head, comm);
+      train::ValidationFn<dist::DataParallel<CachedHead>> validate = [&model, &xva, yva](auto&, std::int64_t) {
+        model.dropout().set_training(false);
+        const Tensor2f logits = model.head().forward(model.dropout().forward(xva));
+        return head_validation(logits, yva);
+      };
+      return fit_with(dp, cfg, run_dir, sharded, static_cast<std::int64_t>(plan.batches()), resuming,
+                      std::move(validate), [&dp] { dp.sync_from_root(); });
+    }
+    train::InMemoryLoader<float, 2, float, 2> loader(xtr, std::move(ytr), static_cast<std::size_t>(cfg.batch), cfg.seed);
     train::ValidationFn<CachedHead> validate = [&model, &xva, yva](CachedHead&, std::int64_t) {
       model.dropout().set_training(false);
       const Tensor2f logits = model.head().forward(model.dropout().forward(xva));
