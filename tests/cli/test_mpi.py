@@ -6,8 +6,10 @@
    mode) and dropout 0 the final and best weights agree to 1e-5 (relative), metrics.jsonl has one
    line per epoch with the same loss (the global batch's) and validation, and the split and
    config are the same. A control run with --batch 4 on 2 ranks must differ, so the comparison
-   can fail. The image path (crop-flip augmentation, per-rank shards, sharded validation) runs on
-   2 ranks for a few steps and resumes under mpirun to the step count one process reaches.
+   can fail. With dropout, a 2-rank run stopped by --max-steps and resumed under mpirun equals
+   the uninterrupted 2-rank run bit for bit. The image path (crop-flip augmentation, per-rank
+   shards, sharded validation) runs on 2 ranks for a few steps and resumes under mpirun to the
+   step count one process reaches.
 2. `mpirun -np 2 sieve predict` writes the same submission.csv as one process, and the same
    test scores / embeddings (1e-5);
 3. `mpirun -np 3 sieve embed` (uneven shards) gives the same ids and embeddings (1e-5);
@@ -170,6 +172,24 @@ check(rc == 0, "control: 2 ranks with global batch 4", out)
 if rc == 0:
     w, _ = worst_rel(weights(one, "last"), weights(ctl, "last"))
     check(w > 1e-3, f"control: global batch 4 differs from batch 8 ({w:.2e}), so the comparison can fail")
+
+# Resume under mpirun is exact: a 2-rank run (dropout on: per-rank streams keyed by step)
+# stopped by --max-steps and resumed equals the uninterrupted 2-rank run bit for bit.
+DROP = TINY + ["--freeze", "backbone", "--augment", "none", "--dropout", "0.3", "--epochs", "3", "--batch", "8"]
+full, part = os.path.join(tmp, "run_full"), os.path.join(tmp, "run_part")
+rc, out, _ = mpi(2, "train", *DROP, "--out", full)
+check(rc == 0, "2 ranks, dropout 0.3, uninterrupted", out)
+rc2, out2, _ = mpi(2, "train", *DROP, "--max-steps", "7", "--out", part)
+check(rc2 == 0 and state(part)["step"] == 7, "2 ranks, dropout 0.3, stopped at step 7", out2)
+rc3, out3, _ = mpi(2, "train", "--resume", part, "--threads", "1", "--workers", "1", "--quiet")
+check(rc3 == 0, "2 ranks: resume", out3)
+if rc == rc2 == rc3 == 0:
+    a, b = weights(full, "last"), weights(part, "last")
+    same = all(np.array_equal(a[k], b[k]) for k in a)
+    check(same and state(full)["step"] == state(part)["step"], "2 ranks: stop + resume is bit-identical to the "
+          f"uninterrupted run ({worst_rel(a, b)[0]:.2e})")
+    w, _ = worst_rel(weights(one, "last"), a)
+    check(w > 1e-4, f"dropout 0.3 changes the weights ({w:.2e}): the resume check sees dropout")
 
 # The image path: sharded loader + augmentation + sharded validation, a step limit, then resume.
 img = os.path.join(tmp, "run_img")
