@@ -9,7 +9,8 @@ import time
 
 mpirun, exe = sys.argv[1], sys.argv[2]
 env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_btl="self,vader,tcp", OMPI_MCA_rmaps_base_oversubscribe="1")
+           OMPI_MCA_btl="self,vader,tcp", OMPI_MCA_rmaps_base_oversubscribe="1",
+           OMP_NUM_THREADS="1")  # one compute thread per rank: 2 ranks share the 2 cores
 base = [mpirun, "--oversubscribe", "-np", "2", "--bind-to", "none"]
 failures = []
 

@@ -1,6 +1,7 @@
 #pragma once
 /// sieve/core: tensors, errors, counter-based RNG, stage concepts, pipelines.
 #include "sieve/core/check.hpp"
+#include "sieve/core/parallel.hpp"
 #include "sieve/core/param.hpp"
 #include "sieve/core/pipeline.hpp"
 #include "sieve/core/rng.hpp"

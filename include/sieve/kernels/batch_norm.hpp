@@ -6,11 +6,13 @@
 /// evaluation uses the running estimates. Channel sums accumulate in double, so float and
 /// double results differ only by the final rounding.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <type_traits>
 
 #include "sieve/core/check.hpp"
+#include "sieve/core/parallel.hpp"
 
 namespace sieve::kernels {
 
@@ -21,67 +23,113 @@ struct BatchNormDims {
   double momentum = 0.1;
 };
 
-/// Training forward: batch statistics, running-stat update, y (assigned).
+namespace detail {
+// Channel sums run in double over kBnLanes independent accumulators: the compiler vectorises
+// them (one double accumulator would be a serial chain of additions), and the order of the
+// additions stays fixed, so results do not depend on the thread count.
+inline constexpr std::size_t kBnLanes = 8;
+
+inline double bn_lanes_total(const double (&a)[kBnLanes]) {
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+// Channels per thread so that each thread gets enough values to be worth waking.
+inline std::size_t bn_channel_grain(std::size_t per_channel) {
+  return std::max<std::size_t>(1, parallel_grain_elements / std::max<std::size_t>(per_channel, 1));
+}
+}  // namespace detail
+
+/// Training forward: batch statistics, running-stat update, y (assigned; max(y, 0) when relu).
 /// x: [N,C,HW] gamma, beta: [C] -> y: [N,C,HW]; save_mean, save_invstd: [C] (for backward);
-/// running_mean, running_var: [C] updated in place.
+/// running_mean, running_var: [C] updated in place. Channels are split across threads.
 /// Requires: N*HW > 1 (the unbiased variance needs two values per channel, as PyTorch).
 template <class T>
 void batch_norm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T* save_mean, T* save_invstd,
-                              T* running_mean, T* running_var, const BatchNormDims& d) {
+                              T* running_mean, T* running_var, const BatchNormDims& d, bool relu = false) {
+  constexpr std::size_t L = detail::kBnLanes;
   const std::size_t N = d.N, C = d.C, HW = d.HW, n = N * HW;
   SIEVE_CHECK(n > 1, "batch_norm_forward_train: expected more than 1 value per channel when training, got N=", N,
               " x HW=", HW);
-  for (std::size_t c = 0; c < C; ++c) {
-    double sum = 0;
-    for (std::size_t i = 0; i < N; ++i) {
-      const T* xc = x + (i * C + c) * HW;
-      for (std::size_t p = 0; p < HW; ++p) sum += xc[p];
-    }
-    const double mean = sum / static_cast<double>(n);
-    double ss = 0;  // two-pass variance: no cancellation for large means
-    for (std::size_t i = 0; i < N; ++i) {
-      const T* xc = x + (i * C + c) * HW;
-      for (std::size_t p = 0; p < HW; ++p) {
-        const double t = xc[p] - mean;
-        ss += t * t;
+  parallel_for(C, detail::bn_channel_grain(n), [&](std::size_t c0, std::size_t c1) {
+    for (std::size_t c = c0; c < c1; ++c) {
+      double a[L] = {};
+      for (std::size_t i = 0; i < N; ++i) {
+        const T* xc = x + (i * C + c) * HW;
+        std::size_t p = 0;
+        for (; p + L <= HW; p += L)
+          for (std::size_t j = 0; j < L; ++j) a[j] += xc[p + j];
+        for (std::size_t j = 0; p < HW; ++p, ++j) a[j] += xc[p];
+      }
+      const double mean = detail::bn_lanes_total(a) / static_cast<double>(n);
+      double b[L] = {};  // two-pass variance: no cancellation for large means
+      for (std::size_t i = 0; i < N; ++i) {
+        const T* xc = x + (i * C + c) * HW;
+        std::size_t p = 0;
+        for (; p + L <= HW; p += L)
+          for (std::size_t j = 0; j < L; ++j) {
+            const double t = xc[p + j] - mean;
+            b[j] += t * t;
+          }
+        for (std::size_t j = 0; p < HW; ++p, ++j) {
+          const double t = xc[p] - mean;
+          b[j] += t * t;
+        }
+      }
+      const double ss = detail::bn_lanes_total(b);
+      const double var = ss / static_cast<double>(n);
+      const double invstd = 1.0 / std::sqrt(var + d.eps);
+      save_mean[c] = static_cast<T>(mean);
+      save_invstd[c] = static_cast<T>(invstd);
+      const double unbiased = ss / static_cast<double>(n - 1);
+      running_mean[c] = static_cast<T>((1.0 - d.momentum) * running_mean[c] + d.momentum * mean);
+      running_var[c] = static_cast<T>((1.0 - d.momentum) * running_var[c] + d.momentum * unbiased);
+      const T scale = static_cast<T>(invstd * gamma[c]);
+      const T shift = static_cast<T>(beta[c] - mean * invstd * gamma[c]);
+      for (std::size_t i = 0; i < N; ++i) {
+        const T* xc = x + (i * C + c) * HW;
+        T* yc = y + (i * C + c) * HW;
+        if (relu) {
+          for (std::size_t p = 0; p < HW; ++p) {
+            const T v = xc[p] * scale + shift;
+            yc[p] = v > T(0) ? v : T(0);
+          }
+        } else {
+          for (std::size_t p = 0; p < HW; ++p) yc[p] = xc[p] * scale + shift;
+        }
       }
     }
-    const double var = ss / static_cast<double>(n);
-    const double invstd = 1.0 / std::sqrt(var + d.eps);
-    save_mean[c] = static_cast<T>(mean);
-    save_invstd[c] = static_cast<T>(invstd);
-    const double unbiased = ss / static_cast<double>(n - 1);
-    running_mean[c] = static_cast<T>((1.0 - d.momentum) * running_mean[c] + d.momentum * mean);
-    running_var[c] = static_cast<T>((1.0 - d.momentum) * running_var[c] + d.momentum * unbiased);
-    const T scale = static_cast<T>(invstd * gamma[c]);
-    const T shift = static_cast<T>(beta[c] - mean * invstd * gamma[c]);
-    for (std::size_t i = 0; i < N; ++i) {
-      const T* xc = x + (i * C + c) * HW;
-      T* yc = y + (i * C + c) * HW;
-      for (std::size_t p = 0; p < HW; ++p) yc[p] = xc[p] * scale + shift;
-    }
-  }
+  });
 }
 
-/// Evaluation forward with the running statistics (y assigned); save_mean/save_invstd receive
-/// the running mean and 1/sqrt(running_var + eps) for the backward pass.
-/// x: [N,C,HW] -> y: [N,C,HW].
+/// Evaluation forward with the running statistics (y assigned; max(y, 0) when relu);
+/// save_mean/save_invstd receive the running mean and 1/sqrt(running_var + eps) for the
+/// backward pass. x: [N,C,HW] -> y: [N,C,HW].
 template <class T>
 void batch_norm_forward_eval(const T* x, const T* gamma, const T* beta, const T* running_mean,
-                             const T* running_var, T* y, T* save_mean, T* save_invstd, const BatchNormDims& d) {
+                             const T* running_var, T* y, T* save_mean, T* save_invstd, const BatchNormDims& d,
+                             bool relu = false) {
   const std::size_t N = d.N, C = d.C, HW = d.HW;
-  for (std::size_t c = 0; c < C; ++c) {
-    const double invstd = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + d.eps);
-    save_mean[c] = running_mean[c];
-    save_invstd[c] = static_cast<T>(invstd);
-    const T scale = static_cast<T>(invstd * gamma[c]);
-    const T shift = static_cast<T>(beta[c] - running_mean[c] * invstd * gamma[c]);
-    for (std::size_t i = 0; i < N; ++i) {
-      const T* xc = x + (i * C + c) * HW;
-      T* yc = y + (i * C + c) * HW;
-      for (std::size_t p = 0; p < HW; ++p) yc[p] = xc[p] * scale + shift;
+  parallel_for(C, detail::bn_channel_grain(N * HW), [&](std::size_t c0, std::size_t c1) {
+    for (std::size_t c = c0; c < c1; ++c) {
+      const double invstd = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + d.eps);
+      save_mean[c] = running_mean[c];
+      save_invstd[c] = static_cast<T>(invstd);
+      const T scale = static_cast<T>(invstd * gamma[c]);
+      const T shift = static_cast<T>(beta[c] - running_mean[c] * invstd * gamma[c]);
+      for (std::size_t i = 0; i < N; ++i) {
+        const T* xc = x + (i * C + c) * HW;
+        T* yc = y + (i * C + c) * HW;
+        if (relu) {
+          for (std::size_t p = 0; p < HW; ++p) {
+            const T v = xc[p] * scale + shift;
+            yc[p] = v > T(0) ? v : T(0);
+          }
+        } else {
+          for (std::size_t p = 0; p < HW; ++p) yc[p] = xc[p] * scale + shift;
+        }
+      }
     }
-  }
+  });
 }
 
 /// Backward of either forward. With xhat = (x - mean) * invstd:
@@ -92,85 +140,79 @@ void batch_norm_forward_eval(const T* x, const T* gamma, const T* beta, const T*
 /// null to skip that output (frozen parameters, no input gradient needed). dx may alias dy
 /// (each channel's sums are complete before its dx is written). When relu_y is non-null the
 /// forward applied a ReLU to its output in place (relu_y is that output), and dy is taken as
-/// zero wherever relu_y <= 0.
+/// zero wherever relu_y <= 0. Channels are split across threads.
 template <class T>
 void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* mean, const T* invstd, bool batch_stats,
                          std::type_identity_t<T>* dx, std::type_identity_t<T>* dgamma,
                          std::type_identity_t<T>* dbeta, const BatchNormDims& d,
                          const std::type_identity_t<T>* relu_y = nullptr) {
-  if (relu_y) {
-    // The effective dy, dy * (relu_y > 0), is formed per channel on the fly.
-    const std::size_t N = d.N, C = d.C, HW = d.HW;
-    const double n = static_cast<double>(N * HW);
-    for (std::size_t c = 0; c < C; ++c) {
+  constexpr std::size_t L = detail::kBnLanes;
+  const std::size_t N = d.N, C = d.C, HW = d.HW;
+  const double n = static_cast<double>(N * HW);
+  const bool need_sums = dgamma || dbeta || (dx && batch_stats);
+  // The effective gradient: dy, or dy * (relu_y > 0) formed on the fly.
+  auto grad = [relu_y, dy](std::size_t o) { return relu_y && !(relu_y[o] > T(0)) ? T(0) : dy[o]; };
+  parallel_for(C, detail::bn_channel_grain(N * HW), [&](std::size_t c0, std::size_t c1) {
+    for (std::size_t c = c0; c < c1; ++c) {
       const double m = mean[c], is = invstd[c];
       double sdy = 0, sdyx = 0;
-      for (std::size_t i = 0; i < N; ++i) {
-        const std::size_t o = (i * C + c) * HW;
-        for (std::size_t p = 0; p < HW; ++p) {
-          const T g = relu_y[o + p] > T(0) ? dy[o + p] : T(0);
-          sdy += g;
-          sdyx += g * (x[o + p] - m);
+      if (need_sums) {
+        double a[L] = {}, b[L] = {};
+        for (std::size_t i = 0; i < N; ++i) {
+          const std::size_t o = (i * C + c) * HW;
+          std::size_t p = 0;
+          if (relu_y) {
+            for (; p + L <= HW; p += L)
+              for (std::size_t j = 0; j < L; ++j) {
+                const T g = relu_y[o + p + j] > T(0) ? dy[o + p + j] : T(0);
+                a[j] += g;
+                b[j] += g * (x[o + p + j] - m);
+              }
+          } else {
+            for (; p + L <= HW; p += L)
+              for (std::size_t j = 0; j < L; ++j) {
+                const T g = dy[o + p + j];
+                a[j] += g;
+                b[j] += g * (x[o + p + j] - m);
+              }
+          }
+          for (std::size_t j = 0; p < HW; ++p, ++j) {
+            const T g = grad(o + p);
+            a[j] += g;
+            b[j] += g * (x[o + p] - m);
+          }
         }
+        sdy = detail::bn_lanes_total(a);
+        sdyx = detail::bn_lanes_total(b) * is;  // sum dy * xhat
       }
-      sdyx *= is;
       if (dbeta) dbeta[c] += static_cast<T>(sdy);
       if (dgamma) dgamma[c] += static_cast<T>(sdyx);
       if (!dx) continue;
+      // dx = k*dy - k*mean(dy) - k*xhat*mean(dy*xhat), xhat = (x - m)*is
       const double k = gamma[c] * is;
       const T a = static_cast<T>(k);
       const T b = batch_stats ? static_cast<T>(-k * sdy / n + k * is * m * sdyx / n) : T(0);
       const T e = batch_stats ? static_cast<T>(-k * is * sdyx / n) : T(0);
       for (std::size_t i = 0; i < N; ++i) {
         const std::size_t o = (i * C + c) * HW;
-        for (std::size_t p = 0; p < HW; ++p) {
-          const T g = relu_y[o + p] > T(0) ? dy[o + p] : T(0);
-          dx[o + p] = batch_stats ? a * g + e * x[o + p] + b : a * g;
+        T* dxc = dx + o;
+        const T* xc = x + o;
+        const T* dyc = dy + o;
+        if (relu_y) {
+          const T* yc = relu_y + o;
+          if (batch_stats) {
+            for (std::size_t p = 0; p < HW; ++p) dxc[p] = a * (yc[p] > T(0) ? dyc[p] : T(0)) + e * xc[p] + b;
+          } else {
+            for (std::size_t p = 0; p < HW; ++p) dxc[p] = a * (yc[p] > T(0) ? dyc[p] : T(0));
+          }
+        } else if (batch_stats) {
+          for (std::size_t p = 0; p < HW; ++p) dxc[p] = a * dyc[p] + e * xc[p] + b;
+        } else {
+          for (std::size_t p = 0; p < HW; ++p) dxc[p] = a * dyc[p];
         }
       }
     }
-    return;
-  }
-  const std::size_t N = d.N, C = d.C, HW = d.HW;
-  const double n = static_cast<double>(N * HW);
-  for (std::size_t c = 0; c < C; ++c) {
-    const double m = mean[c], is = invstd[c];
-    double sdy = 0, sdyx = 0;
-    if (dgamma || dbeta || (dx && batch_stats)) {
-      for (std::size_t i = 0; i < N; ++i) {
-        const T* xc = x + (i * C + c) * HW;
-        const T* dyc = dy + (i * C + c) * HW;
-        for (std::size_t p = 0; p < HW; ++p) {
-          sdy += dyc[p];
-          sdyx += dyc[p] * (xc[p] - m);
-        }
-      }
-      sdyx *= is;  // sum dy * xhat
-    }
-    if (dbeta) dbeta[c] += static_cast<T>(sdy);
-    if (dgamma) dgamma[c] += static_cast<T>(sdyx);
-    if (!dx) continue;
-    const double k = gamma[c] * is;
-    if (batch_stats) {
-      // dx = k*dy - k*mean(dy) - k*xhat*mean(dy*xhat), xhat = (x - m)*is
-      const T a = static_cast<T>(k);
-      const T b = static_cast<T>(-k * sdy / n + k * is * m * sdyx / n);
-      const T e = static_cast<T>(-k * is * sdyx / n);
-      for (std::size_t i = 0; i < N; ++i) {
-        const T* xc = x + (i * C + c) * HW;
-        const T* dyc = dy + (i * C + c) * HW;
-        T* dxc = dx + (i * C + c) * HW;
-        for (std::size_t p = 0; p < HW; ++p) dxc[p] = a * dyc[p] + e * xc[p] + b;
-      }
-    } else {
-      const T a = static_cast<T>(k);
-      for (std::size_t i = 0; i < N; ++i) {
-        const T* dyc = dy + (i * C + c) * HW;
-        T* dxc = dx + (i * C + c) * HW;
-        for (std::size_t p = 0; p < HW; ++p) dxc[p] = a * dyc[p];
-      }
-    }
-  }
+  });
 }
 
 }  // namespace sieve::kernels

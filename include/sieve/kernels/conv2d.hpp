@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "sieve/core/check.hpp"
+#include "sieve/core/parallel.hpp"
 #include "sieve/kernels/gemm.hpp"
 
 namespace sieve::kernels {
@@ -53,20 +54,41 @@ inline void conv2d_check(const Conv2dDims& d, const char* what) {
 inline constexpr std::size_t conv2d_group_min_pixels = 1024;
 
 /// Samples per GEMM group: 1 for large output planes, else as many as fit the budget (at
-/// least 1, at most N).
+/// least 1, at most N), and no more than leave one group per thread.
 inline std::size_t conv2d_group(const Conv2dDims& d) {
-  if (d.group > 0) return std::min(d.group, std::max<std::size_t>(d.N, 1));
+  const std::size_t N = std::max<std::size_t>(d.N, 1);
+  if (d.group > 0) return std::min(d.group, N);
   if (d.OH() * d.OW() >= conv2d_group_min_pixels) return 1;
   const std::size_t per_sample = (d.CKK() + d.K) * d.OH() * d.OW();
   const std::size_t g = per_sample == 0 ? 1 : conv2d_group_budget / per_sample;
-  return std::clamp<std::size_t>(g, 1, std::max<std::size_t>(d.N, 1));
+  const std::size_t T = parallel_parts(N);
+  return std::clamp<std::size_t>(g, 1, (N + T - 1) / T);
 }
 
-/// Workspace elements conv2d_forward / _backward_input / _backward_weight need.
+/// How a convolution's samples are split: groups of G samples, `parts` threads each taking a
+/// contiguous run of groups with its own slice of the workspace.
+struct Conv2dPlan {
+  std::size_t G = 1, groups = 0, parts = 1;
+  std::size_t part_ws = 0;  ///< workspace elements of one part: columns (+ the group's product)
+  std::size_t dw_ws = 0;    ///< elements of one private weight-gradient partial (parts > 1)
+};
+
+inline Conv2dPlan conv2d_plan(const Conv2dDims& d) {
+  Conv2dPlan p;
+  p.G = conv2d_group(d);
+  p.groups = (d.N + p.G - 1) / p.G;
+  p.parts = std::max<std::size_t>(parallel_parts(p.groups), 1);
+  const std::size_t P = d.OH() * d.OW();
+  p.part_ws = p.G == 1 && d.direct() ? 0 : d.CKK() * p.G * P + (p.G > 1 ? d.K * p.G * P : 0);
+  p.dw_ws = p.parts > 1 ? d.K * d.CKK() : 0;
+  return p;
+}
+
+/// Workspace elements conv2d_forward / _backward_input / _backward_weight need (at the current
+/// thread count: per-thread columns, and per-thread weight-gradient partials).
 inline std::size_t conv2d_workspace_size(const Conv2dDims& d) {
-  const std::size_t G = conv2d_group(d), P = d.OH() * d.OW();
-  if (G == 1 && d.direct()) return 0;
-  return d.CKK() * G * P + (G > 1 ? d.K * G * P : 0);
+  const Conv2dPlan p = conv2d_plan(d);
+  return p.parts * p.part_ws + (p.parts - 1) * p.dw_ws;
 }
 
 /// Valid output range [lo, hi) along one axis: out*s - p + k lands inside [0, extent).
@@ -169,24 +191,27 @@ template <class T>
 void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, std::size_t ws_size) {
   conv2d_check(d, "conv2d_forward");
   detail::conv2d_check_ws(d, ws_size, "conv2d_forward");
-  const std::size_t G = conv2d_group(d), P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
+  const Conv2dPlan pl = conv2d_plan(d);
+  const std::size_t G = pl.G, P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
   const std::size_t xs = d.C * d.H * d.W, ys = K * P;
-  for (std::size_t n0 = 0; n0 < d.N; n0 += G) {
-    const std::size_t g = std::min(G, d.N - n0);
-    if (G == 1 && d.direct()) {
-      gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, x + n0 * xs, T(0), y + n0 * ys);
-      continue;
+  parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
+    T* col = ws + t * pl.part_ws;
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t n0 = b * G, g = std::min(G, d.N - n0);
+      if (G == 1 && d.direct()) {
+        gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, x + n0 * xs, T(0), y + n0 * ys);
+        continue;
+      }
+      for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * xs, d, col, g * P, s * P);
+      if (g == 1) {
+        gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, col, T(0), y + n0 * ys);
+      } else {
+        T* prod = col + CKK * G * P;
+        gemm(Trans::no, Trans::no, K, g * P, CKK, T(1), w, col, T(0), prod);
+        detail::conv2d_scatter(prod, K, P, g, y + n0 * ys);
+      }
     }
-    T* col = ws;
-    for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * xs, d, col, g * P, s * P);
-    if (g == 1) {
-      gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, col, T(0), y + n0 * ys);
-    } else {
-      T* t = ws + CKK * G * P;
-      gemm(Trans::no, Trans::no, K, g * P, CKK, T(1), w, col, T(0), t);
-      detail::conv2d_scatter(t, K, P, g, y + n0 * ys);
-    }
-  }
+  });
 }
 
 /// dx = conv^T(dy, w), the gradient of conv2d_forward with respect to x (assigned).
@@ -196,55 +221,75 @@ template <class T>
 void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dDims& d, T* ws, std::size_t ws_size) {
   conv2d_check(d, "conv2d_backward_input");
   detail::conv2d_check_ws(d, ws_size, "conv2d_backward_input");
-  const std::size_t G = conv2d_group(d), P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
+  const Conv2dPlan pl = conv2d_plan(d);
+  const std::size_t G = pl.G, P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
   const std::size_t xs = d.C * d.H * d.W, ys = K * P;
-  for (std::size_t n0 = 0; n0 < d.N; n0 += G) {
-    const std::size_t g = std::min(G, d.N - n0);
-    if (G == 1 && d.direct()) {
-      // dx_n[C,HW] = w^T[C,K] dy_n[K,HW]
-      gemm(Trans::yes, Trans::no, d.C, P, K, T(1), w, dy + n0 * ys, T(0), dx + n0 * xs);
-      continue;
+  parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
+    T* col = ws + t * pl.part_ws;
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t n0 = b * G, g = std::min(G, d.N - n0);
+      if (G == 1 && d.direct()) {
+        // dx_n[C,HW] = w^T[C,K] dy_n[K,HW]
+        gemm(Trans::yes, Trans::no, d.C, P, K, T(1), w, dy + n0 * ys, T(0), dx + n0 * xs);
+        continue;
+      }
+      const T* dyg = dy + n0 * ys;
+      if (g > 1) {
+        T* gathered = col + CKK * G * P;
+        detail::conv2d_gather(dy + n0 * ys, K, P, g, gathered);
+        dyg = gathered;
+      }
+      // dcol[CKK, g*P] = w^T[CKK,K] dy_g[K, g*P]
+      gemm(Trans::yes, Trans::no, CKK, g * P, K, T(1), w, dyg, T(0), col);
+      std::fill(dx + n0 * xs, dx + (n0 + g) * xs, T(0));
+      for (std::size_t s = 0; s < g; ++s) col2im(col, d, g * P, s * P, dx + (n0 + s) * xs);
     }
-    T* col = ws;
-    const T* dyg = dy + n0 * ys;
-    if (g > 1) {
-      T* t = ws + CKK * G * P;
-      detail::conv2d_gather(dy + n0 * ys, K, P, g, t);
-      dyg = t;
-    }
-    // dcol[CKK, g*P] = w^T[CKK,K] dy_g[K, g*P]
-    gemm(Trans::yes, Trans::no, CKK, g * P, K, T(1), w, dyg, T(0), col);
-    std::fill(dx + n0 * xs, dx + (n0 + g) * xs, T(0));
-    for (std::size_t s = 0; s < g; ++s) col2im(col, d, g * P, s * P, dx + (n0 + s) * xs);
-  }
+  });
 }
 
 /// dw += dy (*) x, the gradient of conv2d_forward with respect to w (accumulated: beta = 1).
 /// x: [N,C,H,W] dy: [N,K,OH,OW] -> dw: [K,C,KH,KW].
-/// Requires: workspace as for conv2d_forward.
+/// Requires: workspace as for conv2d_forward. Ensures: with several threads, thread 0
+/// accumulates into dw and the others into private partials added to dw in thread order.
 template <class T>
 void conv2d_backward_weight(const T* x, const T* dy, T* dw, const Conv2dDims& d, T* ws, std::size_t ws_size) {
   conv2d_check(d, "conv2d_backward_weight");
   detail::conv2d_check_ws(d, ws_size, "conv2d_backward_weight");
-  const std::size_t G = conv2d_group(d), P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
+  const Conv2dPlan pl = conv2d_plan(d);
+  const std::size_t G = pl.G, P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
   const std::size_t xs = d.C * d.H * d.W, ys = K * P;
-  for (std::size_t n0 = 0; n0 < d.N; n0 += G) {
-    const std::size_t g = std::min(G, d.N - n0);
-    if (G == 1 && d.direct()) {
-      // dw[K,C] += dy_n[K,HW] x_n^T[HW,C]
-      gemm(Trans::no, Trans::yes, K, CKK, P, T(1), dy + n0 * ys, x + n0 * xs, T(1), dw);
-      continue;
+  T* partials = ws + pl.parts * pl.part_ws;  // parts - 1 partials of [K, CKK]
+  const std::size_t used = parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
+    T* col = ws + t * pl.part_ws;
+    T* dwt = dw;
+    if (t > 0) {
+      dwt = partials + (t - 1) * pl.dw_ws;
+      std::fill(dwt, dwt + K * CKK, T(0));
     }
-    T* col = ws;
-    for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * xs, d, col, g * P, s * P);
-    const T* dyg = dy + n0 * ys;
-    if (g > 1) {
-      T* t = ws + CKK * G * P;
-      detail::conv2d_gather(dy + n0 * ys, K, P, g, t);
-      dyg = t;
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t n0 = b * G, g = std::min(G, d.N - n0);
+      if (G == 1 && d.direct()) {
+        // dw[K,C] += dy_n[K,HW] x_n^T[HW,C]
+        gemm(Trans::no, Trans::yes, K, CKK, P, T(1), dy + n0 * ys, x + n0 * xs, T(1), dwt);
+        continue;
+      }
+      for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * xs, d, col, g * P, s * P);
+      const T* dyg = dy + n0 * ys;
+      if (g > 1) {
+        T* gathered = col + CKK * G * P;
+        detail::conv2d_gather(dy + n0 * ys, K, P, g, gathered);
+        dyg = gathered;
+      }
+      gemm(Trans::no, Trans::yes, K, CKK, g * P, T(1), dyg, col, T(1), dwt);
     }
-    gemm(Trans::no, Trans::yes, K, CKK, g * P, T(1), dyg, col, T(1), dw);
-  }
+  });
+  if (used <= 1) return;
+  parallel_for(K * CKK, parallel_grain_elements, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t t = 1; t < used; ++t) {
+      const T* pt = partials + (t - 1) * pl.dw_ws;
+      for (std::size_t i = lo; i < hi; ++i) dw[i] += pt[i];
+    }
+  });
 }
 
 }  // namespace sieve::kernels

@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "sieve/core/check.hpp"
+#include "sieve/core/parallel.hpp"
 
 extern "C" {
 void sgemm_(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*, float*, float*, int*);
@@ -32,20 +33,11 @@ namespace sieve::kernels {
 
 enum class Trans : bool { no = false, yes = true };
 
-/// Requires: A, B, C hold at least M*K, K*N, M*N elements; sizes fit in int (BLAS's index).
+namespace detail {
+// One BLAS call with explicit row-major leading dimensions (see the header comment).
 template <class T>
-void gemm(Trans ta, Trans tb, std::size_t M, std::size_t N, std::size_t K, T alpha, const T* A, const T* B,
-          T beta, T* C) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm: float or double only");
-  constexpr auto int_max = static_cast<std::size_t>(std::numeric_limits<int>::max());
-  SIEVE_CHECK(M <= int_max && N <= int_max && K <= int_max, "gemm: M=", M, " N=", N, " K=", K,
-              " exceed BLAS's int index range");
-  if (M == 0 || N == 0) return;
-  int m = static_cast<int>(M), n = static_cast<int>(N), k = static_cast<int>(K);
-  // BLAS rejects a leading dimension of 0 even when K == 0; keep them at least 1.
-  int lda = std::max(1, static_cast<int>(ta == Trans::yes ? M : K));
-  int ldb = std::max(1, static_cast<int>(tb == Trans::yes ? K : N));
-  int ldc = std::max(1, n);
+void gemm_ld(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
+             T* C, int ldc) {
   char opa = ta == Trans::yes ? 'T' : 'N', opb = tb == Trans::yes ? 'T' : 'N';
   // Column-major view: C^T[N,M] = op(B)^T[N,K] * op(A)^T[K,M].
   auto* a = const_cast<T*>(A);  // the Fortran interface is not const-correct; BLAS only reads A, B
@@ -56,8 +48,51 @@ void gemm(Trans ta, Trans tb, std::size_t M, std::size_t N, std::size_t K, T alp
     dgemm_(&opb, &opa, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, C, &ldc);
 }
 
-/// Number of threads BLAS uses; fix it for bit-identical results across runs.
-inline void blas_set_threads(int n) { openblas_set_num_threads(n); }
-inline int blas_threads() { return openblas_get_num_threads(); }
+// OpenBLAS runs every call on the calling thread: sieve's own threads are the only level of
+// parallelism (core/parallel.hpp). Done once, before the first product.
+inline void blas_pin_single_thread() {
+  static const bool pinned = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)pinned;
+}
+}  // namespace detail
+
+/// Products smaller than this many multiply-adds run on one thread.
+inline constexpr std::size_t gemm_parallel_min_macs = std::size_t{1} << 21;
+
+/// Requires: A, B, C hold at least M*K, K*N, M*N elements; sizes fit in int (BLAS's index).
+/// Ensures: outside a parallel region a large product is split into column blocks of C, one
+/// per thread (each element's sum over K is computed in the same order whatever the split).
+template <class T>
+void gemm(Trans ta, Trans tb, std::size_t M, std::size_t N, std::size_t K, T alpha, const T* A, const T* B,
+          T beta, T* C) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm: float or double only");
+  constexpr auto int_max = static_cast<std::size_t>(std::numeric_limits<int>::max());
+  SIEVE_CHECK(M <= int_max && N <= int_max && K <= int_max, "gemm: M=", M, " N=", N, " K=", K,
+              " exceed BLAS's int index range");
+  if (M == 0 || N == 0) return;
+  detail::blas_pin_single_thread();
+  const int m = static_cast<int>(M), k = static_cast<int>(K);
+  // BLAS rejects a leading dimension of 0 even when K == 0; keep them at least 1.
+  const int lda = std::max(1, static_cast<int>(ta == Trans::yes ? M : K));
+  const int ldb = std::max(1, static_cast<int>(tb == Trans::yes ? K : N));
+  const int ldc = std::max(1, static_cast<int>(N));
+  // Column blocks of C (multiples of 16 columns) keep every block a wide product.
+  constexpr std::size_t align = 16;
+  const std::size_t blocks = (N + align - 1) / align;
+  const std::size_t max_parts = M * N * K < gemm_parallel_min_macs ? 1 : blocks;
+  parallel_for_parts(blocks, max_parts, [&](std::size_t, std::size_t b0, std::size_t b1) {
+    const std::size_t j0 = b0 * align, j1 = std::min(N, b1 * align);
+    // Columns j0..j1 of op(B): B stored [K,N] -> offset j0; stored [N,K] (transposed) -> rows j0..
+    const T* Bj = tb == Trans::yes ? B + j0 * K : B + j0;
+    detail::gemm_ld(ta, tb, m, static_cast<int>(j1 - j0), k, alpha, A, lda, Bj, ldb, beta, C + j0, ldc);
+  });
+}
+
+/// Sets the threads of sieve's compute, kernels and BLAS calls alike (sieve::set_threads).
+inline void blas_set_threads(int n) { set_threads(n); }
+inline int blas_threads() { return threads(); }
 
 }  // namespace sieve::kernels

@@ -10,7 +10,6 @@
 #include "sieve/core/param.hpp"
 #include "sieve/core/xt.hpp"
 #include "sieve/kernels/batch_norm.hpp"
-#include "sieve/kernels/relu.hpp"
 
 namespace sieve::nn {
 
@@ -105,13 +104,14 @@ class BatchNorm2d {
     batch_stats_ = training_;
     if (training_) {
       kernels::batch_norm_forward_train(x.data(), weight_.data(), bias_.data(), y.data(), save_mean_.data(),
-                                        save_invstd_.data(), running_mean_.data(), running_var_.data(), d_);
+                                        save_invstd_.data(), running_mean_.data(), running_var_.data(), d_,
+                                        own && fused_relu_);
       ++num_batches_tracked_;
     } else {
       kernels::batch_norm_forward_eval(x.data(), weight_.data(), bias_.data(), running_mean_.data(),
-                                       running_var_.data(), y.data(), save_mean_.data(), save_invstd_.data(), d_);
+                                       running_var_.data(), y.data(), save_mean_.data(), save_invstd_.data(), d_,
+                                       own && fused_relu_);
     }
-    if (own && fused_relu_) kernels::relu_forward(y.data(), y.data(), y.size());
     return y;
   }
 

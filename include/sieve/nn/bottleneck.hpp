@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "sieve/core/check.hpp"
+#include "sieve/core/parallel.hpp"
 #include "sieve/core/param.hpp"
 #include "sieve/core/rng.hpp"
 #include "sieve/core/xt.hpp"
@@ -63,10 +64,12 @@ class Bottleneck {
     const T* pb = b3.data();
     const T* pi = id.data();
     T* py = y_.data();
-    for (std::size_t i = 0, n = y_.size(); i < n; ++i) {
-      const T v = pb[i] + pi[i];
-      py[i] = v > T(0) ? v : T(0);
-    }
+    parallel_for(y_.size(), parallel_grain_elements, [=](std::size_t lo, std::size_t hi) {
+      for (std::size_t i = lo; i < hi; ++i) {
+        const T v = pb[i] + pi[i];
+        py[i] = v > T(0) ? v : T(0);
+      }
+    });
     return y_;
   }
 
@@ -83,7 +86,9 @@ class Bottleneck {
       const T* py = y_.data();
       const T* pd = dy.data();
       T* ps = sc.dsum.data();
-      for (std::size_t i = 0, n = y_.size(); i < n; ++i) ps[i] = py[i] > T(0) ? pd[i] : T(0);
+      parallel_for(y_.size(), parallel_grain_elements, [=](std::size_t lo, std::size_t hi) {
+        for (std::size_t i = lo; i < hi; ++i) ps[i] = py[i] > T(0) ? pd[i] : T(0);
+      });
     }
     // Main path, top down: layer i runs while it or something below it needs a gradient.
     // Gradients flow dsum -> g4 -> p1 (in place through bn2) -> p2 (in place through bn1) -> dx.
@@ -120,7 +125,9 @@ class Bottleneck {
       SIEVE_CHECK(gs->shape() == dx_.shape(), "Bottleneck.backward: shortcut gradient shape differs from input");
       const T* b = gs->data();
       T* o = dx_.data();
-      for (std::size_t i = 0, n = dx_.size(); i < n; ++i) o[i] += b[i];
+      parallel_for(dx_.size(), parallel_grain_elements, [=](std::size_t lo, std::size_t hi) {
+        for (std::size_t i = lo; i < hi; ++i) o[i] += b[i];
+      });
     }
     return dx_;
   }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "sieve/core/check.hpp"
+#include "sieve/core/parallel.hpp"
 #include "sieve/core/param.hpp"
 #include "sieve/optim/param_groups.hpp"
 
@@ -66,14 +67,19 @@ class AdamW {
       const T bc2_sqrt = static_cast<T>(std::sqrt(bc2));
       T* m = m_[i].data();
       T* v = v_[i].data();
-      for (std::size_t j = 0; j < p.value.size(); ++j) {
-        const T g = p.grad[j];
-        p.value[j] = p.value[j] * decay;
-        m[j] = std::fma(one_minus_b1, g, m[j] * b1);
-        v[j] = std::fma(one_minus_b2 * g, g, v[j] * b2);
-        const T denom = std::sqrt(v[j]) / bc2_sqrt + eps;
-        p.value[j] = p.value[j] + neg_step * m[j] / denom;  // ATen addcdiv: self + (value * t1) / t2
-      }
+      T* w = p.value.data();
+      const T* gr = p.grad.data();
+      // Element-wise, so any split across threads gives the same bits.
+      parallel_for(p.value.size(), parallel_grain_elements, [&](std::size_t lo, std::size_t hi) {
+        for (std::size_t j = lo; j < hi; ++j) {
+          const T g = gr[j];
+          w[j] = w[j] * decay;
+          m[j] = std::fma(one_minus_b1, g, m[j] * b1);
+          v[j] = std::fma(one_minus_b2 * g, g, v[j] * b2);
+          const T denom = std::sqrt(v[j]) / bc2_sqrt + eps;
+          w[j] = w[j] + neg_step * m[j] / denom;  // ATen addcdiv: self + (value * t1) / t2
+        }
+      });
     }
   }
 
