@@ -341,6 +341,30 @@ TEST_CASE("trainer: progress redraws one line on a terminal, one plain line per 
   }
 }
 
+TEST_CASE("trainer: plain progress adds a step line now and then (long epochs in a log)") {
+  std::ostringstream os;
+  TinyMlp<float> model(kIn, kHidden, kClasses, 1, 0.0);
+  loss::BCEWithLogitsLoss<float> loss;
+  optim::Sgd<float> opt(model.params(), {});
+  optim::ConstantLR sched{0.1};
+  auto [x, y] = make_data();
+  Loader loader(x, y, 10, 0);
+  // Every step after the first is "long enough ago": 8 steps -> 7 step lines + 2 epoch lines.
+  train::Trainer tr(model, loss, opt, sched,
+                    {.epochs = 2, .progress = train::Progress::plain, .plain_every_seconds = 1e-12, .out = &os});
+  tr.fit(loader);
+  const std::string out = os.str();
+  std::size_t newlines = 0, step_lines = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    newlines += out[i] == '\n';
+    step_lines += out.compare(i, 6, "epoch ") == 0 && out.find("batch", i) < out.find('\n', i);
+  }
+  CHECK(out.find('\r') == std::string::npos);
+  CHECK(step_lines == 7);
+  CHECK(newlines == 9);
+  CHECK(out.find("ETA") != std::string::npos);
+}
+
 namespace {
 // A linear head on cached embeddings: Tensor2 [N,D] -> Tensor2 [N,K].
 struct Head {

@@ -55,7 +55,7 @@ concept Optimizer = requires(O& o, double lr) {
 enum class Progress {
   automatic,  ///< `terminal` when the output stream is stderr and stderr is a terminal, else `plain`
   terminal,   ///< one line redrawn after every step, plus a line per epoch
-  plain,      ///< one line per epoch
+  plain,      ///< one line per epoch, plus a step line every `plain_every_seconds` (logs, pipes)
   off,
 };
 
@@ -73,6 +73,7 @@ struct TrainerOptions {
   std::int64_t stop_after_steps = -1;     ///< >= 0: save last/ and return after this many optimizer steps
   std::uint64_t seed = 0;                 ///< keys dropout randomness (and is checked on resume)
   Progress progress = Progress::automatic;
+  double plain_every_seconds = 60.0;       ///< plain progress: a step line at most this often (0 = none)
   std::ostream* out = nullptr;            ///< progress stream; nullptr = std::cerr
   std::map<std::string, std::string> config{};  ///< recorded in state.json (config.<key>)
   std::optional<EarlyStoppingOptions> early_stopping{};  ///< needs a validation hook
@@ -400,16 +401,32 @@ class Trainer {
   }
 
   void show_step(std::int64_t nb, double loss, std::int64_t images, double secs, std::int64_t steps_this_run) {
-    if (mode() != Progress::terminal) return;
+    const Progress m = mode();
+    if (m == Progress::plain) {
+      // Long epochs in a log file: a line now and then, so a reader sees the run is alive.
+      const auto now = std::chrono::steady_clock::now();
+      if (o_.plain_every_seconds <= 0 ||
+          std::chrono::duration<double>(now - last_plain_).count() < o_.plain_every_seconds)
+        return;
+      if (last_plain_ == std::chrono::steady_clock::time_point{}) {  // the first call starts the clock
+        last_plain_ = now;
+        return;
+      }
+      last_plain_ = now;
+    } else if (m != Progress::terminal) {
+      return;
+    }
     const std::int64_t steps_per_epoch = (nb + o_.accum_steps - 1) / o_.accum_steps;
     const std::int64_t left_in_epoch = (nb - st_.batch + o_.accum_steps - 1) / o_.accum_steps;
     const std::int64_t left = left_in_epoch + (o_.epochs - st_.epoch - 1) * steps_per_epoch;
     const double per_step = steps_this_run > 0 ? secs / static_cast<double>(steps_this_run) : 0.0;
     char buf[200];
-    std::snprintf(buf, sizeof buf, "\r\033[2Kepoch %lld/%lld  batch %lld/%lld  step %lld  loss %.4f  %.1f img/s  ETA %s",
+    std::snprintf(buf, sizeof buf, "%sepoch %lld/%lld  batch %lld/%lld  step %lld  loss %.4f  %.1f img/s  ETA %s%s",
+                  m == Progress::terminal ? "\r\033[2K" : "",
                   static_cast<long long>(st_.epoch + 1), static_cast<long long>(o_.epochs),
                   static_cast<long long>(st_.batch), static_cast<long long>(nb), static_cast<long long>(st_.step), loss,
-                  secs > 0 ? static_cast<double>(images) / secs : 0.0, hms(per_step * static_cast<double>(left)).c_str());
+                  secs > 0 ? static_cast<double>(images) / secs : 0.0, hms(per_step * static_cast<double>(left)).c_str(),
+                  m == Progress::terminal ? "" : "\n");
     out() << buf << std::flush;
   }
 
@@ -451,6 +468,7 @@ class Trainer {
   std::vector<BufferRef<T>> buffers_ = buffers_of<T>(model_);
   std::vector<T> saved_values_;
   std::vector<std::int64_t> saved_counts_;
+  std::chrono::steady_clock::time_point last_plain_{};  ///< last plain progress line (epoch 0 = not yet)
   EarlyStopping es_;
   TrainState st_;
   ValidationFn<Model> validate_;
