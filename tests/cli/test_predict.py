@@ -15,7 +15,6 @@ Usage: test_predict.py SIEVE_EXE SOURCE_ROOT   (needs numpy and PIL; about 10 s)
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -23,16 +22,17 @@ EXE, ROOT = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 try:
     import numpy as np
-    from PIL import Image, ImageDraw
+    from PIL import Image
     import map5_reference as ref  # noqa: E402
     import safetensors_py as stp  # noqa: E402
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from cli_util import CLASSES, draw_shape, run_sieve  # noqa: E402
 except ImportError as e:
     print(f"SKIP: {e}")
     sys.exit(77)
 
 failures = []
 tmp = tempfile.mkdtemp(prefix="sieve_predict_")
-CLASSES = ["bar", "circle", "cross"]  # class ids as the data folder orders them (by text)
 rng = np.random.default_rng(1)
 
 
@@ -43,25 +43,11 @@ def check(cond, what):
 
 
 def sieve(*args, timeout=300):
-    r = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout)
-    return r.returncode, r.stdout, r.stderr
+    return run_sieve(EXE, *args, timeout=timeout)
 
 
 def draw(kind):
-    a = (rng.random((28, 28)) * 40).astype(np.uint8)
-    im = Image.fromarray(a).convert("RGB")
-    d = ImageDraw.Draw(im)
-    o = rng.integers(-3, 4, 2)
-    if kind == 0:
-        d.rectangle([11 + o[0], 3, 16 + o[0], 24], fill=(230, 230, 230))
-    elif kind == 1:
-        d.ellipse([6 + o[0], 6 + o[1], 21 + o[0], 21 + o[1]], outline=(230, 230, 230), width=3)
-    elif kind == 2:
-        d.line([4, 4 + o[1], 23, 23 + o[1]], fill=(230, 230, 230), width=3)
-        d.line([23, 4 + o[1], 4, 23 + o[1]], fill=(230, 230, 230), width=3)
-    else:  # distractor: a small red square in a corner
-        d.rectangle([3 + o[0], 3 + o[1], 11 + o[0], 11 + o[1]], fill=(200, 60, 60))
-    return im
+    return draw_shape(kind, rng)
 
 
 data = os.path.join(tmp, "data")

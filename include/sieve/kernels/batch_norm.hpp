@@ -33,6 +33,24 @@ inline double bn_lanes_total(const double (&a)[kBnLanes]) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
+// y = x * scale + shift over channel c of [N,C,HW] (then max(y, 0) when relu).
+template <class T>
+void bn_affine(const T* x, T* y, std::size_t N, std::size_t C, std::size_t HW, std::size_t c, T scale, T shift,
+               bool relu) {
+  for (std::size_t i = 0; i < N; ++i) {
+    const T* xc = x + (i * C + c) * HW;
+    T* yc = y + (i * C + c) * HW;
+    if (relu) {
+      for (std::size_t p = 0; p < HW; ++p) {
+        const T v = xc[p] * scale + shift;
+        yc[p] = v > T(0) ? v : T(0);
+      }
+    } else {
+      for (std::size_t p = 0; p < HW; ++p) yc[p] = xc[p] * scale + shift;
+    }
+  }
+}
+
 // Channels per thread so that each thread gets enough values to be worth waking.
 inline std::size_t bn_channel_grain(std::size_t per_channel) {
   return std::max<std::size_t>(1, parallel_grain_elements / std::max<std::size_t>(per_channel, 1));
@@ -85,18 +103,7 @@ void batch_norm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T
       running_var[c] = static_cast<T>((1.0 - d.momentum) * running_var[c] + d.momentum * unbiased);
       const T scale = static_cast<T>(invstd * gamma[c]);
       const T shift = static_cast<T>(beta[c] - mean * invstd * gamma[c]);
-      for (std::size_t i = 0; i < N; ++i) {
-        const T* xc = x + (i * C + c) * HW;
-        T* yc = y + (i * C + c) * HW;
-        if (relu) {
-          for (std::size_t p = 0; p < HW; ++p) {
-            const T v = xc[p] * scale + shift;
-            yc[p] = v > T(0) ? v : T(0);
-          }
-        } else {
-          for (std::size_t p = 0; p < HW; ++p) yc[p] = xc[p] * scale + shift;
-        }
-      }
+      detail::bn_affine(x, y, N, C, HW, c, scale, shift, relu);
     }
   });
 }
@@ -116,18 +123,7 @@ void batch_norm_forward_eval(const T* x, const T* gamma, const T* beta, const T*
       save_invstd[c] = static_cast<T>(invstd);
       const T scale = static_cast<T>(invstd * gamma[c]);
       const T shift = static_cast<T>(beta[c] - running_mean[c] * invstd * gamma[c]);
-      for (std::size_t i = 0; i < N; ++i) {
-        const T* xc = x + (i * C + c) * HW;
-        T* yc = y + (i * C + c) * HW;
-        if (relu) {
-          for (std::size_t p = 0; p < HW; ++p) {
-            const T v = xc[p] * scale + shift;
-            yc[p] = v > T(0) ? v : T(0);
-          }
-        } else {
-          for (std::size_t p = 0; p < HW; ++p) yc[p] = xc[p] * scale + shift;
-        }
-      }
+      detail::bn_affine(x, y, N, C, HW, c, scale, shift, relu);
     }
   });
 }
