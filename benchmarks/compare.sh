@@ -25,9 +25,8 @@ Options:
                      the repository root; it is not built by this script)
   --cases A,B,...    cases, comma-separated (same as listing them as arguments)
   --rounds R         rounds (default 3)
-  --min-time S       seconds per case for PyTorch and ONNX Runtime (default 2). sieve's cases
-                     register their own minimum time (2 s in bench_resnet50.cpp), which Google
-                     Benchmark lets override --benchmark_min_time.
+  --min-time S       seconds per case, every side (default 2; sieve gets it as
+                     --benchmark_min_time)
   --workdir DIR      ort_resnet50.sh's scratch folder (default: its own default)
   --no-ort           skip ONNX Runtime
   --channels-last    run PyTorch with --channels-last
@@ -134,7 +133,7 @@ ort_version=''
 for ((r = 1; r <= rounds; ++r)); do
   for c in "${cases[@]}"; do
     progress="round $r/$rounds $c:"
-    run_logged "sieve $c" "$bench" "--benchmark_filter=^$c/" --benchmark_format=json
+    run_logged "sieve $c" "$bench" "--benchmark_filter=^$c/" --benchmark_format=json "--benchmark_min_time=$min_time"
     v=$(parse_sieve "$c"); printf '%s\t%s\t%s\t%s\n' sieve "$c" "$r" "$v" >>"$results"
     progress+=" sieve $(printf '%.3g' "$v")"
 
