@@ -1,8 +1,13 @@
-// The GEMM wrapper against a raw cblas_sgemm call on ResNet50-shaped products.
-// Each case reports GFLOP/s (2*M*N*K per product); the two variants should match, showing
-// the wrapper adds nothing measurable.
+// The GEMM wrapper against a raw cblas_sgemm call on ResNet50-shaped products, and the FMA
+// ceiling of this machine. Each case reports GFLOP/s (2*M*N*K per product). Both GEMM sides use
+// 2 threads: the wrapper splits C's columns over sieve's threads (one single-threaded OpenBLAS
+// call each); the raw call lets OpenBLAS thread itself.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
+
+#if defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 #include <vector>
 
@@ -34,6 +39,10 @@ std::vector<float> random_buffer(std::size_t n, std::uint64_t stream) {
 
 template <bool Wrapper>
 void BM_sgemm(benchmark::State& state) {
+  sieve::set_threads(2);
+  // The wrapper pins OpenBLAS to one thread; the raw side gets OpenBLAS's own 2 threads back.
+  sieve::kernels::detail::blas_pin_single_thread();
+  openblas_set_num_threads(Wrapper ? 1 : 2);
   const Shape& s = kShapes[state.range(0)];
   state.SetLabel(s.name);
   auto a = random_buffer(std::size_t(s.M) * s.K, 1);
@@ -52,7 +61,36 @@ void BM_sgemm(benchmark::State& state) {
   const double flops = 2.0 * s.M * s.N * s.K;
   state.counters["GFLOP/s"] =
       benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  openblas_set_num_threads(1);
 }
+
+#if defined(__FMA__)
+// The FMA ceiling: every thread runs 12 independent chains of 8-wide fused multiply-adds
+// (enough in flight to cover the FMA latency on two pipes), 2 flops per lane.
+void BM_fma_peak(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  constexpr long kIters = 1L << 22;
+  float sink = 0;
+  for (auto _ : state) {
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    {
+      __m256 acc[12];
+      for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i) * 1e-3f);
+      const __m256 b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+      for (long it = 0; it < kIters; ++it)
+        for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], b, c);
+      float out[8];
+      __m256 t = acc[0];
+      for (int i = 1; i < 12; ++i) t = _mm256_add_ps(t, acc[i]);
+      _mm256_storeu_ps(out, t);
+      for (float v : out) sink += v;
+    }
+    benchmark::DoNotOptimize(sink);
+  }
+  const double flops = 2.0 * 8 * 12 * static_cast<double>(kIters) * threads;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+#endif
 
 void shapes(benchmark::internal::Benchmark* b) {
   for (int i = 0; i < int(std::size(kShapes)); ++i) b->Arg(i);
@@ -62,5 +100,8 @@ void shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_sgemm<true>)->Name("gemm/sieve_wrapper")->Apply(shapes)->UseRealTime();
 BENCHMARK(BM_sgemm<false>)->Name("gemm/raw_cblas")->Apply(shapes)->UseRealTime();
+#if defined(__FMA__)
+BENCHMARK(BM_fma_peak)->Name("fma_peak/threads")->Arg(1)->Arg(2)->UseRealTime();
+#endif
 
 BENCHMARK_MAIN();
