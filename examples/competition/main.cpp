@@ -6,6 +6,8 @@
 // the whole job (MPI_Abort), since the other ranks may be waiting for this one in a collective.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <memory>
@@ -16,6 +18,7 @@
 
 #include "parallel.hpp"
 #include "sieve/core/check.hpp"
+#include "sieve/core/parallel.hpp"
 #include "sieve/dist/dist.hpp"
 
 // The subcommands: one header each, each a type with `CLI::App* app`, `void add_to(CLI::App&)`
@@ -51,6 +54,12 @@ int main(int argc, char** argv) {
     return error(e.what());
   }
   sieve::cli::communicator_slot() = comm.get();
+  // Ranks sharing a machine would each start one compute thread per core: unless the user
+  // chose (OMP_NUM_THREADS, or --threads later), split the cores among this host's ranks.
+  if (comm->size() > 1 && std::getenv("OMP_NUM_THREADS") == nullptr) {
+    if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local != nullptr && std::atoi(local) > 0)
+      sieve::set_threads(std::max(1, sieve::threads() / std::atoi(local)));
+  }
   try {
     CLI::App app{"sieve: train and run image-retrieval models (ResNet50, BCE multilabel head) on the CPU"};
     app.name("sieve");

@@ -38,7 +38,8 @@ except ImportError as e:
     sys.exit(77)
 
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1",
-           OMPI_MCA_btl="self,vader,tcp", OMPI_MCA_rmaps_base_oversubscribe="1", SIEVE_MPI_TIMEOUT="60")
+           OMPI_MCA_btl="self,vader,tcp", OMPI_MCA_rmaps_base_oversubscribe="1", SIEVE_MPI_TIMEOUT="60",
+           OMP_NUM_THREADS="1")  # one compute thread per process: results compared at one thread count
 failures = []
 tmp = tempfile.mkdtemp(prefix="sieve_mpi_")
 rng = np.random.default_rng(3)
