@@ -31,8 +31,9 @@ EXE, ROOT, MPIRUN = os.path.abspath(sys.argv[1]), sys.argv[2], sys.argv[3]
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 try:
     import numpy as np
-    from PIL import Image, ImageDraw
     import safetensors_py as stp  # noqa: E402
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from cli_util import CLASSES, draw_shape  # noqa: E402
 except ImportError as e:
     print(f"SKIP: {e}")
     sys.exit(77)
@@ -71,23 +72,9 @@ def mpi(n, *args, timeout=300, mpmd=None):
 
 
 def draw(kind):
-    a = (rng.random((28, 28)) * 40).astype(np.uint8)
-    im = Image.fromarray(a).convert("RGB")
-    d = ImageDraw.Draw(im)
-    o = rng.integers(-3, 4, 2)
-    if kind == 0:
-        d.rectangle([11 + o[0], 3, 16 + o[0], 24], fill=(230, 230, 230))
-    elif kind == 1:
-        d.ellipse([6 + o[0], 6 + o[1], 21 + o[0], 21 + o[1]], outline=(230, 230, 230), width=3)
-    elif kind == 2:
-        d.line([4, 4 + o[1], 23, 23 + o[1]], fill=(230, 230, 230), width=3)
-        d.line([23, 4 + o[1], 4, 23 + o[1]], fill=(230, 230, 230), width=3)
-    else:  # distractor
-        d.rectangle([3 + o[0], 3 + o[1], 11 + o[0], 11 + o[1]], fill=(200, 60, 60))
-    return im
+    return draw_shape(kind, rng)
 
 
-CLASSES = ["bar", "circle", "cross"]
 data = os.path.join(tmp, "data")
 for sub in ("train", "test", "outside"):
     os.makedirs(os.path.join(data, sub))
