@@ -471,6 +471,7 @@ struct TrainCommand {
     o.epochs = cfg.epochs;
     o.seed = cfg.seed;
     o.max_minutes = max_minutes;
+    o.throughput_scale = static_cast<double>(communicator().size());  // equal shards per rank
     o.progress = quiet ? train::Progress::off : train::Progress::automatic;
     o.early_stopping = train::EarlyStoppingOptions{"val_map5", train::Mode::max, cfg.patience, 0.0};
     o.config = {{"data", cfg.data}, {"classes", std::to_string(cfg.num_classes())}, {"freeze", cfg.freeze},

@@ -365,6 +365,28 @@ TEST_CASE("trainer: plain progress adds a step line now and then (long epochs in
   CHECK(out.find("ETA") != std::string::npos);
 }
 
+TEST_CASE("trainer: throughput_scale multiplies the reported img/s (data-parallel ranks)") {
+  auto ips_of = [](double scale) {
+    std::ostringstream os;
+    TinyMlp<float> model(kIn, kHidden, kClasses, 1, 0.0);
+    loss::BCEWithLogitsLoss<float> loss;
+    optim::Sgd<float> opt(model.params(), {});
+    optim::ConstantLR sched{0.1};
+    auto [x, y] = make_data();
+    Loader loader(x, y, 10, 0);
+    train::Trainer tr(model, loss, opt, sched,
+                      {.epochs = 1, .progress = train::Progress::plain, .throughput_scale = scale, .out = &os});
+    tr.fit(loader);
+    const std::string out = os.str();
+    const auto end = out.rfind(" img/s");
+    REQUIRE(end != std::string::npos);
+    return std::stod(out.substr(out.rfind("  ", end) + 2, end));
+  };
+  // 40 images take more than 4 ns (unscaled: below 1e10 img/s) and less than 4000 s (x 1e12: above).
+  CHECK(ips_of(1.0) < 1e10);
+  CHECK(ips_of(1e12) > 1e10);
+}
+
 namespace {
 // A linear head on cached embeddings: Tensor2 [N,D] -> Tensor2 [N,K].
 struct Head {

@@ -74,6 +74,9 @@ struct TrainerOptions {
   std::uint64_t seed = 0;                 ///< keys dropout randomness (and is checked on resume)
   Progress progress = Progress::automatic;
   double plain_every_seconds = 60.0;       ///< plain progress: a step line at most this often (0 = none)
+  /// Images counted per local image in img/s (data-parallel over N equal shards: N, so the
+  /// progress line and metrics.jsonl's images_per_sec show the whole job's throughput).
+  double throughput_scale = 1.0;
   std::ostream* out = nullptr;            ///< progress stream; nullptr = std::cerr
   std::map<std::string, std::string> config{};  ///< recorded in state.json (config.<key>)
   std::optional<EarlyStoppingOptions> early_stopping{};  ///< needs a validation hook
@@ -425,13 +428,13 @@ class Trainer {
                   m == Progress::terminal ? "\r\033[2K" : "",
                   static_cast<long long>(st_.epoch + 1), static_cast<long long>(o_.epochs),
                   static_cast<long long>(st_.batch), static_cast<long long>(nb), static_cast<long long>(st_.step), loss,
-                  secs > 0 ? static_cast<double>(images) / secs : 0.0, hms(per_step * static_cast<double>(left)).c_str(),
+                  secs > 0 ? o_.throughput_scale * static_cast<double>(images) / secs : 0.0, hms(per_step * static_cast<double>(left)).c_str(),
                   m == Progress::terminal ? "" : "\n");
     out() << buf << std::flush;
   }
 
   void log_epoch(double loss, const std::map<std::string, double>& val, std::int64_t images, double secs) {
-    const double ips = secs > 0 ? static_cast<double>(images) / secs : 0.0;
+    const double ips = secs > 0 ? o_.throughput_scale * static_cast<double>(images) / secs : 0.0;
     std::string msg = str("epoch ", st_.epoch + 1, "/", o_.epochs, "  step ", st_.step, "  loss ", loss, "  lr ",
                           st_.last_lr);
     for (const auto& [k, v] : val) msg += str("  ", k, " ", v);
