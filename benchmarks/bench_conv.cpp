@@ -1,6 +1,7 @@
 // Per-layer convolution throughput on ResNet50's shapes (224x224 input, batch 16): forward,
 // backward-input and backward-weight, each reported as GFLOP/s (2*N*K*C*KH*KW*OH*OW per pass).
-// OpenBLAS uses 2 threads, as the model benchmarks and the PyTorch reference do.
+// sieve runs on 2 threads (each BLAS call single-threaded), as the model benchmarks and the
+// PyTorch reference do.
 #include <benchmark/benchmark.h>
 
 #include <vector>
@@ -41,7 +42,7 @@ enum class Pass { forward, backward_input, backward_weight };
 
 template <Pass P>
 void BM_conv(benchmark::State& state) {
-  sieve::kernels::blas_set_threads(2);
+  sieve::set_threads(2);
   const Layer& L = kLayers[state.range(0)];
   state.SetLabel(L.name);
   const sieve::kernels::Conv2dDims d{kBatch, L.C, L.H, L.H, L.K, {L.k, L.k, L.s, L.s, L.p, L.p}};

@@ -42,11 +42,11 @@ struct ForwardCommand {
                                                     "(torchvision layout; loads with torchvision's load_state_dict)");
     app->add_flag("--double", use_double, "compute in float64 (outputs F64): separates float32 rounding from "
                                           "real discrepancies when comparing with another framework");
-    app->add_option("--threads", threads, "BLAS threads (0 = OpenBLAS default)")->check(CLI::NonNegativeNumber);
+    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
   }
 
   int run() {
-    if (threads > 0) kernels::blas_set_threads(threads);
+    if (threads > 0) sieve::set_threads(threads);
     return use_double ? run_as<double>() : run_as<float>();
   }
 

@@ -135,12 +135,12 @@ struct PredictCommand {
         ->excludes(ur);
     app->add_option("--workers", workers, "image decoding threads")->check(CLI::Range(std::size_t{0}, std::size_t{64}));
     app->add_option("--batch", batch, "inference batch size")->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
-    app->add_option("--threads", threads, "BLAS threads (0 = OpenBLAS default)")->check(CLI::NonNegativeNumber);
+    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
     app->add_flag("--quiet", quiet, "no progress lines");
   }
 
   int run() {
-    if (threads > 0) kernels::blas_set_threads(threads);
+    if (threads > 0) sieve::set_threads(threads);
     dist::Communicator& comm = communicator();
     if (comm.rank() != 0) quiet = true;
     const fs::path run(run_dir);

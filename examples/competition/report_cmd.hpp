@@ -224,11 +224,11 @@ struct ReportCommand {
     app->add_option("--grid-images", grid_images, "images per side of each grid row")
         ->check(CLI::Range(std::size_t{1}, std::size_t{32}));
     app->add_option("--seed", seed, "seed for the random samples and UMAP");
-    app->add_option("--threads", threads, "BLAS threads (0 = OpenBLAS default)")->check(CLI::NonNegativeNumber);
+    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
   }
 
   int run() {
-    if (threads > 0) kernels::blas_set_threads(threads);
+    if (threads > 0) sieve::set_threads(threads);
     const fs::path run(run_dir);
     const RunConfig cfg = load_config(run);
     const std::size_t K = cfg.num_classes();

@@ -224,7 +224,7 @@ struct TrainCommand {
     app->add_option("--max-steps", max_steps, "stop (saving last/) after this many optimizer steps in this "
                                               "invocation; calibration still runs")
         ->check(CLI::PositiveNumber);
-    app->add_option("--threads", threads, "BLAS threads (0 = OpenBLAS default)")->check(CLI::NonNegativeNumber);
+    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
     app->add_option("--workers", workers, "image loading threads (0 = load on the training thread)")
         ->capture_default_str();
     app->add_flag("--quiet", quiet, "no progress lines (errors and the final summary only)");
@@ -286,7 +286,7 @@ struct TrainCommand {
   }
 
   int run() {
-    if (threads > 0) kernels::blas_set_threads(threads);
+    if (threads > 0) sieve::set_threads(threads);
     dist::Communicator& comm = communicator();
     const int ranks = comm.size();
     const bool root = comm.rank() == 0;

@@ -44,7 +44,7 @@ struct Run {
 }  // namespace
 
 TEST_CASE("small ResNet: k steps + stop + resume + k steps is bit-identical to 2k straight (BN, Dropout, AdamW)") {
-  kernels::blas_set_threads(1);
+  set_threads(1);
   const fs::path a = fs::temp_directory_path() / ("sieve_train_resnet_a_" + std::to_string(::getpid()));
   const fs::path b = fs::temp_directory_path() / ("sieve_train_resnet_b_" + std::to_string(::getpid()));
   fs::remove_all(a);

@@ -20,7 +20,7 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "usage: %s RUN_DIR\n", argv[0]);
     return 2;
   }
-  kernels::blas_set_threads(1);
+  set_threads(1);
   sieve_test::SmallNet<float> net(nn::ResNetConfig{{1, 1, 1, 1}, 64, 3}, 5, 123, 0.2);
   loss::BCEWithLogitsLoss<float> loss;
   optim::AdamW<float> opt(net.params(), {}, {{"fc.", 10.0}});
