@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <exception>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -57,9 +58,9 @@ inline void partition(std::size_t n, std::size_t parts, std::size_t t, std::size
 }
 
 /// Runs f(t, lo, hi) for parts t = 0..parts-1 over the static partition of [0, n), one part
-/// per thread, with parts = min(threads(), n, max_parts) (1 inside a parallel region). f must
-/// not throw. Returns the number of parts used (callers size per-thread scratch with
-/// `parallel_parts`).
+/// per thread, with parts = min(threads(), n, max_parts) (1 inside a parallel region). If parts
+/// throw, the others still run to the end and the first exception is rethrown here. Returns
+/// the number of parts used (callers size per-thread scratch with `parallel_parts`).
 template <class F>
 std::size_t parallel_for_parts(std::size_t n, std::size_t max_parts, F&& f);
 
@@ -78,19 +79,28 @@ std::size_t parallel_for_parts(std::size_t n, std::size_t max_parts, F&& f) {
     return parts;
   }
 #if defined(_OPENMP)
+  // An exception must not leave a parallel region (that terminates the program): the first
+  // part to throw hands its exception to the calling thread, which rethrows it after the join.
+  std::exception_ptr error;
 #pragma omp parallel num_threads(static_cast<int>(parts))
   {
     const auto t = static_cast<std::size_t>(omp_get_thread_num());
     std::size_t lo, hi;
     partition(n, parts, t, lo, hi);
-    if (lo < hi) f(t, lo, hi);
+    try {
+      if (lo < hi) f(t, lo, hi);
+    } catch (...) {
+#pragma omp critical(sieve_parallel_error)
+      if (!error) error = std::current_exception();
+    }
   }
+  if (error) std::rethrow_exception(error);
 #endif
   return parts;
 }
 
 /// Runs f(lo, hi) over a static partition of [0, n) when there are at least `grain` items per
-/// thread, else serially. f must not throw.
+/// thread, else serially (exceptions as parallel_for_parts).
 template <class F>
 void parallel_for(std::size_t n, std::size_t grain, F&& f) {
   const std::size_t max_parts = grain == 0 ? n : n / grain;
