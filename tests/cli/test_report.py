@@ -131,6 +131,8 @@ def make_run(run, data, train_rows, test_truth):
             scores[i, y] = 0.5 + 0.05 * (i % 5)
             if i % 6 == 5:
                 scores[i, (y + 1) % K] = 0.95  # misclassified as the next class
+            elif i % 7 == 3:
+                scores[i, y] = 0.2  # right class, but below the threshold: -1 ranked first
     thr = 0.3
     ranked = rank_with_threshold(scores, thr)
     stp.save({"scores": scores, "ranked": np.asarray(ranked, np.int64)},
@@ -184,6 +186,12 @@ if check(rc == 0 and os.path.exists(page_path), f"report failed: rc={rc}\n{out}\
     rows = [[("-1" if c < 0 else CLASSES[c]) for c in r] for r in ranked]
     want_map = ref.mapk(rows, truth, 5)
     check(f"<td>{want_map:.4f}</td>" in text, f"test MAP@5 {want_map:.4f} not in the score table")
+    known = [i for i, y in enumerate(te_labels) if y >= 0]
+    want_argmax = np.mean([int(np.argmax(scores[i])) == te_labels[i] for i in known])
+    check(0 < want_argmax < 1, f"fixture: argmax top-1 {want_argmax} should be neither 0 nor 1")
+    first_top1 = np.mean([ranked[i][0] == te_labels[i] for i in known])
+    check(first_top1 < want_argmax, f"fixture: first-label top-1 {first_top1} should be below argmax's")
+    check(f"<td>{want_argmax:.4f}</td>" in text, f"score-argmax top-1 {want_argmax:.4f} not in the score table")
     # Image grids: rows in order of first-prediction counts; left thumbnails are test images
     # predicted as that label, right ones train (or outside) images of it: check their colours.
     order = sorted(want.items(), key=lambda kv: -kv[1])  # stable: ties keep label-id order
