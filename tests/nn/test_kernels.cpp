@@ -137,6 +137,48 @@ TEST_CASE("conv2d: float backward agrees with double; workspace and geometry err
                        doctest::Contains("smaller than the kernel"), sieve::Error);
 }
 
+TEST_CASE("conv2d on 2 threads: split samples, per-thread weight-gradient partials") {
+  // Large enough to be split (conv2d_parallel_min_macs per thread): one case with one sample
+  // per GEMM (32x32 planes), one with grouped samples (8x8 planes). Forward and input gradient
+  // must equal the 1-thread result bit for bit (the same per-group products); the weight
+  // gradient (partials summed in thread order) must agree to rounding and accumulate onto dw.
+  const int saved = sieve::threads();
+  Rng rng(21);
+  for (const ConvCase c : {ConvCase{4, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 0},
+                           ConvCase{8, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 0}}) {
+    CAPTURE(c.H);
+    const auto d = dims_of(c);
+    const std::size_t ny = c.N * c.K * d.OH() * d.OW();
+    const auto x = cast<float>(randn(c.N * c.C * c.H * c.W, rng));
+    const auto w = cast<float>(randn(c.K * c.C * 9, rng, 0.1));
+    const auto dy = cast<float>(randn(ny, rng));
+    auto run = [&](int threads, std::vector<float>& y, std::vector<float>& dx, std::vector<float>& dw) {
+      sieve::set_threads(threads);
+      std::vector<float> ws(k::conv2d_workspace_size(d));
+      y.assign(ny, 0.f);
+      dx.assign(x.size(), 0.f);
+      dw.assign(w.size(), 1.0f);  // accumulated onto
+      k::conv2d_forward(x.data(), w.data(), y.data(), d, ws.data(), ws.size());
+      k::conv2d_backward_input(dy.data(), w.data(), dx.data(), d, ws.data(), ws.size());
+      k::conv2d_backward_weight(x.data(), dy.data(), dw.data(), d, ws.data(), ws.size());
+      return k::conv2d_plan(d).parts;
+    };
+    std::vector<float> y1, dx1, dw1, y2, dx2, dw2;
+    CHECK(run(1, y1, dx1, dw1) == 1);
+    CHECK(run(2, y2, dx2, dw2) == 2);
+    CHECK(y1 == y2);
+    CHECK(dx1 == dx2);
+    std::vector<double> dw1d(dw1.begin(), dw1.end());
+    CHECK(rel_err(dw2, dw1d, dw1d.size()) < 1e-6);
+    // Against the naive float64 reference (dw - 1: what was accumulated).
+    const auto ref = sieve::test::naive_conv2d(std::vector<double>(x.begin(), x.end()),
+                                               std::vector<double>(w.begin(), w.end()), c.N, c.C, c.H, c.W, c.K, 3,
+                                               3, 1, 1, 1, 1);
+    CHECK(rel_err(y2, ref, ref.size()) < 1e-5);
+  }
+  sieve::set_threads(saved);
+}
+
 TEST_CASE("batch norm: hand-computed, naive agreement, running stats as PyTorch") {
   // One channel, values {1, 3}: mean 2, biased var 1, unbiased var 2.
   std::vector<double> x{1, 3}, g{2}, b{0.5}, y(2), sm(1), si(1), rm{0}, rv{1};

@@ -53,6 +53,15 @@ inline void conv2d_check(const Conv2dDims& d, const char* what) {
 /// would cost a gather/scatter copy per sample).
 inline constexpr std::size_t conv2d_group_min_pixels = 1024;
 
+/// Multiply-adds a thread should get before a convolution is split (waking threads and
+/// waiting for the slowest costs more than a small convolution).
+inline constexpr std::size_t conv2d_parallel_min_macs = std::size_t{1} << 21;
+
+/// Threads a convolution of this size may use (at most one per sample group, see below).
+inline std::size_t conv2d_max_parts(const Conv2dDims& d) {
+  return d.N * d.K * d.CKK() * d.OH() * d.OW() / conv2d_parallel_min_macs;
+}
+
 /// Samples per GEMM group: 1 for large output planes, else as many as fit the budget (at
 /// least 1, at most N), and no more than leave one group per thread.
 inline std::size_t conv2d_group(const Conv2dDims& d) {
@@ -61,7 +70,7 @@ inline std::size_t conv2d_group(const Conv2dDims& d) {
   if (d.OH() * d.OW() >= conv2d_group_min_pixels) return 1;
   const std::size_t per_sample = (d.CKK() + d.K) * d.OH() * d.OW();
   const std::size_t g = per_sample == 0 ? 1 : conv2d_group_budget / per_sample;
-  const std::size_t T = parallel_parts(N);
+  const std::size_t T = std::max<std::size_t>(parallel_parts(N, conv2d_max_parts(d)), 1);
   return std::clamp<std::size_t>(g, 1, (N + T - 1) / T);
 }
 
@@ -77,7 +86,7 @@ inline Conv2dPlan conv2d_plan(const Conv2dDims& d) {
   Conv2dPlan p;
   p.G = conv2d_group(d);
   p.groups = (d.N + p.G - 1) / p.G;
-  p.parts = std::max<std::size_t>(parallel_parts(p.groups), 1);
+  p.parts = std::max<std::size_t>(parallel_parts(p.groups, conv2d_max_parts(d)), 1);
   const std::size_t P = d.OH() * d.OW();
   p.part_ws = p.G == 1 && d.direct() ? 0 : d.CKK() * p.G * P + (p.G > 1 ? d.K * p.G * P : 0);
   p.dw_ws = p.parts > 1 ? d.K * d.CKK() : 0;

@@ -26,6 +26,10 @@ template <class T>
 struct BottleneckScratch {
   Tensor4<T> dsum, g4, p1, p2;  // backward
   Tensor4<T> b3, id;            // forward: bn3 and downsample outputs, dead after the residual sum
+  /// Input gradient of the identity-shortcut blocks sharing this scratch: block i reads its dy
+  /// (block i+1's input gradient, this same buffer) only to form dsum, before conv1's backward
+  /// overwrites it, so one buffer serves the whole run of blocks.
+  Tensor4<T> dx;
 };
 
 template <class T>
@@ -81,6 +85,9 @@ class Bottleneck {
                 dy.shape()[2], ",", dy.shape()[3], "] differs from the output [", y_.shape()[0], ",",
                 y_.shape()[1], ",", y_.shape()[2], ",", y_.shape()[3], "]");
     BottleneckScratch<T>& sc = *scratch_;
+    // Identity shortcut: input and output shapes agree, the gradient goes to the shared buffer
+    // (which may be dy itself; dy is dead once dsum is formed). A downsampling block keeps its own.
+    Tensor4<T>& dx = ds_conv_ ? dx_ : sc.dx;
     ensure_shape(sc.dsum, y_.shape());
     {
       const T* py = y_.data();
@@ -109,7 +116,7 @@ class Bottleneck {
         case 3: bn2_.backward_into(sc.p1, sc.p1, nd); break;
         case 2: conv2_.backward_into(sc.p1, sc.p2, nd); break;
         case 1: bn1_.backward_into(sc.p2, sc.p2, nd); break;
-        case 0: conv1_.backward_into(sc.p2, dx_, nd); main_dx = nd; break;
+        case 0: conv1_.backward_into(sc.p2, dx, nd); main_dx = nd; break;
       }
     }
     const Tensor4<T>* gs = &sc.dsum;  // the identity shortcut passes the gradient through
@@ -122,14 +129,14 @@ class Bottleneck {
     }
     if (need_dx) {
       SIEVE_CHECK(main_dx, "Bottleneck.backward: internal error, main path gave no input gradient");
-      SIEVE_CHECK(gs->shape() == dx_.shape(), "Bottleneck.backward: shortcut gradient shape differs from input");
+      SIEVE_CHECK(gs->shape() == dx.shape(), "Bottleneck.backward: shortcut gradient shape differs from input");
       const T* b = gs->data();
-      T* o = dx_.data();
-      parallel_for(dx_.size(), parallel_grain_elements, [=](std::size_t lo, std::size_t hi) {
+      T* o = dx.data();
+      parallel_for(dx.size(), parallel_grain_elements, [=](std::size_t lo, std::size_t hi) {
         for (std::size_t i = lo; i < hi; ++i) o[i] += b[i];
       });
     }
-    return dx_;
+    return dx;
   }
   const Tensor4<T>& backward(const Tensor4<T>& dy) { return backward(dy, true); }
 
