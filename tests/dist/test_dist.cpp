@@ -153,7 +153,7 @@ TEST_SUITE("single") {
 
   TEST_CASE("RangeDataset: a slice of the base dataset") {
     io::MemoryDataset base;
-    for (int i = 0; i < 5; ++i) base.add("s" + std::to_string(i), Image{}, {i});
+    for (int i = 0; i < 5; ++i) base.add(sieve::str("s", i), Image{}, {i});
     const dist::RangeDataset part(base, dist::shard_range(5, 1, 2));
     REQUIRE(part.size() == 3);
     CHECK(part.id(0) == "s2");
@@ -177,13 +177,13 @@ TEST_SUITE("single") {
 
   TEST_CASE("ShardedDataset shows this rank's samples of the epoch; ShardedLoader re-points it per epoch") {
     io::MemoryDataset base;
-    for (int i = 0; i < 10; ++i) base.add("s" + std::to_string(i), Image{}, {i});
+    for (int i = 0; i < 10; ++i) base.add(sieve::str("s", i), Image{}, {i});
     const dist::ShardPlan plan{10, 4, 2, true, false, 1, 2};
     dist::ShardedDataset ds(base, plan);
     const auto idx0 = plan.indices(0), idx1 = plan.indices(1);
     REQUIRE(ds.size() == idx0.size());
     CHECK(ds.size() == 5);  // 2 + 2 + 1 (last global batch of 2 split 1/1)
-    for (std::size_t i = 0; i < ds.size(); ++i) CHECK(ds.id(i) == "s" + std::to_string(idx0[i]));
+    for (std::size_t i = 0; i < ds.size(); ++i) CHECK(ds.id(i) == sieve::str("s", idx0[i]));
     CHECK(idx0 != idx1);
     ds.set_epoch(1);
     for (std::size_t i = 0; i < ds.size(); ++i) CHECK(ds.labels(i)[0] == static_cast<std::int32_t>(idx1[i]));
@@ -191,7 +191,7 @@ TEST_SUITE("single") {
 
   TEST_CASE("io::Loader over a ShardedDataset, via ShardedLoader, yields this rank's share of each global batch") {
     io::MemoryDataset base;
-    for (int i = 0; i < 11; ++i) base.add("s" + std::to_string(i), Image(1, 1, static_cast<std::uint8_t>(i)), {i});
+    for (int i = 0; i < 11; ++i) base.add(sieve::str("s", i), Image(1, 1, static_cast<std::uint8_t>(i)), {i});
     const dist::ShardPlan plan{11, 4, 6, true, false, 1, 2};
     dist::ShardedDataset ds(base, plan);
     io::Loader loader(ds, augment::ToTensor{}, {.batch_size = plan.per_rank(), .workers = 1, .shuffle = false,
@@ -208,7 +208,7 @@ TEST_SUITE("single") {
         const auto [lo, hi] = plan.positions(b);
         REQUIRE(xy.y.size() == hi - lo);
         for (std::size_t k = 0; k < hi - lo; ++k) {
-          CHECK(xy.y[k] == "s" + std::to_string(order[lo + k]));
+          CHECK(xy.y[k] == sieve::str("s", order[lo + k]));
           CHECK(xy.x(k, 0, 0, 0) == doctest::Approx(static_cast<float>(order[lo + k]) / 255.0f));
         }
       }

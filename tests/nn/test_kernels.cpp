@@ -144,7 +144,7 @@ TEST_CASE("conv2d on 2 threads: split samples, per-thread weight-gradient partia
   // gradient (partials summed in thread order) must agree to rounding and accumulate onto dw.
   const int saved = sieve::threads();
   Rng rng(21);
-  for (const ConvCase c : {ConvCase{4, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 0},
+  for (const ConvCase& c : {ConvCase{4, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1, 0},
                            ConvCase{8, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 0}}) {
     CAPTURE(c.H);
     const auto d = dims_of(c);
