@@ -312,18 +312,26 @@ TEST_CASE("trainer: early stopping stops, best/ holds the best epoch's weights a
   CHECK(nlohmann::json::parse(line)["val_score"].get<double>() == 0.1);
 }
 
+namespace {
+// Trains the tiny MLP (4 steps per epoch) with these options, writing progress to a string.
+std::string progress_of(train::TrainerOptions o) {
+  std::ostringstream os;
+  TinyMlp<float> model(kIn, kHidden, kClasses, 1, 0.0);
+  loss::BCEWithLogitsLoss<float> loss;
+  optim::Sgd<float> opt(model.params(), {});
+  optim::ConstantLR sched{0.1};
+  auto [x, y] = make_data();
+  Loader loader(x, y, 10, 0);
+  o.out = &os;
+  train::Trainer tr(model, loss, opt, sched, o);
+  tr.fit(loader);
+  return os.str();
+}
+}  // namespace
+
 TEST_CASE("trainer: progress redraws one line on a terminal, one plain line per epoch otherwise") {
   for (const auto mode : {train::Progress::terminal, train::Progress::plain}) {
-    std::ostringstream os;
-    TinyMlp<float> model(kIn, kHidden, kClasses, 1, 0.0);
-    loss::BCEWithLogitsLoss<float> loss;
-    optim::Sgd<float> opt(model.params(), {});
-    optim::ConstantLR sched{0.1};
-    auto [x, y] = make_data();
-    Loader loader(x, y, 10, 0);
-    train::Trainer tr(model, loss, opt, sched, {.epochs = 2, .progress = mode, .out = &os});
-    tr.fit(loader);
-    const std::string out = os.str();
+    const std::string out = progress_of({.epochs = 2, .progress = mode});
     std::size_t newlines = 0, redraws = 0;
     for (std::size_t i = 0; i < out.size(); ++i) {
       newlines += out[i] == '\n';
@@ -342,18 +350,9 @@ TEST_CASE("trainer: progress redraws one line on a terminal, one plain line per 
 }
 
 TEST_CASE("trainer: plain progress adds a step line now and then (long epochs in a log)") {
-  std::ostringstream os;
-  TinyMlp<float> model(kIn, kHidden, kClasses, 1, 0.0);
-  loss::BCEWithLogitsLoss<float> loss;
-  optim::Sgd<float> opt(model.params(), {});
-  optim::ConstantLR sched{0.1};
-  auto [x, y] = make_data();
-  Loader loader(x, y, 10, 0);
   // Every step after the first is "long enough ago": 8 steps -> 7 step lines + 2 epoch lines.
-  train::Trainer tr(model, loss, opt, sched,
-                    {.epochs = 2, .progress = train::Progress::plain, .plain_every_seconds = 1e-12, .out = &os});
-  tr.fit(loader);
-  const std::string out = os.str();
+  const std::string out =
+      progress_of({.epochs = 2, .progress = train::Progress::plain, .plain_every_seconds = 1e-12});
   std::size_t newlines = 0, step_lines = 0;
   for (std::size_t i = 0; i < out.size(); ++i) {
     newlines += out[i] == '\n';
@@ -367,20 +366,12 @@ TEST_CASE("trainer: plain progress adds a step line now and then (long epochs in
 
 TEST_CASE("trainer: throughput_scale multiplies the reported img/s (data-parallel ranks)") {
   auto ips_of = [](double scale) {
-    std::ostringstream os;
-    TinyMlp<float> model(kIn, kHidden, kClasses, 1, 0.0);
-    loss::BCEWithLogitsLoss<float> loss;
-    optim::Sgd<float> opt(model.params(), {});
-    optim::ConstantLR sched{0.1};
-    auto [x, y] = make_data();
-    Loader loader(x, y, 10, 0);
-    train::Trainer tr(model, loss, opt, sched,
-                      {.epochs = 1, .progress = train::Progress::plain, .throughput_scale = scale, .out = &os});
-    tr.fit(loader);
-    const std::string out = os.str();
+    const std::string out =
+        progress_of({.epochs = 1, .progress = train::Progress::plain, .throughput_scale = scale});
     const auto end = out.rfind(" img/s");
     REQUIRE(end != std::string::npos);
-    return std::stod(out.substr(out.rfind("  ", end) + 2, end));
+    const auto begin = out.rfind("  ", end) + 2;
+    return std::stod(out.substr(begin, end - begin));
   };
   // 40 images take more than 4 ns (unscaled: below 1e10 img/s) and less than 4000 s (x 1e12: above).
   CHECK(ips_of(1.0) < 1e10);
