@@ -185,7 +185,7 @@ TEST_CASE("train and eval modes: BN statistics, num_batches_tracked, determinist
 #define SIEVE_NN_COUNT_ALLOCS 1
 #endif
 namespace {
-std::atomic<std::size_t> g_allocs{0};
+std::atomic<std::size_t> g_allocs{0}, g_alloc_bytes{0};
 }
 #if SIEVE_NN_COUNT_ALLOCS
 // GCC 12 flags malloc/free inside a replacement operator new/delete pair as mismatched.
@@ -193,6 +193,7 @@ std::atomic<std::size_t> g_allocs{0};
 namespace {
 void* counted_alloc(std::size_t n) {
   g_allocs.fetch_add(1, std::memory_order_relaxed);
+  g_alloc_bytes.fetch_add(n, std::memory_order_relaxed);
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
   throw std::bad_alloc();
 }
@@ -238,4 +239,36 @@ TEST_CASE("a steady-state training step allocates nothing") {
   const std::size_t before2 = g_allocs.load();
   step();
   CHECK(g_allocs.load() - before2 == 0);
+}
+
+TEST_CASE("memory plan: a backward allocates a handful of the largest activations, not one per layer") {
+  if (!SIEVE_NN_COUNT_ALLOCS) {
+    MESSAGE("allocation counting is off under AddressSanitizer");
+    return;
+  }
+  Rng rng(25);
+  // Two blocks per stage: identity and downsampling blocks both use the pool.
+  nn::ResNet<float> net(nn::ResNetConfig{{2, 2, 2, 2}, 4, 3}, 7);
+  net.set_input_grad(true);
+  Tensor4<float> x({4, 3, 32, 32});
+  fill_randn(x, rng);
+  const auto& z = net.forward(x);
+  Tensor2<float> dz(z.shape());
+  fill_randn(dz, rng);
+  // The largest activation: the stem's conv output and layer1's output, [4,16,8,8] and [4,4,16,16].
+  const std::size_t largest = 4 * 16 * 8 * 8;
+  const std::size_t before = g_alloc_bytes.load();
+  const auto& dx = net.backward(dz);
+  const std::size_t used = g_alloc_bytes.load() - before;
+  // 5 scratch slots of at most the largest activation, the pooled gradient [4,128,1,1], the input
+  // gradient [4,3,32,32], and a few small vectors. One buffer per layer would be over 40 of them.
+  const std::size_t bound = (5 * largest + 4 * 128 + x.size()) * sizeof(float) + 1024;
+  CHECK(used <= bound);
+  CHECK(used >= 3 * largest * sizeof(float));  // the counter sees the pool
+  CHECK(dx.shape() == x.shape());
+  // Same result as the previous backward, from the reused buffers (nothing stale leaks in).
+  const Tensor4<float> first = dx;
+  net.zero_grad();
+  net.forward(x);
+  CHECK(test::rel_err(net.backward(dz).data(), first.data(), first.size()) == 0.0);
 }

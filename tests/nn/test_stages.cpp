@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "sieve/core/pipeline.hpp"
@@ -19,6 +20,12 @@ using sieve::test::check_gradient;
 static_assert(TrainableStage<nn::Conv2d<float>> && TrainableStage<nn::BatchNorm2d<double>>);
 static_assert(TrainableStage<nn::ReLU<float>> && TrainableStage<nn::MaxPool2d<float>>);
 static_assert(TrainableStage<nn::GlobalAvgPool<float>> && TrainableStage<nn::Dropout<float>>);
+// Views: a tensor gives a mutable or const view, a const tensor or const view never a mutable one.
+static_assert(std::is_convertible_v<Tensor4<float>&, TensorRef4<float>>);
+static_assert(std::is_convertible_v<const Tensor4<float>&, TensorRef4<const float>>);
+static_assert(std::is_convertible_v<TensorRef4<float>, TensorRef4<const float>>);
+static_assert(!std::is_convertible_v<const Tensor4<float>&, TensorRef4<float>>);
+static_assert(!std::is_convertible_v<TensorRef4<const float>, TensorRef4<float>>);
 static_assert(TrainableStage<nn::Linear<float>> && TrainableStage<nn::Bottleneck<float>>);
 static_assert(TrainableStage<nn::ResNet<float>> && TrainableStage<nn::ResNet<double>>);
 static_assert(Chainable<nn::ResNet<float>, nn::Dropout<float>> && Chainable<nn::Dropout<float>, nn::Linear<float>>);
@@ -229,4 +236,57 @@ TEST_CASE("BatchNorm2d with fused ReLU: output, gradients, in-place backward") {
     fused.backward_into(inplace, inplace, true);
     CHECK(test::rel_err(inplace.data(), out.data(), out.size()) == 0.0);
   }
+}
+
+TEST_CASE("ScratchPool: views need a reservation; slots only grow") {
+  nn::ScratchPool<float> pool;
+  CHECK_THROWS_WITH_AS(pool.view(2, {1, 2, 3, 4}), doctest::Contains("slot 2 holds 0 elements"), sieve::Error);
+  pool.reserve(2, 24);
+  const TensorRef4<float> a = pool.view(2, {1, 2, 3, 4});
+  CHECK(a.size() == 24);
+  CHECK(a.shape == Shape<4>{1, 2, 3, 4});
+  pool.reserve(2, 10);  // smaller: the slot keeps its buffer, views stay valid
+  CHECK(pool.view(2, {2, 1, 1, 5}).data == a.data);
+  CHECK_THROWS_WITH_AS(pool.view(2, {5, 5, 1, 1}), doctest::Contains("needs 25"), sieve::Error);
+  CHECK(pool.held() == 24);
+  pool.reserve(0, 7);
+  CHECK(pool.held() == 31);
+}
+
+TEST_CASE("Conv2d, BatchNorm2d, MaxPool2d: view backward checks shapes and matches the tensor path") {
+  Rng rng(8);
+  nn::Conv2d<double> conv(3, 4, 3, 1, 1, rng);
+  Tensor4<double> x({2, 3, 5, 5});
+  fill_randn(x, rng);
+  const auto& y = conv.forward(x);
+  Tensor4<double> dy(y.shape());
+  fill_randn(dy, rng);
+  const Tensor4<double> dx_tensor = conv.backward(dy, true);
+  std::vector<double> buf(x.size(), std::numeric_limits<double>::quiet_NaN());
+  conv.backward_into(TensorRef4<const double>(dy), TensorRef4<double>(buf.data(), x.shape()), true);
+  CHECK(test::rel_err(buf.data(), dx_tensor.data(), buf.size()) == 0.0);
+  CHECK_THROWS_WITH_AS(conv.backward_into(TensorRef4<const double>(dy), TensorRef4<double>(buf.data(), {2, 3, 5, 4}),
+                                          true),
+                       doctest::Contains("differs from the input [2,3,5,5]"), sieve::Error);
+  CHECK_THROWS_AS(conv.backward_into(TensorRef4<const double>(dy), TensorRef4<double>(dy), true), sieve::Error);
+
+  nn::BatchNorm2d<double> bn(3);
+  bn.forward(x);
+  CHECK_THROWS_WITH_AS(bn.backward_into(TensorRef4<const double>(x), TensorRef4<double>(buf.data(), {2, 3, 25, 1}),
+                                        true),
+                       doctest::Contains("BatchNorm2d.backward_into: dx [2,3,25,1]"), sieve::Error);
+  Tensor4<double> y3({2, 3, 5, 4});
+  CHECK_THROWS_WITH_AS(bn.forward_into(x, TensorRef4<double>(y3)), doctest::Contains("differs from x [2,3,5,5]"),
+                       sieve::Error);
+
+  nn::MaxPool2d<double> pool;
+  const auto& py = pool.forward(x);
+  Tensor4<double> pdy(py.shape());
+  fill_randn(pdy, rng);
+  const Tensor4<double> pdx = pool.backward(pdy);
+  std::fill(buf.begin(), buf.end(), std::numeric_limits<double>::quiet_NaN());
+  pool.backward_into(TensorRef4<const double>(pdy), TensorRef4<double>(buf.data(), x.shape()));
+  CHECK(test::rel_err(buf.data(), pdx.data(), buf.size()) == 0.0);
+  CHECK_THROWS_AS(pool.backward_into(TensorRef4<const double>(x), TensorRef4<double>(buf.data(), x.shape())),
+                  sieve::Error);
 }

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xbuilder.hpp>
@@ -40,5 +41,41 @@ void ensure_shape(Tensor<T, Rank>& t, const Shape<Rank>& shape) {
   for (std::size_t i = 0; i < Rank; ++i) same = same && t.shape()[i] == shape[i];
   if (!same) t.resize(shape);
 }
+
+/// A non-owning view of a dense row-major buffer with a fixed-rank shape. Stages take their
+/// temporary gradients as TensorRefs so one model-wide scratch pool (nn::ScratchPool) can back
+/// many layers' buffers without reallocating; T may be const for read-only views.
+template <class T, std::size_t Rank>
+struct TensorRef {
+  T* data = nullptr;
+  Shape<Rank> shape{};
+
+  TensorRef() = default;
+  TensorRef(T* d, const Shape<Rank>& s) : data(d), shape(s) {}
+  /// Views of whole tensors, and const views of mutable ones, convert implicitly.
+  TensorRef(Tensor<std::remove_const_t<T>, Rank>& t) : data(t.data()) { copy_shape(t.shape()); }
+  TensorRef(const Tensor<std::remove_const_t<T>, Rank>& t)
+    requires std::is_const_v<T>
+      : data(t.data()) {
+    copy_shape(t.shape());
+  }
+  template <class U>
+    requires(std::is_const_v<T> && std::is_same_v<U, std::remove_const_t<T>>)
+  TensorRef(const TensorRef<U, Rank>& o) : data(o.data), shape(o.shape) {}
+
+  std::size_t size() const {
+    std::size_t n = 1;
+    for (std::size_t d : shape) n *= d;
+    return n;
+  }
+
+ private:
+  template <class S>
+  void copy_shape(const S& s) {
+    for (std::size_t i = 0; i < Rank; ++i) shape[i] = s[i];
+  }
+};
+
+template <class T> using TensorRef4 = TensorRef<T, 4>;
 
 }  // namespace sieve

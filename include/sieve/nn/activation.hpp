@@ -72,9 +72,20 @@ class MaxPool2d {
                 dy.shape()[2], ",", dy.shape()[3], "] differs from the output [", N_, ",", C_, ",", OH_, ",", OW_,
                 "]");
     ensure_shape(dx_, {N_, C_, H_, W_});
-    kernels::max_pool2d_backward(dy.data(), argmax_.data(), N_ * C_, H_, W_, OH_, OW_, dx_.data());
+    backward_into(TensorRef4<const T>(dy), TensorRef4<T>(dx_));
     return dx_;
   }
+  /// As backward, writing dx into a view. Requires: dy has the output's shape, dx the input's.
+  void backward_into(TensorRef4<const T> dy, TensorRef4<T> dx) {
+    SIEVE_CHECK(dy.shape == (Shape<4>{N_, C_, OH_, OW_}) && dx.shape == (Shape<4>{N_, C_, H_, W_}),
+                "MaxPool2d.backward: dy [", dy.shape[0], ",", dy.shape[1], ",", dy.shape[2], ",", dy.shape[3],
+                "] and dx [", dx.shape[0], ",", dx.shape[1], ",", dx.shape[2], ",", dx.shape[3],
+                "] differ from the output [", N_, ",", C_, ",", OH_, ",", OW_, "] and input [", N_, ",", C_, ",",
+                H_, ",", W_, "]");
+    kernels::max_pool2d_backward(dy.data, argmax_.data(), N_ * C_, H_, W_, OH_, OW_, dx.data);
+  }
+  /// The input shape of the last forward.
+  Shape<4> input_shape() const { return {N_, C_, H_, W_}; }
   std::vector<ParamRef<T>> params() { return {}; }
   std::vector<BufferRef<T>> buffers() { return {}; }
   void zero_grad() {}

@@ -31,13 +31,22 @@ class BatchNorm2d {
   }
 
   /// x: [N,C,H,W] -> y: [N,C,H,W]. Requires: x.shape()[1] == C; in training N*H*W > 1.
-  const Tensor4<T>& forward(const Tensor4<T>& x) { return run_forward(x, y_, true); }
+  const Tensor4<T>& forward(const Tensor4<T>& x) {
+    ensure_shape(y_, {x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]});
+    run_forward(x, y_.data(), true);
+    return y_;
+  }
 
-  /// As forward, writing y into a caller's buffer (scratch shared between layers): backward
-  /// needs only x and the saved statistics. Requires: no fused ReLU (its backward reads y).
-  const Tensor4<T>& forward_into(const Tensor4<T>& x, Tensor4<T>& y) {
+  /// As forward, writing y into a caller's view (scratch shared between layers): backward
+  /// needs only x and the saved statistics. Requires: no fused ReLU (its backward reads y);
+  /// y has x's shape.
+  TensorRef4<T> forward_into(const Tensor4<T>& x, TensorRef4<T> y) {
     SIEVE_CHECK(!fused_relu_, "BatchNorm2d.forward_into: not available with a fused ReLU");
-    return run_forward(x, y, false);
+    SIEVE_CHECK(y.shape == (Shape<4>{x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]}),
+                "BatchNorm2d.forward_into: y [", y.shape[0], ",", y.shape[1], ",", y.shape[2], ",", y.shape[3],
+                "] differs from x [", x.shape()[0], ",", x.shape()[1], ",", x.shape()[2], ",", x.shape()[3], "]");
+    run_forward(x, y.data, false);
+    return y;
   }
 
   /// Gradients of weight and bias accumulate (unless frozen); dx assigned when need_dx.
@@ -46,15 +55,24 @@ class BatchNorm2d {
 
   /// As backward, writing the input gradient into `dx`, which may be `dy` itself (in place).
   const Tensor4<T>& backward_into(const Tensor4<T>& dy, Tensor4<T>& dx, bool need_dx) {
-    SIEVE_CHECK(x_ != nullptr, "BatchNorm2d.backward: called before forward");
-    SIEVE_CHECK(dy.shape() == out_shape_, "BatchNorm2d.backward: dy [", dy.shape()[0], ",", dy.shape()[1], ",",
-                dy.shape()[2], ",", dy.shape()[3], "] differs from the output [", out_shape_[0], ",",
-                out_shape_[1], ",", out_shape_[2], ",", out_shape_[3], "]");
     if (need_dx) ensure_shape(dx, out_shape_);
-    kernels::batch_norm_backward(x_->data(), dy.data(), weight_.data(), save_mean_.data(), save_invstd_.data(),
-                                 batch_stats_, need_dx ? dx.data() : nullptr, frozen_ ? nullptr : gweight_.data(),
-                                 frozen_ ? nullptr : gbias_.data(), d_, fused_relu_ ? y_.data() : nullptr);
+    backward_into(TensorRef4<const T>(dy), TensorRef4<T>(dx), need_dx);
     return dx;
+  }
+
+  /// As backward, writing the input gradient into a view, which may be dy's buffer (in place).
+  /// Requires: when need_dx, dx has the input's shape.
+  void backward_into(TensorRef4<const T> dy, TensorRef4<T> dx, bool need_dx) {
+    SIEVE_CHECK(x_ != nullptr, "BatchNorm2d.backward: called before forward");
+    SIEVE_CHECK(dy.shape == out_shape_, "BatchNorm2d.backward: dy [", dy.shape[0], ",", dy.shape[1], ",",
+                dy.shape[2], ",", dy.shape[3], "] differs from the output [", out_shape_[0], ",", out_shape_[1],
+                ",", out_shape_[2], ",", out_shape_[3], "]");
+    SIEVE_CHECK(!need_dx || dx.shape == out_shape_, "BatchNorm2d.backward_into: dx [", dx.shape[0], ",",
+                dx.shape[1], ",", dx.shape[2], ",", dx.shape[3], "] differs from the input [", out_shape_[0], ",",
+                out_shape_[1], ",", out_shape_[2], ",", out_shape_[3], "]");
+    kernels::batch_norm_backward(x_->data(), dy.data, weight_.data(), save_mean_.data(), save_invstd_.data(),
+                                 batch_stats_, need_dx ? dx.data : nullptr, frozen_ ? nullptr : gweight_.data(),
+                                 frozen_ ? nullptr : gbias_.data(), d_, fused_relu_ ? y_.data() : nullptr);
   }
   const Tensor4<T>& backward(const Tensor4<T>& dy) { return backward(dy, true); }
 
@@ -93,26 +111,24 @@ class BatchNorm2d {
   const Tensor4<T>& output() const { return y_; }
 
  private:
-  const Tensor4<T>& run_forward(const Tensor4<T>& x, Tensor4<T>& y, bool own) {
+  void run_forward(const Tensor4<T>& x, T* y, bool own) {
     const auto& s = x.shape();
     SIEVE_CHECK(s[1] == C_, "BatchNorm2d.forward: input [", s[0], ",", s[1], ",", s[2], ",", s[3], "] has C=", s[1],
                 " but the layer has ", C_, " channels");
     d_ = kernels::BatchNormDims{s[0], C_, s[2] * s[3], eps_, momentum_};
     out_shape_ = {s[0], s[1], s[2], s[3]};
-    ensure_shape(y, out_shape_);
     x_ = &x;
     batch_stats_ = training_;
     if (training_) {
-      kernels::batch_norm_forward_train(x.data(), weight_.data(), bias_.data(), y.data(), save_mean_.data(),
+      kernels::batch_norm_forward_train(x.data(), weight_.data(), bias_.data(), y, save_mean_.data(),
                                         save_invstd_.data(), running_mean_.data(), running_var_.data(), d_,
                                         own && fused_relu_);
       ++num_batches_tracked_;
     } else {
       kernels::batch_norm_forward_eval(x.data(), weight_.data(), bias_.data(), running_mean_.data(),
-                                       running_var_.data(), y.data(), save_mean_.data(), save_invstd_.data(), d_,
+                                       running_var_.data(), y, save_mean_.data(), save_invstd_.data(), d_,
                                        own && fused_relu_);
     }
-    return y;
   }
 
   std::size_t C_;

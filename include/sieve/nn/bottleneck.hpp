@@ -3,6 +3,7 @@
 ///   out = relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x))))))) + shortcut(x))
 /// with shortcut = bn(conv1x1/stride(x)) ("downsample.0/1") when the shape changes, else x.
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <memory>
@@ -17,19 +18,17 @@
 #include "sieve/nn/activation.hpp"
 #include "sieve/nn/batch_norm.hpp"
 #include "sieve/nn/conv2d.hpp"
+#include "sieve/nn/scratch.hpp"
 
 namespace sieve::nn {
 
-/// Gradient buffers a Bottleneck needs only during its own backward; blocks of one stage
-/// with identical shapes share one set (only one block runs backward at a time).
-template <class T>
-struct BottleneckScratch {
-  Tensor4<T> dsum, g4, p1, p2;  // backward
-  Tensor4<T> b3, id;            // forward: bn3 and downsample outputs, dead after the residual sum
-  /// Input gradient of the identity-shortcut blocks sharing this scratch: block i reads its dy
-  /// (block i+1's input gradient, this same buffer) only to form dsum, before conv1's backward
-  /// overwrites it, so one buffer serves the whole run of blocks.
-  Tensor4<T> dx;
+/// The ScratchPool slots a Bottleneck uses. Forward: the bn3 and downsample outputs, dead
+/// after the residual sum. Backward: the gradient flows dy -> dsum -> g4 -> p1 (in place
+/// through bn2) -> p2 (in place through bn1) -> dx; the downsample branch goes dsum -> g4 -> p2.
+/// `trunk` holds the block's input gradient, which may be the very buffer its dy came in (dy is
+/// read only to form dsum), so a whole ResNet passes its gradient down in one buffer.
+struct BottleneckSlots {
+  static constexpr std::size_t trunk = 0, dsum = 1, g4 = 2, p1 = 3, p2 = 4, count = 5;
 };
 
 template <class T>
@@ -44,7 +43,7 @@ class Bottleneck {
   Bottleneck(std::size_t in, std::size_t planes, std::size_t stride, Rng& rng)
       : conv1_(in, planes, 1, 1, 0, rng), bn1_(planes), conv2_(planes, planes, 3, stride, 1, rng), bn2_(planes),
         conv3_(planes, planes * expansion, 1, 1, 0, rng), bn3_(planes * expansion),
-        scratch_(std::make_shared<BottleneckScratch<T>>()) {
+        scratch_(std::make_shared<ScratchPool<T>>()) {
     // The ReLUs after bn1 and bn2 run in place on the BN outputs (as torchvision's inplace ReLU).
     bn1_.set_fused_relu(true);
     bn2_.set_fused_relu(true);
@@ -56,17 +55,27 @@ class Bottleneck {
 
   /// x: [N,in,H,W] -> [N,planes*4,OH,OW].
   const Tensor4<T>& forward(const Tensor4<T>& x) {
+    x_shape_ = {x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]};
     const auto& a1 = bn1_.forward(conv1_.forward(x));
     const auto& a2 = bn2_.forward(conv2_.forward(a1));
-    BottleneckScratch<T>& sc = *scratch_;
-    const auto& b3 = bn3_.forward_into(conv3_.forward(a2), sc.b3);
-    const Tensor4<T>& id = ds_conv_ ? ds_bn_->forward_into(ds_conv_->forward(x), sc.id) : x;
-    SIEVE_CHECK(id.shape() == b3.shape(), "Bottleneck.forward: shortcut [", id.shape()[1], ",", id.shape()[2], ",",
-                id.shape()[3], "] and main path [", b3.shape()[1], ",", b3.shape()[2], ",", b3.shape()[3],
-                "] differ");
-    ensure_shape(y_, b3.shape());
-    const T* pb = b3.data();
-    const T* pi = id.data();
+    const auto& c3 = conv3_.forward(a2);
+    const Shape<4> os{c3.shape()[0], c3.shape()[1], c3.shape()[2], c3.shape()[3]};
+    ScratchPool<T>& sp = *scratch_;
+    using S = BottleneckSlots;
+    sp.reserve(S::dsum, c3.size());
+    if (ds_conv_) sp.reserve(S::g4, c3.size());
+    const T* pb = bn3_.forward_into(c3, sp.view(S::dsum, os)).data;
+    const T* pi = x.data();
+    if (ds_conv_) {
+      const auto& dc = ds_conv_->forward(x);
+      SIEVE_CHECK(dc.shape() == c3.shape(), "Bottleneck.forward: shortcut [", dc.shape()[1], ",", dc.shape()[2],
+                  ",", dc.shape()[3], "] and main path [", os[1], ",", os[2], ",", os[3], "] differ");
+      pi = ds_bn_->forward_into(dc, sp.view(S::g4, os)).data;
+    } else {
+      SIEVE_CHECK(x.shape() == c3.shape(), "Bottleneck.forward: shortcut [", x.shape()[1], ",", x.shape()[2], ",",
+                  x.shape()[3], "] and main path [", os[1], ",", os[2], ",", os[3], "] differ");
+    }
+    ensure_shape(y_, os);
     T* py = y_.data();
     parallel_for(y_.size(), parallel_grain_elements, [=](std::size_t lo, std::size_t hi) {
       for (std::size_t i = lo; i < hi; ++i) {
@@ -77,28 +86,54 @@ class Bottleneck {
     return y_;
   }
 
+  /// Grows each ScratchPool slot `need[slot]` to what this block's backward will view (shapes
+  /// of the last forward). A model calls it for all blocks before the first backward view.
+  void scratch_needs(std::array<std::size_t, BottleneckSlots::count>& need) const {
+    using S = BottleneckSlots;
+    const std::size_t in = x_shape_[0] * x_shape_[1] * x_shape_[2] * x_shape_[3];
+    const std::size_t out = y_.size(), p1 = size_of(conv3_.input_shape()), p2 = size_of(conv2_.input_shape());
+    auto grow = [&](std::size_t slot, std::size_t n) { need[slot] = std::max(need[slot], n); };
+    grow(S::trunk, in), grow(S::dsum, out), grow(S::g4, out), grow(S::p1, p1);
+    grow(S::p2, ds_conv_ ? std::max(p2, in) : p2);
+  }
+
   /// Parameter gradients of unfrozen layers accumulate; the input gradient is computed only
-  /// when need_dx. Layers are visited only while something at or below them needs a gradient,
-  /// so a frozen block under no trainable layer costs nothing.
+  /// when need_dx (into the block's own buffer). Layers are visited only while something at
+  /// or below them needs a gradient, so a frozen block under no trainable layer costs nothing.
   const Tensor4<T>& backward(const Tensor4<T>& dy, bool need_dx) {
-    SIEVE_CHECK(dy.shape() == y_.shape(), "Bottleneck.backward: dy [", dy.shape()[0], ",", dy.shape()[1], ",",
-                dy.shape()[2], ",", dy.shape()[3], "] differs from the output [", y_.shape()[0], ",",
-                y_.shape()[1], ",", y_.shape()[2], ",", y_.shape()[3], "]");
-    BottleneckScratch<T>& sc = *scratch_;
-    // Identity shortcut: input and output shapes agree, the gradient goes to the shared buffer
-    // (which may be dy itself; dy is dead once dsum is formed). A downsampling block keeps its own.
-    Tensor4<T>& dx = ds_conv_ ? dx_ : sc.dx;
-    ensure_shape(sc.dsum, y_.shape());
+    std::array<std::size_t, BottleneckSlots::count> need{};
+    scratch_needs(need);
+    for (std::size_t i = 0; i < need.size(); ++i)
+      if (i != BottleneckSlots::trunk) scratch_->reserve(i, need[i]);
+    if (need_dx) ensure_shape(dx_, x_shape_);
+    backward_into(TensorRef4<const T>(dy), TensorRef4<T>(dx_), need_dx);
+    return dx_;
+  }
+  const Tensor4<T>& backward(const Tensor4<T>& dy) { return backward(dy, true); }
+
+  /// As backward, writing the input gradient into a view, which may be dy's own buffer (dy is
+  /// read only before dx is written). Requires: scratch slots reserved (scratch_needs); dy and
+  /// dx not in slots dsum..p2; when need_dx, dx has the input's shape.
+  void backward_into(TensorRef4<const T> dy, TensorRef4<T> dx, bool need_dx) {
+    SIEVE_CHECK(dy.shape == y_.shape(), "Bottleneck.backward: dy [", dy.shape[0], ",", dy.shape[1], ",",
+                dy.shape[2], ",", dy.shape[3], "] differs from the output [", y_.shape()[0], ",", y_.shape()[1],
+                ",", y_.shape()[2], ",", y_.shape()[3], "]");
+    SIEVE_CHECK(!need_dx || dx.shape == x_shape_, "Bottleneck.backward: dx [", dx.shape[0], ",", dx.shape[1], ",",
+                dx.shape[2], ",", dx.shape[3], "] differs from the input [", x_shape_[0], ",", x_shape_[1], ",",
+                x_shape_[2], ",", x_shape_[3], "]");
+    ScratchPool<T>& sp = *scratch_;
+    using S = BottleneckSlots;
+    const Shape<4> os = y_.shape(), m1 = conv3_.input_shape(), m2 = conv2_.input_shape();
+    const TensorRef4<T> dsum = sp.view(S::dsum, os);
     {
       const T* py = y_.data();
-      const T* pd = dy.data();
-      T* ps = sc.dsum.data();
+      const T* pd = dy.data;
+      T* ps = dsum.data;
       parallel_for(y_.size(), parallel_grain_elements, [=](std::size_t lo, std::size_t hi) {
         for (std::size_t i = lo; i < hi; ++i) ps[i] = py[i] > T(0) ? pd[i] : T(0);
       });
     }
     // Main path, top down: layer i runs while it or something below it needs a gradient.
-    // Gradients flow dsum -> g4 -> p1 (in place through bn2) -> p2 (in place through bn1) -> dx.
     const std::array<bool, 6> t{!conv1_.frozen(), !bn1_.frozen(), !conv2_.frozen(),
                                 !bn2_.frozen(),   !conv3_.frozen(), !bn3_.frozen()};
     auto below = [&](std::size_t i) {  // is a gradient needed at layer i's input?
@@ -111,34 +146,35 @@ class Bottleneck {
       if (!t[i] && !below(i)) break;
       const bool nd = below(i);
       switch (i) {
-        case 5: bn3_.backward_into(sc.dsum, sc.g4, nd); break;
-        case 4: conv3_.backward_into(sc.g4, sc.p1, nd); break;
-        case 3: bn2_.backward_into(sc.p1, sc.p1, nd); break;
-        case 2: conv2_.backward_into(sc.p1, sc.p2, nd); break;
-        case 1: bn1_.backward_into(sc.p2, sc.p2, nd); break;
-        case 0: conv1_.backward_into(sc.p2, dx, nd); main_dx = nd; break;
+        case 5: bn3_.backward_into(dsum, sp.view(S::g4, os), nd); break;
+        case 4: conv3_.backward_into(sp.view(S::g4, os), sp.view(S::p1, m1), nd); break;
+        case 3: bn2_.backward_into(sp.view(S::p1, m1), sp.view(S::p1, m1), nd); break;
+        case 2: conv2_.backward_into(sp.view(S::p1, m1), sp.view(S::p2, m2), nd); break;
+        case 1: bn1_.backward_into(sp.view(S::p2, m2), sp.view(S::p2, m2), nd); break;
+        case 0: conv1_.backward_into(sp.view(S::p2, m2), dx, nd); main_dx = nd; break;
       }
     }
-    const Tensor4<T>* gs = &sc.dsum;  // the identity shortcut passes the gradient through
+    const T* gs = dsum.data;  // the identity shortcut passes the gradient through
     if (ds_conv_) {
       const bool tc = !ds_conv_->frozen(), tb = !ds_bn_->frozen();
       if (tb || tc || need_dx) {
-        gs = &ds_bn_->backward(sc.dsum, tc || need_dx);
-        if (tc || need_dx) gs = &ds_conv_->backward(*gs, need_dx);
+        const TensorRef4<T> g4 = sp.view(S::g4, os);
+        ds_bn_->backward_into(dsum, g4, tc || need_dx);
+        if (tc || need_dx) {
+          const TensorRef4<T> p2 = sp.view(S::p2, x_shape_);  // the main path is done with p2
+          ds_conv_->backward_into(g4, p2, need_dx);
+          gs = p2.data;
+        }
       }
     }
     if (need_dx) {
       SIEVE_CHECK(main_dx, "Bottleneck.backward: internal error, main path gave no input gradient");
-      SIEVE_CHECK(gs->shape() == dx.shape(), "Bottleneck.backward: shortcut gradient shape differs from input");
-      const T* b = gs->data();
-      T* o = dx.data();
+      T* o = dx.data;
       parallel_for(dx.size(), parallel_grain_elements, [=](std::size_t lo, std::size_t hi) {
-        for (std::size_t i = lo; i < hi; ++i) o[i] += b[i];
+        for (std::size_t i = lo; i < hi; ++i) o[i] += gs[i];
       });
     }
-    return dx;
   }
-  const Tensor4<T>& backward(const Tensor4<T>& dy) { return backward(dy, true); }
 
   /// conv1, bn1, conv2, bn2, conv3, bn3, downsample.0, downsample.1 (torchvision's order).
   std::vector<ParamRef<T>> params() {
@@ -184,8 +220,10 @@ class Bottleneck {
     if (ds_conv_) ds_conv_->set_workspace(ws);
   }
   bool has_downsample() const { return ds_conv_.has_value(); }
-  /// Share backward scratch buffers with other blocks of identical shapes.
-  void set_scratch(std::shared_ptr<BottleneckScratch<T>> s) { scratch_ = std::move(s); }
+  /// Share the scratch pool with the other layers of a model (only one block runs at a time).
+  void set_scratch(ScratchHandle<T> s) { scratch_ = std::move(s); }
+  /// The input shape of the last forward.
+  const Shape<4>& input_shape() const { return x_shape_; }
   /// The block's output from the last forward.
   const Tensor4<T>& output() const { return y_; }
 
@@ -198,7 +236,10 @@ class Bottleneck {
   BatchNorm2d<T> bn3_;
   std::optional<Conv2d<T>> ds_conv_;
   std::optional<BatchNorm2d<T>> ds_bn_;
-  std::shared_ptr<BottleneckScratch<T>> scratch_;
+  static std::size_t size_of(const Shape<4>& s) { return s[0] * s[1] * s[2] * s[3]; }
+
+  ScratchHandle<T> scratch_;
+  Shape<4> x_shape_{};
   Tensor4<T> y_, dx_;
 };
 

@@ -52,6 +52,8 @@ class Conv2d {
     kernels::conv2d_forward(x.data(), weight_.data(), y_.data(), d_, ws, ws_->size());
     return y_;
   }
+  /// The input shape of the last forward.
+  Shape<4> input_shape() const { return {d_.N, d_.C, d_.H, d_.W}; }
 
   /// Weight gradient (unless frozen) accumulates; the input gradient is assigned and
   /// computed only when `need_dx` (otherwise the returned buffer is stale).
@@ -60,18 +62,27 @@ class Conv2d {
 
   /// As backward, writing the input gradient into `dx` (a buffer the caller owns; not dy).
   const Tensor4<T>& backward_into(const Tensor4<T>& dy, Tensor4<T>& dx, bool need_dx) {
-    SIEVE_CHECK(&dx != &dy, "Conv2d.backward_into: dx must not alias dy");
-    SIEVE_CHECK(x_ != nullptr, "Conv2d.backward: called before forward");
-    SIEVE_CHECK(dy.shape() == y_.shape(), "Conv2d.backward: dy [", dy.shape()[0], ",", dy.shape()[1], ",",
-                dy.shape()[2], ",", dy.shape()[3], "] differs from the output [", y_.shape()[0], ",",
-                y_.shape()[1], ",", y_.shape()[2], ",", y_.shape()[3], "]");
-    T* ws = workspace(kernels::conv2d_workspace_size(d_));
-    if (!frozen_) kernels::conv2d_backward_weight(x_->data(), dy.data(), grad_.data(), d_, ws, ws_->size());
-    if (need_dx) {
-      ensure_shape(dx, {d_.N, d_.C, d_.H, d_.W});
-      kernels::conv2d_backward_input(dy.data(), weight_.data(), dx.data(), d_, ws, ws_->size());
-    }
+    if (need_dx) ensure_shape(dx, {d_.N, d_.C, d_.H, d_.W});
+    backward_into(TensorRef4<const T>(dy), TensorRef4<T>(dx), need_dx);
     return dx;
+  }
+
+  /// As backward, writing the input gradient into a view (e.g. of a model's ScratchPool).
+  /// Requires: when need_dx, dx has the input's shape and does not overlap dy.
+  void backward_into(TensorRef4<const T> dy, TensorRef4<T> dx, bool need_dx) {
+    SIEVE_CHECK(x_ != nullptr, "Conv2d.backward: called before forward");
+    SIEVE_CHECK(dy.shape == y_.shape(), "Conv2d.backward: dy [", dy.shape[0], ",", dy.shape[1], ",", dy.shape[2],
+                ",", dy.shape[3], "] differs from the output [", y_.shape()[0], ",", y_.shape()[1], ",",
+                y_.shape()[2], ",", y_.shape()[3], "]");
+    if (need_dx) {
+      SIEVE_CHECK(dx.data != dy.data, "Conv2d.backward_into: dx must not alias dy");
+      SIEVE_CHECK(dx.shape == (Shape<4>{d_.N, d_.C, d_.H, d_.W}), "Conv2d.backward_into: dx [", dx.shape[0], ",",
+                  dx.shape[1], ",", dx.shape[2], ",", dx.shape[3], "] differs from the input [", d_.N, ",", d_.C,
+                  ",", d_.H, ",", d_.W, "]");
+    }
+    T* ws = workspace(kernels::conv2d_workspace_size(d_));
+    if (!frozen_) kernels::conv2d_backward_weight(x_->data(), dy.data, grad_.data(), d_, ws, ws_->size());
+    if (need_dx) kernels::conv2d_backward_input(dy.data, weight_.data(), dx.data, d_, ws, ws_->size());
   }
   /// The Stage interface: backward computing the input gradient.
   const Tensor4<T>& backward(const Tensor4<T>& dy) { return backward(dy, true); }

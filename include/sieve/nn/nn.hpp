@@ -8,3 +8,4 @@
 #include "sieve/nn/init.hpp"
 #include "sieve/nn/linear.hpp"
 #include "sieve/nn/resnet.hpp"
+#include "sieve/nn/scratch.hpp"

@@ -5,6 +5,7 @@
 /// `resnet | Dropout | Linear`.
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -18,6 +19,7 @@
 #include "sieve/nn/batch_norm.hpp"
 #include "sieve/nn/bottleneck.hpp"
 #include "sieve/nn/conv2d.hpp"
+#include "sieve/nn/scratch.hpp"
 
 namespace sieve::nn {
 
@@ -89,17 +91,32 @@ class ResNet {
       acc = acc || blocks_[i].any_trainable();
     }
     if (!acc) return dx_empty();  // nothing trains and no input gradient wanted
-    const Tensor4<T>* g = &avgpool_.backward(dy);
+    // The memory plan: every block's temporaries live in one ScratchPool, sized once for the
+    // largest block (and the stem) before any view is taken, and the gradient travels down
+    // the trunk in one slot (see BottleneckSlots).
+    using S = BottleneckSlots;
+    std::array<std::size_t, S::count> need{};
+    for (const auto& b : blocks_) b.scratch_needs(need);
+    const Shape<4> stem_shape = pool_.input_shape();
+    need[S::dsum] = std::max(need[S::dsum], stem_shape[0] * stem_shape[1] * stem_shape[2] * stem_shape[3]);
+    for (std::size_t i = 0; i < S::count; ++i) scratch_->reserve(i, need[i]);
+
+    TensorRef4<const T> g = avgpool_.backward(dy);
     for (std::size_t i = B; i-- > 0;) {
       if (!below[i] && !blocks_[i].any_trainable()) return dx_empty();
-      g = &blocks_[i].backward(*g, below[i] != 0);
+      const TensorRef4<T> dx = scratch_->view(S::trunk, blocks_[i].input_shape());
+      blocks_[i].backward_into(g, dx, below[i] != 0);
       if (!below[i]) return dx_empty();
+      g = dx;
     }
-    g = &pool_.backward(*g);
+    const TensorRef4<T> gs = scratch_->view(S::dsum, stem_shape);
+    pool_.backward_into(g, gs);
     const bool conv1_needed = !conv1_.frozen() || input_grad_;
-    g = &bn1_.backward(*g, conv1_needed);
+    bn1_.backward_into(gs, gs, conv1_needed);
     if (!conv1_needed) return dx_empty();
-    return conv1_.backward(*g, input_grad_);
+    if (input_grad_) ensure_shape(dx_, conv1_.input_shape());
+    conv1_.backward_into(gs, TensorRef4<T>(dx_), input_grad_);
+    return input_grad_ ? dx_ : dx_empty();
   }
 
   /// torchvision's state_dict order: conv1, bn1, layer1.0 ... layerS.(B-1).
@@ -163,18 +180,14 @@ class ResNet {
                 cfg.in_channels, " must be positive");
     return cfg;
   }
-  // One conv workspace for the model; one backward scratch per stage for its blocks 1..n
-  // (block 0 changes shape, so it keeps its own).
+  // One conv workspace and one scratch pool for the model (one layer runs at a time).
   void relink() {
     ws_ = std::make_shared<std::vector<T>>();
+    scratch_ = std::make_shared<ScratchPool<T>>();
     conv1_.set_workspace(ws_);
-    std::size_t i = 0;
-    for (std::size_t s = 0; s < cfg_.blocks.size(); ++s) {
-      auto shared = std::make_shared<BottleneckScratch<T>>();
-      for (std::size_t b = 0; b < cfg_.blocks[s]; ++b, ++i) {
-        blocks_[i].set_workspace(ws_);
-        blocks_[i].set_scratch(b == 0 ? std::make_shared<BottleneckScratch<T>>() : shared);
-      }
+    for (auto& b : blocks_) {
+      b.set_workspace(ws_);
+      b.set_scratch(scratch_);
     }
   }
   const Tensor4<T>& dx_empty() {
@@ -189,8 +202,9 @@ class ResNet {
   std::vector<Bottleneck<T>> blocks_;
   std::vector<std::string> names_;
   GlobalAvgPool<T> avgpool_;
-  Tensor4<T> x_, empty_;
+  Tensor4<T> x_, dx_, empty_;
   Workspace<T> ws_;
+  ScratchHandle<T> scratch_;
   std::vector<char> below_;
   bool input_grad_ = false;
 };
