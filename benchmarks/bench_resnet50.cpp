@@ -26,6 +26,11 @@ void BM_resnet50(benchmark::State& state, bool train, std::size_t size, std::siz
   nn::Linear<float> fc(net.embedding_dim(), 1000, rng);
   auto model = std::move(net) | std::move(fc);
   model.set_training(train);
+  // eval = inference, as the peers run it (torch.no_grad, ONNX Runtime): batch norm folded
+  // into the convolutions, nothing kept for backward. SIEVE_BENCH_NO_INFERENCE=1 measures the
+  // plain eval-mode forward instead.
+  const char* plain = std::getenv("SIEVE_BENCH_NO_INFERENCE");
+  model.set_inference(!train && !(plain && std::string(plain) == "1"));
   Tensor4<float> x(Shape<4>{batch, 3, size, size});
   for (auto& v : x) v = static_cast<float>(rng.normal());
   Tensor2<float> target(Shape<2>{batch, 1000});

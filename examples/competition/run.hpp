@@ -271,6 +271,9 @@ class Model {
   void zero_grad() { net_.zero_grad(); }
   void set_training(bool t) { net_.set_training(t); }
   void set_random_step(std::uint64_t s) { net_.set_random_step(s); }
+  /// Inference mode of the backbone (see nn::ResNet::set_inference).
+  void set_inference(bool on) { net_.set_inference(on); }
+  bool inference() const { return net_.get<0>().inference(); }
 
   /// Pooled backbone features of the last forward, [N, D] (not normalised).
   const Tensor2f& embedding() const { return net_.get<0>().output(); }
@@ -420,6 +423,14 @@ inline Embedded embed_dataset(Model& model, const io::Dataset& ds, const RunConf
   const std::size_t N = ds.size(), D = model.embedding_dim(), K = model.num_classes();
   SIEVE_CHECK(N > 0, what, ": no images to embed");
   model.set_training(false);
+  // Nothing here runs backward: fold batch norm into the convolutions (bit-identical, faster),
+  // and leave the model's mode as it was found (a training run goes on after validation).
+  struct InferenceScope {
+    Model& m;
+    bool was;
+    ~InferenceScope() { m.set_inference(was); }
+  } scope{model, model.inference()};
+  model.set_inference(true);
   Embedded out;
   out.embeddings = xt::zeros<float>({N, D});
   out.logits = xt::zeros<float>({N, K});

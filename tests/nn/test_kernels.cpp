@@ -179,6 +179,51 @@ TEST_CASE("conv2d on 2 threads: split samples, per-thread weight-gradient partia
   sieve::set_threads(saved);
 }
 
+TEST_CASE("conv2d epilogue: folded scale/shift, residual, ReLU equal the separate passes bit for bit") {
+  // Direct 1x1, im2col with one sample per GEMM, grouped samples, strided 1x1; 1 and 2 threads.
+  const int saved = sieve::threads();
+  Rng rng(22);
+  for (const ConvCase& c : {ConvCase{3, 16, 8, 8, 24, 1, 1, 1, 1, 0, 0, 0}, ConvCase{2, 8, 33, 33, 8, 3, 3, 1, 1, 1, 1, 0},
+                           ConvCase{8, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 0}, ConvCase{4, 16, 9, 9, 32, 1, 1, 2, 2, 0, 0, 0}}) {
+    const auto d = dims_of(c);
+    const std::size_t P = d.OH() * d.OW(), ny = c.N * c.K * P;
+    const auto x = cast<float>(randn(c.N * c.C * c.H * c.W, rng));
+    const auto w = cast<float>(randn(c.K * c.C * c.KH * c.KW, rng, 0.1));
+    const auto scale = cast<float>(randn(c.K, rng));
+    const auto shift = cast<float>(randn(c.K, rng));
+    const auto res = cast<float>(randn(ny, rng));
+    for (int threads : {1, 2})
+      for (int mode = 0; mode < 8; ++mode) {  // bit 0: affine, bit 1: residual, bit 2: ReLU
+        CAPTURE(c.H);
+        CAPTURE(threads);
+        CAPTURE(mode);
+        sieve::set_threads(threads);
+        std::vector<float> ws(k::conv2d_workspace_size(d)), plain(ny), fused(ny, std::nanf(""));
+        k::conv2d_forward(x.data(), w.data(), plain.data(), d, ws.data(), ws.size());
+        for (std::size_t n = 0; n < c.N; ++n)
+          for (std::size_t kk = 0; kk < c.K; ++kk)
+            for (std::size_t p = 0; p < P; ++p) {
+              const std::size_t o = (n * c.K + kk) * P + p;
+              float v = plain[o];
+              if (mode & 1) v = v * scale[kk] + shift[kk];
+              if (mode & 2) v = v + res[o];
+              if (mode & 4) v = v > 0.f ? v : 0.f;
+              plain[o] = v;
+            }
+        const k::Conv2dEpilogue<float> e{(mode & 1) ? scale.data() : nullptr, (mode & 1) ? shift.data() : nullptr,
+                                         (mode & 2) ? res.data() : nullptr, (mode & 4) != 0};
+        k::conv2d_forward(x.data(), w.data(), fused.data(), d, ws.data(), ws.size(), e);
+        CHECK(fused == plain);
+      }
+  }
+  sieve::set_threads(saved);
+  const auto d = dims_of(ConvCase{1, 1, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0});
+  std::vector<float> x(9), w(1), y(9), ws(k::conv2d_workspace_size(d) + 1), sc(1);
+  CHECK_THROWS_WITH_AS(k::conv2d_forward(x.data(), w.data(), y.data(), d, ws.data(), ws.size(),
+                                         k::Conv2dEpilogue<float>{sc.data(), nullptr, nullptr, false}),
+                       doctest::Contains("scale and shift go together"), sieve::Error);
+}
+
 TEST_CASE("batch norm: hand-computed, naive agreement, running stats as PyTorch") {
   // One channel, values {1, 3}: mean 2, biased var 1, unbiased var 2.
   std::vector<double> x{1, 3}, g{2}, b{0.5}, y(2), sm(1), si(1), rm{0}, rv{1};

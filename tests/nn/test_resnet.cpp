@@ -272,3 +272,52 @@ TEST_CASE("memory plan: a backward allocates a handful of the largest activation
   net.forward(x);
   CHECK(test::rel_err(net.backward(dz).data(), first.data(), first.size()) == 0.0);
 }
+
+TEST_CASE("inference mode: batch norm folded into the convolutions, bit-identical to eval, no backward") {
+  Rng rng(26);
+  nn::ResNet<float> net(nn::ResNetConfig{{2, 2, 2, 2}, 8, 3}, 9);
+  // Non-trivial batch-norm parameters and statistics.
+  for (auto& p : net.params())
+    if (p.name.find("bn") != std::string::npos || p.name.find("downsample.1") != std::string::npos)
+      for (auto& v : p.value) v = static_cast<float>(p.name.ends_with("weight") ? 1 + 0.3 * rng.normal() : 0.2 * rng.normal());
+  for (auto& b : net.buffers()) {
+    if (b.name.ends_with("running_mean"))
+      for (auto& v : b.value) v = static_cast<float>(0.3 * rng.normal());
+    if (b.name.ends_with("running_var"))
+      for (auto& v : b.value) v = static_cast<float>(0.5 + rng.uniform());
+  }
+  // 40x40 and batch 6: direct 1x1, im2col, and grouped (several samples per GEMM) convolutions.
+  Tensor4<float> x({6, 3, 40, 40});
+  fill_randn(x, rng);
+  net.set_training(false);
+  const Tensor2<float> eval = net.forward(x);
+  net.set_inference(true);
+  const Tensor2<float> inf = net.forward(x);
+  CHECK(inf == eval);
+  for (std::size_t i = 0; i < net.num_blocks(); ++i) CHECK(net.blocks()[i].output().size() > 0);
+  Tensor2<float> dz(inf.shape());
+  fill_randn(dz, rng);
+  CHECK_THROWS_WITH_AS(net.backward(dz), doctest::Contains("inference mode"), sieve::Error);
+  // Training-mode batch norm needs batch statistics: inference mode does not apply, and
+  // backward works.
+  net.set_training(true);
+  const Tensor2<float> train = net.forward(x);
+  CHECK(train != eval);
+  CHECK_NOTHROW(net.backward(dz));
+  // Back to eval with inference off: differentiable again (frozen-statistics fine-tuning).
+  net.set_training(false);
+  net.set_inference(false);
+  const Tensor2<float> eval2 = net.forward(x);
+  CHECK_NOTHROW(net.backward(dz));
+  net.set_inference(true);
+  CHECK(net.forward(x) == eval2);
+  // The Pipeline forwards the mode to the stages that have one.
+  auto model = std::move(net) | nn::Linear<float>(eval.shape()[1], 3, rng);
+  model.set_training(false);
+  model.set_inference(false);
+  const Tensor2<float> pe = model.forward(x);
+  model.set_inference(true);
+  CHECK(model.get<0>().inference());
+  CHECK(model.forward(x) == pe);
+  CHECK_THROWS_AS(model.backward(Tensor2<float>(pe.shape())), sieve::Error);
+}

@@ -147,6 +147,11 @@ class Pipeline {
     std::apply([&](auto&... s) { (stage_set_training(s, training), ...); }, stages_);
   }
 
+  /// Inference mode, forwarded to every stage that has one.
+  void set_inference(bool on) {
+    std::apply([&](auto&... s) { (stage_set_inference(s, on), ...); }, stages_);
+  }
+
   template <std::size_t I>
   auto& get() { return std::get<I>(stages_); }
   template <std::size_t I>

@@ -70,4 +70,11 @@ void stage_set_training(S& s, bool training) {
   if constexpr (requires { s.set_training(training); }) s.set_training(training);
 }
 
+/// Switch inference mode (no state kept for backward, see nn::ResNet::set_inference) on
+/// stages that have one; others ignore it.
+template <class S>
+void stage_set_inference(S& s, bool on) {
+  if constexpr (requires { s.set_inference(on); }) s.set_inference(on);
+}
+
 }  // namespace sieve

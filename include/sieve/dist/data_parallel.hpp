@@ -206,6 +206,7 @@ class DataParallel {
     training_ = t;
     stage_set_training(m_, t);
   }
+  void set_inference(bool on) { stage_set_inference(m_, on); }
   void set_random_step(std::uint64_t s)
     requires requires(Model& m, std::uint64_t v) { m.set_random_step(v); }
   {

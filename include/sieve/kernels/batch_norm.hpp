@@ -108,6 +108,18 @@ void batch_norm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T
   });
 }
 
+/// Eval-mode batch norm as one per-channel affine map, y = x * scale + shift, with
+/// invstd = 1/sqrt(running_var + eps) in double (returned, rounded to T); the one formula
+/// batch_norm_forward_eval and a convolution's folded epilogue both use.
+template <class T>
+T batch_norm_eval_affine(const T* gamma, const T* beta, const T* running_mean, const T* running_var, double eps,
+                         std::size_t c, T& scale, T& shift) {
+  const double invstd = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + eps);
+  scale = static_cast<T>(invstd * gamma[c]);
+  shift = static_cast<T>(beta[c] - running_mean[c] * invstd * gamma[c]);
+  return static_cast<T>(invstd);
+}
+
 /// Evaluation forward with the running statistics (y assigned; max(y, 0) when relu);
 /// save_mean/save_invstd receive the running mean and 1/sqrt(running_var + eps) for the
 /// backward pass. x: [N,C,HW] -> y: [N,C,HW].
@@ -118,11 +130,9 @@ void batch_norm_forward_eval(const T* x, const T* gamma, const T* beta, const T*
   const std::size_t N = d.N, C = d.C, HW = d.HW;
   parallel_for(C, detail::bn_channel_grain(N * HW), [&](std::size_t c0, std::size_t c1) {
     for (std::size_t c = c0; c < c1; ++c) {
-      const double invstd = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + d.eps);
+      T scale, shift;
+      save_invstd[c] = batch_norm_eval_affine(gamma, beta, running_mean, running_var, d.eps, c, scale, shift);
       save_mean[c] = running_mean[c];
-      save_invstd[c] = static_cast<T>(invstd);
-      const T scale = static_cast<T>(invstd * gamma[c]);
-      const T shift = static_cast<T>(beta[c] - running_mean[c] * invstd * gamma[c]);
       detail::bn_affine(x, y, N, C, HW, c, scale, shift, relu);
     }
   });

@@ -175,13 +175,8 @@ void col2im(const T* col, const Conv2dDims& d, std::size_t ld, std::size_t off, 
 }
 
 namespace detail {
-// y[n0+s, k, p] = t[k, s*P + p] for s < g: from the group's [K, g*P] product to NCHW.
-template <class T>
-void conv2d_scatter(const T* t, std::size_t K, std::size_t P, std::size_t g, T* y) {
-  for (std::size_t s = 0; s < g; ++s)
-    for (std::size_t k = 0; k < K; ++k) std::memcpy(y + (s * K + k) * P, t + k * g * P + s * P, P * sizeof(T));
-}
-// The inverse: t[k, s*P + p] = y[n0+s, k, p].
+// t[k, s*P + p] = y[n0+s, k, p] for s < g: NCHW to the group's [K, g*P] layout (conv2d_finish
+// is the way back).
 template <class T>
 void conv2d_gather(const T* y, std::size_t K, std::size_t P, std::size_t g, T* t) {
   for (std::size_t s = 0; s < g; ++s)
@@ -193,31 +188,85 @@ inline void conv2d_check_ws(const Conv2dDims& d, std::size_t ws_size, const char
 }
 }  // namespace detail
 
-/// y = conv(x, w): y[n,k,oh,ow] = sum_{c,i,j} w[k,c,i,j] x[n,c,oh*SH-PH+i,ow*SW-PW+j].
+/// What conv2d_forward applies to each output row while it is still in cache, so an
+/// inference pass needs no separate batch-norm, residual or ReLU sweeps over memory:
+///   y = max(((y * scale[k] + shift[k]) + residual), 0)
+/// where each step happens only when set (scale and shift together). The arithmetic, in this
+/// order and unfused (-ffp-contract=off), is exactly eval-mode batch norm's and the residual
+/// block's, so the result is bit-identical to running them separately.
+template <class T>
+struct Conv2dEpilogue {
+  const T* scale = nullptr;     ///< [K]
+  const T* shift = nullptr;     ///< [K]
+  const T* residual = nullptr;  ///< [N,K,OH,OW], may not alias y
+  bool relu = false;
+};
+
+namespace detail {
+// dst[p] = epilogue(src[p]) for one output row of channel k; src may be dst.
+template <class T>
+void conv2d_epilogue_row(const T* src, T* dst, const T* res, std::size_t P, std::size_t k,
+                         const Conv2dEpilogue<T>& e) {
+  if (e.scale) {
+    const T a = e.scale[k], b = e.shift[k];
+    if (res)
+      for (std::size_t p = 0; p < P; ++p) dst[p] = (src[p] * a + b) + res[p];
+    else
+      for (std::size_t p = 0; p < P; ++p) dst[p] = src[p] * a + b;
+  } else if (res) {
+    for (std::size_t p = 0; p < P; ++p) dst[p] = src[p] + res[p];
+  } else if (src != dst) {
+    std::memcpy(dst, src, P * sizeof(T));
+  }
+  if (e.relu)
+    for (std::size_t p = 0; p < P; ++p) dst[p] = dst[p] > T(0) ? dst[p] : T(0);
+}
+// The g samples' outputs y[s,k,p] = epilogue(t[k, s*P + p]): from the group's [K, g*P]
+// product to NCHW (t may be y when g == 1); res points at the same samples' residual.
+template <class T>
+void conv2d_finish(const T* t, std::size_t K, std::size_t P, std::size_t g, T* y, const T* res,
+                   const Conv2dEpilogue<T>& e) {
+  for (std::size_t s = 0; s < g; ++s)
+    for (std::size_t k = 0; k < K; ++k) {
+      const std::size_t o = (s * K + k) * P;
+      conv2d_epilogue_row(t + k * g * P + s * P, y + o, res ? res + o : nullptr, P, k, e);
+    }
+}
+}  // namespace detail
+
+/// y = conv(x, w): y[n,k,oh,ow] = sum_{c,i,j} w[k,c,i,j] x[n,c,oh*SH-PH+i,ow*SW-PW+j], then
+/// the epilogue (none by default).
 /// x: [N,C,H,W] w: [K,C,KH,KW] -> y: [N,K,OH,OW] (assigned).
 /// Requires: ws holds ws_size >= conv2d_workspace_size(d) elements. Ensures: no allocation.
 template <class T>
-void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, std::size_t ws_size) {
+void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, std::size_t ws_size,
+                    const Conv2dEpilogue<T>& epi = {}) {
   conv2d_check(d, "conv2d_forward");
   detail::conv2d_check_ws(d, ws_size, "conv2d_forward");
   const Conv2dPlan pl = conv2d_plan(d);
   const std::size_t G = pl.G, P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
   const std::size_t xs = d.C * d.H * d.W, ys = K * P;
+  SIEVE_CHECK(!epi.scale == !epi.shift, "conv2d_forward: epilogue scale and shift go together");
+  const bool active = epi.scale || epi.residual || epi.relu;
   parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
     T* col = ws + t * pl.part_ws;
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t n0 = b * G, g = std::min(G, d.N - n0);
+      T* yg = y + n0 * ys;
+      const T* res = epi.residual ? epi.residual + n0 * ys : nullptr;
       if (G == 1 && d.direct()) {
-        gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, x + n0 * xs, T(0), y + n0 * ys);
+        gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, x + n0 * xs, T(0), yg);
+        if (active) detail::conv2d_finish(yg, K, P, 1, yg, res, epi);
         continue;
       }
       for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * xs, d, col, g * P, s * P);
       if (g == 1) {
-        gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, col, T(0), y + n0 * ys);
+        gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, col, T(0), yg);
+        if (active) detail::conv2d_finish(yg, K, P, 1, yg, res, epi);
       } else {
         T* prod = col + CKK * G * P;
         gemm(Trans::no, Trans::no, K, g * P, CKK, T(1), w, col, T(0), prod);
-        detail::conv2d_scatter(prod, K, P, g, y + n0 * ys);
+        detail::conv2d_finish(prod, K, P, g, yg, res, epi);  // the scatter, with the epilogue
       }
     }
   });

@@ -76,6 +76,15 @@ class BatchNorm2d {
   }
   const Tensor4<T>& backward(const Tensor4<T>& dy) { return backward(dy, true); }
 
+  /// Eval-mode batch norm as y = x * scale + shift per channel (scale, shift: C values each),
+  /// for folding into the preceding convolution (see kernels::Conv2dEpilogue).
+  void eval_affine(T* scale, T* shift) const {
+    for (std::size_t c = 0; c < C_; ++c)
+      kernels::batch_norm_eval_affine(weight_.data(), bias_.data(), running_mean_.data(), running_var_.data(), eps_,
+                                      c, scale[c], shift[c]);
+  }
+  std::size_t channels() const { return C_; }
+
   /// weight, bias (no weight decay, as is usual for BN).
   std::vector<ParamRef<T>> params() {
     return {{"weight", {C_}, {weight_.data(), C_}, {gweight_.data(), C_}, false, &frozen_},

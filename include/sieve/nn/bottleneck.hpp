@@ -56,6 +56,9 @@ class Bottleneck {
   /// x: [N,in,H,W] -> [N,planes*4,OH,OW].
   const Tensor4<T>& forward(const Tensor4<T>& x) {
     x_shape_ = {x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]};
+    inferred_ = inference_ && !bn1_.training() && !bn2_.training() && !bn3_.training() &&
+                (!ds_bn_ || !ds_bn_->training());
+    if (inferred_) return forward_inference(x);
     const auto& a1 = bn1_.forward(conv1_.forward(x));
     const auto& a2 = bn2_.forward(conv2_.forward(a1));
     const auto& c3 = conv3_.forward(a2);
@@ -86,9 +89,18 @@ class Bottleneck {
     return y_;
   }
 
+  /// Inference mode: while on, a forward with every batch norm in eval mode keeps no state
+  /// for backward: each batch norm is folded into its convolution's epilogue with the ReLU
+  /// and the residual sum (bit-identical output, no separate passes over memory), and
+  /// backward is refused until a forward with inference off.
+  void set_inference(bool on) { inference_ = on; }
+  bool inference() const { return inference_; }
+
   /// Grows each ScratchPool slot `need[slot]` to what this block's backward will view (shapes
   /// of the last forward). A model calls it for all blocks before the first backward view.
   void scratch_needs(std::array<std::size_t, BottleneckSlots::count>& need) const {
+    SIEVE_CHECK(!inferred_, "Bottleneck.backward: the last forward ran in inference mode and kept nothing for "
+                            "backward (set_inference(false), then forward again)");
     using S = BottleneckSlots;
     const std::size_t in = x_shape_[0] * x_shape_[1] * x_shape_[2] * x_shape_[3];
     const std::size_t out = y_.size(), p1 = size_of(conv3_.input_shape()), p2 = size_of(conv2_.input_shape());
@@ -115,6 +127,8 @@ class Bottleneck {
   /// read only before dx is written). Requires: scratch slots reserved (scratch_needs); dy and
   /// dx not in slots dsum..p2; when need_dx, dx has the input's shape.
   void backward_into(TensorRef4<const T> dy, TensorRef4<T> dx, bool need_dx) {
+    SIEVE_CHECK(!inferred_, "Bottleneck.backward: the last forward ran in inference mode and kept nothing for "
+                            "backward (set_inference(false), then forward again)");
     SIEVE_CHECK(dy.shape == y_.shape(), "Bottleneck.backward: dy [", dy.shape[0], ",", dy.shape[1], ",",
                 dy.shape[2], ",", dy.shape[3], "] differs from the output [", y_.shape()[0], ",", y_.shape()[1],
                 ",", y_.shape()[2], ",", y_.shape()[3], "]");
@@ -225,9 +239,29 @@ class Bottleneck {
   /// The input shape of the last forward.
   const Shape<4>& input_shape() const { return x_shape_; }
   /// The block's output from the last forward.
-  const Tensor4<T>& output() const { return y_; }
+  const Tensor4<T>& output() const { return inferred_ ? conv3_.output() : y_; }
 
  private:
+  const Tensor4<T>& forward_inference(const Tensor4<T>& x) {
+    const std::size_t p = bn1_.channels(), q = bn3_.channels();
+    affine_.resize(4 * p + 4 * q);  // scale and shift of bn1, bn2 (p each), bn3, downsample (q each)
+    T* const s1 = affine_.data();
+    T *const h1 = s1 + p, *const s2 = h1 + p, *const h2 = s2 + p, *const s3 = h2 + p, *const h3 = s3 + q;
+    T *const sd = h3 + q, *const hd = sd + q;
+    bn1_.eval_affine(s1, h1), bn2_.eval_affine(s2, h2), bn3_.eval_affine(s3, h3);
+    const auto& a1 = conv1_.forward(x, {s1, h1, nullptr, true});
+    const auto& a2 = conv2_.forward(a1, {s2, h2, nullptr, true});
+    const Shape<4> os{a2.shape()[0], q, a2.shape()[2], a2.shape()[3]};
+    const Tensor4<T>* id = &x;
+    if (ds_conv_) {
+      ds_bn_->eval_affine(sd, hd);
+      id = &ds_conv_->forward(x, {sd, hd, nullptr, false});
+    }
+    SIEVE_CHECK(id->shape() == os, "Bottleneck.forward: shortcut [", id->shape()[1], ",", id->shape()[2], ",",
+                id->shape()[3], "] and main path [", os[1], ",", os[2], ",", os[3], "] differ");
+    return conv3_.forward(a2, {s3, h3, id->data(), true});
+  }
+
   Conv2d<T> conv1_;
   BatchNorm2d<T> bn1_;
   Conv2d<T> conv2_;
@@ -241,6 +275,8 @@ class Bottleneck {
   ScratchHandle<T> scratch_;
   Shape<4> x_shape_{};
   Tensor4<T> y_, dx_;
+  std::vector<T> affine_;
+  bool inference_ = false, inferred_ = false;
 };
 
 }  // namespace sieve::nn

@@ -40,7 +40,13 @@ class Conv2d {
       : Conv2d(C, K, kernels::Conv2dGeom{kernel, kernel, stride, stride, pad, pad}, rng) {}
 
   /// x: [N,C,H,W] -> y: [N,K,OH,OW]. Requires: x.shape()[1] == C.
-  const Tensor4<T>& forward(const Tensor4<T>& x) {
+  const Tensor4<T>& forward(const Tensor4<T>& x) { return forward(x, {}); }
+
+  /// As forward, then the epilogue on each output row while it is in cache (a folded
+  /// eval-mode batch norm, a residual sum, a ReLU). Backward then sees the post-epilogue
+  /// output only through its caller: the weight gradient needs just x and dy.
+  /// Requires: an epilogue residual has the output's shape.
+  const Tensor4<T>& forward(const Tensor4<T>& x, const kernels::Conv2dEpilogue<T>& epi) {
     const auto& s = x.shape();
     SIEVE_CHECK(s[1] == C_, "Conv2d.forward: input [", s[0], ",", s[1], ",", s[2], ",", s[3], "] has C=", s[1],
                 " but weight [", K_, ",", C_, ",", g_.kh, ",", g_.kw, "] expects C=", C_);
@@ -49,7 +55,7 @@ class Conv2d {
     x_ = &x;
     ensure_shape(y_, {d_.N, K_, d_.OH(), d_.OW()});
     T* ws = workspace(kernels::conv2d_workspace_size(d_));
-    kernels::conv2d_forward(x.data(), weight_.data(), y_.data(), d_, ws, ws_->size());
+    kernels::conv2d_forward(x.data(), weight_.data(), y_.data(), d_, ws, ws_->size(), epi);
     return y_;
   }
   /// The input shape of the last forward.

@@ -47,7 +47,8 @@ class ResNet {
 
   ResNet(const ResNet& o)
       : cfg_(o.cfg_), conv1_(o.conv1_), bn1_(o.bn1_), pool_(o.pool_), blocks_(o.blocks_),
-        names_(o.names_), avgpool_(o.avgpool_), input_grad_(o.input_grad_) {
+        names_(o.names_), avgpool_(o.avgpool_), input_grad_(o.input_grad_),
+        inference_(o.inference_) {
     relink();
   }
   ResNet& operator=(const ResNet& o) {
@@ -70,7 +71,17 @@ class ResNet {
     // temporary batch.
     ensure_shape(x_, x.shape());
     std::copy(x.begin(), x.end(), x_.begin());
-    const Tensor4<T>* h = &pool_.forward(bn1_.forward(conv1_.forward(x_)));  // bn1 applies the ReLU
+    inferred_ = inference_ && !bn1_.training();
+    const Tensor4<T>* h = nullptr;
+    if (inferred_) {  // bn1 and its ReLU folded into conv1 (see set_inference)
+      stem_affine_.resize(2 * bn1_.channels());
+      T* const scale = stem_affine_.data();
+      T* const shift = scale + bn1_.channels();
+      bn1_.eval_affine(scale, shift);
+      h = &pool_.forward(conv1_.forward(x_, {scale, shift, nullptr, true}));
+    } else {
+      h = &pool_.forward(bn1_.forward(conv1_.forward(x_)));  // bn1 applies the ReLU
+    }
     for (auto& b : blocks_) h = &b.forward(*h);
     return avgpool_.forward(*h);
   }
@@ -80,6 +91,8 @@ class ResNet {
   /// input_grad() (set_input_grad(true)), else an unspecified buffer (torch likewise computes
   /// no gradient for an input that does not require one).
   const Tensor4<T>& backward(const Tensor2<T>& dy) {
+    SIEVE_CHECK(!inferred_, "ResNet.backward: the last forward ran in inference mode and kept nothing for "
+                            "backward (set_inference(false), then forward again)");
     const std::size_t B = blocks_.size();
     // needs[i]: does anything at or below block i (stem = -1) train?
     const bool stem_t = !conv1_.frozen() || !bn1_.frozen();
@@ -142,6 +155,17 @@ class ResNet {
     bn1_.set_training(t);
     for (auto& b : blocks_) b.set_training(t);
   }
+  /// Inference mode (default off): while on, a forward in eval mode keeps nothing for
+  /// backward; every batch norm is folded into the epilogue of its convolution, with the
+  /// ReLU and the residual sum, which saves the separate passes over memory (the output is
+  /// bit-identical). backward is refused after such a forward. For predicting and embedding;
+  /// eval mode alone stays differentiable (frozen batch-norm statistics while fine-tuning).
+  void set_inference(bool on) {
+    inference_ = on;
+    for (auto& b : blocks_) b.set_inference(on);
+  }
+  bool inference() const { return inference_; }
+
   /// Whether backward computes the gradient with respect to the input image (default off).
   void set_input_grad(bool on) { input_grad_ = on; }
   bool input_grad() const { return input_grad_; }
@@ -206,7 +230,8 @@ class ResNet {
   Workspace<T> ws_;
   ScratchHandle<T> scratch_;
   std::vector<char> below_;
-  bool input_grad_ = false;
+  std::vector<T> stem_affine_;
+  bool input_grad_ = false, inference_ = false, inferred_ = false;
 };
 
 }  // namespace sieve::nn

@@ -108,7 +108,8 @@ struct FitResult {
   double last_epoch_loss = 0.0;
 };
 
-/// Validation hook: returns named metrics (e.g. {"val_map5", 0.41}); the model is in eval mode.
+/// Validation hook: returns named metrics (e.g. {"val_map5", 0.41}); the model is in eval and
+/// inference mode (stages that have one keep nothing for backward, see nn::ResNet::set_inference).
 template <class Model>
 using ValidationFn = std::function<std::map<std::string, double>(Model&, std::int64_t epoch)>;
 
@@ -266,7 +267,9 @@ class Trainer {
       std::map<std::string, double> val;
       if (validate_) {
         stage_set_training(model_, false);
+        stage_set_inference(model_, true);
         val = validate_(model_, st_.epoch);
+        stage_set_inference(model_, false);
         stage_set_training(model_, true);
       }
       const double epoch_loss = st_.epoch_loss_count > 0 ? st_.epoch_loss_sum / static_cast<double>(st_.epoch_loss_count)
