@@ -1,9 +1,12 @@
 // Per-layer convolution throughput on ResNet50's shapes (224x224 input, batch 16): forward,
-// backward-input and backward-weight, each reported as GFLOP/s (2*N*K*C*KH*KW*OH*OW per pass).
+// backward-input and backward-weight, each reported as GFLOP/s (2*N*K*C*KH*KW*OH*OW per pass,
+// the direct convolution's count also for Winograd, so the rates compare as speeds).
 // sieve runs on 2 threads (each BLAS call single-threaded), as the model benchmarks and the
 // PyTorch reference do.
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "sieve/core/rng.hpp"
@@ -28,6 +31,10 @@ const Layer kLayers[] = {
     {"layer3_1x1_1024to256_14", 1024, 14, 256, 1, 1, 0},
     {"layer4_3x3_512_7", 512, 7, 512, 3, 1, 1},
     {"layer4_1x1_512to2048_7", 512, 7, 2048, 1, 1, 0},
+    // 3x3 stride-1 layers of 64x64 and 32x32 inputs (where the Winograd threshold sits).
+    {"in64_layer1_3x3_64_16", 64, 16, 64, 3, 1, 1},
+    {"in64_layer2_3x3_128_8", 128, 8, 128, 3, 1, 1},
+    {"in32_layer1_3x3_64_8", 64, 8, 64, 3, 1, 1},
 };
 constexpr std::size_t kBatch = 16;
 
@@ -45,7 +52,14 @@ void BM_conv(benchmark::State& state) {
   sieve::set_threads(2);
   const Layer& L = kLayers[state.range(0)];
   state.SetLabel(L.name);
-  const sieve::kernels::Conv2dDims d{kBatch, L.C, L.H, L.H, L.K, {L.k, L.k, L.s, L.s, L.p, L.p}};
+  sieve::kernels::Conv2dDims d{kBatch, L.C, L.H, L.H, L.K, {L.k, L.k, L.s, L.s, L.p, L.p}};
+  // SIEVE_BENCH_CONV_ALGO=im2col|winograd forces one algorithm where it applies (default: sieve's choice).
+  if (const char* a = std::getenv("SIEVE_BENCH_CONV_ALGO")) {
+    const std::string algo(a);
+    const bool fits = L.k == 3 && L.s == 1 && L.p == 1;
+    if (algo == "im2col") d.algo = sieve::kernels::Conv2dAlgo::im2col;
+    if (algo == "winograd" && fits) d.algo = sieve::kernels::Conv2dAlgo::winograd;
+  }
   const std::size_t OH = d.OH(), OW = d.OW();
   auto x = random_buffer(kBatch * L.C * L.H * L.H, 1);
   auto w = random_buffer(L.K * L.C * L.k * L.k, 2);
@@ -63,6 +77,7 @@ void BM_conv(benchmark::State& state) {
   const double flops = 2.0 * kBatch * L.K * L.C * L.k * L.k * OH * OW;
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["group"] = static_cast<double>(sieve::kernels::conv2d_group(d));
+  state.counters["winograd"] = sieve::kernels::conv2d_uses_winograd(d) ? 1 : 0;
 }
 
 void layers(benchmark::internal::Benchmark* b) {

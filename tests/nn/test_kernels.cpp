@@ -137,6 +137,82 @@ TEST_CASE("conv2d: float backward agrees with double; workspace and geometry err
                        doctest::Contains("smaller than the kernel"), sieve::Error);
 }
 
+TEST_CASE("conv2d Winograd F(2x2,3x3): forward and input gradient against float64, edges, threads") {
+  Rng rng(31);
+  const int saved = sieve::threads();
+  // Odd and even planes (partial tiles at the bottom/right), a 1x1 plane, several samples.
+  for (const ConvCase& c : {ConvCase{2, 3, 5, 7, 4, 3, 3, 1, 1, 1, 1, 0}, ConvCase{3, 5, 8, 8, 2, 3, 3, 1, 1, 1, 1, 0},
+                           ConvCase{2, 4, 1, 1, 3, 3, 3, 1, 1, 1, 1, 0}, ConvCase{1, 2, 2, 3, 3, 3, 3, 1, 1, 1, 1, 0}}) {
+    CAPTURE(c.H);
+    CAPTURE(c.W);
+    auto d = dims_of(c);
+    d.algo = k::Conv2dAlgo::winograd;
+    REQUIRE(k::conv2d_uses_winograd(d));
+    const auto x = randn(c.N * c.C * c.H * c.W, rng), w = randn(c.K * c.C * 9, rng);
+    const std::size_t ny = c.N * c.K * c.H * c.W;
+    const auto dy = randn(ny, rng);
+    const auto ref = sieve::test::naive_conv2d(x, w, c.N, c.C, c.H, c.W, c.K, 3, 3, 1, 1, 1, 1);
+    std::vector<double> ws(k::conv2d_workspace_size(d)), y(ny, std::nan("")), dx(x.size(), std::nan(""));
+    k::conv2d_forward(x.data(), w.data(), y.data(), d, ws.data(), ws.size());
+    CHECK(rel_err(y, ref, ny) < 1e-13);
+    // The input gradient against im2col's (exact products) in double.
+    auto di = d;
+    di.algo = k::Conv2dAlgo::im2col;
+    std::vector<double> wsi(k::conv2d_workspace_size(di)), dx_ref(x.size());
+    k::conv2d_backward_input(dy.data(), w.data(), dx_ref.data(), di, wsi.data(), wsi.size());
+    k::conv2d_backward_input(dy.data(), w.data(), dx.data(), d, ws.data(), ws.size());
+    CHECK(rel_err(dx, dx_ref, dx.size()) < 1e-13);
+  }
+  // Float rounding against float64, beside im2col's, on a ResNet-like shape; 1 and 2 threads.
+  const ConvCase c{4, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 0};
+  auto d = dims_of(c);
+  const auto x = randn(c.N * c.C * c.H * c.W, rng), w = randn(c.K * c.C * 9, rng, 0.05);
+  const std::size_t ny = c.N * c.K * c.H * c.W;
+  const auto dy = randn(ny, rng);
+  const auto ref = sieve::test::naive_conv2d(x, w, c.N, c.C, c.H, c.W, c.K, 3, 3, 1, 1, 1, 1);
+  auto dd = d;
+  std::vector<double> wsd(k::conv2d_workspace_size(dd)), dx_ref(x.size());
+  dd.algo = k::Conv2dAlgo::im2col;
+  k::conv2d_backward_input(dy.data(), w.data(), dx_ref.data(), dd, wsd.data(), wsd.size());
+  const auto xf = cast<float>(x), wf = cast<float>(w), dyf = cast<float>(dy);
+  std::vector<float> y1;
+  for (int threads : {1, 2}) {
+    CAPTURE(threads);
+    sieve::set_threads(threads);
+    double err[2][2];  // [algo][forward, input gradient]
+    for (int a = 0; a < 2; ++a) {
+      d.algo = a == 0 ? k::Conv2dAlgo::im2col : k::Conv2dAlgo::winograd;
+      std::vector<float> ws(k::conv2d_workspace_size(d)), y(ny), dx(x.size());
+      k::conv2d_forward(xf.data(), wf.data(), y.data(), d, ws.data(), ws.size());
+      k::conv2d_backward_input(dyf.data(), wf.data(), dx.data(), d, ws.data(), ws.size());
+      err[a][0] = rel_err(y, ref, ny);
+      err[a][1] = rel_err(dx, dx_ref, dx.size());
+      if (a == 1 && threads == 1) y1 = y;
+      if (a == 1 && threads == 2) CHECK(rel_err(y, std::vector<double>(y1.begin(), y1.end()), ny) < 1e-6);
+    }
+    MESSAGE("float relative error vs float64, im2col / Winograd: forward ", err[0][0], " / ", err[1][0],
+            ", input gradient ", err[0][1], " / ", err[1][1]);
+    CHECK(err[1][0] < 1e-6);
+    CHECK(err[1][1] < 1e-6);
+    CHECK(err[1][0] < 4 * err[0][0]);
+    CHECK(err[1][1] < 4 * err[0][1]);
+  }
+  sieve::set_threads(saved);
+  // Automatic choice (the measured thresholds): ResNet's 3x3 stride-1 layers on even-ish
+  // planes from 8x8 with enough channels; never for other geometries, which an explicit
+  // request refuses.
+  CHECK(k::conv2d_uses_winograd(k::Conv2dDims{16, 256, 14, 14, 256, {3, 3, 1, 1, 1, 1}}));
+  CHECK(k::conv2d_uses_winograd(k::Conv2dDims{64, 128, 8, 8, 128, {3, 3, 1, 1, 1, 1}}));
+  CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{64, 64, 8, 8, 64, {3, 3, 1, 1, 1, 1}}));
+  CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{16, 512, 7, 7, 512, {3, 3, 1, 1, 1, 1}}));
+  CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{16, 32, 56, 56, 32, {3, 3, 1, 1, 1, 1}}));
+  CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{16, 128, 56, 56, 128, {3, 3, 2, 2, 1, 1}}));
+  k::Conv2dDims strided{1, 1, 4, 4, 1, {3, 3, 2, 2, 1, 1}};
+  strided.algo = k::Conv2dAlgo::winograd;
+  CHECK_THROWS_WITH_AS(k::conv2d_uses_winograd(strided), doctest::Contains("needs a 3x3 kernel, stride 1"),
+                       sieve::Error);
+}
+
 TEST_CASE("conv2d on 2 threads: split samples, per-thread weight-gradient partials") {
   // Large enough to be split (conv2d_parallel_min_macs per thread): one case with one sample
   // per GEMM (32x32 planes), one with grouped samples (8x8 planes). Forward and input gradient
@@ -180,12 +256,15 @@ TEST_CASE("conv2d on 2 threads: split samples, per-thread weight-gradient partia
 }
 
 TEST_CASE("conv2d epilogue: folded scale/shift, residual, ReLU equal the separate passes bit for bit") {
-  // Direct 1x1, im2col with one sample per GEMM, grouped samples, strided 1x1; 1 and 2 threads.
+  // Direct 1x1, im2col with one sample per GEMM, grouped samples, strided 1x1, Winograd (the
+  // last case, chosen automatically); 1 and 2 threads.
   const int saved = sieve::threads();
   Rng rng(22);
   for (const ConvCase& c : {ConvCase{3, 16, 8, 8, 24, 1, 1, 1, 1, 0, 0, 0}, ConvCase{2, 8, 33, 33, 8, 3, 3, 1, 1, 1, 1, 0},
-                           ConvCase{8, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 0}, ConvCase{4, 16, 9, 9, 32, 1, 1, 2, 2, 0, 0, 0}}) {
+                           ConvCase{8, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 0}, ConvCase{4, 16, 9, 9, 32, 1, 1, 2, 2, 0, 0, 0},
+                           ConvCase{2, 64, 15, 15, 64, 3, 3, 1, 1, 1, 1, 0}}) {
     const auto d = dims_of(c);
+    CHECK(k::conv2d_uses_winograd(d) == (c.H == 15));
     const std::size_t P = d.OH() * d.OW(), ny = c.N * c.K * P;
     const auto x = cast<float>(randn(c.N * c.C * c.H * c.W, rng));
     const auto w = cast<float>(randn(c.K * c.C * c.KH * c.KW, rng, 0.1));

@@ -16,6 +16,7 @@
 #include "sieve/core/check.hpp"
 #include "sieve/core/parallel.hpp"
 #include "sieve/kernels/gemm.hpp"
+#include "sieve/kernels/winograd.hpp"
 
 namespace sieve::kernels {
 
@@ -24,11 +25,20 @@ struct Conv2dGeom {
   std::size_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
 };
 
+/// How the forward and input-gradient products are computed (the weight gradient is always
+/// im2col + GEMM).
+enum class Conv2dAlgo {
+  automatic,  ///< Winograd where it applies and pays (conv2d_uses_winograd), else im2col
+  im2col,     ///< im2col + GEMM (exact products)
+  winograd,   ///< Winograd F(2x2,3x3); only for 3x3, stride 1, padding 1
+};
+
 /// The full problem size of one convolution.
 struct Conv2dDims {
   std::size_t N = 0, C = 0, H = 0, W = 0, K = 0;
   Conv2dGeom g{};
   std::size_t group = 0;  ///< samples per GEMM group; 0 = automatic (conv2d_group_budget)
+  Conv2dAlgo algo = Conv2dAlgo::automatic;
 
   /// Output height; Requires: H + 2*ph >= kh and sh > 0 (checked by conv2d_check).
   std::size_t OH() const { return (H + 2 * g.ph - g.kh) / g.sh + 1; }
@@ -93,11 +103,48 @@ inline Conv2dPlan conv2d_plan(const Conv2dDims& d) {
   return p;
 }
 
+/// When the automatic choice takes Winograd F(2x2,3x3) (bench_conv at batch 16, 2 threads,
+/// benchmarks/nn.md): planes of at least 8x8 whose 2x2 tiles waste at most 15% (7x7 pads to
+/// 8x8 and loses), at least 64 channels in and out, and at least 8192 input values per
+/// sample (64 channels at 8x8 lose to the transforms; 128 at 8x8 and 64 at 16x16 win).
+inline constexpr std::size_t conv2d_winograd_min_pixels = 64;
+inline constexpr std::size_t conv2d_winograd_min_channels = 64;
+inline constexpr std::size_t conv2d_winograd_min_volume = 8192;
+
+/// Whether conv2d_forward and conv2d_backward_input take the Winograd path.
+/// Throws when Conv2dAlgo::winograd is asked for a geometry it cannot compute.
+inline bool conv2d_uses_winograd(const Conv2dDims& d) {
+  const bool fits = d.g.kh == 3 && d.g.kw == 3 && d.g.sh == 1 && d.g.sw == 1 && d.g.ph == 1 && d.g.pw == 1;
+  switch (d.algo) {
+    case Conv2dAlgo::im2col: return false;
+    case Conv2dAlgo::winograd:
+      SIEVE_CHECK(fits, "conv2d: Winograd F(2x2,3x3) needs a 3x3 kernel, stride 1 and padding 1, got ", d.g.kh,
+                  "x", d.g.kw, " stride ", d.g.sh, "x", d.g.sw, " padding ", d.g.ph, "x", d.g.pw);
+      return true;
+    case Conv2dAlgo::automatic: break;
+  }
+  const std::size_t padded = ((d.H + 1) / 2 * 2) * ((d.W + 1) / 2 * 2);
+  return fits && d.H * d.W >= conv2d_winograd_min_pixels && padded * 100 <= d.H * d.W * 115 &&
+         d.C >= conv2d_winograd_min_channels && d.K >= conv2d_winograd_min_channels &&
+         d.C * d.H * d.W >= conv2d_winograd_min_volume;
+}
+
+/// The Winograd plans of the forward (C -> K) and of the input gradient (K -> C).
+inline WinogradPlan conv2d_winograd_plan(const Conv2dDims& d, bool input_gradient) {
+  return input_gradient ? winograd_plan(d.N, d.K, d.H, d.W, d.C, conv2d_max_parts(d))
+                        : winograd_plan(d.N, d.C, d.H, d.W, d.K, conv2d_max_parts(d));
+}
+
 /// Workspace elements conv2d_forward / _backward_input / _backward_weight need (at the current
-/// thread count: per-thread columns, and per-thread weight-gradient partials).
+/// thread count: per-thread columns, and per-thread weight-gradient partials; or Winograd's
+/// transformed weights and per-thread tile buffers).
 inline std::size_t conv2d_workspace_size(const Conv2dDims& d) {
   const Conv2dPlan p = conv2d_plan(d);
-  return p.parts * p.part_ws + (p.parts - 1) * p.dw_ws;
+  std::size_t n = p.parts * p.part_ws + (p.parts - 1) * p.dw_ws;
+  if (conv2d_uses_winograd(d))
+    n = std::max({n, winograd_workspace_size(conv2d_winograd_plan(d, false)),
+                  winograd_workspace_size(conv2d_winograd_plan(d, true))});
+  return n;
 }
 
 /// Valid output range [lo, hi) along one axis: out*s - p + k lands inside [0, extent).
@@ -248,6 +295,15 @@ void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, st
   const std::size_t xs = d.C * d.H * d.W, ys = K * P;
   SIEVE_CHECK(!epi.scale == !epi.shift, "conv2d_forward: epilogue scale and shift go together");
   const bool active = epi.scale || epi.residual || epi.relu;
+  if (conv2d_uses_winograd(d)) {
+    winograd_f2x3(x, w, y, d.H, d.W, false, conv2d_winograd_plan(d, false), ws,
+                  [&](std::size_t k, std::size_t n, std::size_t oh, T* row) {
+                    if (!active) return;
+                    const std::size_t o = ((n * K + k) * d.H + oh) * d.W;
+                    detail::conv2d_epilogue_row(row, row, epi.residual ? epi.residual + o : nullptr, d.W, k, epi);
+                  });
+    return;
+  }
   parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
     T* col = ws + t * pl.part_ws;
     for (std::size_t b = b0; b < b1; ++b) {
@@ -279,6 +335,11 @@ template <class T>
 void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dDims& d, T* ws, std::size_t ws_size) {
   conv2d_check(d, "conv2d_backward_input");
   detail::conv2d_check_ws(d, ws_size, "conv2d_backward_input");
+  if (conv2d_uses_winograd(d)) {  // dx = dy convolved with w transposed and rotated, same geometry
+    winograd_f2x3(dy, w, dx, d.H, d.W, true, conv2d_winograd_plan(d, true), ws,
+                  [](std::size_t, std::size_t, std::size_t, T*) {});
+    return;
+  }
   const Conv2dPlan pl = conv2d_plan(d);
   const std::size_t G = pl.G, P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
   const std::size_t xs = d.C * d.H * d.W, ys = K * P;
