@@ -77,7 +77,7 @@ void BM_conv(benchmark::State& state) {
   const double flops = 2.0 * kBatch * L.K * L.C * L.k * L.k * OH * OW;
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["group"] = static_cast<double>(sieve::kernels::conv2d_group(d));
-  state.counters["winograd"] = sieve::kernels::conv2d_uses_winograd(d) ? 1 : 0;
+  state.counters["winograd"] = P != Pass::backward_weight && sieve::kernels::conv2d_uses_winograd(d) ? 1 : 0;
 }
 
 void layers(benchmark::internal::Benchmark* b) {

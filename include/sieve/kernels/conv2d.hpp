@@ -63,6 +63,11 @@ inline void conv2d_check(const Conv2dDims& d, const char* what) {
 /// would cost a gather/scatter copy per sample).
 inline constexpr std::size_t conv2d_group_min_pixels = 1024;
 
+/// A 1x1 stride-1 convolution multiplies the samples' own [C, OH*OW] planes in place from
+/// this many pixels up, instead of copying them side by side for one wide GEMM (measured on
+/// ResNet50 at 64x64, batch 64: 16x16 planes this way, eval +8-12%, train +5-10%).
+inline constexpr std::size_t conv2d_direct_min_pixels = 256;
+
 /// Multiply-adds a thread should get before a convolution is split (waking threads and
 /// waiting for the slowest costs more than a small convolution).
 inline constexpr std::size_t conv2d_parallel_min_macs = std::size_t{1} << 21;
@@ -78,6 +83,7 @@ inline std::size_t conv2d_group(const Conv2dDims& d) {
   const std::size_t N = std::max<std::size_t>(d.N, 1);
   if (d.group > 0) return std::min(d.group, N);
   if (d.OH() * d.OW() >= conv2d_group_min_pixels) return 1;
+  if (d.direct() && d.OH() * d.OW() >= conv2d_direct_min_pixels) return 1;
   const std::size_t per_sample = (d.CKK() + d.K) * d.OH() * d.OW();
   const std::size_t g = per_sample == 0 ? 1 : conv2d_group_budget / per_sample;
   const std::size_t T = std::max<std::size_t>(parallel_parts(N, conv2d_max_parts(d)), 1);
