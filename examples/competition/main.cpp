@@ -54,12 +54,8 @@ int main(int argc, char** argv) {
     return error(e.what());
   }
   sieve::cli::communicator_slot() = comm.get();
-  // Ranks sharing a machine would each start one compute thread per core: unless the user
-  // chose (OMP_NUM_THREADS, or --threads later), split the cores among this host's ranks.
-  if (comm->size() > 1 && std::getenv("OMP_NUM_THREADS") == nullptr) {
-    if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local != nullptr && std::atoi(local) > 0)
-      sieve::set_threads(std::max(1, sieve::threads() / std::atoi(local)));
-  }
+  // Ranks sharing a machine split its cores (unless OMP_NUM_THREADS, or --threads later, says).
+  sieve::dist::share_host_cores(*comm);
   try {
     CLI::App app{"sieve: train and run image-retrieval models (ResNet50, BCE multilabel head) on the CPU"};
     app.name("sieve");

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <iostream>
@@ -256,6 +257,32 @@ TEST_SUITE("single") {
     CHECK(dist::run_guarded(one, "sieve", [] { return 7; }, err) == 7);
     CHECK(dist::run_guarded(one, "sieve", []() -> int { throw Error("train: bad flag"); }, err) == 1);
     CHECK(err.str() == "sieve: error: train: bad flag\n");
+  }
+
+  TEST_CASE("share_host_cores: ranks on one host split the threads unless OMP_NUM_THREADS chose") {
+    const int saved = sieve::threads();
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    const std::string omp_saved = omp ? omp : "";
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    const std::string local_saved = local ? local : "";
+    MirrorComm two;  // size 2
+    dist::SingleProcess one;
+    ::unsetenv("OMP_NUM_THREADS");
+    ::setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2", 1);
+    sieve::set_threads(4);
+    CHECK(dist::share_host_cores(one) == 4);  // one process: nothing to share
+    CHECK(dist::share_host_cores(two) == 2);
+    ::setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "3", 1);
+    CHECK(dist::share_host_cores(two) == 1);  // at least one thread
+    sieve::set_threads(4);
+    ::setenv("OMP_NUM_THREADS", "4", 1);
+    CHECK(dist::share_host_cores(two) == 4);  // the user's choice stands
+    ::unsetenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    ::unsetenv("OMP_NUM_THREADS");
+    CHECK(dist::share_host_cores(two) == 4);  // no launcher information
+    if (omp) ::setenv("OMP_NUM_THREADS", omp_saved.c_str(), 1);
+    if (local) ::setenv("OMPI_COMM_WORLD_LOCAL_SIZE", local_saved.c_str(), 1);
+    sieve::set_threads(saved);
   }
 
   TEST_CASE("DataParallel refuses gradient accumulation") {

@@ -3,12 +3,14 @@
 /// returns an MpiCommunicator when launched by mpirun, otherwise (and without MPI) a
 /// SingleProcess communicator, so one binary runs both ways.
 
+#include <algorithm>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <memory>
 #include <string>
 
+#include "sieve/core/parallel.hpp"
 #include "sieve/dist/communicator.hpp"
 #include "sieve/dist/data_parallel.hpp"
 #include "sieve/dist/shard.hpp"
@@ -35,6 +37,17 @@ inline std::unique_ptr<Communicator> make_communicator() {
     fail("sieve was started by mpirun with ", n, " ranks but built without MPI: reconfigure with -Dmpi=enabled");
 #endif
   return std::make_unique<SingleProcess>();
+}
+
+/// Ranks sharing a host would each start one compute thread per core. Unless the user chose
+/// (OMP_NUM_THREADS set), and when the launcher says how many ranks share this host (OpenMPI's
+/// OMPI_COMM_WORLD_LOCAL_SIZE), give each rank its share of the current thread count (at
+/// least 1). Returns the compute threads this rank now uses. Call once, at startup.
+inline int share_host_cores(const Communicator& c) {
+  if (c.size() > 1 && std::getenv("OMP_NUM_THREADS") == nullptr)
+    if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); local != nullptr && std::atoi(local) > 0)
+      set_threads(std::max(1, threads() / std::atoi(local)));
+  return threads();
 }
 
 /// Run `body()` (returning an exit code) so that a failure on any rank ends the job with a message
