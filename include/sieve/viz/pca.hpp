@@ -17,11 +17,19 @@
 namespace sieve::viz {
 
 namespace detail {
-/// Orthonormalise the columns of y [N,p] in place (modified Gram-Schmidt, in double);
-/// a column that vanishes is redrawn from rng.
-inline void orthonormalise_columns(std::vector<double>& y, std::size_t N, std::size_t p, Rng& rng) {
+/// Orthonormalise the columns of y [N,p] in place (modified Gram-Schmidt, in double), each
+/// first deflated by the unit vector `deflate` when given (UMAP's spectral start removes the
+/// graph Laplacian's trivial eigenvector); a column that vanishes is redrawn from rng.
+inline void orthonormalise_columns(std::vector<double>& y, std::size_t N, std::size_t p, Rng& rng,
+                                   const std::vector<double>* deflate = nullptr) {
   for (std::size_t c = 0; c < p; ++c) {
     for (int attempt = 0; attempt < 4; ++attempt) {
+      if (deflate) {
+        const std::vector<double>& u = *deflate;
+        double du = 0;
+        for (std::size_t i = 0; i < N; ++i) du += y[i * p + c] * u[i];
+        for (std::size_t i = 0; i < N; ++i) y[i * p + c] -= du * u[i];
+      }
       for (std::size_t q = 0; q < c; ++q) {
         double dq = 0;
         for (std::size_t i = 0; i < N; ++i) dq += y[i * p + c] * y[i * p + q];
@@ -29,7 +37,7 @@ inline void orthonormalise_columns(std::vector<double>& y, std::size_t N, std::s
       }
       double nn = 0;
       for (std::size_t i = 0; i < N; ++i) nn += y[i * p + c] * y[i * p + c];
-      if (nn > 1e-24) {
+      if (nn > 1e-20) {
         const double inv = 1 / std::sqrt(nn);
         for (std::size_t i = 0; i < N; ++i) y[i * p + c] *= inv;
         break;

@@ -332,32 +332,6 @@ inline std::vector<double> epochs_per_sample(const std::vector<double>& w, std::
 
 namespace detail {
 
-/// Orthonormalise the p columns of y [N,p] (modified Gram-Schmidt), first projecting out the
-/// unit vector u. A column that vanishes is replaced by a fresh random one.
-inline void orthonormalise(std::vector<double>& y, std::size_t N, std::size_t p, const std::vector<double>& u,
-                           Rng& rng) {
-  for (std::size_t c = 0; c < p; ++c) {
-    for (int attempt = 0; attempt < 4; ++attempt) {
-      double du = 0;
-      for (std::size_t i = 0; i < N; ++i) du += y[i * p + c] * u[i];
-      for (std::size_t i = 0; i < N; ++i) y[i * p + c] -= du * u[i];
-      for (std::size_t q = 0; q < c; ++q) {
-        double dq = 0;
-        for (std::size_t i = 0; i < N; ++i) dq += y[i * p + c] * y[i * p + q];
-        for (std::size_t i = 0; i < N; ++i) y[i * p + c] -= dq * y[i * p + q];
-      }
-      double nn = 0;
-      for (std::size_t i = 0; i < N; ++i) nn += y[i * p + c] * y[i * p + c];
-      if (nn > 1e-20) {
-        const double inv = 1 / std::sqrt(nn);
-        for (std::size_t i = 0; i < N; ++i) y[i * p + c] *= inv;
-        break;
-      }
-      for (std::size_t i = 0; i < N; ++i) y[i * p + c] = rng.normal();
-    }
-  }
-}
-
 /// Number of connected components of the graph (union-find over its edges).
 inline std::size_t count_components(const FuzzyGraph& g) {
   std::vector<std::uint32_t> parent(g.N);
@@ -410,7 +384,7 @@ inline std::vector<double> spectral_layout(const FuzzyGraph& g, std::size_t dim,
   Rng rng(derive_seed(seed, RngPurpose::init), 1);
   std::vector<double> y(N * p), my, h(p * p), v;
   for (auto& x : y) x = rng.normal();
-  detail::orthonormalise(y, N, p, u, rng);
+  detail::orthonormalise_columns(y, N, p, rng, &u);
   for (std::size_t it = 0; it < max_iter; ++it) {
     apply(y, my);
     const bool check = it % 10 == 9 || it + 1 == max_iter;
@@ -447,7 +421,7 @@ inline std::vector<double> spectral_layout(const FuzzyGraph& g, std::size_t dim,
       if (worst < tol) break;
     }
     y = my;
-    detail::orthonormalise(y, N, p, u, rng);
+    detail::orthonormalise_columns(y, N, p, rng, &u);
   }
   std::vector<double> out(N * dim);
   for (std::size_t i = 0; i < N; ++i)
