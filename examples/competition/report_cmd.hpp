@@ -347,6 +347,7 @@ struct ReportCommand {
       viz::LineChart c;
       c.title = std::move(title);
       c.x_label = "epoch";
+      c.integer_x = true;
       c.y_label = std::move(y_label);
       c.width = kHalf;
       c.height = kChartH;

@@ -178,6 +178,24 @@ TEST_CASE("svg plots and the html page are well-formed, offline and contain what
                        sieve::Error);
 }
 
+TEST_CASE("line chart ticks: nice steps, whole numbers only on an integer axis") {
+  double lo = 1, hi = 3;
+  const auto fine = sieve::viz::detail::nice_ticks(lo, hi, 8);  // steps of 0.2
+  REQUIRE(fine.size() == 11);
+  CHECK(fine[1] == doctest::Approx(1.2));
+  lo = 1, hi = 3;
+  CHECK(sieve::viz::detail::nice_ticks(lo, hi, 8, 1.0) == std::vector<double>{1, 2, 3});
+  lo = 0, hi = 40;
+  CHECK(sieve::viz::detail::nice_ticks(lo, hi, 8, 1.0) == std::vector<double>{0, 5, 10, 15, 20, 25, 30, 35, 40});
+  sieve::viz::LineChart c;
+  c.title = "loss";
+  c.series.push_back({"train", {1, 2, 3}, {0.5, 0.4, 0.3}, "#000", false, false});
+  CHECK(sieve::viz::line_chart(c).find(">1.2</text>") != std::string::npos);
+  c.integer_x = true;
+  CHECK(sieve::viz::line_chart(c).find(">1.2</text>") == std::string::npos);
+  CHECK(sieve::viz::line_chart(c).find(">2</text>") != std::string::npos);
+}
+
 TEST_CASE("umap pieces: a/b fit, exact kNN, smooth kNN distances, fuzzy union") {
   // umap-learn's find_ab_params(1.0, 0.1): a = 1.576943460405378, b = 0.8950608781227859.
   const auto [a, b] = sieve::viz::find_ab_params(1.0, 0.1);

@@ -94,8 +94,9 @@ inline std::string tick_label(double v) {
   return buf;
 }
 
-/// "Nice" ticks (1, 2, 5 x 10^k steps) covering [lo, hi]; lo/hi are widened to tick multiples.
-inline std::vector<double> nice_ticks(double& lo, double& hi, int target = 6) {
+/// "Nice" ticks (1, 2, 5 x 10^k steps, at least min_step apart: 1 for integer axes such as
+/// epochs) covering [lo, hi]; lo/hi are widened to tick multiples.
+inline std::vector<double> nice_ticks(double& lo, double& hi, int target = 6, double min_step = 0) {
   if (!(hi > lo)) {  // constant or empty data: open a unit window around it
     const double c = std::isfinite(lo) ? lo : 0.0;
     lo = c - 0.5;
@@ -104,7 +105,7 @@ inline std::vector<double> nice_ticks(double& lo, double& hi, int target = 6) {
   const double raw = (hi - lo) / target;
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   const double f = raw / mag;
-  const double step = (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
+  const double step = std::max((f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag, min_step);
   lo = std::floor(lo / step + 1e-9) * step;
   hi = std::ceil(hi / step - 1e-9) * step;
   std::vector<double> t;
@@ -131,8 +132,8 @@ inline std::string svg_open(double W, double H, std::string_view title) {
 
 /// Axes, grid lines, ticks and axis labels for a frame; updates fr's data window to the ticks.
 inline std::string axes(Frame& fr, double xmin, double xmax, double ymin, double ymax, std::string_view xlabel,
-                        std::string_view ylabel) {
-  const auto xt = nice_ticks(xmin, xmax, 8);
+                        std::string_view ylabel, bool integer_x = false) {
+  const auto xt = nice_ticks(xmin, xmax, 8, integer_x ? 1.0 : 0.0);
   const auto yt = nice_ticks(ymin, ymax, 6);
   fr.x0 = xmin, fr.x1 = xmax, fr.y0 = ymin, fr.y1 = ymax;
   std::string s = "<g stroke=\"#e5e5e5\" stroke-width=\"1\">\n";
@@ -197,6 +198,7 @@ struct LineChart {
   std::vector<Series> series;
   std::vector<Marker> markers;
   bool log_y = false;  ///< plot log10(y) (for learning rates); non-positive values are skipped
+  bool integer_x = false;  ///< x ticks only at whole numbers (epochs)
   std::optional<double> y_min, y_max;
   double width = 720, height = 420;
 };
@@ -226,7 +228,7 @@ inline std::string line_chart(const LineChart& c) {
   for (const auto& s : c.series) longest = std::max(longest, static_cast<double>(s.name.size()));
   detail::Frame fr{c.width, c.height, 64, c.series.empty() ? 20.0 : 40 + 7 * std::min(longest, 24.0), 34, 44, 0, 1, 0, 1};
   std::string s = detail::svg_open(c.width, c.height, c.title);
-  s += detail::axes(fr, xmin, xmax, ymin, ymax, c.x_label, c.log_y ? "log10 " + c.y_label : c.y_label);
+  s += detail::axes(fr, xmin, xmax, ymin, ymax, c.x_label, c.log_y ? "log10 " + c.y_label : c.y_label, c.integer_x);
   std::vector<std::string> names, colors;
   std::vector<char> dashed_flags;
   for (std::size_t k = 0; k < c.series.size(); ++k) {
