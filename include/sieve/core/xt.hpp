@@ -42,6 +42,14 @@ void ensure_shape(Tensor<T, Rank>& t, const Shape<Rank>& shape) {
   if (!same) t.resize(shape);
 }
 
+/// Elements of a tensor of this shape.
+template <std::size_t Rank>
+constexpr std::size_t shape_size(const Shape<Rank>& s) {
+  std::size_t n = 1;
+  for (std::size_t d : s) n *= d;
+  return n;
+}
+
 /// A non-owning view of a dense row-major buffer with a fixed-rank shape. Stages take their
 /// temporary gradients as TensorRefs so one model-wide scratch pool (nn::ScratchPool) can back
 /// many layers' buffers without reallocating; T may be const for read-only views.
@@ -63,11 +71,7 @@ struct TensorRef {
     requires(std::is_const_v<T> && std::is_same_v<U, std::remove_const_t<T>>)
   TensorRef(const TensorRef<U, Rank>& o) : data(o.data), shape(o.shape) {}
 
-  std::size_t size() const {
-    std::size_t n = 1;
-    for (std::size_t d : shape) n *= d;
-    return n;
-  }
+  std::size_t size() const { return shape_size(shape); }
 
  private:
   template <class S>

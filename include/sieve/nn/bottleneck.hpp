@@ -102,8 +102,8 @@ class Bottleneck {
     SIEVE_CHECK(!inferred_, "Bottleneck.backward: the last forward ran in inference mode and kept nothing for "
                             "backward (set_inference(false), then forward again)");
     using S = BottleneckSlots;
-    const std::size_t in = x_shape_[0] * x_shape_[1] * x_shape_[2] * x_shape_[3];
-    const std::size_t out = y_.size(), p1 = size_of(conv3_.input_shape()), p2 = size_of(conv2_.input_shape());
+    const std::size_t in = shape_size(x_shape_);
+    const std::size_t out = y_.size(), p1 = shape_size(conv3_.input_shape()), p2 = shape_size(conv2_.input_shape());
     auto grow = [&](std::size_t slot, std::size_t n) { need[slot] = std::max(need[slot], n); };
     grow(S::trunk, in), grow(S::dsum, out), grow(S::g4, out), grow(S::p1, p1);
     grow(S::p2, ds_conv_ ? std::max(p2, in) : p2);
@@ -270,8 +270,6 @@ class Bottleneck {
   BatchNorm2d<T> bn3_;
   std::optional<Conv2d<T>> ds_conv_;
   std::optional<BatchNorm2d<T>> ds_bn_;
-  static std::size_t size_of(const Shape<4>& s) { return s[0] * s[1] * s[2] * s[3]; }
-
   ScratchHandle<T> scratch_;
   Shape<4> x_shape_{};
   Tensor4<T> y_, dx_;

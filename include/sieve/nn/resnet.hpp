@@ -111,7 +111,7 @@ class ResNet {
     std::array<std::size_t, S::count> need{};
     for (const auto& b : blocks_) b.scratch_needs(need);
     const Shape<4> stem_shape = pool_.input_shape();
-    need[S::dsum] = std::max(need[S::dsum], stem_shape[0] * stem_shape[1] * stem_shape[2] * stem_shape[3]);
+    need[S::dsum] = std::max(need[S::dsum], shape_size(stem_shape));
     for (std::size_t i = 0; i < S::count; ++i) scratch_->reserve(i, need[i]);
 
     TensorRef4<const T> g = avgpool_.backward(dy);

@@ -17,9 +17,9 @@ template <class T>
 class ScratchPool {
  public:
   /// Slot i grows to hold at least `elements` values. Growth happens only while shapes are
-  /// new (the first steps), and invalidates earlier views of that slot: callers reserve
-  /// everything a forward + backward will view before taking views (Bottleneck does so in
-  /// forward), so no live view is ever moved.
+  /// new (the first steps), and invalidates earlier views of that slot: callers reserve what
+  /// they will view before taking any view (a Bottleneck's forward its two forward slots,
+  /// ResNet::backward every block's backward slots at once), so no live view is ever moved.
   void reserve(std::size_t slot, std::size_t elements) {
     if (slots_.size() <= slot) slots_.resize(slot + 1);
     if (slots_[slot].size() < elements) {
@@ -30,7 +30,7 @@ class ScratchPool {
   }
   /// A view of slot i shaped `s`. Requires: reserve(i, >= elements of s) was called.
   TensorRef4<T> view(std::size_t slot, const Shape<4>& s) {
-    const std::size_t n = s[0] * s[1] * s[2] * s[3];
+    const std::size_t n = shape_size(s);
     SIEVE_CHECK(slot < slots_.size() && slots_[slot].size() >= n, "ScratchPool.view: slot ", slot, " holds ",
                 slot < slots_.size() ? slots_[slot].size() : 0, " elements, [", s[0], ",", s[1], ",", s[2], ",",
                 s[3], "] needs ", n, " (reserve first)");
