@@ -205,6 +205,11 @@ TEST_CASE("conv2d Winograd F(2x2,3x3): forward and input gradient against float6
   CHECK(k::conv2d_uses_winograd(k::Conv2dDims{64, 128, 8, 8, 128, {3, 3, 1, 1, 1, 1}}));
   CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{64, 64, 8, 8, 64, {3, 3, 1, 1, 1, 1}}));
   CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{16, 512, 7, 7, 512, {3, 3, 1, 1, 1, 1}}));
+  CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{16, 256, 9, 9, 256, {3, 3, 1, 1, 1, 1}}));  // 23% tile padding
+  // 1x1 stride-1 convolutions multiply each sample in place from 16x16 planes; smaller planes
+  // group samples into one wide GEMM.
+  CHECK(k::conv2d_group(k::Conv2dDims{64, 256, 16, 16, 64, {1, 1, 1, 1, 0, 0}}) == 1);
+  CHECK(k::conv2d_group(k::Conv2dDims{64, 256, 8, 8, 64, {1, 1, 1, 1, 0, 0}}) > 1);
   CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{16, 32, 56, 56, 32, {3, 3, 1, 1, 1, 1}}));
   CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{16, 128, 56, 56, 128, {3, 3, 2, 2, 1, 1}}));
   k::Conv2dDims strided{1, 1, 4, 4, 1, {3, 3, 2, 2, 1, 1}};
