@@ -23,6 +23,9 @@ void BM_resnet50(benchmark::State& state, bool train, std::size_t size, std::siz
   set_threads(env ? std::atoi(env) : 2);
   Rng rng(7);
   nn::ResNet<float> net(nn::ResNetConfig::resnet50(), 1);
+  // SIEVE_BENCH_LAYOUT=nchw|cnhw overrides the network's default activation layout.
+  if (const char* lay = std::getenv("SIEVE_BENCH_LAYOUT"))
+    net.set_layout(std::string(lay) == "cnhw" ? kernels::Layout::cnhw : kernels::Layout::nchw);
   nn::Linear<float> fc(net.embedding_dim(), 1000, rng);
   auto model = std::move(net) | std::move(fc);
   model.set_training(train);

@@ -432,10 +432,10 @@ TEST_CASE("relu and max pool: hand-computed, naive, gradients") {
 
 TEST_CASE("global average pool and linear: hand-computed, naive, gradients") {
   std::vector<double> x{1, 2, 3, 6, 0, 0, 0, 4}, y(2), dx(8);
-  k::global_avg_pool_forward(x.data(), 2, 4, y.data());
+  k::global_avg_pool_forward(x.data(), 1, 2, 4, y.data());
   CHECK(y == std::vector<double>{3, 1});
   std::vector<double> dy{4, 8};
-  k::global_avg_pool_backward(dy.data(), 2, 4, dx.data());
+  k::global_avg_pool_backward(dy.data(), 1, 2, 4, dx.data());
   CHECK(dx == std::vector<double>{1, 1, 1, 1, 2, 2, 2, 2});
 
   std::vector<double> lx{1, 2}, lw{1, 0, 0, 1, 1, 1}, lb{0.5, 0, -1}, ly(3);
@@ -491,4 +491,109 @@ TEST_CASE("dropout: counter-based mask, scale, keep rate, backward uses the same
   k::dropout_forward(x.data(), y2.data(), n, 0.0, seed, 3);
   CHECK(y2 == x);
   CHECK_THROWS_AS(k::dropout_forward(x.data(), y2.data(), n, 1.0, seed, 3), sieve::Error);
+}
+
+namespace {
+// NCHW [N, C, HW] to the batch-folded CNHW order [C, N, HW].
+template <class T>
+std::vector<T> to_cnhw(const std::vector<T>& v, std::size_t N, std::size_t C, std::size_t HW) {
+  std::vector<T> o(v.size());
+  for (std::size_t n = 0; n < N; ++n)
+    for (std::size_t c = 0; c < C; ++c)
+      for (std::size_t p = 0; p < HW; ++p) o[(c * N + n) * HW + p] = v[(n * C + c) * HW + p];
+  return o;
+}
+}  // namespace
+
+TEST_CASE("conv2d batch-folded layouts: NCHW->CNHW and CNHW->CNHW give the NCHW results in CNHW order") {
+  // Every path (direct, grouped, strided, Winograd, the folded 1x1 product) on 1 and 2 threads,
+  // with the full epilogue; double, so a misplaced element cannot hide in rounding.
+  const int saved = sieve::threads();
+  Rng rng(31);
+  std::vector<ConvCase> cases(std::begin(conv_cases), std::end(conv_cases));
+  cases.push_back({3, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 0});     // Winograd (automatic)
+  cases.push_back({6, 128, 4, 4, 256, 1, 1, 1, 1, 0, 0, 0});   // folded 1x1, split across threads
+  cases.push_back({4, 64, 16, 16, 64, 1, 1, 1, 1, 0, 0, 0});   // NCHW takes it per sample
+  cases.push_back({4, 64, 9, 9, 128, 1, 1, 2, 2, 0, 0, 0});    // downsample, grouped
+  for (int threads : {1, 2}) {
+    sieve::set_threads(threads);
+    for (const auto& c : cases) {
+      CAPTURE(threads); CAPTURE(c.N); CAPTURE(c.C); CAPTURE(c.H); CAPTURE(c.K); CAPTURE(c.KH); CAPTURE(c.SH); CAPTURE(c.group);
+      const k::Conv2dDims d = dims_of(c);
+      const std::size_t HW = c.H * c.W, P = d.OH() * d.OW();
+      const auto x = randn(c.N * c.C * HW, rng), w = randn(c.K * c.C * c.KH * c.KW, rng, 0.2);
+      const auto dy = randn(c.N * c.K * P, rng), res = randn(c.N * c.K * P, rng);
+      const auto scale = randn(c.K, rng), shift = randn(c.K, rng);
+      // The NCHW results.
+      std::vector<double> ws(k::conv2d_workspace_size(d));
+      std::vector<double> y(dy.size()), dx(x.size()), dw(w.size(), 0.5);
+      k::conv2d_forward(x.data(), w.data(), y.data(), d, ws.data(), ws.size(), {scale.data(), shift.data(), res.data(), true});
+      k::conv2d_backward_input(dy.data(), w.data(), dx.data(), d, ws.data(), ws.size());
+      k::conv2d_backward_weight(x.data(), dy.data(), dw.data(), d, ws.data(), ws.size());
+      const auto y_cn = to_cnhw(y, c.N, c.K, P), dy_cn = to_cnhw(dy, c.N, c.K, P), res_cn = to_cnhw(res, c.N, c.K, P);
+      for (k::Layout in : {k::Layout::nchw, k::Layout::cnhw}) {
+        CAPTURE(k::layout_name(in));
+        k::Conv2dDims e = d;
+        e.in = in, e.out = k::Layout::cnhw;
+        const auto xe = in == k::Layout::cnhw ? to_cnhw(x, c.N, c.C, HW) : x;
+        const auto dx_want = in == k::Layout::cnhw ? to_cnhw(dx, c.N, c.C, HW) : dx;
+        std::vector<double> wse(k::conv2d_workspace_size(e));
+        std::vector<double> ye(y.size(), std::nan("")), dxe(x.size(), std::nan("")), dwe(w.size(), 0.5);
+        k::conv2d_forward(xe.data(), w.data(), ye.data(), e, wse.data(), wse.size(),
+                          {scale.data(), shift.data(), res_cn.data(), true});
+        k::conv2d_backward_input(dy_cn.data(), w.data(), dxe.data(), e, wse.data(), wse.size());
+        k::conv2d_backward_weight(xe.data(), dy_cn.data(), dwe.data(), e, wse.data(), wse.size());
+        CHECK(rel_err(ye, y_cn, y_cn.size()) < 1e-13);
+        CHECK(rel_err(dxe, dx_want, dx_want.size()) < 1e-13);
+        CHECK(rel_err(dwe, dw, dw.size()) < 1e-13);
+        CHECK(k::conv2d_uses_winograd(e) == (k::conv2d_uses_winograd(d) && in == k::Layout::cnhw));
+      }
+    }
+  }
+  sieve::set_threads(saved);
+  // A CNHW input with an NCHW output is refused by name.
+  k::Conv2dDims bad{1, 2, 3, 3, 2, {1, 1, 1, 1, 0, 0}};
+  bad.in = k::Layout::cnhw;
+  std::vector<float> buf(64);
+  CHECK_THROWS_WITH_AS(k::conv2d_forward(buf.data(), buf.data(), buf.data(), bad, buf.data(), buf.size()),
+                       doctest::Contains("CNHW input needs a CNHW output"), sieve::Error);
+}
+
+TEST_CASE("batch norm and global average pool in CNHW equal NCHW in CNHW order, bit for bit") {
+  Rng rng(32);
+  const std::size_t N = 3, C = 5, HW = 7;
+  const auto x = randn(N * C * HW, rng, 1.5), g = randn(C, rng), b = randn(C, rng), dy = randn(N * C * HW, rng);
+  for (bool train : {true, false}) {
+    CAPTURE(train);
+    std::vector<double> y[2], dx[2], dg[2], db[2], sm[2], si[2], rm[2], rv[2];
+    for (int l = 0; l < 2; ++l) {
+      const k::Layout lay = l ? k::Layout::cnhw : k::Layout::nchw;
+      const k::BatchNormDims d{N, C, HW, 1e-5, 0.1, lay};
+      const auto xl = l ? to_cnhw(x, N, C, HW) : x, dyl = l ? to_cnhw(dy, N, C, HW) : dy;
+      y[l].assign(x.size(), 0), dx[l].assign(x.size(), 0), dg[l].assign(C, 0), db[l].assign(C, 0);
+      sm[l].assign(C, 0), si[l].assign(C, 0), rm[l].assign(C, 0.1), rv[l].assign(C, 0.9);
+      if (train)
+        k::batch_norm_forward_train(xl.data(), g.data(), b.data(), y[l].data(), sm[l].data(), si[l].data(),
+                                    rm[l].data(), rv[l].data(), d, true);
+      else
+        k::batch_norm_forward_eval(xl.data(), g.data(), b.data(), rm[l].data(), rv[l].data(), y[l].data(),
+                                   sm[l].data(), si[l].data(), d, true);
+      k::batch_norm_backward(xl.data(), dyl.data(), g.data(), sm[l].data(), si[l].data(), train, dx[l].data(),
+                             dg[l].data(), db[l].data(), d, y[l].data());
+    }
+    CHECK(to_cnhw(y[0], N, C, HW) == y[1]);
+    CHECK(to_cnhw(dx[0], N, C, HW) == dx[1]);
+    CHECK(dg[0] == dg[1]);
+    CHECK(db[0] == db[1]);
+    CHECK(rm[0] == rm[1]);
+    CHECK(rv[0] == rv[1]);
+  }
+  std::vector<double> p0(N * C), p1(N * C), g0(x.size()), g1(x.size());
+  const auto xc = to_cnhw(x, N, C, HW);
+  k::global_avg_pool_forward(x.data(), N, C, HW, p0.data());
+  k::global_avg_pool_forward(xc.data(), N, C, HW, p1.data(), k::Layout::cnhw);
+  CHECK(p0 == p1);  // [N, C] either way
+  k::global_avg_pool_backward(p0.data(), N, C, HW, g0.data());
+  k::global_avg_pool_backward(p0.data(), N, C, HW, g1.data(), k::Layout::cnhw);
+  CHECK(to_cnhw(g0, N, C, HW) == g1);
 }

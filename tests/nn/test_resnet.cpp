@@ -56,10 +56,14 @@ TEST_CASE("ResNet50 structure: torchvision names, shapes and counts") {
 }
 
 TEST_CASE("small ResNet + Dropout + Linear + BCE: end-to-end gradient check in double") {
+ for (kernels::Layout layout : {kernels::Layout::cnhw, kernels::Layout::nchw})
  for (bool train : {true, false}) {
   CAPTURE(train);
+  CAPTURE(kernels::layout_name(layout));
   Rng rng(21);
   nn::ResNet<double> net(tiny(), 3);
+  CHECK(net.layout() == kernels::Layout::cnhw);  // the default
+  net.set_layout(layout);
   net.set_input_grad(true);
   nn::Linear<double> fc(net.embedding_dim(), 5, rng);
   nn::Dropout<double> drop(0.3, 8);
@@ -274,8 +278,11 @@ TEST_CASE("memory plan: a backward allocates a handful of the largest activation
 }
 
 TEST_CASE("inference mode: batch norm folded into the convolutions, bit-identical to eval, no backward") {
+ for (kernels::Layout layout : {kernels::Layout::cnhw, kernels::Layout::nchw}) {
+  CAPTURE(kernels::layout_name(layout));
   Rng rng(26);
   nn::ResNet<float> net(nn::ResNetConfig{{2, 2, 2, 2}, 8, 3}, 9);
+  net.set_layout(layout);
   // Non-trivial batch-norm parameters and statistics.
   for (auto& p : net.params())
     if (p.name.find("bn") != std::string::npos || p.name.find("downsample.1") != std::string::npos)
@@ -320,4 +327,42 @@ TEST_CASE("inference mode: batch norm folded into the convolutions, bit-identica
   CHECK(model.get<0>().inference());
   CHECK(model.forward(x) == pe);
   CHECK_THROWS_AS(model.backward(Tensor2<float>(pe.shape())), sieve::Error);
+ }
+}
+
+TEST_CASE("batch-folded layout: CNHW and NCHW networks agree in float, Winograd and folded 1x1 included") {
+  // Width 64 at 64x64: layer1's 3x3 convolutions take Winograd (16x16 planes, 64 channels),
+  // layer3/4's 1x1 convolutions are the folded products; train mode, so batch statistics and
+  // every gradient go through both layouts.
+  Rng rng(27);
+  nn::ResNet<float> a(nn::ResNetConfig{{1, 1, 1, 1}, 64, 3}, 5);
+  nn::ResNet<float> b = a;
+  a.set_layout(kernels::Layout::nchw);
+  CHECK(b.layout() == kernels::Layout::cnhw);
+  a.set_input_grad(true), b.set_input_grad(true);
+  Tensor4<float> x({3, 3, 64, 64});
+  fill_randn(x, rng);
+  const Tensor2<float> ya = a.forward(x), yb = b.forward(x);
+  auto rel = [](const float* p, const float* q, std::size_t n) {
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < n; ++i) num += (double(p[i]) - q[i]) * (double(p[i]) - q[i]), den += double(q[i]) * q[i];
+    return std::sqrt(num / std::max(den, 1e-300));
+  };
+  CHECK(rel(yb.data(), ya.data(), ya.size()) < 1e-5);
+  Tensor2<float> dz(ya.shape());
+  fill_randn(dz, rng);
+  a.zero_grad(), b.zero_grad();
+  const Tensor4<float> dxa = a.backward(dz), dxb = b.backward(dz);
+  CHECK(rel(dxb.data(), dxa.data(), dxa.size()) < 1e-4);
+  auto pa = a.params(), pb = b.params();
+  REQUIRE(pa.size() == pb.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    CAPTURE(pa[i].name);
+    const double r = rel(pb[i].grad.data(), pa[i].grad.data(), pa[i].grad.size());
+    CHECK(r < 1e-4);
+    worst = std::max(worst, r);
+  }
+  MESSAGE("CNHW vs NCHW: embedding ", rel(yb.data(), ya.data(), ya.size()), ", input gradient ",
+          rel(dxb.data(), dxa.data(), dxa.size()), ", worst parameter gradient ", worst);
 }

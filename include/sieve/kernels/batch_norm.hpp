@@ -13,14 +13,19 @@
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/parallel.hpp"
+#include "sieve/kernels/layout.hpp"
 
 namespace sieve::kernels {
 
-/// Sizes and constants of one batch-norm call: x viewed as [N, C, HW].
+/// Sizes and constants of one batch-norm call: x viewed as [N, C, HW], stored in `layout`
+/// (the sums run over samples, then pixels, in either: results are identical).
 struct BatchNormDims {
   std::size_t N = 0, C = 0, HW = 0;
   double eps = 1e-5;
   double momentum = 0.1;
+  Layout layout = Layout::nchw;
+  /// Offset of sample i's plane of channel c.
+  std::size_t at(std::size_t i, std::size_t c) const { return plane_index(layout, N, C, i, c) * HW; }
 };
 
 namespace detail {
@@ -35,11 +40,11 @@ inline double bn_lanes_total(const double (&a)[kBnLanes]) {
 
 // y = x * scale + shift over channel c of [N,C,HW] (then max(y, 0) when relu).
 template <class T>
-void bn_affine(const T* x, T* y, std::size_t N, std::size_t C, std::size_t HW, std::size_t c, T scale, T shift,
-               bool relu) {
-  for (std::size_t i = 0; i < N; ++i) {
-    const T* xc = x + (i * C + c) * HW;
-    T* yc = y + (i * C + c) * HW;
+void bn_affine(const T* x, T* y, const BatchNormDims& d, std::size_t c, T scale, T shift, bool relu) {
+  const std::size_t HW = d.HW;
+  for (std::size_t i = 0; i < d.N; ++i) {
+    const T* xc = x + d.at(i, c);
+    T* yc = y + d.at(i, c);
     if (relu) {
       for (std::size_t p = 0; p < HW; ++p) {
         const T v = xc[p] * scale + shift;
@@ -72,7 +77,7 @@ void batch_norm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T
     for (std::size_t c = c0; c < c1; ++c) {
       double a[L] = {};
       for (std::size_t i = 0; i < N; ++i) {
-        const T* xc = x + (i * C + c) * HW;
+        const T* xc = x + d.at(i, c);
         std::size_t p = 0;
         for (; p + L <= HW; p += L)
           for (std::size_t j = 0; j < L; ++j) a[j] += xc[p + j];
@@ -81,7 +86,7 @@ void batch_norm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T
       const double mean = detail::bn_lanes_total(a) / static_cast<double>(n);
       double b[L] = {};  // two-pass variance: no cancellation for large means
       for (std::size_t i = 0; i < N; ++i) {
-        const T* xc = x + (i * C + c) * HW;
+        const T* xc = x + d.at(i, c);
         std::size_t p = 0;
         for (; p + L <= HW; p += L)
           for (std::size_t j = 0; j < L; ++j) {
@@ -103,7 +108,7 @@ void batch_norm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T
       running_var[c] = static_cast<T>((1.0 - d.momentum) * running_var[c] + d.momentum * unbiased);
       const T scale = static_cast<T>(invstd * gamma[c]);
       const T shift = static_cast<T>(beta[c] - mean * invstd * gamma[c]);
-      detail::bn_affine(x, y, N, C, HW, c, scale, shift, relu);
+      detail::bn_affine(x, y, d, c, scale, shift, relu);
     }
   });
 }
@@ -133,7 +138,7 @@ void batch_norm_forward_eval(const T* x, const T* gamma, const T* beta, const T*
       T scale, shift;
       save_invstd[c] = batch_norm_eval_affine(gamma, beta, running_mean, running_var, d.eps, c, scale, shift);
       save_mean[c] = running_mean[c];
-      detail::bn_affine(x, y, N, C, HW, c, scale, shift, relu);
+      detail::bn_affine(x, y, d, c, scale, shift, relu);
     }
   });
 }
@@ -165,7 +170,7 @@ void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* mean,
       if (need_sums) {
         double a[L] = {}, b[L] = {};
         for (std::size_t i = 0; i < N; ++i) {
-          const std::size_t o = (i * C + c) * HW;
+          const std::size_t o = d.at(i, c);
           std::size_t p = 0;
           if (relu_y) {
             for (; p + L <= HW; p += L)
@@ -200,7 +205,7 @@ void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* mean,
       const T b = batch_stats ? static_cast<T>(-k * sdy / n + k * is * m * sdyx / n) : T(0);
       const T e = batch_stats ? static_cast<T>(-k * is * sdyx / n) : T(0);
       for (std::size_t i = 0; i < N; ++i) {
-        const std::size_t o = (i * C + c) * HW;
+        const std::size_t o = d.at(i, c);
         T* dxc = dx + o;
         const T* xc = x + o;
         const T* dyc = dy + o;

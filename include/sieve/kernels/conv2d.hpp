@@ -1,7 +1,10 @@
 #pragma once
 /// 2-D convolution (no bias, no dilation, no groups) as im2col + GEMM, forward and backward.
 ///
-/// Layouts: x [N,C,H,W], w [K,C,KH,KW], y [N,K,OH,OW], all contiguous row-major.
+/// Layouts: x [N,C,H,W], w [K,C,KH,KW], y [N,K,OH,OW], all contiguous row-major; x and y may
+/// instead be batch-folded (Layout::cnhw, kernels/layout.hpp): then a 1x1 stride-1 convolution
+/// is one GEMM [K,C] x [C,N*H*W] on x itself, and every product writes its samples' columns of
+/// y in place (no scatter, no gather in backward).
 /// Samples are processed in groups of G (conv2d_group): the group's columns sit side by side
 /// in one [C*KH*KW, G*OH*OW] matrix, so small spatial sizes (layer4 at 32x32 has OH*OW = 1)
 /// still give BLAS a wide product instead of G matrix-vector products. A 1x1 stride-1
@@ -16,6 +19,7 @@
 #include "sieve/core/check.hpp"
 #include "sieve/core/parallel.hpp"
 #include "sieve/kernels/gemm.hpp"
+#include "sieve/kernels/layout.hpp"
 #include "sieve/kernels/winograd.hpp"
 
 namespace sieve::kernels {
@@ -39,6 +43,8 @@ struct Conv2dDims {
   Conv2dGeom g{};
   std::size_t group = 0;  ///< samples per GEMM group; 0 = automatic (conv2d_group_budget)
   Conv2dAlgo algo = Conv2dAlgo::automatic;
+  Layout in = Layout::nchw;   ///< x's layout (and dx's)
+  Layout out = Layout::nchw;  ///< y's layout (and dy's); CNHW in needs CNHW out
 
   /// Output height; Requires: H + 2*ph >= kh and sh > 0 (checked by conv2d_check).
   std::size_t OH() const { return (H + 2 * g.ph - g.kh) / g.sh + 1; }
@@ -46,6 +52,8 @@ struct Conv2dDims {
   /// Rows of the column matrix: C*KH*KW.
   std::size_t CKK() const { return C * g.kh * g.kw; }
   bool direct() const { return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0; }
+  /// A batch-folded 1x1 stride-1 convolution: one product over all samples, no columns.
+  bool folded_direct() const { return in == Layout::cnhw && direct(); }
 };
 
 /// Elements a group's workspace may use before samples stop being batched together.
@@ -57,6 +65,8 @@ inline void conv2d_check(const Conv2dDims& d, const char* what) {
               " and stride ", d.g.sh, "x", d.g.sw, " must be positive");
   SIEVE_CHECK(d.H + 2 * d.g.ph >= d.g.kh && d.W + 2 * d.g.pw >= d.g.kw, what, ": input ", d.H, "x", d.W,
               " with padding ", d.g.ph, "x", d.g.pw, " is smaller than the kernel ", d.g.kh, "x", d.g.kw);
+  SIEVE_CHECK(d.in == Layout::nchw || d.out == Layout::cnhw, what, ": a ", layout_name(d.in), " input needs a ",
+              layout_name(Layout::cnhw), " output, got ", layout_name(d.out));
 }
 
 /// Output planes at least this large already give BLAS a wide product: no grouping (which
@@ -78,13 +88,16 @@ inline std::size_t conv2d_max_parts(const Conv2dDims& d) {
 }
 
 /// Samples per GEMM group: 1 for large output planes, else as many as fit the budget (at
-/// least 1, at most N), and no more than leave one group per thread.
+/// least 1, at most N), and no more than leave one group per thread. A batch-folded 1x1
+/// convolution takes all N at once.
 inline std::size_t conv2d_group(const Conv2dDims& d) {
   const std::size_t N = std::max<std::size_t>(d.N, 1);
+  if (d.folded_direct()) return N;
   if (d.group > 0) return std::min(d.group, N);
   if (d.OH() * d.OW() >= conv2d_group_min_pixels) return 1;
-  if (d.direct() && d.OH() * d.OW() >= conv2d_direct_min_pixels) return 1;
-  const std::size_t per_sample = (d.CKK() + d.K) * d.OH() * d.OW();
+  if (d.out == Layout::nchw && d.direct() && d.OH() * d.OW() >= conv2d_direct_min_pixels) return 1;
+  // A CNHW output needs no product buffer: the GEMM writes the group's columns of y.
+  const std::size_t per_sample = (d.CKK() + (d.out == Layout::cnhw ? 0 : d.K)) * d.OH() * d.OW();
   const std::size_t g = per_sample == 0 ? 1 : conv2d_group_budget / per_sample;
   const std::size_t T = std::max<std::size_t>(parallel_parts(N, conv2d_max_parts(d)), 1);
   return std::clamp<std::size_t>(g, 1, (N + T - 1) / T);
@@ -101,10 +114,14 @@ struct Conv2dPlan {
 inline Conv2dPlan conv2d_plan(const Conv2dDims& d) {
   Conv2dPlan p;
   p.G = conv2d_group(d);
+  if (d.folded_direct()) {  // one product; gemm splits its columns across threads itself
+    p.groups = d.N > 0 ? 1 : 0;
+    return p;
+  }
   p.groups = (d.N + p.G - 1) / p.G;
   p.parts = std::max<std::size_t>(parallel_parts(p.groups, conv2d_max_parts(d)), 1);
   const std::size_t P = d.OH() * d.OW();
-  p.part_ws = p.G == 1 && d.direct() ? 0 : d.CKK() * p.G * P + (p.G > 1 ? d.K * p.G * P : 0);
+  p.part_ws = p.G == 1 && d.direct() ? 0 : d.CKK() * p.G * P + (p.G > 1 && d.out == Layout::nchw ? d.K * p.G * P : 0);
   p.dw_ws = p.parts > 1 ? d.K * d.CKK() : 0;
   return p;
 }
@@ -120,12 +137,14 @@ inline constexpr std::size_t conv2d_winograd_min_volume = 8192;
 /// Whether conv2d_forward and conv2d_backward_input take the Winograd path.
 /// Throws when Conv2dAlgo::winograd is asked for a geometry it cannot compute.
 inline bool conv2d_uses_winograd(const Conv2dDims& d) {
-  const bool fits = d.g.kh == 3 && d.g.kw == 3 && d.g.sh == 1 && d.g.sw == 1 && d.g.ph == 1 && d.g.pw == 1;
+  const bool fits = d.g.kh == 3 && d.g.kw == 3 && d.g.sh == 1 && d.g.sw == 1 && d.g.ph == 1 && d.g.pw == 1 &&
+                    d.in == d.out;
   switch (d.algo) {
     case Conv2dAlgo::im2col: return false;
     case Conv2dAlgo::winograd:
-      SIEVE_CHECK(fits, "conv2d: Winograd F(2x2,3x3) needs a 3x3 kernel, stride 1 and padding 1, got ", d.g.kh,
-                  "x", d.g.kw, " stride ", d.g.sh, "x", d.g.sw, " padding ", d.g.ph, "x", d.g.pw);
+      SIEVE_CHECK(fits, "conv2d: Winograd F(2x2,3x3) needs a 3x3 kernel, stride 1, padding 1 and one layout, got ",
+                  d.g.kh, "x", d.g.kw, " stride ", d.g.sh, "x", d.g.sw, " padding ", d.g.ph, "x", d.g.pw, " ",
+                  layout_name(d.in), " to ", layout_name(d.out));
       return true;
     case Conv2dAlgo::automatic: break;
   }
@@ -137,8 +156,8 @@ inline bool conv2d_uses_winograd(const Conv2dDims& d) {
 
 /// The Winograd plans of the forward (C -> K) and of the input gradient (K -> C).
 inline WinogradPlan conv2d_winograd_plan(const Conv2dDims& d, bool input_gradient) {
-  return input_gradient ? winograd_plan(d.N, d.K, d.H, d.W, d.C, conv2d_max_parts(d))
-                        : winograd_plan(d.N, d.C, d.H, d.W, d.K, conv2d_max_parts(d));
+  return input_gradient ? winograd_plan(d.N, d.K, d.H, d.W, d.C, conv2d_max_parts(d), d.in)
+                        : winograd_plan(d.N, d.C, d.H, d.W, d.K, conv2d_max_parts(d), d.in);
 }
 
 /// Workspace elements conv2d_forward / _backward_input / _backward_weight need (at the current
@@ -164,13 +183,15 @@ inline void conv2d_valid_range(std::size_t k, std::size_t s, std::size_t p, std:
 }
 
 /// col[(c*KH + i)*KW + j, off + oh*OW + ow] = x[c, oh*SH - PH + i, ow*SW - PW + j] (0 outside).
-/// x: [C,H,W] one sample; col has leading dimension ld.
+/// x: one sample's C planes of [H,W], cs elements apart (0: H*W, NCHW; N*H*W for CNHW);
+/// col has leading dimension ld.
 template <class T>
-void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t off) {
+void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t off, std::size_t cs = 0) {
   const std::size_t C = d.C, H = d.H, W = d.W, KH = d.g.kh, KW = d.g.kw, SH = d.g.sh, SW = d.g.sw, PH = d.g.ph,
                     PW = d.g.pw, OH = d.OH(), OW = d.OW();
+  if (cs == 0) cs = H * W;
   for (std::size_t c = 0; c < C; ++c) {
-    const T* xc = x + c * H * W;
+    const T* xc = x + c * cs;
     for (std::size_t i = 0; i < KH; ++i) {
       std::size_t oh_lo, oh_hi;
       conv2d_valid_range(i, SH, PH, H, OH, oh_lo, oh_hi);
@@ -199,13 +220,14 @@ void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t
 }
 
 /// The adjoint of im2col: dx[c, ih, iw] += every column entry that im2col copied from it.
-/// dx: [C,H,W] one sample (accumulated into, callers zero it first).
+/// dx: one sample's planes, cs apart as in im2col (accumulated into, callers zero it first).
 template <class T>
-void col2im(const T* col, const Conv2dDims& d, std::size_t ld, std::size_t off, T* dx) {
+void col2im(const T* col, const Conv2dDims& d, std::size_t ld, std::size_t off, T* dx, std::size_t cs = 0) {
   const std::size_t C = d.C, H = d.H, W = d.W, KH = d.g.kh, KW = d.g.kw, SH = d.g.sh, SW = d.g.sw, PH = d.g.ph,
                     PW = d.g.pw, OH = d.OH(), OW = d.OW();
+  if (cs == 0) cs = H * W;
   for (std::size_t c = 0; c < C; ++c) {
-    T* dxc = dx + c * H * W;
+    T* dxc = dx + c * cs;
     for (std::size_t i = 0; i < KH; ++i) {
       std::size_t oh_lo, oh_hi;
       conv2d_valid_range(i, SH, PH, H, OH, oh_lo, oh_hi);
@@ -251,7 +273,7 @@ template <class T>
 struct Conv2dEpilogue {
   const T* scale = nullptr;     ///< [K]
   const T* shift = nullptr;     ///< [K]
-  const T* residual = nullptr;  ///< [N,K,OH,OW], may not alias y
+  const T* residual = nullptr;  ///< [N,K,OH,OW] in y's layout, may not alias y
   bool relu = false;
 };
 
@@ -285,11 +307,32 @@ void conv2d_finish(const T* t, std::size_t K, std::size_t P, std::size_t g, T* y
       conv2d_epilogue_row(t + k * g * P + s * P, y + o, res ? res + o : nullptr, P, k, e);
     }
 }
+// The epilogue in place on a block of len columns of a [K, ld] output: rows y + k*ld; res
+// points at the residual's same block.
+template <class T>
+void conv2d_finish_block(T* y, std::size_t K, std::size_t ld, std::size_t len, const T* res,
+                         const Conv2dEpilogue<T>& e) {
+  for (std::size_t k = 0; k < K; ++k)
+    conv2d_epilogue_row(y + k * ld, y + k * ld, res ? res + k * ld : nullptr, len, k, e);
+}
+// Where sample n0's input or output starts, and the row length of a group's output block.
+struct Conv2dStrides {
+  std::size_t xs, cs;   // x: sample stride, channel stride (im2col's cs)
+  std::size_t ys, ldy;  // y: sample stride, leading dimension of a group's [K, g*P] block
+  explicit Conv2dStrides(const Conv2dDims& d) {
+    const std::size_t HW = d.H * d.W, P = d.OH() * d.OW();
+    const bool ci = d.in == Layout::cnhw, co = d.out == Layout::cnhw;
+    xs = ci ? HW : d.C * HW;
+    cs = ci ? d.N * HW : HW;
+    ys = co ? P : d.K * P;
+    ldy = co ? d.N * P : P;
+  }
+};
 }  // namespace detail
 
 /// y = conv(x, w): y[n,k,oh,ow] = sum_{c,i,j} w[k,c,i,j] x[n,c,oh*SH-PH+i,ow*SW-PW+j], then
 /// the epilogue (none by default).
-/// x: [N,C,H,W] w: [K,C,KH,KW] -> y: [N,K,OH,OW] (assigned).
+/// x: [N,C,H,W] in d.in's layout, w: [K,C,KH,KW] -> y: [N,K,OH,OW] in d.out's (assigned).
 /// Requires: ws holds ws_size >= conv2d_workspace_size(d) elements. Ensures: no allocation.
 template <class T>
 void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, std::size_t ws_size,
@@ -298,44 +341,54 @@ void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, st
   detail::conv2d_check_ws(d, ws_size, "conv2d_forward");
   const Conv2dPlan pl = conv2d_plan(d);
   const std::size_t G = pl.G, P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
-  const std::size_t xs = d.C * d.H * d.W, ys = K * P;
+  const detail::Conv2dStrides st(d);
   SIEVE_CHECK(!epi.scale == !epi.shift, "conv2d_forward: epilogue scale and shift go together");
   const bool active = epi.scale || epi.residual || epi.relu;
+  auto res_at = [&](const T* yb) { return epi.residual ? epi.residual + (yb - y) : nullptr; };
   if (conv2d_uses_winograd(d)) {
     winograd_f2x3(x, w, y, d.H, d.W, false, conv2d_winograd_plan(d, false), ws,
                   [&](std::size_t k, std::size_t n, std::size_t oh, T* row) {
                     if (!active) return;
-                    const std::size_t o = ((n * K + k) * d.H + oh) * d.W;
+                    const std::size_t o = (plane_index(d.out, d.N, K, n, k) * d.H + oh) * d.W;
                     detail::conv2d_epilogue_row(row, row, epi.residual ? epi.residual + o : nullptr, d.W, k, epi);
                   });
     return;
   }
+  if (d.folded_direct()) {  // y[K, N*P] = w[K,C] x[C, N*P], a block of columns per thread
+    const std::size_t NP = d.N * P, blocks = (NP + 15) / 16;
+    parallel_for_parts(blocks, conv2d_max_parts(d), [&](std::size_t, std::size_t b0, std::size_t b1) {
+      const std::size_t j0 = b0 * 16, len = std::min(NP, b1 * 16) - j0;
+      gemm_ld(Trans::no, Trans::no, K, len, CKK, T(1), w, CKK, x + j0, NP, T(0), y + j0, NP);
+      if (active) detail::conv2d_finish_block(y + j0, K, NP, len, res_at(y + j0), epi);
+    });
+    return;
+  }
+  const bool cn_out = d.out == Layout::cnhw;
   parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
     T* col = ws + t * pl.part_ws;
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t n0 = b * G, g = std::min(G, d.N - n0);
-      T* yg = y + n0 * ys;
-      const T* res = epi.residual ? epi.residual + n0 * ys : nullptr;
+      T* yb = y + n0 * st.ys;  // the group's [K, g*P] block of y (row length st.ldy) when cn_out or g == 1
       if (G == 1 && d.direct()) {
-        gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, x + n0 * xs, T(0), yg);
-        if (active) detail::conv2d_finish(yg, K, P, 1, yg, res, epi);
+        gemm_ld(Trans::no, Trans::no, K, P, CKK, T(1), w, CKK, x + n0 * st.xs, P, T(0), yb, st.ldy);
+        if (active) detail::conv2d_finish_block(yb, K, st.ldy, P, res_at(yb), epi);
         continue;
       }
-      for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * xs, d, col, g * P, s * P);
-      if (g == 1) {
-        gemm(Trans::no, Trans::no, K, P, CKK, T(1), w, col, T(0), yg);
-        if (active) detail::conv2d_finish(yg, K, P, 1, yg, res, epi);
+      for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * st.xs, d, col, g * P, s * P, st.cs);
+      if (cn_out || g == 1) {
+        gemm_ld(Trans::no, Trans::no, K, g * P, CKK, T(1), w, CKK, col, g * P, T(0), yb, st.ldy);
+        if (active) detail::conv2d_finish_block(yb, K, st.ldy, g * P, res_at(yb), epi);
       } else {
         T* prod = col + CKK * G * P;
         gemm(Trans::no, Trans::no, K, g * P, CKK, T(1), w, col, T(0), prod);
-        detail::conv2d_finish(prod, K, P, g, yg, res, epi);  // the scatter, with the epilogue
+        detail::conv2d_finish(prod, K, P, g, yb, res_at(yb), epi);  // the scatter, with the epilogue
       }
     }
   });
 }
 
 /// dx = conv^T(dy, w), the gradient of conv2d_forward with respect to x (assigned).
-/// dy: [N,K,OH,OW] w: [K,C,KH,KW] -> dx: [N,C,H,W].
+/// dy: [N,K,OH,OW] in d.out's layout, w: [K,C,KH,KW] -> dx: [N,C,H,W] in d.in's.
 /// Requires: workspace as for conv2d_forward. Ensures: every element of dx is written.
 template <class T>
 void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dDims& d, T* ws, std::size_t ws_size) {
@@ -347,42 +400,60 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dDims& d, 
     return;
   }
   const Conv2dPlan pl = conv2d_plan(d);
-  const std::size_t G = pl.G, P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
-  const std::size_t xs = d.C * d.H * d.W, ys = K * P;
+  const std::size_t G = pl.G, P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K, HW = d.H * d.W;
+  const detail::Conv2dStrides st(d);
+  if (d.folded_direct()) {  // dx[C, N*P] = w^T[C,K] dy[K, N*P] (gemm splits the columns)
+    const std::size_t NP = d.N * P;
+    gemm_ld(Trans::yes, Trans::no, d.C, NP, K, T(1), w, d.C, dy, NP, T(0), dx, NP);
+    return;
+  }
+  const bool cn_out = d.out == Layout::cnhw, cn_in = d.in == Layout::cnhw;
   parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
     T* col = ws + t * pl.part_ws;
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t n0 = b * G, g = std::min(G, d.N - n0);
+      const T* dyg = dy + n0 * st.ys;  // the group's [K, g*P] block, row length ldg
+      std::size_t ldg = st.ldy;
       if (G == 1 && d.direct()) {
         // dx_n[C,HW] = w^T[C,K] dy_n[K,HW]
-        gemm(Trans::yes, Trans::no, d.C, P, K, T(1), w, dy + n0 * ys, T(0), dx + n0 * xs);
+        gemm_ld(Trans::yes, Trans::no, d.C, P, K, T(1), w, d.C, dyg, ldg, T(0), dx + n0 * st.xs, P);
         continue;
       }
-      const T* dyg = dy + n0 * ys;
-      if (g > 1) {
+      if (!cn_out && g > 1) {
         T* gathered = col + CKK * G * P;
-        detail::conv2d_gather(dy + n0 * ys, K, P, g, gathered);
-        dyg = gathered;
+        detail::conv2d_gather(dyg, K, P, g, gathered);
+        dyg = gathered, ldg = g * P;
       }
       // dcol[CKK, g*P] = w^T[CKK,K] dy_g[K, g*P]
-      gemm(Trans::yes, Trans::no, CKK, g * P, K, T(1), w, dyg, T(0), col);
-      std::fill(dx + n0 * xs, dx + (n0 + g) * xs, T(0));
-      for (std::size_t s = 0; s < g; ++s) col2im(col, d, g * P, s * P, dx + (n0 + s) * xs);
+      gemm_ld(Trans::yes, Trans::no, CKK, g * P, K, T(1), w, CKK, dyg, ldg, T(0), col, g * P);
+      if (cn_in) {
+        for (std::size_t c = 0; c < d.C; ++c) std::fill_n(dx + (c * d.N + n0) * HW, g * HW, T(0));
+      } else {
+        std::fill(dx + n0 * st.xs, dx + (n0 + g) * st.xs, T(0));
+      }
+      for (std::size_t s = 0; s < g; ++s) col2im(col, d, g * P, s * P, dx + (n0 + s) * st.xs, st.cs);
     }
   });
 }
 
 /// dw += dy (*) x, the gradient of conv2d_forward with respect to w (accumulated: beta = 1).
-/// x: [N,C,H,W] dy: [N,K,OH,OW] -> dw: [K,C,KH,KW].
+/// x: [N,C,H,W] and dy: [N,K,OH,OW] in their layouts -> dw: [K,C,KH,KW].
 /// Requires: workspace as for conv2d_forward. Ensures: with several threads, thread 0
-/// accumulates into dw and the others into private partials added to dw in thread order.
+/// accumulates into dw and the others into private partials added to dw in thread order; a
+/// batch-folded 1x1 convolution is one product split by columns of dw (no partials).
 template <class T>
 void conv2d_backward_weight(const T* x, const T* dy, T* dw, const Conv2dDims& d, T* ws, std::size_t ws_size) {
   conv2d_check(d, "conv2d_backward_weight");
   detail::conv2d_check_ws(d, ws_size, "conv2d_backward_weight");
   const Conv2dPlan pl = conv2d_plan(d);
   const std::size_t G = pl.G, P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K;
-  const std::size_t xs = d.C * d.H * d.W, ys = K * P;
+  const detail::Conv2dStrides st(d);
+  if (d.folded_direct()) {  // dw[K,C] += dy[K, N*P] x[C, N*P]^T
+    const std::size_t NP = d.N * P;
+    gemm_ld(Trans::no, Trans::yes, K, CKK, NP, T(1), dy, NP, x, NP, T(1), dw, CKK);
+    return;
+  }
+  const bool cn_out = d.out == Layout::cnhw;
   T* partials = ws + pl.parts * pl.part_ws;  // parts - 1 partials of [K, CKK]
   const std::size_t used = parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
     T* col = ws + t * pl.part_ws;
@@ -393,19 +464,20 @@ void conv2d_backward_weight(const T* x, const T* dy, T* dw, const Conv2dDims& d,
     }
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t n0 = b * G, g = std::min(G, d.N - n0);
+      const T* dyg = dy + n0 * st.ys;
+      std::size_t ldg = st.ldy;
       if (G == 1 && d.direct()) {
         // dw[K,C] += dy_n[K,HW] x_n^T[HW,C]
-        gemm(Trans::no, Trans::yes, K, CKK, P, T(1), dy + n0 * ys, x + n0 * xs, T(1), dwt);
+        gemm_ld(Trans::no, Trans::yes, K, CKK, P, T(1), dyg, ldg, x + n0 * st.xs, P, T(1), dwt, CKK);
         continue;
       }
-      for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * xs, d, col, g * P, s * P);
-      const T* dyg = dy + n0 * ys;
-      if (g > 1) {
+      for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * st.xs, d, col, g * P, s * P, st.cs);
+      if (!cn_out && g > 1) {
         T* gathered = col + CKK * G * P;
-        detail::conv2d_gather(dy + n0 * ys, K, P, g, gathered);
-        dyg = gathered;
+        detail::conv2d_gather(dyg, K, P, g, gathered);
+        dyg = gathered, ldg = g * P;
       }
-      gemm(Trans::no, Trans::yes, K, CKK, g * P, T(1), dyg, col, T(1), dwt);
+      gemm_ld(Trans::no, Trans::yes, K, CKK, g * P, T(1), dyg, ldg, col, g * P, T(1), dwt, CKK);
     }
   });
   if (used <= 1) return;

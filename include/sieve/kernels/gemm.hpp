@@ -36,7 +36,7 @@ enum class Trans : bool { no = false, yes = true };
 namespace detail {
 // One BLAS call with explicit row-major leading dimensions (see the header comment).
 template <class T>
-void gemm_ld(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
+void blas_gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
              T* C, int ldc) {
   char opa = ta == Trans::yes ? 'T' : 'N', opb = tb == Trans::yes ? 'T' : 'N';
   // Column-major view: C^T[N,M] = op(B)^T[N,K] * op(A)^T[K,M].
@@ -62,23 +62,26 @@ inline void blas_pin_single_thread() {
 /// Products smaller than this many multiply-adds run on one thread.
 inline constexpr std::size_t gemm_parallel_min_macs = std::size_t{1} << 21;
 
-/// Requires: A, B, C hold at least M*K, K*N, M*N elements; sizes fit in int (BLAS's index).
-/// Ensures: outside a parallel region a large product is split into column blocks of C, one
-/// per thread (each element's sum over K is computed in the same order whatever the split).
+/// As gemm below, with explicit leading dimensions (row lengths as stored; see the header
+/// comment): A, B or C may be a block of columns of a wider matrix, e.g. one group of
+/// samples in a batch-folded [C, N*H*W] activation. Requires: each ld at least its stored
+/// row's length; sizes fit in int.
 template <class T>
-void gemm(Trans ta, Trans tb, std::size_t M, std::size_t N, std::size_t K, T alpha, const T* A, const T* B,
-          T beta, T* C) {
+void gemm_ld(Trans ta, Trans tb, std::size_t M, std::size_t N, std::size_t K, T alpha, const T* A, std::size_t lda,
+             const T* B, std::size_t ldb, T beta, T* C, std::size_t ldc) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm: float or double only");
   constexpr auto int_max = static_cast<std::size_t>(std::numeric_limits<int>::max());
-  SIEVE_CHECK(M <= int_max && N <= int_max && K <= int_max, "gemm: M=", M, " N=", N, " K=", K,
-              " exceed BLAS's int index range");
+  SIEVE_CHECK(M <= int_max && N <= int_max && K <= int_max && lda <= int_max && ldb <= int_max && ldc <= int_max,
+              "gemm: M=", M, " N=", N, " K=", K, " or a leading dimension exceeds BLAS's int index range");
+  SIEVE_CHECK(lda >= (ta == Trans::yes ? M : K) && ldb >= (tb == Trans::yes ? K : N) && ldc >= N,
+              "gemm: leading dimensions lda=", lda, " ldb=", ldb, " ldc=", ldc, " are shorter than the rows of a ",
+              M, "x", K, " by ", K, "x", N, " product");
   if (M == 0 || N == 0) return;
   detail::blas_pin_single_thread();
   const int m = static_cast<int>(M), k = static_cast<int>(K);
   // BLAS rejects a leading dimension of 0 even when K == 0; keep them at least 1.
-  const int lda = std::max(1, static_cast<int>(ta == Trans::yes ? M : K));
-  const int ldb = std::max(1, static_cast<int>(tb == Trans::yes ? K : N));
-  const int ldc = std::max(1, static_cast<int>(N));
+  const int la = std::max(1, static_cast<int>(lda)), lb = std::max(1, static_cast<int>(ldb)),
+            lc = std::max(1, static_cast<int>(ldc));
   // Column blocks of C (multiples of 16 columns) keep every block a wide product.
   constexpr std::size_t align = 16;
   const std::size_t blocks = (N + align - 1) / align;
@@ -86,9 +89,18 @@ void gemm(Trans ta, Trans tb, std::size_t M, std::size_t N, std::size_t K, T alp
   parallel_for_parts(blocks, max_parts, [&](std::size_t, std::size_t b0, std::size_t b1) {
     const std::size_t j0 = b0 * align, j1 = std::min(N, b1 * align);
     // Columns j0..j1 of op(B): B stored [K,N] -> offset j0; stored [N,K] (transposed) -> rows j0..
-    const T* Bj = tb == Trans::yes ? B + j0 * K : B + j0;
-    detail::gemm_ld(ta, tb, m, static_cast<int>(j1 - j0), k, alpha, A, lda, Bj, ldb, beta, C + j0, ldc);
+    const T* Bj = tb == Trans::yes ? B + j0 * ldb : B + j0;
+    detail::blas_gemm(ta, tb, m, static_cast<int>(j1 - j0), k, alpha, A, la, Bj, lb, beta, C + j0, lc);
   });
+}
+
+/// Requires: A, B, C hold at least M*K, K*N, M*N elements; sizes fit in int (BLAS's index).
+/// Ensures: outside a parallel region a large product is split into column blocks of C, one
+/// per thread (each element's sum over K is computed in the same order whatever the split).
+template <class T>
+void gemm(Trans ta, Trans tb, std::size_t M, std::size_t N, std::size_t K, T alpha, const T* A, const T* B,
+          T beta, T* C) {
+  gemm_ld(ta, tb, M, N, K, alpha, A, ta == Trans::yes ? M : K, B, tb == Trans::yes ? K : N, beta, C, N);
 }
 
 /// Sets the threads of sieve's compute, kernels and BLAS calls alike: sieve::set_threads (kept

@@ -9,6 +9,7 @@
 #include "sieve/core/check.hpp"
 #include "sieve/core/parallel.hpp"
 #include "sieve/kernels/conv2d.hpp"
+#include "sieve/kernels/layout.hpp"
 
 namespace sieve::kernels {
 
@@ -82,24 +83,31 @@ void max_pool2d_backward(const T* dy, const std::int32_t* argmax, std::size_t NC
   });
 }
 
-/// y[nc] = mean of x[nc, :]. x: [N*C, HW] -> y: [N*C].
+/// y[n, c] = mean of plane (n, c) of x. x: [N,C,HW] in layout l -> y: [N,C] (row-major
+/// whatever l, so a batch-folded network hands on ordinary embeddings).
 template <class T>
-void global_avg_pool_forward(const T* x, std::size_t NC, std::size_t HW, T* y) {
-  parallel_for(NC, pool_plane_grain(HW), [&](std::size_t i0, std::size_t i1) {
-    for (std::size_t i = i0; i < i1; ++i) {
+void global_avg_pool_forward(const T* x, std::size_t N, std::size_t C, std::size_t HW, T* y,
+                             Layout l = Layout::nchw) {
+  parallel_for(N * C, pool_plane_grain(HW), [&](std::size_t i0, std::size_t i1) {
+    for (std::size_t i = i0; i < i1; ++i) {  // i: the output index n*C + c
+      const T* xp = x + plane_index(l, N, C, i / C, i % C) * HW;
       double s = 0;
-      for (std::size_t p = 0; p < HW; ++p) s += x[i * HW + p];
+      for (std::size_t p = 0; p < HW; ++p) s += xp[p];
       y[i] = static_cast<T>(s / static_cast<double>(HW));
     }
   });
 }
 
-/// dx[nc, p] = dy[nc] / HW (assigned). dy: [N*C] -> dx: [N*C, HW].
+/// dx[n, c, p] = dy[n, c] / HW (assigned). dy: [N,C] -> dx: [N,C,HW] in layout l.
 template <class T>
-void global_avg_pool_backward(const T* dy, std::size_t NC, std::size_t HW, T* dx) {
+void global_avg_pool_backward(const T* dy, std::size_t N, std::size_t C, std::size_t HW, T* dx,
+                              Layout l = Layout::nchw) {
   const T inv = T(1) / static_cast<T>(HW);
-  parallel_for(NC, pool_plane_grain(HW), [&](std::size_t i0, std::size_t i1) {
-    for (std::size_t i = i0; i < i1; ++i) std::fill(dx + i * HW, dx + (i + 1) * HW, dy[i] * inv);
+  parallel_for(N * C, pool_plane_grain(HW), [&](std::size_t i0, std::size_t i1) {
+    for (std::size_t i = i0; i < i1; ++i) {
+      T* dp = dx + plane_index(l, N, C, i / C, i % C) * HW;
+      std::fill(dp, dp + HW, dy[i] * inv);
+    }
   });
 }
 

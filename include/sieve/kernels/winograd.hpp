@@ -14,6 +14,7 @@
 
 #include "sieve/core/parallel.hpp"
 #include "sieve/kernels/gemm.hpp"
+#include "sieve/kernels/layout.hpp"
 
 namespace sieve::kernels {
 
@@ -25,15 +26,17 @@ inline constexpr std::size_t winograd_chunk_budget = std::size_t{1} << 20;
 /// after U: the [16, Cin + Kout, chunk] tile data and 4 transformed input rows.
 struct WinogradPlan {
   std::size_t tiles_h = 0, tiles_w = 0, rows = 0, chunk_rows = 0, chunks = 0, parts = 1;
-  std::size_t Cin = 0, Kout = 0, u_ws = 0, part_ws = 0;
+  std::size_t N = 0, Cin = 0, Kout = 0, u_ws = 0, part_ws = 0;
+  Layout layout = Layout::nchw;  ///< of x and y alike
   std::size_t chunk() const { return chunk_rows * tiles_w; }
 };
 
-/// N samples of [Cin, H, W] to [Kout, H, W]; max_parts: threads the work is worth.
+/// N samples of [Cin, H, W] to [Kout, H, W], both in layout l; max_parts: threads the work
+/// is worth.
 inline WinogradPlan winograd_plan(std::size_t N, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Kout,
-                                  std::size_t max_parts) {
+                                  std::size_t max_parts, Layout l = Layout::nchw) {
   WinogradPlan p;
-  p.Cin = Cin, p.Kout = Kout;
+  p.N = N, p.Cin = Cin, p.Kout = Kout, p.layout = l;
   p.tiles_h = (H + 1) / 2, p.tiles_w = (W + 1) / 2;
   p.rows = N * p.tiles_h;
   const std::size_t per_row = 16 * (Cin + Kout) * p.tiles_w;
@@ -83,7 +86,7 @@ void winograd_weights(const T* w, std::size_t Kout, std::size_t Cin, bool transp
 }
 
 // V[e, ci, tl] = (B^T d B)[e] for the tiles of tile rows r0 <= r < r1 (tl counts from r0's
-// first tile), x [N, Cin, H, W]. Per tile row and channel, the row transform B^T d runs over
+// first tile), x [N, Cin, H, W] in p.layout. Per tile row and channel, the row transform B^T d runs over
 // whole input rows (contiguous), then the column transform over the tiles (each tile's
 // columns 2tw-1 .. 2tw+2 sit at b[2tw .. 2tw+3], b holding column -1 at index 0).
 template <class T>
@@ -94,7 +97,7 @@ void winograd_input(const T* x, std::size_t H, std::size_t W, const WinogradPlan
   for (std::size_t r = r0; r < r1; ++r) {
     const std::size_t n = r / p.tiles_h, th = r % p.tiles_h, tl0 = (r - r0) * TW;
     for (std::size_t ci = 0; ci < Cin; ++ci) {
-      const T* xc = x + (n * Cin + ci) * H * W;
+      const T* xc = x + plane_index(p.layout, p.N, Cin, n, ci) * H * W;
       const T* row[4];
       for (std::size_t i = 0; i < 4; ++i) {
         const std::ptrdiff_t h = static_cast<std::ptrdiff_t>(2 * th + i) - 1;
@@ -150,7 +153,7 @@ void winograd_output(const T* M, std::size_t H, std::size_t W, const WinogradPla
     const std::size_t n = r / p.tiles_h, th = r % p.tiles_h, tl0 = (r - r0) * TW, oh = 2 * th;
     for (std::size_t k = 0; k < Kout; ++k) {
       const T* m = M + k * cnt + tl0;
-      T* y0 = y + ((n * Kout + k) * H + oh) * W;
+      T* y0 = y + (plane_index(p.layout, p.N, Kout, n, k) * H + oh) * W;
       T* y1 = y0 + W;
       const bool two = oh + 1 < H;
       for (std::size_t tw = 0; tw < TW; ++tw) {
@@ -178,7 +181,7 @@ void winograd_output(const T* M, std::size_t H, std::size_t W, const WinogradPla
 
 /// y = conv3x3(x, w), stride 1, padding 1, by Winograd F(2x2,3x3), then finish(k, n, oh, row)
 /// on every output row (y[n,k,oh,:], W values) while it is in cache.
-/// forward: x [N,Cin,H,W], w [Kout,Cin,3,3]. transposed_flipped: w is [Cin,Kout,3,3] and used
+/// forward: x [N,Cin,H,W] (in p.layout, as y), w [Kout,Cin,3,3]. transposed_flipped: w is [Cin,Kout,3,3] and used
 /// rotated by 180 degrees (the input gradient of a 3x3 stride-1 pad-1 convolution: dy in, dx out).
 /// -> y [N,Kout,H,W]. Requires: p = winograd_plan(N, Cin, H, W, Kout, ...); ws holds
 /// winograd_workspace_size(p) elements. Ensures: no allocation; every y element written.

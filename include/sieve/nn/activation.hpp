@@ -109,7 +109,7 @@ class GlobalAvgPool {
     in_shape_ = {s[0], s[1], s[2], s[3]};
     SIEVE_CHECK(s[2] * s[3] > 0, "GlobalAvgPool.forward: empty plane ", s[2], "x", s[3]);
     ensure_shape(y_, {s[0], s[1]});
-    kernels::global_avg_pool_forward(x.data(), s[0] * s[1], s[2] * s[3], y_.data());
+    kernels::global_avg_pool_forward(x.data(), s[0], s[1], s[2] * s[3], y_.data(), layout_);
     return y_;
   }
   /// dx assigned. Requires: dy is [N,C] as the output.
@@ -117,16 +117,19 @@ class GlobalAvgPool {
     SIEVE_CHECK(dy.shape() == y_.shape(), "GlobalAvgPool.backward: dy [", dy.shape()[0], ",", dy.shape()[1],
                 "] differs from the output [", y_.shape()[0], ",", y_.shape()[1], "]");
     ensure_shape(dx_, in_shape_);
-    kernels::global_avg_pool_backward(dy.data(), in_shape_[0] * in_shape_[1], in_shape_[2] * in_shape_[3],
-                                      dx_.data());
+    kernels::global_avg_pool_backward(dy.data(), in_shape_[0], in_shape_[1], in_shape_[2] * in_shape_[3],
+                                      dx_.data(), layout_);
     return dx_;
   }
   std::vector<ParamRef<T>> params() { return {}; }
   std::vector<BufferRef<T>> buffers() { return {}; }
   void zero_grad() {}
   const Tensor2<T>& output() const { return y_; }
+  /// The memory layout of x (and of the gradient backward returns); the output is [N,C] either way.
+  void set_layout(kernels::Layout l) { layout_ = l; }
 
  private:
+  kernels::Layout layout_ = kernels::Layout::nchw;
   Shape<4> in_shape_{};
   Tensor2<T> y_;
   Tensor4<T> dx_;

@@ -108,6 +108,9 @@ class BatchNorm2d {
   bool fused_relu() const { return fused_relu_; }
   bool frozen() const { return frozen_; }
   void set_frozen(bool f) { frozen_ = f; }
+  /// The memory layout of x, y and their gradients (the shape stays [N,C,H,W]).
+  void set_layout(kernels::Layout l) { layout_ = l; }
+  kernels::Layout layout() const { return layout_; }
 
   Tensor1<T>& weight() { return weight_; }
   Tensor1<T>& bias() { return bias_; }
@@ -124,7 +127,7 @@ class BatchNorm2d {
     const auto& s = x.shape();
     SIEVE_CHECK(s[1] == C_, "BatchNorm2d.forward: input [", s[0], ",", s[1], ",", s[2], ",", s[3], "] has C=", s[1],
                 " but the layer has ", C_, " channels");
-    d_ = kernels::BatchNormDims{s[0], C_, s[2] * s[3], eps_, momentum_};
+    d_ = kernels::BatchNormDims{s[0], C_, s[2] * s[3], eps_, momentum_, layout_};
     out_shape_ = {s[0], s[1], s[2], s[3]};
     x_ = &x;
     batch_stats_ = training_;
@@ -148,6 +151,7 @@ class BatchNorm2d {
   Tensor4<T> y_, dx_;
   kernels::BatchNormDims d_{};
   const Tensor4<T>* x_ = nullptr;
+  kernels::Layout layout_ = kernels::Layout::nchw;
   bool training_ = true, batch_stats_ = true, frozen_ = false, fused_relu_ = false;
 };
 

@@ -234,6 +234,12 @@ class Bottleneck {
     if (ds_conv_) ds_conv_->set_workspace(ws);
   }
   bool has_downsample() const { return ds_conv_.has_value(); }
+  /// The memory layout of every activation of the block, input and output included.
+  void set_layout(kernels::Layout l) {
+    conv1_.set_layout(l, l), conv2_.set_layout(l, l), conv3_.set_layout(l, l);
+    bn1_.set_layout(l), bn2_.set_layout(l), bn3_.set_layout(l);
+    if (ds_conv_) ds_conv_->set_layout(l, l), ds_bn_->set_layout(l);
+  }
   /// Share the scratch pool with the other layers of a model (only one block runs at a time).
   void set_scratch(ScratchHandle<T> s) { scratch_ = std::move(s); }
   /// The input shape of the last forward.

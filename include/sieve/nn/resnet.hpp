@@ -47,7 +47,7 @@ class ResNet {
 
   ResNet(const ResNet& o)
       : cfg_(o.cfg_), conv1_(o.conv1_), bn1_(o.bn1_), pool_(o.pool_), blocks_(o.blocks_),
-        names_(o.names_), avgpool_(o.avgpool_), input_grad_(o.input_grad_),
+        names_(o.names_), avgpool_(o.avgpool_), layout_(o.layout_), input_grad_(o.input_grad_),
         inference_(o.inference_) {
     relink();
   }
@@ -166,6 +166,21 @@ class ResNet {
   }
   bool inference() const { return inference_; }
 
+  /// The memory layout of the activations inside the network (the input and the embedding
+  /// are NCHW and [N,C] either way; so are block and layer outputs' shapes, whatever their
+  /// memory order). Layout::cnhw (batch-folded, the default) makes every 1x1 convolution one
+  /// GEMM over the whole batch and drops the per-sample copies that small planes need in
+  /// NCHW (train/32/64 +10-16%, eval/32/64 +8-15%, 64 and 224 within noise); results agree
+  /// with NCHW to rounding (the products are blocked differently).
+  void set_layout(kernels::Layout l) {
+    layout_ = l;
+    conv1_.set_layout(kernels::Layout::nchw, l);
+    bn1_.set_layout(l);
+    for (auto& b : blocks_) b.set_layout(l);
+    avgpool_.set_layout(l);
+  }
+  kernels::Layout layout() const { return layout_; }
+
   /// Whether backward computes the gradient with respect to the input image (default off).
   void set_input_grad(bool on) { input_grad_ = on; }
   bool input_grad() const { return input_grad_; }
@@ -193,6 +208,7 @@ class ResNet {
         in = planes * Bottleneck<T>::expansion;
       }
     }
+    set_layout(layout_);
     relink();
   }
   static const ResNetConfig& validated(const ResNetConfig& cfg) {
@@ -231,6 +247,7 @@ class ResNet {
   ScratchHandle<T> scratch_;
   std::vector<char> below_;
   std::vector<T> stem_affine_;
+  kernels::Layout layout_ = kernels::Layout::cnhw;
   bool input_grad_ = false, inference_ = false, inferred_ = false;
 };
 
