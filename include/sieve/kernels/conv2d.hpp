@@ -190,6 +190,9 @@ void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t
   const std::size_t C = d.C, H = d.H, W = d.W, KH = d.g.kh, KW = d.g.kw, SH = d.g.sh, SW = d.g.sw, PH = d.g.ph,
                     PW = d.g.pw, OH = d.OH(), OW = d.OW();
   if (cs == 0) cs = H * W;
+  // A stride-1 window that keeps the plane's size (3x3 with padding 1): each column row is
+  // the plane shifted, so small planes cost one copy per row instead of one per output line.
+  const bool same = SH == 1 && SW == 1 && OH == H && OW == W;
   for (std::size_t c = 0; c < C; ++c) {
     const T* xc = x + c * cs;
     for (std::size_t i = 0; i < KH; ++i) {
@@ -199,6 +202,26 @@ void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t
         std::size_t ow_lo, ow_hi;
         conv2d_valid_range(j, SW, PW, W, OW, ow_lo, ow_hi);
         T* row = col + ((c * KH + i) * KW + j) * ld + off;
+        if (same) {  // the plane shifted by (i - PH, j - PW): one copy, then the zero borders
+          const std::ptrdiff_t P = static_cast<std::ptrdiff_t>(H * W), Wd = static_cast<std::ptrdiff_t>(W);
+          const std::ptrdiff_t dlt = (static_cast<std::ptrdiff_t>(i) - static_cast<std::ptrdiff_t>(PH)) * Wd +
+                                     static_cast<std::ptrdiff_t>(j) - static_cast<std::ptrdiff_t>(PW);
+          // Valid rows, cut to where the source index p + dlt lies inside the plane (what the
+          // cut removes are wrapped columns, zeroed below); none left: all zeros.
+          std::ptrdiff_t lo = std::max(static_cast<std::ptrdiff_t>(oh_lo) * Wd, -dlt);
+          std::ptrdiff_t hi = std::min(static_cast<std::ptrdiff_t>(oh_hi) * Wd, P - dlt);
+          if (hi <= lo) lo = hi = 0;
+          std::fill(row, row + lo, T(0));
+          if (hi > lo) std::memcpy(row + lo, xc + lo + dlt, static_cast<std::size_t>(hi - lo) * sizeof(T));
+          std::fill(row + hi, row + P, T(0));
+          if (ow_lo > 0 || ow_hi < OW)
+            for (std::size_t oh = oh_lo; oh < oh_hi; ++oh) {
+              T* out = row + oh * OW;
+              for (std::size_t ow = 0; ow < ow_lo; ++ow) out[ow] = T(0);
+              for (std::size_t ow = ow_hi; ow < OW; ++ow) out[ow] = T(0);
+            }
+          continue;
+        }
         for (std::size_t oh = 0; oh < OH; ++oh) {
           T* out = row + oh * OW;
           if (oh < oh_lo || oh >= oh_hi) {
