@@ -35,8 +35,17 @@ const Layer kLayers[] = {
     {"in64_layer1_3x3_64_16", 64, 16, 64, 3, 1, 1},
     {"in64_layer2_3x3_128_8", 128, 8, 128, 3, 1, 1},
     {"in32_layer1_3x3_64_8", 64, 8, 64, 3, 1, 1},
+    {"in64_layer3_3x3_256_4", 256, 4, 256, 3, 1, 1},
+    {"in64_layer4_3x3_512_2", 512, 2, 512, 3, 1, 1},
+    {"in32_layer2_3x3_128_4", 128, 4, 128, 3, 1, 1},
+    {"in32_layer3_3x3_256_2", 256, 2, 256, 3, 1, 1},
+    {"in32_layer4_3x3_512_1", 512, 1, 512, 3, 1, 1},
 };
-constexpr std::size_t kBatch = 16;
+// SIEVE_BENCH_CONV_BATCH overrides the batch (the in64/in32 layers run at 64 in the model).
+std::size_t batch() {
+  const char* b = std::getenv("SIEVE_BENCH_CONV_BATCH");
+  return b ? static_cast<std::size_t>(std::atoi(b)) : 16;
+}
 
 std::vector<float> random_buffer(std::size_t n, std::uint64_t stream) {
   sieve::Rng rng(1, stream);
@@ -52,7 +61,11 @@ void BM_conv(benchmark::State& state) {
   sieve::set_threads(2);
   const Layer& L = kLayers[state.range(0)];
   state.SetLabel(L.name);
+  const std::size_t kBatch = batch();
   sieve::kernels::Conv2dDims d{kBatch, L.C, L.H, L.H, L.K, {L.k, L.k, L.s, L.s, L.p, L.p}};
+  // The layout ResNet uses (batch-folded CNHW) unless SIEVE_BENCH_CONV_LAYOUT=nchw.
+  const char* lay = std::getenv("SIEVE_BENCH_CONV_LAYOUT");
+  if (!(lay && std::string(lay) == "nchw")) d.in = d.out = sieve::kernels::Layout::cnhw;
   // SIEVE_BENCH_CONV_ALGO=im2col|winograd forces one algorithm where it applies (default: sieve's choice).
   if (const char* a = std::getenv("SIEVE_BENCH_CONV_ALGO")) {
     const std::string algo(a);

@@ -206,6 +206,11 @@ TEST_CASE("conv2d Winograd F(2x2,3x3): forward and input gradient against float6
   CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{64, 64, 8, 8, 64, {3, 3, 1, 1, 1, 1}}));
   CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{16, 512, 7, 7, 512, {3, 3, 1, 1, 1, 1}}));
   CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{16, 256, 9, 9, 256, {3, 3, 1, 1, 1, 1}}));  // 23% tile padding
+  // Small planes with many channels: 4x4 takes it from 256 channels, 2x2 (one tile) never.
+  CHECK(k::conv2d_uses_winograd(k::Conv2dDims{64, 256, 4, 4, 256, {3, 3, 1, 1, 1, 1}}));
+  CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{64, 128, 4, 4, 128, {3, 3, 1, 1, 1, 1}}));
+  CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{64, 64, 4, 4, 64, {3, 3, 1, 1, 1, 1}}));
+  CHECK(!k::conv2d_uses_winograd(k::Conv2dDims{64, 512, 2, 2, 512, {3, 3, 1, 1, 1, 1}}));
   // 1x1 stride-1 convolutions multiply each sample in place from 16x16 planes; smaller planes
   // group samples into one wide GEMM.
   CHECK(k::conv2d_group(k::Conv2dDims{64, 256, 16, 16, 64, {1, 1, 1, 1, 0, 0}}) == 1);

@@ -126,13 +126,18 @@ inline Conv2dPlan conv2d_plan(const Conv2dDims& d) {
   return p;
 }
 
-/// When the automatic choice takes Winograd F(2x2,3x3) (bench_conv at batch 16, 2 threads,
+/// When the automatic choice takes Winograd F(2x2,3x3) (bench_conv, 2 threads, CNHW,
 /// benchmarks/nn.md): planes of at least 8x8 whose 2x2 tiles waste at most 15% (7x7 pads to
-/// 8x8 and loses), at least 64 channels in and out, and at least 8192 input values per
-/// sample (64 channels at 8x8 lose to the transforms; 128 at 8x8 and 64 at 16x16 win).
+/// 8x8 and loses), at least 64 channels in and out and at least 8192 input values per sample
+/// (64 channels at 8x8 lose to the transforms; 128 at 8x8 and 64 at 16x16 win); or, with 256+
+/// channels in and out, planes down to 4x4 (bench_conv at batch 64: 256 channels at 4x4
+/// +10-20%, eval/64/64 +2%; 128 channels +4-10% alone but eval/32/64 -15% in the model; 2x2
+/// planes, one tile each, lose 30%).
 inline constexpr std::size_t conv2d_winograd_min_pixels = 64;
 inline constexpr std::size_t conv2d_winograd_min_channels = 64;
 inline constexpr std::size_t conv2d_winograd_min_volume = 8192;
+inline constexpr std::size_t conv2d_winograd_small_pixels = 16;
+inline constexpr std::size_t conv2d_winograd_small_channels = 256;
 
 /// Whether conv2d_forward and conv2d_backward_input take the Winograd path.
 /// Throws when Conv2dAlgo::winograd is asked for a geometry it cannot compute.
@@ -149,9 +154,11 @@ inline bool conv2d_uses_winograd(const Conv2dDims& d) {
     case Conv2dAlgo::automatic: break;
   }
   const std::size_t padded = ((d.H + 1) / 2 * 2) * ((d.W + 1) / 2 * 2);
-  return fits && d.H * d.W >= conv2d_winograd_min_pixels && padded * 100 <= d.H * d.W * 115 &&
-         d.C >= conv2d_winograd_min_channels && d.K >= conv2d_winograd_min_channels &&
-         d.C * d.H * d.W >= conv2d_winograd_min_volume;
+  const bool large = d.H * d.W >= conv2d_winograd_min_pixels && d.C >= conv2d_winograd_min_channels &&
+                     d.K >= conv2d_winograd_min_channels && d.C * d.H * d.W >= conv2d_winograd_min_volume;
+  const bool small_wide = d.H * d.W >= conv2d_winograd_small_pixels && d.C >= conv2d_winograd_small_channels &&
+                          d.K >= conv2d_winograd_small_channels;
+  return fits && padded * 100 <= d.H * d.W * 115 && (large || small_wide);
 }
 
 /// The Winograd plans of the forward (C -> K) and of the input gradient (K -> C).
