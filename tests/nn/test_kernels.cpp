@@ -602,3 +602,53 @@ TEST_CASE("batch norm and global average pool in CNHW equal NCHW in CNHW order, 
   k::global_avg_pool_backward(p0.data(), N, C, HW, g1.data(), k::Layout::cnhw);
   CHECK(to_cnhw(g0, N, C, HW) == g1);
 }
+
+TEST_CASE("max pool: ties and NaN pick the first maximum in scan order, every geometry") {
+  // Values from {0, 1, 2} (ties everywhere, as after a ReLU) and some NaNs; the argmax must be
+  // the first maximum in row-major window order, a NaN the first NaN: what a scalar scan gives.
+  Rng rng(41);
+  std::size_t nan_windows = 0, tied = 0;
+  for (const k::Conv2dGeom g : {k::Conv2dGeom{3, 3, 2, 2, 1, 1}, k::Conv2dGeom{2, 2, 2, 2, 0, 0},
+                                k::Conv2dGeom{3, 3, 1, 1, 1, 1}, k::Conv2dGeom{5, 5, 3, 2, 2, 2},
+                                k::Conv2dGeom{3, 2, 1, 3, 0, 1}}) {
+    for (const std::size_t H : {5u, 8u, 13u}) {
+      const std::size_t W = H + 3, NC = 3;
+      CAPTURE(g.kh); CAPTURE(g.kw); CAPTURE(g.sh); CAPTURE(g.sw); CAPTURE(g.ph); CAPTURE(H);
+      std::vector<float> x(NC * H * W);
+      for (auto& v : x) v = rng.uniform() < 0.03 ? std::numeric_limits<float>::quiet_NaN()
+                                                  : static_cast<float>(static_cast<int>(rng.uniform() * 3));
+      const std::size_t OH = k::pool_out(H, g.kh, g.sh, g.ph), OW = k::pool_out(W, g.kw, g.sw, g.pw);
+      std::vector<float> y(NC * OH * OW);
+      std::vector<std::int32_t> am(y.size());
+      k::max_pool2d_forward(x.data(), NC, H, W, g, y.data(), am.data());
+      for (std::size_t nc = 0; nc < NC; ++nc)
+        for (std::size_t oh = 0; oh < OH; ++oh)
+          for (std::size_t ow = 0; ow < OW; ++ow) {
+            std::int64_t at = -1;
+            float best = 0;
+            std::size_t count = 0;
+            for (std::size_t i = 0; i < g.kh; ++i)
+              for (std::size_t j = 0; j < g.kw; ++j) {
+                const auto ih = static_cast<std::int64_t>(oh * g.sh + i) - static_cast<std::int64_t>(g.ph);
+                const auto iw = static_cast<std::int64_t>(ow * g.sw + j) - static_cast<std::int64_t>(g.pw);
+                if (ih < 0 || iw < 0 || ih >= static_cast<std::int64_t>(H) || iw >= static_cast<std::int64_t>(W)) continue;
+                const float v = x[nc * H * W + ih * W + iw];
+                const bool nan_best = at >= 0 && best != best;
+                if (!nan_best && (at < 0 || v > best || v != v)) at = ih * static_cast<std::int64_t>(W) + iw, best = v;
+                if (v == best) ++count;
+              }
+            const std::size_t o = (nc * OH + oh) * OW + ow;
+            if (best != best) {
+              ++nan_windows;
+              CHECK(y[o] != y[o]);
+            } else {
+              CHECK(y[o] == best);
+              tied += count > 1;
+            }
+            CHECK(am[o] == at);
+          }
+    }
+  }
+  CHECK(nan_windows > 20);  // the cases the test is about did occur
+  CHECK(tied > 200);
+}
