@@ -189,6 +189,33 @@ inline void conv2d_valid_range(std::size_t k, std::size_t s, std::size_t p, std:
   hi = std::clamp(hi, lo, out);
 }
 
+namespace detail {
+// Output planes of at most this many pixels (4x4, and the 2x2 and 1x1 planes of layer3/4 at
+// small inputs) copy through a table of source pixels: a handful of values per column row,
+// where the per-line copies of the general loop cost more than the values.
+inline constexpr std::size_t conv2d_tiny_pixels = 16;
+inline constexpr std::size_t conv2d_tiny_table = 49 * conv2d_tiny_pixels;  // up to 7x7 kernels
+
+// src[t*P + p]: the input pixel (ih*W + iw) that kernel tap t = i*KW + j reads for output
+// pixel p, or -1 in the padding. Requires: KH*KW*P <= conv2d_tiny_table.
+inline void conv2d_tiny_sources(const Conv2dDims& d, int* src) {
+  const std::size_t OH = d.OH(), OW = d.OW(), P = OH * OW;
+  for (std::size_t i = 0; i < d.g.kh; ++i)
+    for (std::size_t j = 0; j < d.g.kw; ++j)
+      for (std::size_t oh = 0; oh < OH; ++oh)
+        for (std::size_t ow = 0; ow < OW; ++ow) {
+          const auto ih = static_cast<std::ptrdiff_t>(oh * d.g.sh + i) - static_cast<std::ptrdiff_t>(d.g.ph);
+          const auto iw = static_cast<std::ptrdiff_t>(ow * d.g.sw + j) - static_cast<std::ptrdiff_t>(d.g.pw);
+          const bool in = ih >= 0 && iw >= 0 && ih < static_cast<std::ptrdiff_t>(d.H) && iw < static_cast<std::ptrdiff_t>(d.W);
+          src[(i * d.g.kw + j) * P + oh * OW + ow] = in ? static_cast<int>(ih * static_cast<std::ptrdiff_t>(d.W) + iw) : -1;
+        }
+}
+inline bool conv2d_tiny(const Conv2dDims& d) {
+  const std::size_t P = d.OH() * d.OW();
+  return P <= conv2d_tiny_pixels && d.g.kh * d.g.kw * P <= conv2d_tiny_table;
+}
+}  // namespace detail
+
 /// col[(c*KH + i)*KW + j, off + oh*OW + ow] = x[c, oh*SH - PH + i, ow*SW - PW + j] (0 outside).
 /// x: one sample's C planes of [H,W], cs elements apart (0: H*W, NCHW; N*H*W for CNHW);
 /// col has leading dimension ld.
@@ -197,6 +224,20 @@ void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t
   const std::size_t C = d.C, H = d.H, W = d.W, KH = d.g.kh, KW = d.g.kw, SH = d.g.sh, SW = d.g.sw, PH = d.g.ph,
                     PW = d.g.pw, OH = d.OH(), OW = d.OW();
   if (cs == 0) cs = H * W;
+  if (detail::conv2d_tiny(d)) {
+    int src[detail::conv2d_tiny_table];
+    detail::conv2d_tiny_sources(d, src);
+    const std::size_t P = OH * OW, taps = KH * KW;
+    for (std::size_t c = 0; c < C; ++c) {
+      const T* xc = x + c * cs;
+      for (std::size_t t = 0; t < taps; ++t) {
+        T* row = col + (c * taps + t) * ld + off;
+        const int* st = src + t * P;
+        for (std::size_t p = 0; p < P; ++p) row[p] = st[p] >= 0 ? xc[st[p]] : T(0);
+      }
+    }
+    return;
+  }
   // A stride-1 window that keeps the plane's size (3x3 with padding 1): each column row is
   // the plane shifted, so small planes cost one copy per row instead of one per output line.
   const bool same = SH == 1 && SW == 1 && OH == H && OW == W;
@@ -256,6 +297,21 @@ void col2im(const T* col, const Conv2dDims& d, std::size_t ld, std::size_t off, 
   const std::size_t C = d.C, H = d.H, W = d.W, KH = d.g.kh, KW = d.g.kw, SH = d.g.sh, SW = d.g.sw, PH = d.g.ph,
                     PW = d.g.pw, OH = d.OH(), OW = d.OW();
   if (cs == 0) cs = H * W;
+  if (detail::conv2d_tiny(d)) {
+    int src[detail::conv2d_tiny_table];
+    detail::conv2d_tiny_sources(d, src);
+    const std::size_t P = OH * OW, taps = KH * KW;
+    for (std::size_t c = 0; c < C; ++c) {
+      T* dxc = dx + c * cs;
+      for (std::size_t t = 0; t < taps; ++t) {  // same order of additions as the loop below
+        const T* row = col + (c * taps + t) * ld + off;
+        const int* st = src + t * P;
+        for (std::size_t p = 0; p < P; ++p)
+          if (st[p] >= 0) dxc[st[p]] += row[p];
+      }
+    }
+    return;
+  }
   for (std::size_t c = 0; c < C; ++c) {
     T* dxc = dx + c * cs;
     for (std::size_t i = 0; i < KH; ++i) {
