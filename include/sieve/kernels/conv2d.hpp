@@ -13,7 +13,9 @@
 /// a KH*KW-expanded matrix.
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include "sieve/core/check.hpp"
@@ -69,6 +71,56 @@ inline void conv2d_check(const Conv2dDims& d, const char* what) {
               layout_name(Layout::cnhw), " output, got ", layout_name(d.out));
 }
 
+namespace detail {
+// Output planes of at most this many pixels (4x4, and the 2x2 and 1x1 planes of layer3/4 at
+// small inputs) copy through a table of source pixels: a handful of values per column row,
+// where the per-line copies of the general loop cost more than the values.
+inline constexpr std::size_t conv2d_tiny_pixels = 16;
+inline constexpr std::size_t conv2d_tiny_table = 49 * conv2d_tiny_pixels;  // up to 7x7 kernels
+
+// src[t*P + p]: the input pixel (ih*W + iw) that kernel tap t = i*KW + j reads for output
+// pixel p, or -1 in the padding. Requires: KH*KW*P <= conv2d_tiny_table.
+inline void conv2d_tiny_sources(const Conv2dDims& d, int* src) {
+  const std::size_t OH = d.OH(), OW = d.OW(), P = OH * OW;
+  for (std::size_t i = 0; i < d.g.kh; ++i)
+    for (std::size_t j = 0; j < d.g.kw; ++j)
+      for (std::size_t oh = 0; oh < OH; ++oh)
+        for (std::size_t ow = 0; ow < OW; ++ow) {
+          const auto ih = static_cast<std::ptrdiff_t>(oh * d.g.sh + i) - static_cast<std::ptrdiff_t>(d.g.ph);
+          const auto iw = static_cast<std::ptrdiff_t>(ow * d.g.sw + j) - static_cast<std::ptrdiff_t>(d.g.pw);
+          const bool in = ih >= 0 && iw >= 0 && ih < static_cast<std::ptrdiff_t>(d.H) && iw < static_cast<std::ptrdiff_t>(d.W);
+          src[(i * d.g.kw + j) * P + oh * OW + ow] = in ? static_cast<int>(ih * static_cast<std::ptrdiff_t>(d.W) + iw) : -1;
+        }
+}
+inline bool conv2d_tiny(const Conv2dDims& d) {
+  const std::size_t P = d.OH() * d.OW();
+  return P <= conv2d_tiny_pixels && d.g.kh * d.g.kw <= 49 && d.g.kh * d.g.kw * P <= conv2d_tiny_table;
+}
+
+// The kernel taps (t = i*KW + j) that read an input pixel for some output pixel, in order.
+// On tiny planes some taps may read only padding (a 3x3 kernel with padding 1 on a 1x1 plane
+// uses its centre alone); their column rows would be all zeros and are left out.
+struct Conv2dTaps {
+  std::size_t n = 0;  // live taps; == KH*KW: all (the list is then unused)
+  std::array<std::uint8_t, 49> tap{};
+};
+inline Conv2dTaps conv2d_live_taps(const Conv2dDims& d) {
+  Conv2dTaps L;
+  const std::size_t taps = d.g.kh * d.g.kw, P = d.OH() * d.OW();
+  L.n = taps;
+  if (!conv2d_tiny(d)) return L;
+  int src[conv2d_tiny_table];
+  conv2d_tiny_sources(d, src);
+  L.n = 0;
+  for (std::size_t t = 0; t < taps; ++t) {
+    bool live = false;
+    for (std::size_t p = 0; p < P; ++p) live = live || src[t * P + p] >= 0;
+    if (live) L.tap[L.n++] = static_cast<std::uint8_t>(t);
+  }
+  return L;
+}
+}  // namespace detail
+
 /// Output planes at least this large already give BLAS a wide product: no grouping (which
 /// would cost a gather/scatter copy per sample).
 inline constexpr std::size_t conv2d_group_min_pixels = 1024;
@@ -109,6 +161,14 @@ struct Conv2dPlan {
   std::size_t G = 1, groups = 0, parts = 1;
   std::size_t part_ws = 0;  ///< workspace elements of one part: columns (+ the group's product)
   std::size_t dw_ws = 0;    ///< elements of one private weight-gradient partial (parts > 1)
+  /// Column rows per sample: C*KH*KW, or C*(live taps) when taps reading only padding are
+  /// left out (compact: the weights are then gathered to [K, C*live] in the workspace, and
+  /// every part's weight gradient goes through a compact partial).
+  std::size_t rows = 0;
+  bool compact = false;
+  std::size_t wc_ws = 0;  ///< elements of the gathered weights (compact)
+  /// Workspace elements in all.
+  std::size_t total() const { return parts * part_ws + (compact ? parts : parts - 1) * dw_ws + wc_ws; }
 };
 
 inline Conv2dPlan conv2d_plan(const Conv2dDims& d) {
@@ -116,13 +176,17 @@ inline Conv2dPlan conv2d_plan(const Conv2dDims& d) {
   p.G = conv2d_group(d);
   if (d.folded_direct()) {  // one product; gemm splits its columns across threads itself
     p.groups = d.N > 0 ? 1 : 0;
+    p.rows = d.C;
     return p;
   }
   p.groups = (d.N + p.G - 1) / p.G;
   p.parts = std::max<std::size_t>(parallel_parts(p.groups, conv2d_max_parts(d)), 1);
-  const std::size_t P = d.OH() * d.OW();
-  p.part_ws = p.G == 1 && d.direct() ? 0 : d.CKK() * p.G * P + (p.G > 1 && d.out == Layout::nchw ? d.K * p.G * P : 0);
-  p.dw_ws = p.parts > 1 ? d.K * d.CKK() : 0;
+  const std::size_t P = d.OH() * d.OW(), live = detail::conv2d_live_taps(d).n;
+  p.compact = live < d.g.kh * d.g.kw;
+  p.rows = d.C * live;
+  p.part_ws = p.G == 1 && d.direct() ? 0 : p.rows * p.G * P + (p.G > 1 && d.out == Layout::nchw ? d.K * p.G * P : 0);
+  p.dw_ws = p.parts > 1 || p.compact ? d.K * p.rows : 0;
+  p.wc_ws = p.compact ? d.K * p.rows : 0;
   return p;
 }
 
@@ -172,7 +236,7 @@ inline WinogradPlan conv2d_winograd_plan(const Conv2dDims& d, bool input_gradien
 /// transformed weights and per-thread tile buffers).
 inline std::size_t conv2d_workspace_size(const Conv2dDims& d) {
   const Conv2dPlan p = conv2d_plan(d);
-  std::size_t n = p.parts * p.part_ws + (p.parts - 1) * p.dw_ws;
+  std::size_t n = p.total();
   if (conv2d_uses_winograd(d))
     n = std::max({n, winograd_workspace_size(conv2d_winograd_plan(d, false)),
                   winograd_workspace_size(conv2d_winograd_plan(d, true))});
@@ -189,50 +253,26 @@ inline void conv2d_valid_range(std::size_t k, std::size_t s, std::size_t p, std:
   hi = std::clamp(hi, lo, out);
 }
 
-namespace detail {
-// Output planes of at most this many pixels (4x4, and the 2x2 and 1x1 planes of layer3/4 at
-// small inputs) copy through a table of source pixels: a handful of values per column row,
-// where the per-line copies of the general loop cost more than the values.
-inline constexpr std::size_t conv2d_tiny_pixels = 16;
-inline constexpr std::size_t conv2d_tiny_table = 49 * conv2d_tiny_pixels;  // up to 7x7 kernels
-
-// src[t*P + p]: the input pixel (ih*W + iw) that kernel tap t = i*KW + j reads for output
-// pixel p, or -1 in the padding. Requires: KH*KW*P <= conv2d_tiny_table.
-inline void conv2d_tiny_sources(const Conv2dDims& d, int* src) {
-  const std::size_t OH = d.OH(), OW = d.OW(), P = OH * OW;
-  for (std::size_t i = 0; i < d.g.kh; ++i)
-    for (std::size_t j = 0; j < d.g.kw; ++j)
-      for (std::size_t oh = 0; oh < OH; ++oh)
-        for (std::size_t ow = 0; ow < OW; ++ow) {
-          const auto ih = static_cast<std::ptrdiff_t>(oh * d.g.sh + i) - static_cast<std::ptrdiff_t>(d.g.ph);
-          const auto iw = static_cast<std::ptrdiff_t>(ow * d.g.sw + j) - static_cast<std::ptrdiff_t>(d.g.pw);
-          const bool in = ih >= 0 && iw >= 0 && ih < static_cast<std::ptrdiff_t>(d.H) && iw < static_cast<std::ptrdiff_t>(d.W);
-          src[(i * d.g.kw + j) * P + oh * OW + ow] = in ? static_cast<int>(ih * static_cast<std::ptrdiff_t>(d.W) + iw) : -1;
-        }
-}
-inline bool conv2d_tiny(const Conv2dDims& d) {
-  const std::size_t P = d.OH() * d.OW();
-  return P <= conv2d_tiny_pixels && d.g.kh * d.g.kw * P <= conv2d_tiny_table;
-}
-}  // namespace detail
 
 /// col[(c*KH + i)*KW + j, off + oh*OW + ow] = x[c, oh*SH - PH + i, ow*SW - PW + j] (0 outside).
 /// x: one sample's C planes of [H,W], cs elements apart (0: H*W, NCHW; N*H*W for CNHW);
-/// col has leading dimension ld.
+/// col has leading dimension ld. With `live` (conv2d_plan's compact case) the rows are
+/// (c, live tap) only: [C*live.n, ...].
 template <class T>
-void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t off, std::size_t cs = 0) {
+void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t off, std::size_t cs = 0,
+            const detail::Conv2dTaps* live = nullptr) {
   const std::size_t C = d.C, H = d.H, W = d.W, KH = d.g.kh, KW = d.g.kw, SH = d.g.sh, SW = d.g.sw, PH = d.g.ph,
                     PW = d.g.pw, OH = d.OH(), OW = d.OW();
   if (cs == 0) cs = H * W;
   if (detail::conv2d_tiny(d)) {
     int src[detail::conv2d_tiny_table];
     detail::conv2d_tiny_sources(d, src);
-    const std::size_t P = OH * OW, taps = KH * KW;
+    const std::size_t P = OH * OW, taps = live ? live->n : KH * KW;
     for (std::size_t c = 0; c < C; ++c) {
       const T* xc = x + c * cs;
       for (std::size_t t = 0; t < taps; ++t) {
         T* row = col + (c * taps + t) * ld + off;
-        const int* st = src + t * P;
+        const int* st = src + (live ? live->tap[t] : t) * P;
         for (std::size_t p = 0; p < P; ++p) row[p] = st[p] >= 0 ? xc[st[p]] : T(0);
       }
     }
@@ -291,21 +331,23 @@ void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t
 }
 
 /// The adjoint of im2col: dx[c, ih, iw] += every column entry that im2col copied from it.
-/// dx: one sample's planes, cs apart as in im2col (accumulated into, callers zero it first).
+/// dx: one sample's planes, cs apart as in im2col (accumulated into, callers zero it first);
+/// `live` as in im2col.
 template <class T>
-void col2im(const T* col, const Conv2dDims& d, std::size_t ld, std::size_t off, T* dx, std::size_t cs = 0) {
+void col2im(const T* col, const Conv2dDims& d, std::size_t ld, std::size_t off, T* dx, std::size_t cs = 0,
+            const detail::Conv2dTaps* live = nullptr) {
   const std::size_t C = d.C, H = d.H, W = d.W, KH = d.g.kh, KW = d.g.kw, SH = d.g.sh, SW = d.g.sw, PH = d.g.ph,
                     PW = d.g.pw, OH = d.OH(), OW = d.OW();
   if (cs == 0) cs = H * W;
   if (detail::conv2d_tiny(d)) {
     int src[detail::conv2d_tiny_table];
     detail::conv2d_tiny_sources(d, src);
-    const std::size_t P = OH * OW, taps = KH * KW;
+    const std::size_t P = OH * OW, taps = live ? live->n : KH * KW;
     for (std::size_t c = 0; c < C; ++c) {
       T* dxc = dx + c * cs;
       for (std::size_t t = 0; t < taps; ++t) {  // same order of additions as the loop below
         const T* row = col + (c * taps + t) * ld + off;
-        const int* st = src + t * P;
+        const int* st = src + (live ? live->tap[t] : t) * P;
         for (std::size_t p = 0; p < P; ++p)
           if (st[p] >= 0) dxc[st[p]] += row[p];
       }
@@ -416,6 +458,27 @@ struct Conv2dStrides {
 };
 }  // namespace detail
 
+namespace detail {
+// wc[k, c*n + t] = w[k, c, tap t] (the live taps' weights, conv2d_plan's compact case).
+template <class T>
+void conv2d_gather_weights(const T* w, const Conv2dDims& d, const Conv2dTaps& L, T* wc) {
+  const std::size_t taps = d.g.kh * d.g.kw;
+  for (std::size_t kc = 0; kc < d.K * d.C; ++kc)
+    for (std::size_t t = 0; t < L.n; ++t) wc[kc * L.n + t] = w[kc * taps + L.tap[t]];
+}
+// dw[k, c, tap t] += sum over parts of part[k, c*n + t], parts added in order.
+template <class T>
+void conv2d_scatter_weight_grad(const T* partials, std::size_t parts, std::size_t stride, const Conv2dDims& d,
+                                const Conv2dTaps& L, T* dw) {
+  const std::size_t taps = d.g.kh * d.g.kw;
+  for (std::size_t q = 0; q < parts; ++q) {
+    const T* pq = partials + q * stride;
+    for (std::size_t kc = 0; kc < d.K * d.C; ++kc)
+      for (std::size_t t = 0; t < L.n; ++t) dw[kc * taps + L.tap[t]] += pq[kc * L.n + t];
+  }
+}
+}  // namespace detail
+
 /// y = conv(x, w): y[n,k,oh,ow] = sum_{c,i,j} w[k,c,i,j] x[n,c,oh*SH-PH+i,ow*SW-PW+j], then
 /// the epilogue (none by default).
 /// x: [N,C,H,W] in d.in's layout, w: [K,C,KH,KW] -> y: [N,K,OH,OW] in d.out's (assigned).
@@ -450,6 +513,15 @@ void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, st
     return;
   }
   const bool cn_out = d.out == Layout::cnhw;
+  const detail::Conv2dTaps live = detail::conv2d_live_taps(d);
+  const detail::Conv2dTaps* lp = pl.compact ? &live : nullptr;
+  const T* wm = w;  // [K, rows]
+  if (pl.compact) {
+    T* wc = ws + pl.total() - pl.wc_ws;
+    detail::conv2d_gather_weights(w, d, live, wc);
+    wm = wc;
+  }
+  const std::size_t R = pl.rows;
   parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
     T* col = ws + t * pl.part_ws;
     for (std::size_t b = b0; b < b1; ++b) {
@@ -460,13 +532,13 @@ void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, st
         if (active) detail::conv2d_finish_block(yb, K, st.ldy, P, res_at(yb), epi);
         continue;
       }
-      for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * st.xs, d, col, g * P, s * P, st.cs);
+      for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * st.xs, d, col, g * P, s * P, st.cs, lp);
       if (cn_out || g == 1) {
-        gemm_ld(Trans::no, Trans::no, K, g * P, CKK, T(1), w, CKK, col, g * P, T(0), yb, st.ldy);
+        gemm_ld(Trans::no, Trans::no, K, g * P, R, T(1), wm, R, col, g * P, T(0), yb, st.ldy);
         if (active) detail::conv2d_finish_block(yb, K, st.ldy, g * P, res_at(yb), epi);
       } else {
-        T* prod = col + CKK * G * P;
-        gemm(Trans::no, Trans::no, K, g * P, CKK, T(1), w, col, T(0), prod);
+        T* prod = col + R * G * P;
+        gemm(Trans::no, Trans::no, K, g * P, R, T(1), wm, col, T(0), prod);
         detail::conv2d_finish(prod, K, P, g, yb, res_at(yb), epi);  // the scatter, with the epilogue
       }
     }
@@ -486,7 +558,7 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dDims& d, 
     return;
   }
   const Conv2dPlan pl = conv2d_plan(d);
-  const std::size_t G = pl.G, P = d.OH() * d.OW(), CKK = d.CKK(), K = d.K, HW = d.H * d.W;
+  const std::size_t G = pl.G, P = d.OH() * d.OW(), K = d.K, HW = d.H * d.W;
   const detail::Conv2dStrides st(d);
   if (d.folded_direct()) {  // dx[C, N*P] = w^T[C,K] dy[K, N*P] (gemm splits the columns)
     const std::size_t NP = d.N * P;
@@ -494,6 +566,15 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dDims& d, 
     return;
   }
   const bool cn_out = d.out == Layout::cnhw, cn_in = d.in == Layout::cnhw;
+  const detail::Conv2dTaps live = detail::conv2d_live_taps(d);
+  const detail::Conv2dTaps* lp = pl.compact ? &live : nullptr;
+  const T* wm = w;  // [K, rows]
+  if (pl.compact) {
+    T* wc = ws + pl.total() - pl.wc_ws;
+    detail::conv2d_gather_weights(w, d, live, wc);
+    wm = wc;
+  }
+  const std::size_t R = pl.rows;
   parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
     T* col = ws + t * pl.part_ws;
     for (std::size_t b = b0; b < b1; ++b) {
@@ -506,18 +587,18 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dDims& d, 
         continue;
       }
       if (!cn_out && g > 1) {
-        T* gathered = col + CKK * G * P;
+        T* gathered = col + R * G * P;
         detail::conv2d_gather(dyg, K, P, g, gathered);
         dyg = gathered, ldg = g * P;
       }
-      // dcol[CKK, g*P] = w^T[CKK,K] dy_g[K, g*P]
-      gemm_ld(Trans::yes, Trans::no, CKK, g * P, K, T(1), w, CKK, dyg, ldg, T(0), col, g * P);
+      // dcol[R, g*P] = w^T[R,K] dy_g[K, g*P]
+      gemm_ld(Trans::yes, Trans::no, R, g * P, K, T(1), wm, R, dyg, ldg, T(0), col, g * P);
       if (cn_in) {
         for (std::size_t c = 0; c < d.C; ++c) std::fill_n(dx + (c * d.N + n0) * HW, g * HW, T(0));
       } else {
         std::fill(dx + n0 * st.xs, dx + (n0 + g) * st.xs, T(0));
       }
-      for (std::size_t s = 0; s < g; ++s) col2im(col, d, g * P, s * P, dx + (n0 + s) * st.xs, st.cs);
+      for (std::size_t s = 0; s < g; ++s) col2im(col, d, g * P, s * P, dx + (n0 + s) * st.xs, st.cs, lp);
     }
   });
 }
@@ -540,13 +621,17 @@ void conv2d_backward_weight(const T* x, const T* dy, T* dw, const Conv2dDims& d,
     return;
   }
   const bool cn_out = d.out == Layout::cnhw;
-  T* partials = ws + pl.parts * pl.part_ws;  // parts - 1 partials of [K, CKK]
+  const detail::Conv2dTaps live = detail::conv2d_live_taps(d);
+  const detail::Conv2dTaps* lp = pl.compact ? &live : nullptr;
+  const std::size_t R = pl.rows;
+  // parts - 1 partials of [K, CKK] (threads after the first), or, compact, one [K, R] per part
+  T* partials = ws + pl.parts * pl.part_ws;
   const std::size_t used = parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
     T* col = ws + t * pl.part_ws;
     T* dwt = dw;
-    if (t > 0) {
-      dwt = partials + (t - 1) * pl.dw_ws;
-      std::fill(dwt, dwt + K * CKK, T(0));
+    if (pl.compact || t > 0) {
+      dwt = partials + (pl.compact ? t : t - 1) * pl.dw_ws;
+      std::fill(dwt, dwt + K * R, T(0));
     }
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t n0 = b * G, g = std::min(G, d.N - n0);
@@ -557,15 +642,19 @@ void conv2d_backward_weight(const T* x, const T* dy, T* dw, const Conv2dDims& d,
         gemm_ld(Trans::no, Trans::yes, K, CKK, P, T(1), dyg, ldg, x + n0 * st.xs, P, T(1), dwt, CKK);
         continue;
       }
-      for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * st.xs, d, col, g * P, s * P, st.cs);
+      for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * st.xs, d, col, g * P, s * P, st.cs, lp);
       if (!cn_out && g > 1) {
-        T* gathered = col + CKK * G * P;
+        T* gathered = col + R * G * P;
         detail::conv2d_gather(dyg, K, P, g, gathered);
         dyg = gathered, ldg = g * P;
       }
-      gemm_ld(Trans::no, Trans::yes, K, CKK, g * P, T(1), dyg, ldg, col, g * P, T(1), dwt, CKK);
+      gemm_ld(Trans::no, Trans::yes, K, R, g * P, T(1), dyg, ldg, col, g * P, T(1), dwt, R);
     }
   });
+  if (pl.compact) {
+    detail::conv2d_scatter_weight_grad(partials, used, pl.dw_ws, d, live, dw);
+    return;
+  }
   if (used <= 1) return;
   parallel_for(K * CKK, parallel_grain_elements, [&](std::size_t lo, std::size_t hi) {
     for (std::size_t t = 1; t < used; ++t) {
