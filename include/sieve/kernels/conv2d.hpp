@@ -466,6 +466,15 @@ void conv2d_gather_weights(const T* w, const Conv2dDims& d, const Conv2dTaps& L,
   for (std::size_t kc = 0; kc < d.K * d.C; ++kc)
     for (std::size_t t = 0; t < L.n; ++t) wc[kc * L.n + t] = w[kc * taps + L.tap[t]];
 }
+// The [K, pl.rows] weight matrix of the products: w itself, or (compact) the live taps'
+// weights gathered into the workspace's last pl.wc_ws elements.
+template <class T>
+const T* conv2d_weight_matrix(const T* w, const Conv2dDims& d, const Conv2dPlan& pl, const Conv2dTaps& L, T* ws) {
+  if (!pl.compact) return w;
+  T* wc = ws + pl.total() - pl.wc_ws;
+  conv2d_gather_weights(w, d, L, wc);
+  return wc;
+}
 // dw[k, c, tap t] += sum over parts of part[k, c*n + t], parts added in order.
 template <class T>
 void conv2d_scatter_weight_grad(const T* partials, std::size_t parts, std::size_t stride, const Conv2dDims& d,
@@ -515,12 +524,7 @@ void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, st
   const bool cn_out = d.out == Layout::cnhw;
   const detail::Conv2dTaps live = detail::conv2d_live_taps(d);
   const detail::Conv2dTaps* lp = pl.compact ? &live : nullptr;
-  const T* wm = w;  // [K, rows]
-  if (pl.compact) {
-    T* wc = ws + pl.total() - pl.wc_ws;
-    detail::conv2d_gather_weights(w, d, live, wc);
-    wm = wc;
-  }
+  const T* wm = detail::conv2d_weight_matrix(w, d, pl, live, ws);  // [K, R]
   const std::size_t R = pl.rows;
   parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
     T* col = ws + t * pl.part_ws;
@@ -568,12 +572,7 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dDims& d, 
   const bool cn_out = d.out == Layout::cnhw, cn_in = d.in == Layout::cnhw;
   const detail::Conv2dTaps live = detail::conv2d_live_taps(d);
   const detail::Conv2dTaps* lp = pl.compact ? &live : nullptr;
-  const T* wm = w;  // [K, rows]
-  if (pl.compact) {
-    T* wc = ws + pl.total() - pl.wc_ws;
-    detail::conv2d_gather_weights(w, d, live, wc);
-    wm = wc;
-  }
+  const T* wm = detail::conv2d_weight_matrix(w, d, pl, live, ws);  // [K, R]
   const std::size_t R = pl.rows;
   parallel_for_parts(pl.groups, pl.parts, [&](std::size_t t, std::size_t b0, std::size_t b1) {
     T* col = ws + t * pl.part_ws;
