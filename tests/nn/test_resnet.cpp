@@ -332,8 +332,9 @@ TEST_CASE("inference mode: batch norm folded into the convolutions, bit-identica
 
 TEST_CASE("batch-folded layout: CNHW and NCHW networks agree in float, Winograd and folded 1x1 included") {
   // Width 64 at 64x64: layer1's 3x3 convolutions take Winograd (16x16 planes, 64 channels),
-  // layer3/4's 1x1 convolutions are the folded products; train mode, so batch statistics and
-  // every gradient go through both layouts.
+  // every 1x1 stride-1 convolution is one folded product in CNHW (per sample or grouped in
+  // NCHW), layer4's 2x2 planes copy through the tiny-plane table; train mode, so batch
+  // statistics and every gradient go through both layouts.
   Rng rng(27);
   nn::ResNet<float> a(nn::ResNetConfig{{1, 1, 1, 1}, 64, 3}, 5);
   nn::ResNet<float> b = a;
