@@ -76,7 +76,8 @@ namespace detail {
 // small inputs) copy through a table of source pixels: a handful of values per column row,
 // where the per-line copies of the general loop cost more than the values.
 inline constexpr std::size_t conv2d_tiny_pixels = 16;
-inline constexpr std::size_t conv2d_tiny_table = 49 * conv2d_tiny_pixels;  // up to 7x7 kernels
+inline constexpr std::size_t conv2d_tiny_taps = 49;  // kernels up to 7x7
+inline constexpr std::size_t conv2d_tiny_table = conv2d_tiny_taps * conv2d_tiny_pixels;
 
 // src[t*P + p]: the input pixel (ih*W + iw) that kernel tap t = i*KW + j reads for output
 // pixel p, or -1 in the padding. Requires: KH*KW*P <= conv2d_tiny_table.
@@ -94,7 +95,7 @@ inline void conv2d_tiny_sources(const Conv2dDims& d, int* src) {
 }
 inline bool conv2d_tiny(const Conv2dDims& d) {
   const std::size_t P = d.OH() * d.OW();
-  return P <= conv2d_tiny_pixels && d.g.kh * d.g.kw <= 49 && d.g.kh * d.g.kw * P <= conv2d_tiny_table;
+  return P <= conv2d_tiny_pixels && d.g.kh * d.g.kw <= conv2d_tiny_taps;
 }
 
 // The kernel taps (t = i*KW + j) that read an input pixel for some output pixel, in order.
@@ -102,7 +103,7 @@ inline bool conv2d_tiny(const Conv2dDims& d) {
 // uses its centre alone); their column rows would be all zeros and are left out.
 struct Conv2dTaps {
   std::size_t n = 0;  // live taps; == KH*KW: all (the list is then unused)
-  std::array<std::uint8_t, 49> tap{};
+  std::array<std::uint8_t, conv2d_tiny_taps> tap{};
 };
 inline Conv2dTaps conv2d_live_taps(const Conv2dDims& d) {
   Conv2dTaps L;
@@ -118,6 +119,17 @@ inline Conv2dTaps conv2d_live_taps(const Conv2dDims& d) {
     if (live) L.tap[L.n++] = static_cast<std::uint8_t>(t);
   }
   return L;
+}
+
+// The tiny-plane loop of im2col and col2im (adjoints): f(col_row, x_plane, sources, P) for
+// every (channel, live tap) row, sources[p] the plane index tap reads for output p, or -1.
+template <class F>
+void conv2d_tiny_rows(const Conv2dDims& d, const Conv2dTaps* live, F&& f) {
+  int src[conv2d_tiny_table];
+  conv2d_tiny_sources(d, src);
+  const std::size_t P = d.OH() * d.OW(), taps = live ? live->n : d.g.kh * d.g.kw;
+  for (std::size_t c = 0; c < d.C; ++c)
+    for (std::size_t t = 0; t < taps; ++t) f(c * taps + t, c, src + (live ? live->tap[t] : t) * P, P);
 }
 }  // namespace detail
 
@@ -253,7 +265,6 @@ inline void conv2d_valid_range(std::size_t k, std::size_t s, std::size_t p, std:
   hi = std::clamp(hi, lo, out);
 }
 
-
 /// col[(c*KH + i)*KW + j, off + oh*OW + ow] = x[c, oh*SH - PH + i, ow*SW - PW + j] (0 outside).
 /// x: one sample's C planes of [H,W], cs elements apart (0: H*W, NCHW; N*H*W for CNHW);
 /// col has leading dimension ld. With `live` (conv2d_plan's compact case) the rows are
@@ -265,17 +276,11 @@ void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t
                     PW = d.g.pw, OH = d.OH(), OW = d.OW();
   if (cs == 0) cs = H * W;
   if (detail::conv2d_tiny(d)) {
-    int src[detail::conv2d_tiny_table];
-    detail::conv2d_tiny_sources(d, src);
-    const std::size_t P = OH * OW, taps = live ? live->n : KH * KW;
-    for (std::size_t c = 0; c < C; ++c) {
+    detail::conv2d_tiny_rows(d, live, [&](std::size_t r, std::size_t c, const int* st, std::size_t P) {
+      T* row = col + r * ld + off;
       const T* xc = x + c * cs;
-      for (std::size_t t = 0; t < taps; ++t) {
-        T* row = col + (c * taps + t) * ld + off;
-        const int* st = src + (live ? live->tap[t] : t) * P;
-        for (std::size_t p = 0; p < P; ++p) row[p] = st[p] >= 0 ? xc[st[p]] : T(0);
-      }
-    }
+      for (std::size_t p = 0; p < P; ++p) row[p] = st[p] >= 0 ? xc[st[p]] : T(0);
+    });
     return;
   }
   // A stride-1 window that keeps the plane's size (3x3 with padding 1): each column row is
@@ -339,19 +344,13 @@ void col2im(const T* col, const Conv2dDims& d, std::size_t ld, std::size_t off, 
   const std::size_t C = d.C, H = d.H, W = d.W, KH = d.g.kh, KW = d.g.kw, SH = d.g.sh, SW = d.g.sw, PH = d.g.ph,
                     PW = d.g.pw, OH = d.OH(), OW = d.OW();
   if (cs == 0) cs = H * W;
-  if (detail::conv2d_tiny(d)) {
-    int src[detail::conv2d_tiny_table];
-    detail::conv2d_tiny_sources(d, src);
-    const std::size_t P = OH * OW, taps = live ? live->n : KH * KW;
-    for (std::size_t c = 0; c < C; ++c) {
+  if (detail::conv2d_tiny(d)) {  // the same order of additions as the loop below
+    detail::conv2d_tiny_rows(d, live, [&](std::size_t r, std::size_t c, const int* st, std::size_t P) {
+      const T* row = col + r * ld + off;
       T* dxc = dx + c * cs;
-      for (std::size_t t = 0; t < taps; ++t) {  // same order of additions as the loop below
-        const T* row = col + (c * taps + t) * ld + off;
-        const int* st = src + (live ? live->tap[t] : t) * P;
-        for (std::size_t p = 0; p < P; ++p)
-          if (st[p] >= 0) dxc[st[p]] += row[p];
-      }
-    }
+      for (std::size_t p = 0; p < P; ++p)
+        if (st[p] >= 0) dxc[st[p]] += row[p];
+    });
     return;
   }
   for (std::size_t c = 0; c < C; ++c) {
@@ -456,9 +455,7 @@ struct Conv2dStrides {
     ldy = co ? d.N * P : P;
   }
 };
-}  // namespace detail
 
-namespace detail {
 // wc[k, c*n + t] = w[k, c, tap t] (the live taps' weights, conv2d_plan's compact case).
 template <class T>
 void conv2d_gather_weights(const T* w, const Conv2dDims& d, const Conv2dTaps& L, T* wc) {
