@@ -87,10 +87,11 @@ inline void conv2d_tiny_sources(const Conv2dDims& d, int* src) {
     for (std::size_t j = 0; j < d.g.kw; ++j)
       for (std::size_t oh = 0; oh < OH; ++oh)
         for (std::size_t ow = 0; ow < OW; ++ow) {
-          const auto ih = static_cast<std::ptrdiff_t>(oh * d.g.sh + i) - static_cast<std::ptrdiff_t>(d.g.ph);
-          const auto iw = static_cast<std::ptrdiff_t>(ow * d.g.sw + j) - static_cast<std::ptrdiff_t>(d.g.pw);
-          const bool in = ih >= 0 && iw >= 0 && ih < static_cast<std::ptrdiff_t>(d.H) && iw < static_cast<std::ptrdiff_t>(d.W);
-          src[(i * d.g.kw + j) * P + oh * OW + ow] = in ? static_cast<int>(ih * static_cast<std::ptrdiff_t>(d.W) + iw) : -1;
+          using D = std::ptrdiff_t;
+          const D ih = static_cast<D>(oh * d.g.sh + i) - static_cast<D>(d.g.ph);
+          const D iw = static_cast<D>(ow * d.g.sw + j) - static_cast<D>(d.g.pw);
+          const bool in = ih >= 0 && iw >= 0 && ih < static_cast<D>(d.H) && iw < static_cast<D>(d.W);
+          src[(i * d.g.kw + j) * P + oh * OW + ow] = in ? static_cast<int>(ih * static_cast<D>(d.W) + iw) : -1;
         }
 }
 inline bool conv2d_tiny(const Conv2dDims& d) {

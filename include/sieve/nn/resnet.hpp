@@ -170,8 +170,9 @@ class ResNet {
   /// are NCHW and [N,C] either way; so are block and layer outputs' shapes, whatever their
   /// memory order). Layout::cnhw (batch-folded, the default) makes every 1x1 convolution one
   /// GEMM over the whole batch and drops the per-sample copies that small planes need in
-  /// NCHW (train/32/64 +10-16%, eval/32/64 +8-15%, 64 and 224 within noise); results agree
-  /// with NCHW to rounding (the products are blocked differently).
+  /// NCHW (medians of 3 alternating runs: train/32/64 +10%, eval/32/64 +17%, train/64/64
+  /// +4%, the rest within noise); results agree with NCHW to rounding (the products are
+  /// blocked differently).
   void set_layout(kernels::Layout l) {
     layout_ = l;
     conv1_.set_layout(kernels::Layout::nchw, l);
