@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -661,6 +662,10 @@ TEST_CASE("max pool: ties and NaN pick the first maximum in scan order, every ge
             }
             CHECK(am[o] == at);
           }
+      // Values only (inference, no argmax): the same outputs bit for bit.
+      std::vector<float> y_values(y.size());
+      k::max_pool2d_forward(x.data(), NC, H, W, g, y_values.data(), static_cast<std::int32_t*>(nullptr));
+      CHECK(std::memcmp(y_values.data(), y.data(), y.size() * sizeof(float)) == 0);
     }
   }
   CHECK(nan_windows > 20);  // the cases the test is about did occur

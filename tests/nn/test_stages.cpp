@@ -289,4 +289,8 @@ TEST_CASE("Conv2d, BatchNorm2d, MaxPool2d: view backward checks shapes and match
   CHECK(test::rel_err(buf.data(), pdx.data(), buf.size()) == 0.0);
   CHECK_THROWS_AS(pool.backward_into(TensorRef4<const double>(x), TensorRef4<double>(buf.data(), x.shape())),
                   sieve::Error);
+  // A values-only forward (inference) gives the same output and refuses backward.
+  const Tensor4<double> py_kept = py;
+  CHECK(test::rel_err(pool.forward(x, false).data(), py_kept.data(), py_kept.size()) == 0.0);
+  CHECK_THROWS_WITH_AS(pool.backward(pdy), doctest::Contains("kept no argmax"), sieve::Error);
 }

@@ -54,16 +54,18 @@ class MaxPool2d {
   explicit MaxPool2d(std::size_t kernel = 3, std::size_t stride = 2, std::size_t pad = 1)
       : g_{kernel, kernel, stride, stride, pad, pad} {}
 
-  /// x: [N,C,H,W] -> y: [N,C,OH,OW] with OH = (H + 2p - k) / s + 1.
-  const Tensor4<T>& forward(const Tensor4<T>& x) {
+  /// x: [N,C,H,W] -> y: [N,C,OH,OW] with OH = (H + 2p - k) / s + 1. With for_backward false
+  /// (inference) no argmax is kept and backward is refused until the next forward.
+  const Tensor4<T>& forward(const Tensor4<T>& x, bool for_backward = true) {
     const auto& s = x.shape();
     N_ = s[0], C_ = s[1], H_ = s[2], W_ = s[3];
     SIEVE_CHECK(H_ + 2 * g_.ph >= g_.kh && W_ + 2 * g_.pw >= g_.kw, "MaxPool2d.forward: input ", H_, "x", W_,
                 " is smaller than the window ", g_.kh, "x", g_.kw);
     OH_ = kernels::pool_out(H_, g_.kh, g_.sh, g_.ph), OW_ = kernels::pool_out(W_, g_.kw, g_.sw, g_.pw);
     ensure_shape(y_, {N_, C_, OH_, OW_});
-    ensure_shape(argmax_, {N_, C_, OH_, OW_});
-    kernels::max_pool2d_forward(x.data(), N_ * C_, H_, W_, g_, y_.data(), argmax_.data());
+    kept_argmax_ = for_backward;
+    if (for_backward) ensure_shape(argmax_, {N_, C_, OH_, OW_});
+    kernels::max_pool2d_forward(x.data(), N_ * C_, H_, W_, g_, y_.data(), for_backward ? argmax_.data() : nullptr);
     return y_;
   }
   /// dx assigned. Requires: dy has the output's shape.
@@ -82,6 +84,7 @@ class MaxPool2d {
                 "] and dx [", dx.shape[0], ",", dx.shape[1], ",", dx.shape[2], ",", dx.shape[3],
                 "] differ from the output [", N_, ",", C_, ",", OH_, ",", OW_, "] and input [", N_, ",", C_, ",",
                 H_, ",", W_, "]");
+    SIEVE_CHECK(kept_argmax_, "MaxPool2d.backward: the last forward kept no argmax (for_backward = false)");
     kernels::max_pool2d_backward(dy.data, argmax_.data(), N_ * C_, H_, W_, OH_, OW_, dx.data);
   }
   /// The input shape of the last forward.
@@ -93,6 +96,7 @@ class MaxPool2d {
  private:
   kernels::Conv2dGeom g_;
   std::size_t N_ = 0, C_ = 0, H_ = 0, W_ = 0, OH_ = 0, OW_ = 0;
+  bool kept_argmax_ = false;
   Tensor4<T> y_, dx_;
   Tensor4<std::int32_t> argmax_;
 };

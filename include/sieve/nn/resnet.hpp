@@ -78,7 +78,7 @@ class ResNet {
       T* const scale = stem_affine_.data();
       T* const shift = scale + bn1_.channels();
       bn1_.eval_affine(scale, shift);
-      h = &pool_.forward(conv1_.forward(x_, {scale, shift, nullptr, true}));
+      h = &pool_.forward(conv1_.forward(x_, {scale, shift, nullptr, true}), /*for_backward=*/false);
     } else {
       h = &pool_.forward(bn1_.forward(conv1_.forward(x_)));  // bn1 applies the ReLU
     }
