@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -103,6 +104,31 @@ TEST_CASE("Conv2d stage: agrees with naive, gradients, names, shape errors") {
   double ss = 0;
   for (double v : big.weight()) ss += v * v;
   CHECK(std::sqrt(ss / big.weight().size()) == doctest::Approx(std::sqrt(2.0 / 576)).epsilon(0.02));
+}
+
+TEST_CASE("Conv2d stage: kept Winograd weights follow every change of the weights") {
+  // 64 channels at 16x16 take Winograd; the stage keeps the transformed weights between
+  // forwards and must notice any write to the weights (an optimizer step, a loaded state).
+  Rng rng(12);
+  nn::Conv2d<float> conv(64, 64, 3, 1, 1, rng);
+  Tensor4<float> x({2, 64, 16, 16});
+  fill_randn(x, rng);
+  const kernels::Conv2dDims d{2, 64, 16, 16, 64, conv.geom()};
+  REQUIRE(kernels::conv2d_uses_winograd(d));
+  std::vector<float> ws(kernels::conv2d_workspace_size(d)), fresh(x.size());
+  auto direct = [&] {  // the kernel transforming the current weights itself
+    kernels::conv2d_forward(x.data(), conv.weight().data(), fresh.data(), d, ws.data(), ws.size());
+  };
+  const Tensor4<float> y1 = conv.forward(x);
+  direct();
+  CHECK(std::memcmp(y1.data(), fresh.data(), fresh.size() * sizeof(float)) == 0);
+  for (const std::size_t at : {std::size_t{0}, conv.weight().size() - 1}) {
+    conv.weight().data()[at] += 0.5f;  // one weight, first and last
+    const Tensor4<float>& y2 = conv.forward(x);
+    direct();
+    CHECK(std::memcmp(y2.data(), fresh.data(), fresh.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(y2.data(), y1.data(), fresh.size() * sizeof(float)) != 0);
+  }
 }
 
 TEST_CASE("BatchNorm2d stage: train/eval, buffers, counter, gradients") {

@@ -244,6 +244,16 @@ inline WinogradPlan conv2d_winograd_plan(const Conv2dDims& d, bool input_gradien
                         : winograd_plan(d.N, d.C, d.H, d.W, d.K, conv2d_max_parts(d), d.in);
 }
 
+/// Elements of the forward Winograd weights of a convolution (16 * K * C).
+inline std::size_t conv2d_winograd_weights_size(const Conv2dDims& d) { return 16 * d.K * d.C; }
+
+/// The forward Winograd weights of w [K,C,3,3] into U (conv2d_winograd_weights_size(d)
+/// elements), for a caller that keeps them across conv2d_forward calls.
+template <class T>
+void conv2d_winograd_weights(const T* w, const Conv2dDims& d, T* U) {
+  detail::winograd_weights(w, d.K, d.C, false, U);
+}
+
 /// Workspace elements conv2d_forward / _backward_input / _backward_weight need (at the current
 /// thread count: per-thread columns, and per-thread weight-gradient partials; or Winograd's
 /// transformed weights and per-thread tile buffers).
@@ -489,10 +499,12 @@ void conv2d_scatter_weight_grad(const T* partials, std::size_t parts, std::size_
 /// y = conv(x, w): y[n,k,oh,ow] = sum_{c,i,j} w[k,c,i,j] x[n,c,oh*SH-PH+i,ow*SW-PW+j], then
 /// the epilogue (none by default).
 /// x: [N,C,H,W] in d.in's layout, w: [K,C,KH,KW] -> y: [N,K,OH,OW] in d.out's (assigned).
-/// Requires: ws holds ws_size >= conv2d_workspace_size(d) elements. Ensures: no allocation.
+/// Requires: ws holds ws_size >= conv2d_workspace_size(d) elements; winograd_u is null or,
+/// when the convolution takes Winograd, conv2d_winograd_weights of this w (kept by the
+/// caller across calls). Ensures: no allocation.
 template <class T>
 void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, std::size_t ws_size,
-                    const Conv2dEpilogue<T>& epi = {}) {
+                    const Conv2dEpilogue<T>& epi = {}, const T* winograd_u = nullptr) {
   conv2d_check(d, "conv2d_forward");
   detail::conv2d_check_ws(d, ws_size, "conv2d_forward");
   const Conv2dPlan pl = conv2d_plan(d);
@@ -507,7 +519,7 @@ void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, st
                     if (!active) return;
                     const std::size_t o = (plane_index(d.out, d.N, K, n, k) * d.H + oh) * d.W;
                     detail::conv2d_epilogue_row(row, row, epi.residual ? epi.residual + o : nullptr, d.W, k, epi);
-                  });
+                  }, winograd_u);
     return;
   }
   if (d.folded_direct()) {  // y[K, N*P] = w[K,C] x[C, N*P], a block of columns per thread

@@ -184,13 +184,18 @@ void winograd_output(const T* M, std::size_t H, std::size_t W, const WinogradPla
 /// forward: x [N,Cin,H,W] (in p.layout, as y), w [Kout,Cin,3,3]. transposed_flipped: w is [Cin,Kout,3,3] and used
 /// rotated by 180 degrees (the input gradient of a 3x3 stride-1 pad-1 convolution: dy in, dx out).
 /// -> y [N,Kout,H,W]. Requires: p = winograd_plan(N, Cin, H, W, Kout, ...); ws holds
-/// winograd_workspace_size(p) elements. Ensures: no allocation; every y element written.
+/// winograd_workspace_size(p) elements; U, when given, holds winograd_weights(w, ...) of this
+/// w and direction (a caller that keeps the transformed weights between calls), else null.
+/// Ensures: no allocation; every y element written.
 template <class T, class Finish>
 void winograd_f2x3(const T* x, const T* w, T* y, std::size_t H, std::size_t W, bool transposed_flipped,
-                   const WinogradPlan& p, T* ws, Finish&& finish) {
+                   const WinogradPlan& p, T* ws, Finish&& finish, const T* U_given = nullptr) {
   const std::size_t Cin = p.Cin, Kout = p.Kout;
-  T* U = ws;
-  detail::winograd_weights(w, Kout, Cin, transposed_flipped, U);
+  const T* U = U_given;
+  if (!U) {
+    detail::winograd_weights(w, Kout, Cin, transposed_flipped, ws);
+    U = ws;
+  }
   parallel_for_parts(p.chunks, p.parts, [&](std::size_t part, std::size_t c0, std::size_t c1) {
     T* V = ws + p.u_ws + part * p.part_ws;
     T* M = V + 16 * Cin * p.chunk();

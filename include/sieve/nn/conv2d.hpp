@@ -2,6 +2,7 @@
 /// Conv2d stage: a bias-free 2-D convolution (torchvision's ResNet convolutions).
 
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,7 +56,7 @@ class Conv2d {
     x_ = &x;
     ensure_shape(y_, {d_.N, K_, d_.OH(), d_.OW()});
     T* ws = workspace(kernels::conv2d_workspace_size(d_));
-    kernels::conv2d_forward(x.data(), weight_.data(), y_.data(), d_, ws, ws_->size(), epi);
+    kernels::conv2d_forward(x.data(), weight_.data(), y_.data(), d_, ws, ws_->size(), epi, winograd_weights());
     return y_;
   }
   /// The input shape of the last forward.
@@ -122,6 +123,21 @@ class Conv2d {
     return ws_->data();
   }
 
+  // The forward's Winograd weights, kept with a copy of the weights they came from: while
+  // the weights are unchanged (evaluation, inference, a frozen layer) forward reuses them;
+  // after an update (or any write) the byte comparison fails and they are transformed anew.
+  // Null when this convolution does not take Winograd.
+  const T* winograd_weights() {
+    if (!kernels::conv2d_uses_winograd(d_)) return nullptr;
+    const std::size_t n = weight_.size();
+    if (wino_from_.size() != n || std::memcmp(wino_from_.data(), weight_.data(), n * sizeof(T)) != 0) {
+      wino_from_.assign(weight_.begin(), weight_.end());
+      wino_u_.resize(kernels::conv2d_winograd_weights_size(d_));
+      kernels::conv2d_winograd_weights(weight_.data(), d_, wino_u_.data());
+    }
+    return wino_u_.data();
+  }
+
   std::size_t C_, K_;
   kernels::Conv2dGeom g_;
   Tensor4<T> weight_, grad_;
@@ -130,6 +146,7 @@ class Conv2d {
   const Tensor4<T>* x_ = nullptr;
   kernels::Layout in_ = kernels::Layout::nchw, out_ = kernels::Layout::nchw;
   Workspace<T> ws_;
+  std::vector<T> wino_from_, wino_u_;  // see winograd_weights()
   bool frozen_ = false;
 };
 
