@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/parallel.hpp"
@@ -416,23 +417,30 @@ struct Conv2dEpilogue {
 };
 
 namespace detail {
-// dst[p] = epilogue(src[p]) for one output row of channel k; src may be dst.
+// dst[p] = epilogue(src[p]) for one output row of channel k; src may be dst. One pass: the
+// ReLU is applied with the rest, not over dst again (a second pass over a folded layer's
+// rows went back to L2 for them).
 template <class T>
 void conv2d_epilogue_row(const T* src, T* dst, const T* res, std::size_t P, std::size_t k,
                          const Conv2dEpilogue<T>& e) {
-  if (e.scale) {
-    const T a = e.scale[k], b = e.shift[k];
-    if (res)
-      for (std::size_t p = 0; p < P; ++p) dst[p] = (src[p] * a + b) + res[p];
-    else
-      for (std::size_t p = 0; p < P; ++p) dst[p] = src[p] * a + b;
-  } else if (res) {
-    for (std::size_t p = 0; p < P; ++p) dst[p] = src[p] + res[p];
-  } else if (src != dst) {
-    std::memcpy(dst, src, P * sizeof(T));
-  }
+  auto pass = [&](auto relu) {
+    auto out = [](T v) { return decltype(relu)::value ? (v > T(0) ? v : T(0)) : v; };
+    if (e.scale) {
+      const T a = e.scale[k], b = e.shift[k];
+      if (res)
+        for (std::size_t p = 0; p < P; ++p) dst[p] = out((src[p] * a + b) + res[p]);
+      else
+        for (std::size_t p = 0; p < P; ++p) dst[p] = out(src[p] * a + b);
+    } else if (res) {
+      for (std::size_t p = 0; p < P; ++p) dst[p] = out(src[p] + res[p]);
+    } else {
+      for (std::size_t p = 0; p < P; ++p) dst[p] = out(src[p]);
+    }
+  };
   if (e.relu)
-    for (std::size_t p = 0; p < P; ++p) dst[p] = dst[p] > T(0) ? dst[p] : T(0);
+    pass(std::true_type{});
+  else if (e.scale || res || src != dst)
+    pass(std::false_type{});
 }
 // The g samples' outputs y[s,k,p] = epilogue(t[k, s*P + p]): from the group's [K, g*P]
 // product to NCHW (t may be y when g == 1); res points at the same samples' residual.
