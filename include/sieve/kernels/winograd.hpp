@@ -94,9 +94,11 @@ void winograd_input(const T* x, std::size_t H, std::size_t W, const WinogradPlan
                     std::size_t r1, T* V, T* brow) {
   const std::size_t Cin = p.Cin, TW = p.tiles_w, cnt = (r1 - r0) * TW, estride = Cin * cnt, BW = 2 * TW + 2;
   T* b[4] = {brow, brow + BW, brow + 2 * BW, brow + 3 * BW};
-  for (std::size_t r = r0; r < r1; ++r) {
-    const std::size_t n = r / p.tiles_h, th = r % p.tiles_h, tl0 = (r - r0) * TW;
-    for (std::size_t ci = 0; ci < Cin; ++ci) {
+  // Channel by channel, its tile rows in turn: each of the 16 output streams V[e, ci, .] and
+  // the channel's input plane are then walked in order.
+  for (std::size_t ci = 0; ci < Cin; ++ci) {
+    for (std::size_t r = r0; r < r1; ++r) {
+      const std::size_t n = r / p.tiles_h, th = r % p.tiles_h, tl0 = (r - r0) * TW;
       const T* xc = x + plane_index(p.layout, p.N, Cin, n, ci) * H * W;
       const T* row[4];
       for (std::size_t i = 0; i < 4; ++i) {
@@ -149,9 +151,10 @@ template <class T, class Finish>
 void winograd_output(const T* M, std::size_t H, std::size_t W, const WinogradPlan& p, std::size_t r0,
                      std::size_t r1, T* y, Finish&& finish) {
   const std::size_t Kout = p.Kout, TW = p.tiles_w, cnt = (r1 - r0) * TW, estride = Kout * cnt;
-  for (std::size_t r = r0; r < r1; ++r) {
-    const std::size_t n = r / p.tiles_h, th = r % p.tiles_h, tl0 = (r - r0) * TW, oh = 2 * th;
-    for (std::size_t k = 0; k < Kout; ++k) {
+  // Channel by channel, its tile rows in turn (M's 16 streams and the output plane in order).
+  for (std::size_t k = 0; k < Kout; ++k) {
+    for (std::size_t r = r0; r < r1; ++r) {
+      const std::size_t n = r / p.tiles_h, th = r % p.tiles_h, tl0 = (r - r0) * TW, oh = 2 * th;
       const T* m = M + k * cnt + tl0;
       T* y0 = y + (plane_index(p.layout, p.N, Kout, n, k) * H + oh) * W;
       T* y1 = y0 + W;
