@@ -280,49 +280,105 @@ TEST_CASE("conv2d on 2 threads: split samples, per-thread weight-gradient partia
 
 TEST_CASE("conv2d epilogue: folded scale/shift, residual, ReLU equal the separate passes bit for bit") {
   // Direct 1x1, im2col with one sample per GEMM, grouped samples, strided 1x1, Winograd (the
-  // last case, chosen automatically); 1 and 2 threads.
+  // last case, chosen automatically); 1 and 2 threads; NCHW and batch-folded CNHW (where the
+  // 1x1 cases take the fused product of sgemm_fused.hpp when built with AVX2, or BLAS).
   const int saved = sieve::threads();
   Rng rng(22);
   for (const ConvCase& c : {ConvCase{3, 16, 8, 8, 24, 1, 1, 1, 1, 0, 0, 0}, ConvCase{2, 8, 33, 33, 8, 3, 3, 1, 1, 1, 1, 0},
                            ConvCase{8, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 0}, ConvCase{4, 16, 9, 9, 32, 1, 1, 2, 2, 0, 0, 0},
-                           ConvCase{2, 64, 15, 15, 64, 3, 3, 1, 1, 1, 1, 0}}) {
-    const auto d = dims_of(c);
-    CHECK(k::conv2d_uses_winograd(d) == (c.H == 15));
-    const std::size_t P = d.OH() * d.OW(), ny = c.N * c.K * P;
-    const auto x = cast<float>(randn(c.N * c.C * c.H * c.W, rng));
-    const auto w = cast<float>(randn(c.K * c.C * c.KH * c.KW, rng, 0.1));
-    const auto scale = cast<float>(randn(c.K, rng));
-    const auto shift = cast<float>(randn(c.K, rng));
-    const auto res = cast<float>(randn(ny, rng));
-    for (int threads : {1, 2})
-      for (int mode = 0; mode < 8; ++mode) {  // bit 0: affine, bit 1: residual, bit 2: ReLU
-        CAPTURE(c.H);
-        CAPTURE(threads);
-        CAPTURE(mode);
-        sieve::set_threads(threads);
-        std::vector<float> ws(k::conv2d_workspace_size(d)), plain(ny), fused(ny, std::nanf(""));
-        k::conv2d_forward(x.data(), w.data(), plain.data(), d, ws.data(), ws.size());
-        for (std::size_t n = 0; n < c.N; ++n)
-          for (std::size_t kk = 0; kk < c.K; ++kk)
-            for (std::size_t p = 0; p < P; ++p) {
-              const std::size_t o = (n * c.K + kk) * P + p;
-              float v = plain[o];
-              if (mode & 1) v = v * scale[kk] + shift[kk];
-              if (mode & 2) v = v + res[o];
-              if (mode & 4) v = v > 0.f ? v : 0.f;
-              plain[o] = v;
-            }
-        const k::Conv2dEpilogue<float> e{(mode & 1) ? scale.data() : nullptr, (mode & 1) ? shift.data() : nullptr,
-                                         (mode & 2) ? res.data() : nullptr, (mode & 4) != 0};
-        k::conv2d_forward(x.data(), w.data(), fused.data(), d, ws.data(), ws.size(), e);
-        CHECK(fused == plain);
-      }
+                           ConvCase{2, 64, 15, 15, 64, 3, 3, 1, 1, 1, 1, 0},
+                           ConvCase{4, 64, 16, 16, 70, 1, 1, 1, 1, 0, 0, 0}}) {  // large enough for 2 threads
+    for (const int variant : {0, 1, 2}) {  // NCHW; CNHW; CNHW with the fused product off
+      const k::Layout layout = variant == 0 ? k::Layout::nchw : k::Layout::cnhw;
+      auto d = dims_of(c);
+      d.in = d.out = layout;
+      d.fused = variant != 2;
+      CHECK(k::conv2d_uses_winograd(d) == (c.H == 15));
+      const std::size_t P = d.OH() * d.OW(), ny = c.N * c.K * P;
+      const auto x = cast<float>(randn(c.N * c.C * c.H * c.W, rng));
+      const auto w = cast<float>(randn(c.K * c.C * c.KH * c.KW, rng, 0.1));
+      const auto scale = cast<float>(randn(c.K, rng));
+      const auto shift = cast<float>(randn(c.K, rng));
+      const auto res = cast<float>(randn(ny, rng));
+      for (int threads : {1, 2})
+        for (int mode = 0; mode < 8; ++mode) {  // bit 0: affine, bit 1: residual, bit 2: ReLU
+          CAPTURE(c.H);
+          CAPTURE(threads);
+          CAPTURE(mode);
+          CAPTURE(variant);
+          sieve::set_threads(threads);
+          std::vector<float> ws(k::conv2d_workspace_size(d)), plain(ny), fused(ny, std::nanf(""));
+          k::conv2d_forward(x.data(), w.data(), plain.data(), d, ws.data(), ws.size());
+          for (std::size_t o = 0; o < ny; ++o) {
+            const std::size_t kk = layout == k::Layout::cnhw ? o / (c.N * P) : o / P % c.K;
+            float v = plain[o];
+            if (mode & 1) v = v * scale[kk] + shift[kk];
+            if (mode & 2) v = v + res[o];
+            if (mode & 4) v = v > 0.f ? v : 0.f;
+            plain[o] = v;
+          }
+          const k::Conv2dEpilogue<float> e{(mode & 1) ? scale.data() : nullptr, (mode & 1) ? shift.data() : nullptr,
+                                           (mode & 2) ? res.data() : nullptr, (mode & 4) != 0};
+          k::conv2d_forward(x.data(), w.data(), fused.data(), d, ws.data(), ws.size(), e);
+          CHECK(fused == plain);
+        }
+    }
   }
   sieve::set_threads(saved);
   const auto d = dims_of(ConvCase{1, 1, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0});
   std::vector<float> x(9), w(1), y(9), ws(k::conv2d_workspace_size(d) + 1), sc(1);
   CHECK_THROWS_WITH_AS(k::conv2d_forward(x.data(), w.data(), y.data(), d, ws.data(), ws.size(),
                                          k::Conv2dEpilogue<float>{sc.data(), nullptr, nullptr, false}),
+                       doctest::Contains("scale and shift go together"), sieve::Error);
+}
+
+TEST_CASE("fused sgemm: product and row epilogue against float64, cut tiles, K blocks, wider matrices") {
+  // Sizes cut the 6x16 tiles at both edges, and K = 600 takes three blocks of the inner
+  // dimension (the epilogue only after the last). B, C and the residual are column blocks of
+  // wider matrices; C starts as NaN (assigned, never read before written) and its padding
+  // columns must stay as they were.
+  MESSAGE("fused sgemm vector code: ", k::fused_sgemm_available);
+  Rng rng(31);
+  struct Size { std::size_t M, N, K; };
+  for (const Size z : {Size{6, 16, 8}, Size{7, 17, 5}, Size{13, 40, 600}, Size{64, 100, 64}, Size{1, 3, 257}}) {
+    const std::size_t ld = z.N + 5;  // B, C and residual rows are ld long
+    const auto A = randn(z.M * z.K, rng), B = randn(z.K * ld, rng), R = randn(z.M * ld, rng);
+    const auto sc = randn(z.M, rng), sh = randn(z.M, rng);
+    const auto Af = cast<float>(A), Bf = cast<float>(B), Rf = cast<float>(R), scf = cast<float>(sc),
+               shf = cast<float>(sh);
+    std::vector<float> Ap(k::fused_sgemm_packed_a_size(z.M, z.K)), bws(k::fused_sgemm_b_workspace());
+    k::fused_sgemm_pack_a(Af.data(), z.M, z.K, Ap.data());
+    for (int mode = 0; mode < 8; ++mode) {  // bit 0: affine, bit 1: residual, bit 2: ReLU
+      CAPTURE(z.M); CAPTURE(z.N); CAPTURE(z.K); CAPTURE(mode);
+      std::vector<float> C(z.M * ld, std::nanf(""));
+      for (std::size_t i = 0; i < z.M; ++i)
+        for (std::size_t j = z.N; j < ld; ++j) C[i * ld + j] = 7.0f;
+      const k::RowEpilogue e{(mode & 1) ? scf.data() : nullptr, (mode & 1) ? shf.data() : nullptr,
+                             (mode & 2) ? Rf.data() : nullptr, ld, (mode & 4) != 0};
+      k::fused_sgemm(z.M, z.N, z.K, Ap.data(), Bf.data(), ld, C.data(), ld, e, bws.data());
+      double worst = 0;
+      std::size_t kept = 0;
+      for (std::size_t i = 0; i < z.M; ++i) {
+        for (std::size_t j = 0; j < z.N; ++j) {
+          double v = 0, mag = 0;
+          for (std::size_t kk = 0; kk < z.K; ++kk) {
+            v += static_cast<double>(Af[i * z.K + kk]) * Bf[kk * ld + j];
+            mag += std::abs(static_cast<double>(Af[i * z.K + kk]) * Bf[kk * ld + j]);
+          }
+          if (mode & 1) v = v * scf[i] + shf[i], mag *= std::abs(scf[i]);
+          if (mode & 2) v += Rf[i * ld + j], mag += std::abs(Rf[i * ld + j]);
+          if (mode & 4) v = v > 0 ? v : 0;
+          worst = std::max(worst, std::abs(C[i * ld + j] - v) / (mag + 1e-30));
+        }
+        for (std::size_t j = z.N; j < ld; ++j) kept += C[i * ld + j] == 7.0f;
+      }
+      CHECK(worst < 1e-5);  // relative to the sum of magnitudes: rounding only
+      CHECK(kept == z.M * (ld - z.N));
+    }
+  }
+  std::vector<float> Ap(6), B(16), C(16), bws(k::fused_sgemm_b_workspace()), sc(1);
+  CHECK_THROWS_WITH_AS(k::fused_sgemm(1, 16, 1, Ap.data(), B.data(), 16, C.data(), 16,
+                                      k::RowEpilogue{sc.data(), nullptr, nullptr, 0, false}, bws.data()),
                        doctest::Contains("scale and shift go together"), sieve::Error);
 }
 

@@ -7,3 +7,4 @@
 #include "sieve/kernels/linear.hpp"
 #include "sieve/kernels/pool.hpp"
 #include "sieve/kernels/relu.hpp"
+#include "sieve/kernels/sgemm_fused.hpp"

@@ -51,7 +51,7 @@ class Conv2d {
     const auto& s = x.shape();
     SIEVE_CHECK(s[1] == C_, "Conv2d.forward: input [", s[0], ",", s[1], ",", s[2], ",", s[3], "] has C=", s[1],
                 " but weight [", K_, ",", C_, ",", g_.kh, ",", g_.kw, "] expects C=", C_);
-    d_ = kernels::Conv2dDims{s[0], s[1], s[2], s[3], K_, g_, 0, kernels::Conv2dAlgo::automatic, in_, out_};
+    d_ = kernels::Conv2dDims{s[0], s[1], s[2], s[3], K_, g_, 0, kernels::Conv2dAlgo::automatic, in_, out_, fused_};
     kernels::conv2d_check(d_, "Conv2d.forward");
     x_ = &x;
     ensure_shape(y_, {d_.N, K_, d_.OH(), d_.OW()});
@@ -106,6 +106,8 @@ class Conv2d {
   /// The memory layouts of x (and dx) and of y (and dy); the shapes stay [N,C,H,W] and
   /// [N,K,OH,OW]. A CNHW input needs a CNHW output (checked at forward).
   void set_layout(kernels::Layout in, kernels::Layout out) { in_ = in, out_ = out; }
+  /// Whether a batch-folded 1x1 forward may take the fused product (Conv2dDims::fused).
+  void set_fused_product(bool on) { fused_ = on; }
   /// Share scratch memory with other convolutions of the same model.
   void set_workspace(Workspace<T> ws) { ws_ = std::move(ws); }
 
@@ -147,7 +149,7 @@ class Conv2d {
   kernels::Layout in_ = kernels::Layout::nchw, out_ = kernels::Layout::nchw;
   Workspace<T> ws_;
   std::vector<T> wino_from_, wino_u_;  // see winograd_weights()
-  bool frozen_ = false;
+  bool frozen_ = false, fused_ = true;
 };
 
 }  // namespace sieve::nn
