@@ -1,5 +1,7 @@
 #pragma once
-/// The one BLAS wrapper: every matrix product in sieve goes through gemm() below.
+/// The one BLAS wrapper: every BLAS product in sieve goes through gemm() below. (One product
+/// does not use BLAS: a float batch-folded 1x1 convolution's forward in evaluation takes
+/// sgemm_fused.hpp, which applies the convolution's epilogue in its registers.)
 ///
 /// Conventions, stated once: all matrices are row-major and dense. gemm computes
 ///   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C[M,N]
