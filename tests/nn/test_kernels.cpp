@@ -334,20 +334,19 @@ TEST_CASE("conv2d epilogue: folded scale/shift, residual, ReLU equal the separat
 
 TEST_CASE("fused sgemm: product and row epilogue against float64, cut tiles, K blocks, wider matrices") {
   // Sizes cut the 6x16 tiles at both edges, and K = 600 takes three blocks of the inner
-  // dimension (the epilogue only after the last). B, C and the residual are column blocks of
-  // wider matrices; C starts as NaN (assigned, never read before written) and its padding
+  // dimension (the epilogue only after the last). A, B, C and the residual are column blocks
+  // of wider matrices; C starts as NaN (assigned, never read before written) and its padding
   // columns must stay as they were.
   MESSAGE("fused sgemm vector code: ", k::fused_sgemm_available);
   Rng rng(31);
   struct Size { std::size_t M, N, K; };
   for (const Size z : {Size{6, 16, 8}, Size{7, 17, 5}, Size{13, 40, 600}, Size{64, 100, 64}, Size{1, 3, 257}}) {
-    const std::size_t ld = z.N + 5;  // B, C and residual rows are ld long
-    const auto A = randn(z.M * z.K, rng), B = randn(z.K * ld, rng), R = randn(z.M * ld, rng);
+    const std::size_t ld = z.N + 5, lda = z.K + 3;  // B, C and residual rows are ld long, A's lda
+    const auto A = randn(z.M * lda, rng), B = randn(z.K * ld, rng), R = randn(z.M * ld, rng);
     const auto sc = randn(z.M, rng), sh = randn(z.M, rng);
     const auto Af = cast<float>(A), Bf = cast<float>(B), Rf = cast<float>(R), scf = cast<float>(sc),
                shf = cast<float>(sh);
-    std::vector<float> Ap(k::fused_sgemm_packed_a_size(z.M, z.K)), bws(k::fused_sgemm_b_workspace());
-    k::fused_sgemm_pack_a(Af.data(), z.M, z.K, Ap.data());
+    std::vector<float> bws(k::fused_sgemm_b_workspace());
     for (int mode = 0; mode < 8; ++mode) {  // bit 0: affine, bit 1: residual, bit 2: ReLU
       CAPTURE(z.M); CAPTURE(z.N); CAPTURE(z.K); CAPTURE(mode);
       std::vector<float> C(z.M * ld, std::nanf(""));
@@ -355,15 +354,15 @@ TEST_CASE("fused sgemm: product and row epilogue against float64, cut tiles, K b
         for (std::size_t j = z.N; j < ld; ++j) C[i * ld + j] = 7.0f;
       const k::RowEpilogue e{(mode & 1) ? scf.data() : nullptr, (mode & 1) ? shf.data() : nullptr,
                              (mode & 2) ? Rf.data() : nullptr, ld, (mode & 4) != 0};
-      k::fused_sgemm(z.M, z.N, z.K, Ap.data(), Bf.data(), ld, C.data(), ld, e, bws.data());
+      k::fused_sgemm(z.M, z.N, z.K, Af.data(), lda, Bf.data(), ld, C.data(), ld, e, bws.data());
       double worst = 0;
       std::size_t kept = 0;
       for (std::size_t i = 0; i < z.M; ++i) {
         for (std::size_t j = 0; j < z.N; ++j) {
           double v = 0, mag = 0;
           for (std::size_t kk = 0; kk < z.K; ++kk) {
-            v += static_cast<double>(Af[i * z.K + kk]) * Bf[kk * ld + j];
-            mag += std::abs(static_cast<double>(Af[i * z.K + kk]) * Bf[kk * ld + j]);
+            v += static_cast<double>(Af[i * lda + kk]) * Bf[kk * ld + j];
+            mag += std::abs(static_cast<double>(Af[i * lda + kk]) * Bf[kk * ld + j]);
           }
           if (mode & 1) v = v * scf[i] + shf[i], mag *= std::abs(scf[i]);
           if (mode & 2) v += Rf[i * ld + j], mag += std::abs(Rf[i * ld + j]);
@@ -376,8 +375,8 @@ TEST_CASE("fused sgemm: product and row epilogue against float64, cut tiles, K b
       CHECK(kept == z.M * (ld - z.N));
     }
   }
-  std::vector<float> Ap(6), B(16), C(16), bws(k::fused_sgemm_b_workspace()), sc(1);
-  CHECK_THROWS_WITH_AS(k::fused_sgemm(1, 16, 1, Ap.data(), B.data(), 16, C.data(), 16,
+  std::vector<float> A(1), B(16), C(16), bws(k::fused_sgemm_b_workspace()), sc(1);
+  CHECK_THROWS_WITH_AS(k::fused_sgemm(1, 16, 1, A.data(), 1, B.data(), 16, C.data(), 16,
                                       k::RowEpilogue{sc.data(), nullptr, nullptr, 0, false}, bws.data()),
                        doctest::Contains("scale and shift go together"), sieve::Error);
 }

@@ -265,10 +265,9 @@ void conv2d_winograd_weights(const T* w, const Conv2dDims& d, T* U) {
 inline std::size_t conv2d_workspace_size(const Conv2dDims& d) {
   const Conv2dPlan p = conv2d_plan(d);
   std::size_t n = p.total();
-  if (d.folded_direct())  // fused_sgemm's packed weights and per-thread blocks (float, AVX2)
-    n = std::max(n, fused_sgemm_packed_a_size(d.K, d.CKK()) +
-                        parallel_parts((d.N * d.OH() * d.OW() + 15) / 16, conv2d_max_parts(d)) *
-                            fused_sgemm_b_workspace());
+  if (d.folded_direct())  // fused_sgemm's per-thread blocks of B (float, AVX2)
+    n = std::max(n, parallel_parts((d.N * d.OH() * d.OW() + 15) / 16, conv2d_max_parts(d)) *
+                        fused_sgemm_b_workspace());
   if (conv2d_uses_winograd(d))
     n = std::max({n, winograd_workspace_size(conv2d_winograd_plan(d, false)),
                   winograd_workspace_size(conv2d_winograd_plan(d, true))});
@@ -542,14 +541,11 @@ void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, st
     const std::size_t NP = d.N * P, blocks = (NP + 15) / 16;
     if constexpr (std::is_same_v<T, float> && fused_sgemm_available) {
       if (d.fused) {
-        // The epilogue in the product's registers, C written once (sgemm_fused.hpp); the
-        // weights packed once for both threads.
-        fused_sgemm_pack_a(w, K, CKK, ws);
-        T* const bws = ws + fused_sgemm_packed_a_size(K, CKK);
+        // The epilogue in the product's registers, C written once (sgemm_fused.hpp).
         parallel_for_parts(blocks, conv2d_max_parts(d), [&](std::size_t t, std::size_t b0, std::size_t b1) {
           const std::size_t j0 = b0 * 16, len = std::min(NP, b1 * 16) - j0;
           const RowEpilogue re{epi.scale, epi.shift, res_at(y + j0), NP, epi.relu};
-          fused_sgemm(K, len, CKK, ws, x + j0, NP, y + j0, NP, re, bws + t * fused_sgemm_b_workspace());
+          fused_sgemm(K, len, CKK, w, CKK, x + j0, NP, y + j0, NP, re, ws + t * fused_sgemm_b_workspace());
         });
         return;
       }

@@ -4,8 +4,9 @@
 /// (every part optional). It exists for products whose output is large next to their inner
 /// dimension, the batch-folded 1x1 convolutions: through BLAS such a product costs a pass that
 /// clears C (beta = 0), the product reading and writing C, and the epilogue's pass reading it
-/// again; here C is written once. A is packed once by the caller (fused_sgemm_pack_a) and
-/// shared by every thread; each thread packs its own blocks of B.
+/// again; here C is written once. A is read in place (a 6-row panel, reused across a whole
+/// block of B, stays in L1; packing it cost a serial pass over the weights per call); each
+/// thread packs its own blocks of B.
 ///
 /// Blocking: 6x16 register tiles (12 accumulators of 8 floats), the inner dimension in blocks
 /// of 256, B in blocks of at most 128 KB (L2); for each block of B the tiles run row panel by
@@ -48,23 +49,8 @@ inline constexpr std::size_t fused_sgemm_mr = 6, fused_sgemm_nr = 16, fused_sgem
 /// Floats of one packed block of B (kc rows by a multiple of 16 columns): 128 KB.
 inline constexpr std::size_t fused_sgemm_b_floats = 32768;
 
-/// Elements of A packed for an M x K product.
-inline std::size_t fused_sgemm_packed_a_size(std::size_t M, std::size_t K) {
-  return (M + fused_sgemm_mr - 1) / fused_sgemm_mr * fused_sgemm_mr * K;
-}
 /// Elements of one thread's B workspace (a block and room to align it to 32 bytes).
 inline std::size_t fused_sgemm_b_workspace() { return fused_sgemm_b_floats + fused_sgemm_nr * fused_sgemm_kc + 8; }
-
-/// A [M,K] row-major -> panels of 6 rows, k-major inside: Ap[p][k][6], rows past M zero.
-inline void fused_sgemm_pack_a(const float* A, std::size_t M, std::size_t K, float* Ap) {
-  constexpr std::size_t MR = fused_sgemm_mr;
-  for (std::size_t p = 0; p < (M + MR - 1) / MR; ++p)
-    for (std::size_t k = 0; k < K; ++k)
-      for (std::size_t i = 0; i < MR; ++i) {
-        const std::size_t r = p * MR + i;
-        Ap[(p * K + k) * MR + i] = r < M ? A[r * K + k] : 0.0f;
-      }
-}
 
 namespace detail {
 // B rows [k0, k0+kc), columns [j0, j0+nc) -> panels of 16 columns, Bp[q][k][16], zero-padded.
@@ -85,10 +71,11 @@ inline void fused_sgemm_pack_b(const float* B, std::size_t ldb, std::size_t k0, 
   }
 }
 
-// One 6x16 tile: acc = a-panel x b-panel over kc; then (unless first) acc += C; on the last
-// block the epilogue of rows row0..row0+5; then the store. res: the tile's residual (or null).
-inline void fused_sgemm_tile(std::size_t kc, const float* a, const float* b, float* c, std::size_t ldc, bool first,
-                             bool last, const RowEpilogue& e, std::size_t row0, const float* res) {
+// One 6x16 tile: acc = rows a[0..5] (each kc long, in place) x b-panel; then (unless first)
+// acc += C; on the last block the epilogue of rows row0..row0+5; then the store. res: the
+// tile's residual (or null).
+inline void fused_sgemm_tile(std::size_t kc, const float* const* a, const float* b, float* c, std::size_t ldc,
+                             bool first, bool last, const RowEpilogue& e, std::size_t row0, const float* res) {
   constexpr std::size_t MR = fused_sgemm_mr, NR = fused_sgemm_nr;
 #if SIEVE_FUSED_SGEMM_AVX2
   __m256 c0[MR], c1[MR];
@@ -100,11 +87,11 @@ inline void fused_sgemm_tile(std::size_t kc, const float* a, const float* b, flo
     const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 #pragma GCC unroll 6
     for (std::size_t i = 0; i < MR; ++i) {
-      const __m256 ai = _mm256_broadcast_ss(a + i);
+      const __m256 ai = _mm256_broadcast_ss(a[i] + k);
       c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
       c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
     }
-    a += MR, b += NR;
+    b += NR;
   }
 #pragma GCC unroll 6
   for (std::size_t i = 0; i < MR; ++i) {
@@ -133,9 +120,9 @@ inline void fused_sgemm_tile(std::size_t kc, const float* a, const float* b, flo
   }
 #else
   float acc[MR][NR] = {};
-  for (std::size_t k = 0; k < kc; ++k, a += MR, b += NR)
+  for (std::size_t k = 0; k < kc; ++k, b += NR)
     for (std::size_t i = 0; i < MR; ++i)
-      for (std::size_t j = 0; j < NR; ++j) acc[i][j] += a[i] * b[j];
+      for (std::size_t j = 0; j < NR; ++j) acc[i][j] += a[i][k] * b[j];
   for (std::size_t i = 0; i < MR; ++i)
     for (std::size_t j = 0; j < NR; ++j) {
       float v = acc[i][j];
@@ -151,13 +138,14 @@ inline void fused_sgemm_tile(std::size_t kc, const float* a, const float* b, flo
 }
 }  // namespace detail
 
-/// C[M, N] (leading dimension ldc) = epilogue(A B) with A packed by fused_sgemm_pack_a (M x K)
-/// and B [K, N] with leading dimension ldb; C is assigned (never read before it is written,
+/// C[M, N] (leading dimension ldc) = epilogue(A B) with A [M, K] (leading dimension lda) and
+/// B [K, N] (leading dimension ldb), all row-major; C is assigned (never read before it is written,
 /// so it may hold anything). Requires: bws holds fused_sgemm_b_workspace() floats, private to
 /// the caller's thread; the residual (if any) does not overlap C. Single-threaded: callers
 /// split the columns.
-inline void fused_sgemm(std::size_t M, std::size_t N, std::size_t K, const float* Ap, const float* B,
-                        std::size_t ldb, float* C, std::size_t ldc, const RowEpilogue& e, float* bws) {
+inline void fused_sgemm(std::size_t M, std::size_t N, std::size_t K, const float* A, std::size_t lda,
+                        const float* B, std::size_t ldb, float* C, std::size_t ldc, const RowEpilogue& e,
+                        float* bws) {
   constexpr std::size_t MR = fused_sgemm_mr, NR = fused_sgemm_nr;
   SIEVE_CHECK(!e.scale == !e.shift, "fused_sgemm: epilogue scale and shift go together");
   SIEVE_CHECK(K > 0, "fused_sgemm: empty inner dimension");
@@ -172,13 +160,17 @@ inline void fused_sgemm(std::size_t M, std::size_t N, std::size_t K, const float
       const std::size_t nc = std::min(ncb, N - jc);
       detail::fused_sgemm_pack_b(B, ldb, k0, kc, jc, nc, Bp);
       for (std::size_t ir = 0; ir < M; ir += MR) {
-        const float* a = Ap + (ir / MR * K + k0) * MR;
+        // The panel's rows from column k0; rows past M repeat the last one (their results are
+        // computed but never stored, see the cut tiles below).
+        const std::size_t rows = std::min(MR, M - ir);
+        const float* a[MR];
+        for (std::size_t i = 0; i < MR; ++i) a[i] = A + (ir + std::min(i, rows - 1)) * lda + k0;
         for (std::size_t q = 0; q * NR < nc; ++q) {
           const std::size_t j = jc + q * NR;
           float* c = C + ir * ldc + j;
           const float* res = e.residual ? e.residual + ir * e.ldr + j : nullptr;
           const float* b = Bp + q * kc * NR;
-          const std::size_t rows = std::min(MR, M - ir), cols = std::min(NR, nc - q * NR);
+          const std::size_t cols = std::min(NR, nc - q * NR);
           if (rows == MR && cols == NR) {
             detail::fused_sgemm_tile(kc, a, b, c, ldc, first, last, e, ir, res);
             continue;
