@@ -1,7 +1,9 @@
 // The GEMM wrapper against a raw cblas_sgemm call on ResNet50-shaped products, and the FMA
 // ceiling of this machine. Each case reports GFLOP/s (2*M*N*K per product). Both GEMM sides use
 // 2 threads: the wrapper splits C's columns over sieve's threads (one single-threaded OpenBLAS
-// call each); the raw call lets OpenBLAS thread itself.
+// call each); the raw call lets OpenBLAS thread itself. The per-thread cases compare
+// fused_sgemm (no epilogue) with one single-threaded cblas_sgemm on the shapes one thread
+// multiplies in the model (Winograd's products, im2col's, the batch-folded 1x1s).
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
@@ -13,6 +15,7 @@
 
 #include "sieve/core/rng.hpp"
 #include "sieve/kernels/gemm.hpp"
+#include "sieve/kernels/sgemm_fused.hpp"
 
 namespace {
 
@@ -28,6 +31,16 @@ const Shape kShapes[] = {
     {"layer3_3x3_256_14x14", 256, 196, 2304},
     {"layer4_3x3_512_7x7", 512, 49, 4608},
     {"fc_b16_2048to1000", 16, 1000, 2048},
+};
+
+// One thread's share of a product at batch 64 (64x64 input) or 16 (224), N halved for 2 threads.
+const Shape kThreadShapes[] = {
+    {"wino_64to64_16x16_b64", 64, 2048, 64},      // layer1 3x3 at 64x64 input: tiles of one chunk
+    {"wino_256to256_4x4_b64", 256, 128, 256},     // layer3 3x3 at 64x64 input
+    {"wino_512to512_7x7_b16", 512, 128, 512},     // layer4 3x3 at 224
+    {"im2col_stem_7x7s2_b64", 64, 1024, 147},     // conv1 at 64x64 input, one sample
+    {"im2col_3x3s2_256_b64", 256, 512, 1152},     // layer3's stride-2 3x3 at 64x64 input
+    {"folded_1x1_1024to256_b64", 256, 512, 1024}, // layer3 1x1 at 64x64 input
 };
 
 std::vector<float> random_buffer(std::size_t n, std::uint64_t stream) {
@@ -64,6 +77,29 @@ void BM_sgemm(benchmark::State& state) {
   openblas_set_num_threads(1);
 }
 
+// One thread: fused_sgemm or a single-threaded cblas_sgemm, C = A B (beta 0).
+template <bool Fused>
+void BM_thread_sgemm(benchmark::State& state) {
+  sieve::kernels::detail::blas_pin_single_thread();
+  openblas_set_num_threads(1);
+  const Shape& s = kThreadShapes[state.range(0)];
+  state.SetLabel(s.name);
+  auto a = random_buffer(std::size_t(s.M) * s.K, 1);
+  auto b = random_buffer(std::size_t(s.K) * s.N, 2);
+  std::vector<float> c(std::size_t(s.M) * s.N), ws(sieve::kernels::fused_sgemm_b_workspace());
+  for (auto _ : state) {
+    if constexpr (Fused)
+      sieve::kernels::fused_sgemm(s.M, s.N, s.K, a.data(), s.K, b.data(), s.N, c.data(), s.N, {}, ws.data());
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.M, s.N, s.K, 1.0f, a.data(), s.K, b.data(), s.N,
+                  0.0f, c.data(), s.N);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * s.M * s.N * s.K * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 #if defined(__FMA__)
 // The FMA ceiling: every thread runs 12 independent chains of 8-wide fused multiply-adds
 // (enough in flight to cover the FMA latency on two pipes), 2 flops per lane.
@@ -95,11 +131,16 @@ void BM_fma_peak(benchmark::State& state) {
 void shapes(benchmark::internal::Benchmark* b) {
   for (int i = 0; i < int(std::size(kShapes)); ++i) b->Arg(i);
 }
+void thread_shapes(benchmark::internal::Benchmark* b) {
+  for (int i = 0; i < int(std::size(kThreadShapes)); ++i) b->Arg(i);
+}
 
 }  // namespace
 
 BENCHMARK(BM_sgemm<true>)->Name("gemm/sieve_wrapper")->Apply(shapes)->UseRealTime();
 BENCHMARK(BM_sgemm<false>)->Name("gemm/raw_cblas")->Apply(shapes)->UseRealTime();
+BENCHMARK(BM_thread_sgemm<true>)->Name("thread_gemm/fused_sgemm")->Apply(thread_shapes)->UseRealTime();
+BENCHMARK(BM_thread_sgemm<false>)->Name("thread_gemm/cblas_1thread")->Apply(thread_shapes)->UseRealTime();
 #if defined(__FMA__)
 BENCHMARK(BM_fma_peak)->Name("fma_peak/threads")->Arg(1)->Arg(2)->UseRealTime();
 #endif

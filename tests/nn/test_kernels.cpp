@@ -139,6 +139,18 @@ TEST_CASE("conv2d: float backward agrees with double; workspace and geometry err
                        doctest::Contains("smaller than the kernel"), sieve::Error);
 }
 
+namespace {
+// NCHW [N, C, HW] to the batch-folded CNHW order [C, N, HW].
+template <class T>
+std::vector<T> to_cnhw(const std::vector<T>& v, std::size_t N, std::size_t C, std::size_t HW) {
+  std::vector<T> o(v.size());
+  for (std::size_t n = 0; n < N; ++n)
+    for (std::size_t c = 0; c < C; ++c)
+      for (std::size_t p = 0; p < HW; ++p) o[(c * N + n) * HW + p] = v[(n * C + c) * HW + p];
+  return o;
+}
+}  // namespace
+
 TEST_CASE("conv2d Winograd F(2x2,3x3): forward and input gradient against float64, edges, threads") {
   Rng rng(31);
   const int saved = sieve::threads();
@@ -181,10 +193,15 @@ TEST_CASE("conv2d Winograd F(2x2,3x3): forward and input gradient against float6
   for (int threads : {1, 2}) {
     CAPTURE(threads);
     sieve::set_threads(threads);
-    double err[2][2];  // [algo][forward, input gradient]
+    double err[2][2], blas[2];  // [algo][forward, input gradient]; [algo]: the forward through BLAS
     for (int a = 0; a < 2; ++a) {
       d.algo = a == 0 ? k::Conv2dAlgo::im2col : k::Conv2dAlgo::winograd;
+      d.fused = false;  // the forward's products through BLAS, then (the default) fused_sgemm's
       std::vector<float> ws(k::conv2d_workspace_size(d)), y(ny), dx(x.size());
+      k::conv2d_forward(xf.data(), wf.data(), y.data(), d, ws.data(), ws.size());
+      blas[a] = rel_err(y, ref, ny);
+      d.fused = true;
+      ws.resize(k::conv2d_workspace_size(d));
       k::conv2d_forward(xf.data(), wf.data(), y.data(), d, ws.data(), ws.size());
       k::conv2d_backward_input(dyf.data(), wf.data(), dx.data(), d, ws.data(), ws.size());
       err[a][0] = rel_err(y, ref, ny);
@@ -193,7 +210,23 @@ TEST_CASE("conv2d Winograd F(2x2,3x3): forward and input gradient against float6
       if (a == 1 && threads == 2) CHECK(rel_err(y, std::vector<double>(y1.begin(), y1.end()), ny) < 1e-6);
     }
     MESSAGE("float relative error vs float64, im2col / Winograd: forward ", err[0][0], " / ", err[1][0],
-            ", input gradient ", err[0][1], " / ", err[1][1]);
+            " (through BLAS ", blas[0], " / ", blas[1], "), input gradient ", err[0][1], " / ", err[1][1]);
+    CHECK(err[1][0] < 2 * blas[1]);  // the fused product rounds as well as BLAS
+    // im2col's product into a CNHW output (in NCHW it takes fused_sgemm for one sample only).
+    auto dc = d;
+    dc.algo = k::Conv2dAlgo::im2col, dc.in = dc.out = k::Layout::cnhw;
+    const auto xc = to_cnhw(xf, c.N, c.C, c.H * c.W);
+    const auto refc = to_cnhw(ref, c.N, c.K, c.H * c.W);
+    double cn[2];  // [fused]
+    for (int f = 0; f < 2; ++f) {
+      dc.fused = f == 1;
+      std::vector<float> ws(k::conv2d_workspace_size(dc)), y(ny);
+      k::conv2d_forward(xc.data(), wf.data(), y.data(), dc, ws.data(), ws.size());
+      cn[f] = rel_err(y, refc, ny);
+    }
+    MESSAGE("CNHW im2col: fused ", cn[1], ", BLAS ", cn[0]);
+    CHECK(cn[1] < 1e-6);
+    CHECK(cn[1] < 2 * cn[0]);
     CHECK(err[1][0] < 1e-6);
     CHECK(err[1][1] < 1e-6);
     CHECK(err[1][0] < 4 * err[0][0]);
@@ -280,8 +313,9 @@ TEST_CASE("conv2d on 2 threads: split samples, per-thread weight-gradient partia
 
 TEST_CASE("conv2d epilogue: folded scale/shift, residual, ReLU equal the separate passes bit for bit") {
   // Direct 1x1, im2col with one sample per GEMM, grouped samples, strided 1x1, Winograd (the
-  // last case, chosen automatically); 1 and 2 threads; NCHW and batch-folded CNHW (where the
-  // 1x1 cases take the fused product of sgemm_fused.hpp when built with AVX2, or BLAS).
+  // last case, chosen automatically); 1 and 2 threads; NCHW and batch-folded CNHW, the latter
+  // with the fused product of sgemm_fused.hpp (when built with AVX2: 1x1, im2col and Winograd
+  // products) and without (BLAS, the epilogue a separate pass over each block).
   const int saved = sieve::threads();
   Rng rng(22);
   for (const ConvCase& c : {ConvCase{3, 16, 8, 8, 24, 1, 1, 1, 1, 0, 0, 0}, ConvCase{2, 8, 33, 33, 8, 3, 3, 1, 1, 1, 1, 0},
@@ -565,18 +599,6 @@ TEST_CASE("dropout: counter-based mask, scale, keep rate, backward uses the same
   CHECK(y2 == x);
   CHECK_THROWS_AS(k::dropout_forward(x.data(), y2.data(), n, 1.0, seed, 3), sieve::Error);
 }
-
-namespace {
-// NCHW [N, C, HW] to the batch-folded CNHW order [C, N, HW].
-template <class T>
-std::vector<T> to_cnhw(const std::vector<T>& v, std::size_t N, std::size_t C, std::size_t HW) {
-  std::vector<T> o(v.size());
-  for (std::size_t n = 0; n < N; ++n)
-    for (std::size_t c = 0; c < C; ++c)
-      for (std::size_t p = 0; p < HW; ++p) o[(c * N + n) * HW + p] = v[(n * C + c) * HW + p];
-  return o;
-}
-}  // namespace
 
 TEST_CASE("conv2d batch-folded layouts: NCHW->CNHW and CNHW->CNHW give the NCHW results in CNHW order") {
   // Every path (direct, grouped, strided, Winograd, the folded 1x1 product) on 1 and 2 threads,

@@ -49,8 +49,9 @@ struct Conv2dDims {
   Conv2dAlgo algo = Conv2dAlgo::automatic;
   Layout in = Layout::nchw;   ///< x's layout (and dx's)
   Layout out = Layout::nchw;  ///< y's layout (and dy's); CNHW in needs CNHW out
-  /// A float batch-folded 1x1 forward may take fused_sgemm (sgemm_fused.hpp) instead of BLAS:
-  /// same accuracy, different rounding. ResNet turns it off in training (see Bottleneck).
+  /// A float forward may take fused_sgemm (sgemm_fused.hpp) instead of BLAS for its products
+  /// (batch-folded 1x1, Winograd's 16, im2col's into a CNHW output or one sample): same
+  /// accuracy, different rounding. ResNet turns it off in training (see Bottleneck).
   bool fused = true;
 
   /// Output height; Requires: H + 2*ph >= kh and sh > 0 (checked by conv2d_check).
@@ -203,6 +204,7 @@ inline Conv2dPlan conv2d_plan(const Conv2dDims& d) {
   p.compact = live < d.g.kh * d.g.kw;
   p.rows = d.C * live;
   p.part_ws = p.G == 1 && d.direct() ? 0 : p.rows * p.G * P + (p.G > 1 && d.out == Layout::nchw ? d.K * p.G * P : 0);
+  if (d.fused && p.part_ws > 0) p.part_ws += fused_sgemm_b_workspace();  // after the columns (and product)
   p.dw_ws = p.parts > 1 || p.compact ? d.K * p.rows : 0;
   p.wc_ws = p.compact ? d.K * p.rows : 0;
   return p;
@@ -246,7 +248,7 @@ inline bool conv2d_uses_winograd(const Conv2dDims& d) {
 /// The Winograd plans of the forward (C -> K) and of the input gradient (K -> C).
 inline WinogradPlan conv2d_winograd_plan(const Conv2dDims& d, bool input_gradient) {
   return input_gradient ? winograd_plan(d.N, d.K, d.H, d.W, d.C, conv2d_max_parts(d), d.in)
-                        : winograd_plan(d.N, d.C, d.H, d.W, d.K, conv2d_max_parts(d), d.in);
+                        : winograd_plan(d.N, d.C, d.H, d.W, d.K, conv2d_max_parts(d), d.in, d.fused);
 }
 
 /// Elements of the forward Winograd weights of a convolution (16 * K * C).
@@ -574,6 +576,13 @@ void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, st
       }
       for (std::size_t s = 0; s < g; ++s) im2col(x + (n0 + s) * st.xs, d, col, g * P, s * P, st.cs, lp);
       if (cn_out || g == 1) {
+        if constexpr (std::is_same_v<T, float> && fused_sgemm_available) {
+          if (d.fused) {  // the epilogue in registers, y written once
+            const RowEpilogue re{epi.scale, epi.shift, res_at(yb), st.ldy, epi.relu};
+            fused_sgemm(K, g * P, R, wm, R, col, g * P, yb, st.ldy, re, col + pl.part_ws - fused_sgemm_b_workspace());
+            continue;
+          }
+        }
         gemm_ld(Trans::no, Trans::no, K, g * P, R, T(1), wm, R, col, g * P, T(0), yb, st.ldy);
         if (active) detail::conv2d_finish_block(yb, K, st.ldy, g * P, res_at(yb), epi);
       } else {

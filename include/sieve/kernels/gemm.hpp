@@ -1,7 +1,8 @@
 #pragma once
-/// The one BLAS wrapper: every BLAS product in sieve goes through gemm() below. (One product
-/// does not use BLAS: a float batch-folded 1x1 convolution's forward in evaluation takes
-/// sgemm_fused.hpp, which applies the convolution's epilogue in its registers.)
+/// The one BLAS wrapper: every BLAS product in sieve goes through gemm() below. (Float
+/// convolution forwards in evaluation do not use BLAS: their products, batch-folded 1x1,
+/// Winograd's and im2col's, take sgemm_fused.hpp, which applies the convolution's epilogue in
+/// its registers.)
 ///
 /// Conventions, stated once: all matrices are row-major and dense. gemm computes
 ///   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C[M,N]

@@ -15,6 +15,7 @@
 #include "sieve/core/parallel.hpp"
 #include "sieve/kernels/gemm.hpp"
 #include "sieve/kernels/layout.hpp"
+#include "sieve/kernels/sgemm_fused.hpp"
 
 namespace sieve::kernels {
 
@@ -23,20 +24,24 @@ inline constexpr std::size_t winograd_chunk_budget = std::size_t{1} << 20;
 
 /// Tiles and how they are split: chunks of whole tile rows (`chunk_rows` rows of tiles_w
 /// tiles), `parts` threads each taking a run of chunks with its own slice of the workspace
-/// after U: the [16, Cin + Kout, chunk] tile data and 4 transformed input rows.
+/// after U: the [16, Cin + Kout, chunk] tile data, 4 transformed input rows and, when the
+/// products are fused_sgemm's, its block of B.
 struct WinogradPlan {
   std::size_t tiles_h = 0, tiles_w = 0, rows = 0, chunk_rows = 0, chunks = 0, parts = 1;
   std::size_t N = 0, Cin = 0, Kout = 0, u_ws = 0, part_ws = 0;
   Layout layout = Layout::nchw;  ///< of x and y alike
+  /// The 16 products by fused_sgemm (float with AVX2 only; else BLAS): it packs only the
+  /// tiles, reads U in place and writes M once, where sgemm also packs U and clears M.
+  bool fused = false;
   std::size_t chunk() const { return chunk_rows * tiles_w; }
 };
 
 /// N samples of [Cin, H, W] to [Kout, H, W], both in layout l; max_parts: threads the work
-/// is worth.
+/// is worth; fused: WinogradPlan::fused.
 inline WinogradPlan winograd_plan(std::size_t N, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Kout,
-                                  std::size_t max_parts, Layout l = Layout::nchw) {
+                                  std::size_t max_parts, Layout l = Layout::nchw, bool fused = false) {
   WinogradPlan p;
-  p.N = N, p.Cin = Cin, p.Kout = Kout, p.layout = l;
+  p.N = N, p.Cin = Cin, p.Kout = Kout, p.layout = l, p.fused = fused;
   p.tiles_h = (H + 1) / 2, p.tiles_w = (W + 1) / 2;
   p.rows = N * p.tiles_h;
   const std::size_t per_row = 16 * (Cin + Kout) * p.tiles_w;
@@ -50,7 +55,7 @@ inline WinogradPlan winograd_plan(std::size_t N, std::size_t Cin, std::size_t H,
   p.chunks = (p.rows + p.chunk_rows - 1) / p.chunk_rows;
   p.parts = std::max<std::size_t>(parallel_parts(p.chunks, max_parts), 1);
   p.u_ws = 16 * Kout * Cin;
-  p.part_ws = 16 * (Cin + Kout) * p.chunk() + 4 * (2 * p.tiles_w + 2);
+  p.part_ws = 16 * (Cin + Kout) * p.chunk() + 4 * (2 * p.tiles_w + 2) + (fused ? fused_sgemm_b_workspace() : 0);
   return p;
 }
 
@@ -206,9 +211,17 @@ void winograd_f2x3(const T* x, const T* w, T* y, std::size_t H, std::size_t W, b
     for (std::size_t c = c0; c < c1; ++c) {
       const std::size_t r0 = c * p.chunk_rows, r1 = std::min(p.rows, r0 + p.chunk_rows), cnt = (r1 - r0) * p.tiles_w;
       detail::winograd_input(x, H, W, p, r0, r1, V, brow);
-      for (std::size_t e = 0; e < 16; ++e)
+      for (std::size_t e = 0; e < 16; ++e) {
+        if constexpr (std::is_same_v<T, float> && fused_sgemm_available) {
+          if (p.fused) {
+            fused_sgemm(Kout, cnt, Cin, U + e * Kout * Cin, Cin, V + e * Cin * cnt, cnt, M + e * Kout * cnt, cnt, {},
+                        brow + 4 * (2 * p.tiles_w + 2));
+            continue;
+          }
+        }
         gemm(Trans::no, Trans::no, Kout, cnt, Cin, T(1), U + e * Kout * Cin, V + e * Cin * cnt, T(0),
              M + e * Kout * cnt);
+      }
       detail::winograd_output(M, H, W, p, r0, r1, y, finish);
     }
   });

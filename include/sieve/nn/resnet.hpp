@@ -72,6 +72,7 @@ class ResNet {
     ensure_shape(x_, x.shape());
     std::copy(x.begin(), x.end(), x_.begin());
     inferred_ = inference_ && !bn1_.training();
+    conv1_.set_fused_product(!bn1_.training());  // as in Bottleneck::forward
     const Tensor4<T>* h = nullptr;
     if (inferred_) {  // bn1 and its ReLU folded into conv1 (see set_inference)
       stem_affine_.resize(2 * bn1_.channels());
