@@ -66,12 +66,14 @@ void BM_conv(benchmark::State& state) {
   // The layout ResNet uses (batch-folded CNHW) unless SIEVE_BENCH_CONV_LAYOUT=nchw.
   const char* lay = std::getenv("SIEVE_BENCH_CONV_LAYOUT");
   if (!(lay && std::string(lay) == "nchw")) d.in = d.out = sieve::kernels::Layout::cnhw;
-  // SIEVE_BENCH_CONV_ALGO=im2col|winograd forces one algorithm where it applies (default: sieve's choice).
+  // SIEVE_BENCH_CONV_ALGO=im2col|winograd|winograd4 forces one algorithm where it applies
+  // (winograd: F(2x2,3x3), winograd4: F(4x4,3x3); default: sieve's choice).
   if (const char* a = std::getenv("SIEVE_BENCH_CONV_ALGO")) {
     const std::string algo(a);
     const bool fits = L.k == 3 && L.s == 1 && L.p == 1;
     if (algo == "im2col") d.algo = sieve::kernels::Conv2dAlgo::im2col;
     if (algo == "winograd" && fits) d.algo = sieve::kernels::Conv2dAlgo::winograd;
+    if (algo == "winograd4" && fits) d.algo = sieve::kernels::Conv2dAlgo::winograd4;
   }
   const std::size_t OH = d.OH(), OW = d.OW();
   auto x = random_buffer(kBatch * L.C * L.H * L.H, 1);

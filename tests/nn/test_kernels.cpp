@@ -151,16 +151,19 @@ std::vector<T> to_cnhw(const std::vector<T>& v, std::size_t N, std::size_t C, st
 }
 }  // namespace
 
-TEST_CASE("conv2d Winograd F(2x2,3x3): forward and input gradient against float64, edges, threads") {
+TEST_CASE("conv2d Winograd F(2x2,3x3) and F(4x4,3x3): forward and input gradient against float64, edges, threads") {
   Rng rng(31);
   const int saved = sieve::threads();
   // Odd and even planes (partial tiles at the bottom/right), a 1x1 plane, several samples.
   for (const ConvCase& c : {ConvCase{2, 3, 5, 7, 4, 3, 3, 1, 1, 1, 1, 0}, ConvCase{3, 5, 8, 8, 2, 3, 3, 1, 1, 1, 1, 0},
-                           ConvCase{2, 4, 1, 1, 3, 3, 3, 1, 1, 1, 1, 0}, ConvCase{1, 2, 2, 3, 3, 3, 3, 1, 1, 1, 1, 0}}) {
+                           ConvCase{2, 4, 1, 1, 3, 3, 3, 1, 1, 1, 1, 0}, ConvCase{1, 2, 2, 3, 3, 3, 3, 1, 1, 1, 1, 0},
+                           ConvCase{2, 3, 9, 6, 5, 3, 3, 1, 1, 1, 1, 0}, ConvCase{1, 2, 12, 13, 3, 3, 3, 1, 1, 1, 1, 0}})
+  for (const k::Conv2dAlgo algo : {k::Conv2dAlgo::winograd, k::Conv2dAlgo::winograd4}) {
     CAPTURE(c.H);
     CAPTURE(c.W);
+    CAPTURE(algo == k::Conv2dAlgo::winograd4);
     auto d = dims_of(c);
-    d.algo = k::Conv2dAlgo::winograd;
+    d.algo = algo;
     REQUIRE(k::conv2d_uses_winograd(d));
     const auto x = randn(c.N * c.C * c.H * c.W, rng), w = randn(c.K * c.C * 9, rng);
     const std::size_t ny = c.N * c.K * c.H * c.W;
@@ -176,6 +179,11 @@ TEST_CASE("conv2d Winograd F(2x2,3x3): forward and input gradient against float6
     k::conv2d_backward_input(dy.data(), w.data(), dx_ref.data(), di, wsi.data(), wsi.size());
     k::conv2d_backward_input(dy.data(), w.data(), dx.data(), d, ws.data(), ws.size());
     CHECK(rel_err(dx, dx_ref, dx.size()) < 1e-13);
+    // Kept weights (conv2d_winograd_weights) give the same result as transforming per call.
+    std::vector<double> U(k::conv2d_winograd_weights_size(d)), yk(ny, std::nan(""));
+    k::conv2d_winograd_weights(w.data(), d, U.data());
+    k::conv2d_forward(x.data(), w.data(), yk.data(), d, ws.data(), ws.size(), {}, U.data());
+    CHECK(yk == y);
   }
   // Float rounding against float64, beside im2col's, on a ResNet-like shape; 1 and 2 threads.
   const ConvCase c{4, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 0};
@@ -193,9 +201,9 @@ TEST_CASE("conv2d Winograd F(2x2,3x3): forward and input gradient against float6
   for (int threads : {1, 2}) {
     CAPTURE(threads);
     sieve::set_threads(threads);
-    double err[2][2], blas[2];  // [algo][forward, input gradient]; [algo]: the forward through BLAS
-    for (int a = 0; a < 2; ++a) {
-      d.algo = a == 0 ? k::Conv2dAlgo::im2col : k::Conv2dAlgo::winograd;
+    double err[3][2], blas[3];  // [algo][forward, input gradient]; [algo]: the forward through BLAS
+    for (int a = 0; a < 3; ++a) {
+      d.algo = a == 0 ? k::Conv2dAlgo::im2col : a == 1 ? k::Conv2dAlgo::winograd : k::Conv2dAlgo::winograd4;
       d.fused = false;  // the forward's products through BLAS, then (the default) fused_sgemm's
       std::vector<float> ws(k::conv2d_workspace_size(d)), y(ny), dx(x.size());
       k::conv2d_forward(xf.data(), wf.data(), y.data(), d, ws.data(), ws.size());
@@ -209,9 +217,14 @@ TEST_CASE("conv2d Winograd F(2x2,3x3): forward and input gradient against float6
       if (a == 1 && threads == 1) y1 = y;
       if (a == 1 && threads == 2) CHECK(rel_err(y, std::vector<double>(y1.begin(), y1.end()), ny) < 1e-6);
     }
-    MESSAGE("float relative error vs float64, im2col / Winograd: forward ", err[0][0], " / ", err[1][0],
-            " (through BLAS ", blas[0], " / ", blas[1], "), input gradient ", err[0][1], " / ", err[1][1]);
+    MESSAGE("float relative error vs float64, im2col / F(2x2,3x3) / F(4x4,3x3): forward ", err[0][0], " / ",
+            err[1][0], " / ", err[2][0], " (through BLAS ", blas[0], " / ", blas[1], " / ", blas[2],
+            "), input gradient ", err[0][1], " / ", err[1][1], " / ", err[2][1]);
     CHECK(err[1][0] < 2 * blas[1]);  // the fused product rounds as well as BLAS
+    CHECK(err[2][0] < 2 * blas[2]);
+    // F(4x4,3x3) multiplies by up to 8 in its transforms: measured 1.5e-6 (5x F(2x2,3x3)'s).
+    CHECK(err[2][0] < 5e-6);
+    CHECK(err[2][1] < 5e-6);
     // im2col's product into a CNHW output (in NCHW it takes fused_sgemm for one sample only).
     auto dc = d;
     dc.algo = k::Conv2dAlgo::im2col, dc.in = dc.out = k::Layout::cnhw;

@@ -39,6 +39,7 @@ enum class Conv2dAlgo {
   automatic,  ///< Winograd where it applies and pays (conv2d_uses_winograd), else im2col
   im2col,     ///< im2col + GEMM (exact products)
   winograd,   ///< Winograd F(2x2,3x3); only for 3x3, stride 1, padding 1
+  winograd4,  ///< Winograd F(4x4,3x3); as winograd (fewer multiplies, a larger float error)
 };
 
 /// The full problem size of one convolution.
@@ -222,19 +223,24 @@ inline constexpr std::size_t conv2d_winograd_min_channels = 64;
 inline constexpr std::size_t conv2d_winograd_min_volume = 8192;
 inline constexpr std::size_t conv2d_winograd_small_pixels = 16;
 inline constexpr std::size_t conv2d_winograd_small_channels = 256;
+/// F(4x4,3x3) instead (evaluation only): planes of at least this many pixels.
+inline constexpr std::size_t conv2d_winograd4_min_pixels = 64;
 
-/// Whether conv2d_forward and conv2d_backward_input take the Winograd path.
-/// Throws when Conv2dAlgo::winograd is asked for a geometry it cannot compute.
-inline bool conv2d_uses_winograd(const Conv2dDims& d) {
+/// The output tile side of the Winograd path conv2d_forward and conv2d_backward_input take:
+/// 2 (F(2x2,3x3)), 4 (F(4x4,3x3)), or 0 (no Winograd). Throws when Conv2dAlgo::winograd or
+/// winograd4 is asked for a geometry it cannot compute.
+inline std::size_t conv2d_winograd_tile(const Conv2dDims& d) {
   const bool fits = d.g.kh == 3 && d.g.kw == 3 && d.g.sh == 1 && d.g.sw == 1 && d.g.ph == 1 && d.g.pw == 1 &&
                     d.in == d.out;
   switch (d.algo) {
-    case Conv2dAlgo::im2col: return false;
+    case Conv2dAlgo::im2col: return 0;
     case Conv2dAlgo::winograd:
-      SIEVE_CHECK(fits, "conv2d: Winograd F(2x2,3x3) needs a 3x3 kernel, stride 1, padding 1 and one layout, got ",
-                  d.g.kh, "x", d.g.kw, " stride ", d.g.sh, "x", d.g.sw, " padding ", d.g.ph, "x", d.g.pw, " ",
-                  layout_name(d.in), " to ", layout_name(d.out));
-      return true;
+    case Conv2dAlgo::winograd4:
+      SIEVE_CHECK(fits, "conv2d: Winograd F(", d.algo == Conv2dAlgo::winograd ? "2x2" : "4x4",
+                  ",3x3) needs a 3x3 kernel, stride 1, padding 1 and one layout, got ", d.g.kh, "x", d.g.kw,
+                  " stride ", d.g.sh, "x", d.g.sw, " padding ", d.g.ph, "x", d.g.pw, " ", layout_name(d.in), " to ",
+                  layout_name(d.out));
+      return d.algo == Conv2dAlgo::winograd ? 2 : 4;
     case Conv2dAlgo::automatic: break;
   }
   const std::size_t padded = ((d.H + 1) / 2 * 2) * ((d.W + 1) / 2 * 2);
@@ -242,23 +248,34 @@ inline bool conv2d_uses_winograd(const Conv2dDims& d) {
                      d.K >= conv2d_winograd_min_channels && d.C * d.H * d.W >= conv2d_winograd_min_volume;
   const bool small_wide = d.H * d.W >= conv2d_winograd_small_pixels && d.C >= conv2d_winograd_small_channels &&
                           d.K >= conv2d_winograd_small_channels;
-  return fits && padded * 100 <= d.H * d.W * 115 && (large || small_wide);
+  if (!(fits && padded * 100 <= d.H * d.W * 115 && (large || small_wide))) return 0;
+  // F(4x4,3x3) where the rounding may change (Conv2dDims::fused) and its tiles waste little.
+  const std::size_t padded4 = ((d.H + 3) / 4 * 4) * ((d.W + 3) / 4 * 4);
+  return d.fused && padded4 * 100 <= d.H * d.W * 115 && d.H * d.W >= conv2d_winograd4_min_pixels ? 4 : 2;
 }
+
+/// Whether conv2d_forward and conv2d_backward_input take a Winograd path (see
+/// conv2d_winograd_tile).
+inline bool conv2d_uses_winograd(const Conv2dDims& d) { return conv2d_winograd_tile(d) != 0; }
 
 /// The Winograd plans of the forward (C -> K) and of the input gradient (K -> C).
 inline WinogradPlan conv2d_winograd_plan(const Conv2dDims& d, bool input_gradient) {
-  return input_gradient ? winograd_plan(d.N, d.K, d.H, d.W, d.C, conv2d_max_parts(d), d.in)
-                        : winograd_plan(d.N, d.C, d.H, d.W, d.K, conv2d_max_parts(d), d.in, d.fused);
+  const std::size_t m = std::max<std::size_t>(conv2d_winograd_tile(d), 2);
+  return input_gradient ? winograd_plan(d.N, d.K, d.H, d.W, d.C, conv2d_max_parts(d), d.in, false, m)
+                        : winograd_plan(d.N, d.C, d.H, d.W, d.K, conv2d_max_parts(d), d.in, d.fused, m);
 }
 
-/// Elements of the forward Winograd weights of a convolution (16 * K * C).
-inline std::size_t conv2d_winograd_weights_size(const Conv2dDims& d) { return 16 * d.K * d.C; }
+/// Elements of the forward Winograd weights of a convolution ((m+2)^2 * K * C for tile side m).
+inline std::size_t conv2d_winograd_weights_size(const Conv2dDims& d) {
+  const std::size_t a = std::max<std::size_t>(conv2d_winograd_tile(d), 2) + 2;
+  return a * a * d.K * d.C;
+}
 
 /// The forward Winograd weights of w [K,C,3,3] into U (conv2d_winograd_weights_size(d)
 /// elements), for a caller that keeps them across conv2d_forward calls.
 template <class T>
 void conv2d_winograd_weights(const T* w, const Conv2dDims& d, T* U) {
-  detail::winograd_weights(w, d.K, d.C, false, U);
+  winograd_weights(w, d.K, d.C, false, std::max<std::size_t>(conv2d_winograd_tile(d), 2), U);
 }
 
 /// Workspace elements conv2d_forward / _backward_input / _backward_weight need (at the current
@@ -531,7 +548,7 @@ void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, st
   const bool active = epi.scale || epi.residual || epi.relu;
   auto res_at = [&](const T* yb) { return epi.residual ? epi.residual + (yb - y) : nullptr; };
   if (conv2d_uses_winograd(d)) {
-    winograd_f2x3(x, w, y, d.H, d.W, false, conv2d_winograd_plan(d, false), ws,
+    winograd_conv3x3(x, w, y, d.H, d.W, false, conv2d_winograd_plan(d, false), ws,
                   [&](std::size_t k, std::size_t n, std::size_t oh, T* row) {
                     if (!active) return;
                     const std::size_t o = (plane_index(d.out, d.N, K, n, k) * d.H + oh) * d.W;
@@ -602,7 +619,7 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dDims& d, 
   conv2d_check(d, "conv2d_backward_input");
   detail::conv2d_check_ws(d, ws_size, "conv2d_backward_input");
   if (conv2d_uses_winograd(d)) {  // dx = dy convolved with w transposed and rotated, same geometry
-    winograd_f2x3(dy, w, dx, d.H, d.W, true, conv2d_winograd_plan(d, true), ws,
+    winograd_conv3x3(dy, w, dx, d.H, d.W, true, conv2d_winograd_plan(d, true), ws,
                   [](std::size_t, std::size_t, std::size_t, T*) {});
     return;
   }

@@ -1,13 +1,17 @@
 #pragma once
-/// Winograd F(2x2, 3x3) convolution (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-/// Networks", 2016) for 3x3 convolutions with stride 1 and padding 1: every 2x2 output tile
-/// comes from a 4x4 input tile with 16 multiplies per (input, output) channel pair instead of
-/// 36, and the multiplies of all tiles form 16 GEMMs [Kout, Cin] x [Cin, tiles]:
-///   U = G g G^T (weights, once per call), V = B^T d B (input tiles), M_e = U_e V_e (e < 16),
-///   y = A^T M A (output tiles).
-/// Rounding: the transforms only add, subtract and halve, and the weight transform runs in
-/// double; measured against float64, the float result's error is of im2col's size (2.6e-7
-/// vs 2.9e-7 relative on a 64-channel 14x14 layer: the kernel tests, benchmarks/nn.md).
+/// Winograd convolution (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+/// 2016) for 3x3 convolutions with stride 1 and padding 1, F(2x2,3x3) and F(4x4,3x3): every
+/// m x m output tile comes from an a x a input tile (a = m + 2) with a*a multiplies per (input,
+/// output) channel pair instead of 9*m*m (16 for 36 at m = 2, 36 for 144 at m = 4), and the
+/// multiplies of all tiles form a*a GEMMs [Kout, Cin] x [Cin, tiles]:
+///   U = G g G^T (weights), V = B^T d B (input tiles), M_e = U_e V_e (e < a*a), y = A^T M A.
+/// The matrices are Lavin's: F(2x2,3x3) interpolates at 0, 1, -1 (and infinity), F(4x4,3x3) at
+/// 0, 1, -1, 2, -2 (and infinity).
+/// Rounding: the weight transform runs in double. F(2x2,3x3)'s other transforms only add and
+/// subtract; measured against float64, its float error is of im2col's size (2.6e-7 vs 2.9e-7
+/// relative on a 64-channel 14x14 layer: the kernel tests, benchmarks/nn.md). F(4x4,3x3)'s
+/// transforms multiply by up to 8 and 5, and its float error is larger (the kernel tests
+/// measure it; conv2d takes it only where the rounding of evaluation may change).
 
 #include <algorithm>
 #include <cstddef>
@@ -19,14 +23,19 @@
 
 namespace sieve::kernels {
 
-/// Elements of tile data (input and product, all 16 planes) one thread works on at a time.
+/// Elements of tile data (input and product, all planes) one thread works on at a time.
 inline constexpr std::size_t winograd_chunk_budget = std::size_t{1} << 20;
+/// Floats between consecutive planes of V and M beyond their data: the transforms walk all
+/// a*a planes at once, and planes a multiple of 4 KiB apart would share one L1 set (measured:
+/// F(4x4,3x3) on 64 channels at 56x56, 224 tiles a chunk, spent 3x longer in its transforms).
+inline constexpr std::size_t winograd_plane_pad = 16;
 
 /// Tiles and how they are split: chunks of whole tile rows (`chunk_rows` rows of tiles_w
 /// tiles), `parts` threads each taking a run of chunks with its own slice of the workspace
-/// after U: the [16, Cin + Kout, chunk] tile data, 4 transformed input rows and, when the
+/// after U: the [a*a, Cin + Kout, chunk] tile data, a transformed input rows and, when the
 /// products are fused_sgemm's, its block of B.
 struct WinogradPlan {
+  std::size_t m = 2;  ///< output tile side: 2 (F(2x2,3x3)) or 4 (F(4x4,3x3))
   std::size_t tiles_h = 0, tiles_w = 0, rows = 0, chunk_rows = 0, chunks = 0, parts = 1;
   std::size_t N = 0, Cin = 0, Kout = 0, u_ws = 0, part_ws = 0;
   Layout layout = Layout::nchw;  ///< of x and y alike
@@ -34,17 +43,21 @@ struct WinogradPlan {
   /// tiles, reads U in place and writes M once, where sgemm also packs U and clears M.
   bool fused = false;
   std::size_t chunk() const { return chunk_rows * tiles_w; }
+  std::size_t a() const { return m + 2; }  ///< input tile side
+  std::size_t brow_ws() const { return a() * (m * tiles_w + 2); }
 };
 
-/// N samples of [Cin, H, W] to [Kout, H, W], both in layout l; max_parts: threads the work
-/// is worth; fused: WinogradPlan::fused.
+/// N samples of [Cin, H, W] to [Kout, H, W], both in layout l, by F(m x m, 3x3) (m = 2 or 4);
+/// max_parts: threads the work is worth; fused: WinogradPlan::fused.
 inline WinogradPlan winograd_plan(std::size_t N, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Kout,
-                                  std::size_t max_parts, Layout l = Layout::nchw, bool fused = false) {
+                                  std::size_t max_parts, Layout l = Layout::nchw, bool fused = false,
+                                  std::size_t m = 2) {
+  SIEVE_CHECK(m == 2 || m == 4, "winograd_plan: output tiles are 2x2 or 4x4, not ", m, "x", m);
   WinogradPlan p;
-  p.N = N, p.Cin = Cin, p.Kout = Kout, p.layout = l, p.fused = fused;
-  p.tiles_h = (H + 1) / 2, p.tiles_w = (W + 1) / 2;
+  p.m = m, p.N = N, p.Cin = Cin, p.Kout = Kout, p.layout = l, p.fused = fused;
+  p.tiles_h = (H + m - 1) / m, p.tiles_w = (W + m - 1) / m;
   p.rows = N * p.tiles_h;
-  const std::size_t per_row = 16 * (Cin + Kout) * p.tiles_w;
+  const std::size_t aa = p.a() * p.a(), per_row = aa * (Cin + Kout) * p.tiles_w;
   const std::size_t T = std::max<std::size_t>(parallel_parts(std::max<std::size_t>(p.rows, 1), max_parts), 1);
   // Chunks as large as the budget allows (wide GEMMs), in a multiple of the thread count so
   // every thread gets the same number of rows.
@@ -54,177 +67,277 @@ inline WinogradPlan winograd_plan(std::size_t N, std::size_t Cin, std::size_t H,
   p.chunk_rows = std::max<std::size_t>(1, (per_thread + k - 1) / k);
   p.chunks = (p.rows + p.chunk_rows - 1) / p.chunk_rows;
   p.parts = std::max<std::size_t>(parallel_parts(p.chunks, max_parts), 1);
-  p.u_ws = 16 * Kout * Cin;
-  p.part_ws = 16 * (Cin + Kout) * p.chunk() + 4 * (2 * p.tiles_w + 2) + (fused ? fused_sgemm_b_workspace() : 0);
+  p.u_ws = aa * Kout * Cin;
+  p.part_ws = aa * ((Cin + Kout) * p.chunk() + 2 * winograd_plane_pad) + p.brow_ws() +
+              (fused ? fused_sgemm_b_workspace() : 0);
   return p;
 }
 
 inline std::size_t winograd_workspace_size(const WinogradPlan& p) { return p.u_ws + p.parts * p.part_ws; }
 
 namespace detail {
+// One column of a tile through F(m x m, 3x3)'s matrices: in: r = B^T d (a values to a),
+// out: o = A^T s (a values to m), weight: r = G g (3 values to a, in double).
+template <std::size_t m>
+struct WinogradMatrices;
+
+template <>
+struct WinogradMatrices<2> {
+  template <class T>
+  static void in(const T* d, T* r) {
+    r[0] = d[0] - d[2];
+    r[1] = d[1] + d[2];
+    r[2] = d[2] - d[1];
+    r[3] = d[1] - d[3];
+  }
+  template <class T>
+  static void out(const T* s, T* o) {
+    o[0] = s[0] + s[1] + s[2];
+    o[1] = s[1] - s[2] - s[3];
+  }
+  static void weight(const double* g, double* r) {
+    r[0] = g[0];
+    r[1] = 0.5 * (g[0] + g[1] + g[2]);
+    r[2] = 0.5 * (g[0] - g[1] + g[2]);
+    r[3] = g[2];
+  }
+};
+
+template <>
+struct WinogradMatrices<4> {
+  template <class T>
+  static void in(const T* d, T* r) {
+    const T d13 = d[1] - d[3], d42 = d[4] - d[2];
+    r[0] = (d[4] - T(5) * d[2]) + T(4) * d[0];
+    r[1] = (d[3] + d[4]) - T(4) * (d[1] + d[2]);
+    r[2] = (d[4] - d[3]) + T(4) * (d[1] - d[2]);
+    r[3] = d42 - T(2) * d13;
+    r[4] = d42 + T(2) * d13;
+    r[5] = (d[5] - T(5) * d[3]) + T(4) * d[1];
+  }
+  template <class T>
+  static void out(const T* s, T* o) {
+    const T p12 = s[1] + s[2], m12 = s[1] - s[2], p34 = s[3] + s[4], m34 = s[3] - s[4];
+    o[0] = s[0] + p12 + p34;
+    o[1] = m12 + T(2) * m34;
+    o[2] = p12 + T(4) * p34;
+    o[3] = (m12 + T(8) * m34) + s[5];
+  }
+  static void weight(const double* g, double* r) {
+    r[0] = g[0] / 4;
+    r[1] = -(g[0] + g[1] + g[2]) / 6;
+    r[2] = -(g[0] - g[1] + g[2]) / 6;
+    r[3] = g[0] / 24 + g[1] / 12 + g[2] / 6;
+    r[4] = g[0] / 24 - g[1] / 12 + g[2] / 6;
+    r[5] = g[2];
+  }
+};
+
 // U[e, ko, ci] = (G g G^T)[e] for g = the 3x3 filter from input channel ci to output ko.
 // forward: w is [Kout, Cin, 3, 3]; transposed_flipped (the input gradient's filter): w is
 // [Cin, Kout, 3, 3] and g[i][j] = w[ci, ko, 2-i, 2-j]. Computed in double, rounded once.
-template <class T>
+template <std::size_t m, class T>
 void winograd_weights(const T* w, std::size_t Kout, std::size_t Cin, bool transposed_flipped, T* U) {
+  constexpr std::size_t a = m + 2;
   parallel_for(Kout, std::max<std::size_t>(1, 4096 / std::max<std::size_t>(Cin, 1)), [&](std::size_t k0, std::size_t k1) {
     for (std::size_t ko = k0; ko < k1; ++ko)
       for (std::size_t ci = 0; ci < Cin; ++ci) {
-        double g[3][3];
+        double gt[3][3];  // g transposed: gt[j] is column j of g
         for (std::size_t i = 0; i < 3; ++i)
           for (std::size_t j = 0; j < 3; ++j)
-            g[i][j] = transposed_flipped ? w[(ci * Kout + ko) * 9 + (2 - i) * 3 + (2 - j)] : w[(ko * Cin + ci) * 9 + i * 3 + j];
-        double t[4][3];  // G g
-        for (std::size_t j = 0; j < 3; ++j) {
-          t[0][j] = g[0][j];
-          t[1][j] = 0.5 * (g[0][j] + g[1][j] + g[2][j]);
-          t[2][j] = 0.5 * (g[0][j] - g[1][j] + g[2][j]);
-          t[3][j] = g[2][j];
-        }
-        for (std::size_t r = 0; r < 4; ++r) {  // (G g) G^T
-          const double u[4] = {t[r][0], 0.5 * (t[r][0] + t[r][1] + t[r][2]), 0.5 * (t[r][0] - t[r][1] + t[r][2]),
-                               t[r][2]};
-          for (std::size_t c = 0; c < 4; ++c) U[((r * 4 + c) * Kout + ko) * Cin + ci] = static_cast<T>(u[c]);
+            gt[j][i] = transposed_flipped ? w[(ci * Kout + ko) * 9 + (2 - i) * 3 + (2 - j)] : w[(ko * Cin + ci) * 9 + i * 3 + j];
+        double t[3][a];  // t[j] = G (column j of g): the columns of G g
+        for (std::size_t j = 0; j < 3; ++j) WinogradMatrices<m>::weight(gt[j], t[j]);
+        for (std::size_t r = 0; r < a; ++r) {  // row r of (G g) G^T = G (row r of G g)
+          const double row[3] = {t[0][r], t[1][r], t[2][r]};
+          double u[a];
+          WinogradMatrices<m>::weight(row, u);
+          for (std::size_t c = 0; c < a; ++c) U[((r * a + c) * Kout + ko) * Cin + ci] = static_cast<T>(u[c]);
         }
       }
   });
 }
 
 // V[e, ci, tl] = (B^T d B)[e] for the tiles of tile rows r0 <= r < r1 (tl counts from r0's
-// first tile), x [N, Cin, H, W] in p.layout. Per tile row and channel, the row transform B^T d runs over
-// whole input rows (contiguous), then the column transform over the tiles (each tile's
-// columns 2tw-1 .. 2tw+2 sit at b[2tw .. 2tw+3], b holding column -1 at index 0).
-template <class T>
+// first tile), x [N, Cin, H, W] in p.layout. Per tile row and channel, the row transform B^T d
+// runs over whole input rows (contiguous), then the column transform over the tiles (each
+// tile's columns m*tw-1 .. m*tw+m sit at b[m*tw .. m*tw+m+1], b holding column -1 at index 0).
+template <std::size_t m, class T>
 void winograd_input(const T* x, std::size_t H, std::size_t W, const WinogradPlan& p, std::size_t r0,
                     std::size_t r1, T* V, T* brow) {
-  const std::size_t Cin = p.Cin, TW = p.tiles_w, cnt = (r1 - r0) * TW, estride = Cin * cnt, BW = 2 * TW + 2;
-  T* b[4] = {brow, brow + BW, brow + 2 * BW, brow + 3 * BW};
-  // Channel by channel, its tile rows in turn: each of the 16 output streams V[e, ci, .] and
+  constexpr std::size_t a = m + 2;
+  const std::size_t Cin = p.Cin, TW = p.tiles_w, cnt = (r1 - r0) * TW, BW = m * TW + 2;
+  const std::size_t estride = Cin * cnt + winograd_plane_pad;
+  T* b[a];
+  for (std::size_t i = 0; i < a; ++i) b[i] = brow + i * BW;
+  // Channel by channel, its tile rows in turn: each of the a*a output streams V[e, ci, .] and
   // the channel's input plane are then walked in order.
   for (std::size_t ci = 0; ci < Cin; ++ci) {
     for (std::size_t r = r0; r < r1; ++r) {
       const std::size_t n = r / p.tiles_h, th = r % p.tiles_h, tl0 = (r - r0) * TW;
       const T* xc = x + plane_index(p.layout, p.N, Cin, n, ci) * H * W;
-      const T* row[4];
-      for (std::size_t i = 0; i < 4; ++i) {
-        const std::ptrdiff_t h = static_cast<std::ptrdiff_t>(2 * th + i) - 1;
+      const T* row[a];
+      bool inside = true;
+      for (std::size_t i = 0; i < a; ++i) {
+        const std::ptrdiff_t h = static_cast<std::ptrdiff_t>(m * th + i) - 1;
         row[i] = h >= 0 && h < static_cast<std::ptrdiff_t>(H) ? xc + h * static_cast<std::ptrdiff_t>(W) : nullptr;
+        inside = inside && row[i];
       }
-      auto at = [](const T* rp, std::size_t col) { return rp ? rp[col] : T(0); };
-      for (std::size_t i = 0; i < 4; ++i) b[i][0] = T(0);  // column -1
+      for (std::size_t i = 0; i < a; ++i) b[i][0] = T(0);  // column -1
       for (std::size_t col = W + 1; col < BW; ++col)
-        for (std::size_t i = 0; i < 4; ++i) b[i][col] = T(0);  // columns W .. 2TW (padding)
-      if (row[0] && row[1] && row[2] && row[3]) {
-        const T *x0 = row[0], *x1 = row[1], *x2 = row[2], *x3 = row[3];
-        T *b0 = b[0] + 1, *b1 = b[1] + 1, *b2 = b[2] + 1, *b3 = b[3] + 1;
+        for (std::size_t i = 0; i < a; ++i) b[i][col] = T(0);  // columns W .. m*TW (padding)
+      if (inside) {
         for (std::size_t c = 0; c < W; ++c) {
-          b0[c] = x0[c] - x2[c];
-          b1[c] = x1[c] + x2[c];
-          b2[c] = x2[c] - x1[c];
-          b3[c] = x1[c] - x3[c];
+          T d[a], o[a];
+          for (std::size_t i = 0; i < a; ++i) d[i] = row[i][c];
+          WinogradMatrices<m>::in(d, o);
+          for (std::size_t i = 0; i < a; ++i) b[i][c + 1] = o[i];
         }
       } else {
         for (std::size_t c = 0; c < W; ++c) {
-          const T d0 = at(row[0], c), d1 = at(row[1], c), d2 = at(row[2], c), d3 = at(row[3], c);
-          b[0][c + 1] = d0 - d2;
-          b[1][c + 1] = d1 + d2;
-          b[2][c + 1] = d2 - d1;
-          b[3][c + 1] = d1 - d3;
+          T d[a], o[a];
+          for (std::size_t i = 0; i < a; ++i) d[i] = row[i] ? row[i][c] : T(0);
+          WinogradMatrices<m>::in(d, o);
+          for (std::size_t i = 0; i < a; ++i) b[i][c + 1] = o[i];
         }
       }
-      for (std::size_t i = 0; i < 4; ++i) {
+      for (std::size_t i = 0; i < a; ++i) {
         const T* bi = b[i];
-        T* v0 = V + (i * 4 + 0) * estride + ci * cnt + tl0;
-        T* v1 = V + (i * 4 + 1) * estride + ci * cnt + tl0;
-        T* v2 = V + (i * 4 + 2) * estride + ci * cnt + tl0;
-        T* v3 = V + (i * 4 + 3) * estride + ci * cnt + tl0;
+        T* v[a];
+        for (std::size_t j = 0; j < a; ++j) v[j] = V + (i * a + j) * estride + ci * cnt + tl0;
         for (std::size_t tw = 0; tw < TW; ++tw) {
-          const T c0 = bi[2 * tw], c1 = bi[2 * tw + 1], c2 = bi[2 * tw + 2], c3 = bi[2 * tw + 3];
-          v0[tw] = c0 - c2;
-          v1[tw] = c1 + c2;
-          v2[tw] = c2 - c1;
-          v3[tw] = c1 - c3;
+          T o[a];
+          WinogradMatrices<m>::in(bi + m * tw, o);
+          for (std::size_t j = 0; j < a; ++j) v[j][tw] = o[j];
         }
       }
     }
   }
 }
 
-// y rows of tile rows r0 <= r < r1 = A^T M A; then finish(k, n, oh, row pointer) on each
-// completed output row (the epilogue, while the row is in cache).
-template <class T, class Finish>
+// y[n, k, rows of tile rows r0 <= r < r1] = A^T M A, then finish(k, n, oh, row) per output row.
+template <std::size_t m, class T, class Finish>
 void winograd_output(const T* M, std::size_t H, std::size_t W, const WinogradPlan& p, std::size_t r0,
                      std::size_t r1, T* y, Finish&& finish) {
-  const std::size_t Kout = p.Kout, TW = p.tiles_w, cnt = (r1 - r0) * TW, estride = Kout * cnt;
-  // Channel by channel, its tile rows in turn (M's 16 streams and the output plane in order).
+  constexpr std::size_t a = m + 2;
+  const std::size_t Kout = p.Kout, TW = p.tiles_w, cnt = (r1 - r0) * TW, estride = Kout * cnt + winograd_plane_pad;
+  // Channel by channel, its tile rows in turn (M's a*a streams and the output plane in order).
   for (std::size_t k = 0; k < Kout; ++k) {
     for (std::size_t r = r0; r < r1; ++r) {
-      const std::size_t n = r / p.tiles_h, th = r % p.tiles_h, tl0 = (r - r0) * TW, oh = 2 * th;
-      const T* m = M + k * cnt + tl0;
-      T* y0 = y + (plane_index(p.layout, p.N, Kout, n, k) * H + oh) * W;
-      T* y1 = y0 + W;
-      const bool two = oh + 1 < H;
-      for (std::size_t tw = 0; tw < TW; ++tw) {
-        T a0[4], a1[4];  // A^T M
-        for (std::size_t j = 0; j < 4; ++j) {
-          const T m0 = m[j * estride + tw], m1 = m[(4 + j) * estride + tw], m2 = m[(8 + j) * estride + tw],
-                  m3 = m[(12 + j) * estride + tw];
-          a0[j] = m0 + m1 + m2;
-          a1[j] = m1 - m2 - m3;
-        }
-        const std::size_t ow = 2 * tw;
-        y0[ow] = a0[0] + a0[1] + a0[2];  // (A^T M) A
-        if (ow + 1 < W) y0[ow + 1] = a0[1] - a0[2] - a0[3];
-        if (two) {
-          y1[ow] = a1[0] + a1[1] + a1[2];
-          if (ow + 1 < W) y1[ow + 1] = a1[1] - a1[2] - a1[3];
+      const std::size_t n = r / p.tiles_h, th = r % p.tiles_h, tl0 = (r - r0) * TW, oh = m * th;
+      const T* mk = M + k * cnt + tl0;
+      T* yr[m];
+      yr[0] = y + (plane_index(p.layout, p.N, Kout, n, k) * H + oh) * W;
+      for (std::size_t q = 1; q < m; ++q) yr[q] = yr[0] + q * W;
+      const std::size_t rows = std::min(m, H - oh);
+      // Blocks of L whole tiles (inside the plane's width): the transform runs across the
+      // tiles, lane by lane, reading each of M's streams contiguously (vector code).
+      constexpr std::size_t L = 8;
+      std::size_t tw = 0;
+      for (; (tw + L) * m <= W; tw += L) {
+        T s[m][a][L];  // A^T M per tile
+        for (std::size_t j = 0; j < a; ++j)
+          for (std::size_t l = 0; l < L; ++l) {
+            T c[a], o[m];
+            for (std::size_t i = 0; i < a; ++i) c[i] = mk[(i * a + j) * estride + tw + l];
+            WinogradMatrices<m>::out(c, o);
+            for (std::size_t q = 0; q < m; ++q) s[q][j][l] = o[q];
+          }
+        for (std::size_t q = 0; q < rows; ++q) {
+          T o[m][L];  // (A^T M) A
+          for (std::size_t l = 0; l < L; ++l) {
+            T c[a], oq[m];
+            for (std::size_t j = 0; j < a; ++j) c[j] = s[q][j][l];
+            WinogradMatrices<m>::out(c, oq);
+            for (std::size_t c2 = 0; c2 < m; ++c2) o[c2][l] = oq[c2];
+          }
+          T* yq = yr[q] + m * tw;
+          for (std::size_t l = 0; l < L; ++l)
+            for (std::size_t c2 = 0; c2 < m; ++c2) yq[l * m + c2] = o[c2][l];
         }
       }
-      finish(k, n, oh, y0);
-      if (two) finish(k, n, oh + 1, y1);
+      for (; tw < TW; ++tw) {
+        T s[m][a];  // A^T M, column by column
+        for (std::size_t j = 0; j < a; ++j) {
+          T c[a], o[m];
+          for (std::size_t i = 0; i < a; ++i) c[i] = mk[(i * a + j) * estride + tw];
+          WinogradMatrices<m>::out(c, o);
+          for (std::size_t q = 0; q < m; ++q) s[q][j] = o[q];
+        }
+        const std::size_t ow = m * tw, cols = std::min(m, W - ow);
+        for (std::size_t q = 0; q < rows; ++q) {  // (A^T M) A
+          T o[m];
+          WinogradMatrices<m>::out(s[q], o);
+          if (cols == m)
+            for (std::size_t c2 = 0; c2 < m; ++c2) yr[q][ow + c2] = o[c2];
+          else
+            for (std::size_t c2 = 0; c2 < cols; ++c2) yr[q][ow + c2] = o[c2];
+        }
+      }
+      for (std::size_t q = 0; q < rows; ++q) finish(k, n, oh + q, yr[q]);
     }
   }
 }
-}  // namespace detail
 
-/// y = conv3x3(x, w), stride 1, padding 1, by Winograd F(2x2,3x3), then finish(k, n, oh, row)
-/// on every output row (y[n,k,oh,:], W values) while it is in cache.
-/// forward: x [N,Cin,H,W] (in p.layout, as y), w [Kout,Cin,3,3]. transposed_flipped: w is [Cin,Kout,3,3] and used
-/// rotated by 180 degrees (the input gradient of a 3x3 stride-1 pad-1 convolution: dy in, dx out).
-/// -> y [N,Kout,H,W]. Requires: p = winograd_plan(N, Cin, H, W, Kout, ...); ws holds
-/// winograd_workspace_size(p) elements; U, when given, holds winograd_weights(w, ...) of this
-/// w and direction (a caller that keeps the transformed weights between calls), else null.
-/// Ensures: no allocation; every y element written.
-template <class T, class Finish>
-void winograd_f2x3(const T* x, const T* w, T* y, std::size_t H, std::size_t W, bool transposed_flipped,
-                   const WinogradPlan& p, T* ws, Finish&& finish, const T* U_given = nullptr) {
+template <std::size_t m, class T, class Finish>
+void winograd_run(const T* x, const T* w, T* y, std::size_t H, std::size_t W, bool transposed_flipped,
+                  const WinogradPlan& p, T* ws, Finish& finish, const T* U_given) {
+  constexpr std::size_t aa = (m + 2) * (m + 2);
   const std::size_t Cin = p.Cin, Kout = p.Kout;
   const T* U = U_given;
   if (!U) {
-    detail::winograd_weights(w, Kout, Cin, transposed_flipped, ws);
+    winograd_weights<m>(w, Kout, Cin, transposed_flipped, ws);
     U = ws;
   }
   parallel_for_parts(p.chunks, p.parts, [&](std::size_t part, std::size_t c0, std::size_t c1) {
     T* V = ws + p.u_ws + part * p.part_ws;
-    T* M = V + 16 * Cin * p.chunk();
-    T* brow = M + 16 * Kout * p.chunk();
+    T* M = V + aa * (Cin * p.chunk() + winograd_plane_pad);
+    T* brow = M + aa * (Kout * p.chunk() + winograd_plane_pad);
+    T* bws = brow + p.brow_ws();  // fused_sgemm's block of B (p.fused)
     for (std::size_t c = c0; c < c1; ++c) {
       const std::size_t r0 = c * p.chunk_rows, r1 = std::min(p.rows, r0 + p.chunk_rows), cnt = (r1 - r0) * p.tiles_w;
-      detail::winograd_input(x, H, W, p, r0, r1, V, brow);
-      for (std::size_t e = 0; e < 16; ++e) {
+      winograd_input<m>(x, H, W, p, r0, r1, V, brow);
+      const std::size_t vs = Cin * cnt + winograd_plane_pad, ms = Kout * cnt + winograd_plane_pad;
+      for (std::size_t e = 0; e < aa; ++e) {
         if constexpr (std::is_same_v<T, float> && fused_sgemm_available) {
           if (p.fused) {
-            fused_sgemm(Kout, cnt, Cin, U + e * Kout * Cin, Cin, V + e * Cin * cnt, cnt, M + e * Kout * cnt, cnt, {},
-                        brow + 4 * (2 * p.tiles_w + 2));
+            fused_sgemm(Kout, cnt, Cin, U + e * Kout * Cin, Cin, V + e * vs, cnt, M + e * ms, cnt, {}, bws);
             continue;
           }
         }
-        gemm(Trans::no, Trans::no, Kout, cnt, Cin, T(1), U + e * Kout * Cin, V + e * Cin * cnt, T(0),
-             M + e * Kout * cnt);
+        gemm(Trans::no, Trans::no, Kout, cnt, Cin, T(1), U + e * Kout * Cin, V + e * vs, T(0), M + e * ms);
       }
-      detail::winograd_output(M, H, W, p, r0, r1, y, finish);
+      winograd_output<m>(M, H, W, p, r0, r1, y, finish);
     }
   });
+}
+}  // namespace detail
+
+/// The transformed weights U of F(m x m, 3x3) (m = 2 or 4; (m+2)^2 * Kout * Cin elements) of w
+/// (see winograd_conv3x3 for w's two readings).
+template <class T>
+void winograd_weights(const T* w, std::size_t Kout, std::size_t Cin, bool transposed_flipped, std::size_t m, T* U) {
+  if (m == 4)
+    detail::winograd_weights<4>(w, Kout, Cin, transposed_flipped, U);
+  else
+    detail::winograd_weights<2>(w, Kout, Cin, transposed_flipped, U);
+}
+
+/// y = conv3x3(x, w), stride 1, padding 1, by Winograd F(m x m, 3x3) with m = p.m, then
+/// finish(k, n, oh, row) on every output row (y[n,k,oh,:], W values) while it is in cache.
+/// forward: x [N,Cin,H,W] (in p.layout, as y), w [Kout,Cin,3,3]. transposed_flipped: w is [Cin,Kout,3,3] and used
+/// rotated by 180 degrees (the input gradient of a 3x3 stride-1 pad-1 convolution: dy in, dx out).
+/// -> y [N,Kout,H,W]. Requires: p = winograd_plan(N, Cin, H, W, Kout, ...); ws holds
+/// winograd_workspace_size(p) elements; U, when given, holds winograd_weights(w, ...) of this
+/// w, direction and m (a caller that keeps the transformed weights between calls), else null.
+/// Ensures: no allocation; every y element written.
+template <class T, class Finish>
+void winograd_conv3x3(const T* x, const T* w, T* y, std::size_t H, std::size_t W, bool transposed_flipped,
+                      const WinogradPlan& p, T* ws, Finish&& finish, const T* U_given = nullptr) {
+  if (p.m == 4)
+    detail::winograd_run<4>(x, w, y, H, W, transposed_flipped, p, ws, finish, U_given);
+  else
+    detail::winograd_run<2>(x, w, y, H, W, transposed_flipped, p, ws, finish, U_given);
 }
 
 }  // namespace sieve::kernels

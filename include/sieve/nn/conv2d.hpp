@@ -128,12 +128,16 @@ class Conv2d {
   // The forward's Winograd weights, kept with a copy of the weights they came from: while
   // the weights are unchanged (evaluation, inference, a frozen layer) forward reuses them;
   // after an update (or any write) the byte comparison fails and they are transformed anew.
-  // Null when this convolution does not take Winograd.
+  // Null when this convolution does not take Winograd. (Kept per tile size: evaluation may
+  // take F(4x4,3x3) where training takes F(2x2,3x3).)
   const T* winograd_weights() {
-    if (!kernels::conv2d_uses_winograd(d_)) return nullptr;
+    const std::size_t m = kernels::conv2d_winograd_tile(d_);
+    if (m == 0) return nullptr;
     const std::size_t n = weight_.size();
-    if (wino_from_.size() != n || std::memcmp(wino_from_.data(), weight_.data(), n * sizeof(T)) != 0) {
+    if (wino_m_ != m || wino_from_.size() != n ||
+        std::memcmp(wino_from_.data(), weight_.data(), n * sizeof(T)) != 0) {
       wino_from_.assign(weight_.begin(), weight_.end());
+      wino_m_ = m;
       wino_u_.resize(kernels::conv2d_winograd_weights_size(d_));
       kernels::conv2d_winograd_weights(weight_.data(), d_, wino_u_.data());
     }
@@ -149,6 +153,7 @@ class Conv2d {
   kernels::Layout in_ = kernels::Layout::nchw, out_ = kernels::Layout::nchw;
   Workspace<T> ws_;
   std::vector<T> wino_from_, wino_u_;  // see winograd_weights()
+  std::size_t wino_m_ = 0;
   bool frozen_ = false, fused_ = true;
 };
 
