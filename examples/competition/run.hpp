@@ -423,7 +423,8 @@ inline Embedded embed_dataset(Model& model, const io::Dataset& ds, const RunConf
   const std::size_t N = ds.size(), D = model.embedding_dim(), K = model.num_classes();
   SIEVE_CHECK(N > 0, what, ": no images to embed");
   model.set_training(false);
-  // Nothing here runs backward: fold batch norm into the convolutions (bit-identical, faster),
+  // Nothing here runs backward: inference mode (batch norm folded into the convolutions,
+  // Winograd F(4x4,3x3): faster, equal to eval mode to rounding),
   // and leave the model's mode as it was found (a training run goes on after validation).
   struct InferenceScope {
     Model& m;

@@ -366,4 +366,12 @@ TEST_CASE("batch-folded layout: CNHW and NCHW networks agree in float, Winograd 
   }
   MESSAGE("CNHW vs NCHW: embedding ", rel(yb.data(), ya.data(), ya.size()), ", input gradient ",
           rel(dxb.data(), dxa.data(), dxa.size()), ", worst parameter gradient ", worst);
+  // Inference mode: layer1's 3x3 convolutions take Winograd F(4x4,3x3) (forward only), the
+  // rest as in eval mode; the embedding agrees with eval mode's to rounding.
+  b.set_training(false);
+  const Tensor2<float> ye = b.forward(x);
+  b.set_inference(true);
+  const Tensor2<float> yi = b.forward(x);
+  MESSAGE("inference vs eval mode: embedding ", rel(yi.data(), ye.data(), ye.size()));
+  CHECK(rel(yi.data(), ye.data(), ye.size()) < 1e-5);
 }

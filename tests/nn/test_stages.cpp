@@ -129,15 +129,15 @@ TEST_CASE("Conv2d stage: kept Winograd weights follow every change of the weight
     CHECK(std::memcmp(y2.data(), fresh.data(), fresh.size() * sizeof(float)) == 0);
     CHECK(std::memcmp(y2.data(), y1.data(), fresh.size() * sizeof(float)) != 0);
   }
-  // The fused product off (training) takes F(2x2,3x3) where evaluation takes F(4x4,3x3):
-  // the kept weights follow the tile size too, with the weights unchanged.
-  REQUIRE(kernels::conv2d_winograd_tile(d) == 4);
-  for (const bool fused : {false, true}) {
-    CAPTURE(fused);
-    conv.set_fused_product(fused);
+  // Inference (forward only) takes F(4x4,3x3) where training takes F(2x2,3x3): the kept
+  // weights follow the tile size too, with the weights unchanged.
+  REQUIRE(kernels::conv2d_winograd_tile(d) == 2);
+  for (const bool inference : {true, false}) {
+    CAPTURE(inference);
+    conv.set_forward_only(inference);
     auto df = d;
-    df.fused = fused;
-    REQUIRE(kernels::conv2d_winograd_tile(df) == (fused ? 4u : 2u));
+    df.forward_only = inference;
+    REQUIRE(kernels::conv2d_winograd_tile(df) == (inference ? 4u : 2u));
     ws.resize(kernels::conv2d_workspace_size(df));
     const Tensor4<float>& y3 = conv.forward(x);
     kernels::conv2d_forward(x.data(), conv.weight().data(), fresh.data(), df, ws.data(), ws.size());

@@ -54,6 +54,9 @@ struct Conv2dDims {
   /// (batch-folded 1x1, Winograd's 16, im2col's into a CNHW output or one sample): same
   /// accuracy, different rounding. ResNet turns it off in training (see Bottleneck).
   bool fused = true;
+  /// No backward follows this forward (inference): a float forward may then take Winograd
+  /// F(4x4,3x3) (fewer multiplies, 5x F(2x2,3x3)'s rounding error; conv2d_winograd_tile).
+  bool forward_only = false;
 
   /// Output height; Requires: H + 2*ph >= kh and sh > 0 (checked by conv2d_check).
   std::size_t OH() const { return (H + 2 * g.ph - g.kh) / g.sh + 1; }
@@ -223,7 +226,9 @@ inline constexpr std::size_t conv2d_winograd_min_channels = 64;
 inline constexpr std::size_t conv2d_winograd_min_volume = 8192;
 inline constexpr std::size_t conv2d_winograd_small_pixels = 16;
 inline constexpr std::size_t conv2d_winograd_small_channels = 256;
-/// F(4x4,3x3) instead (evaluation only): planes of at least this many pixels.
+/// F(4x4,3x3) instead (inference only): planes of at least this many pixels (bench_conv: 64 and
+/// 128 channels at 56x56, 28x28, 16x16 and 8x8 gain 8-18%; 256 channels at 4x4 lose 40%, and
+/// 14x14, padded to 16x16, loses 20%).
 inline constexpr std::size_t conv2d_winograd4_min_pixels = 64;
 
 /// The output tile side of the Winograd path conv2d_forward and conv2d_backward_input take:
@@ -249,9 +254,9 @@ inline std::size_t conv2d_winograd_tile(const Conv2dDims& d) {
   const bool small_wide = d.H * d.W >= conv2d_winograd_small_pixels && d.C >= conv2d_winograd_small_channels &&
                           d.K >= conv2d_winograd_small_channels;
   if (!(fits && padded * 100 <= d.H * d.W * 115 && (large || small_wide))) return 0;
-  // F(4x4,3x3) where the rounding may change (Conv2dDims::fused) and its tiles waste little.
+  // F(4x4,3x3) for inference (Conv2dDims::forward_only) where its tiles waste little.
   const std::size_t padded4 = ((d.H + 3) / 4 * 4) * ((d.W + 3) / 4 * 4);
-  return d.fused && padded4 * 100 <= d.H * d.W * 115 && d.H * d.W >= conv2d_winograd4_min_pixels ? 4 : 2;
+  return d.forward_only && padded4 * 100 <= d.H * d.W * 115 && d.H * d.W >= conv2d_winograd4_min_pixels ? 4 : 2;
 }
 
 /// Whether conv2d_forward and conv2d_backward_input take a Winograd path (see

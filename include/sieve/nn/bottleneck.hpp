@@ -65,6 +65,8 @@ class Bottleneck {
     if (ds_conv_) ds_conv_->set_fused_product(!ds_bn_->training());
     inferred_ = inference_ && !bn1_.training() && !bn2_.training() && !bn3_.training() &&
                 (!ds_bn_ || !ds_bn_->training());
+    conv1_.set_forward_only(inferred_), conv2_.set_forward_only(inferred_), conv3_.set_forward_only(inferred_);
+    if (ds_conv_) ds_conv_->set_forward_only(inferred_);
     if (inferred_) return forward_inference(x);
     const auto& a1 = bn1_.forward(conv1_.forward(x));
     const auto& a2 = bn2_.forward(conv2_.forward(a1));
@@ -98,8 +100,9 @@ class Bottleneck {
 
   /// Inference mode: while on, a forward with every batch norm in eval mode keeps no state
   /// for backward: each batch norm is folded into its convolution's epilogue with the ReLU
-  /// and the residual sum (bit-identical output, no separate passes over memory), and
-  /// backward is refused until a forward with inference off.
+  /// and the residual sum (no separate passes over memory), the convolutions may take
+  /// Winograd F(4x4,3x3) (Conv2dDims::forward_only: the output agrees with eval mode's to
+  /// rounding), and backward is refused until a forward with inference off.
   void set_inference(bool on) { inference_ = on; }
   bool inference() const { return inference_; }
 

@@ -51,7 +51,8 @@ class Conv2d {
     const auto& s = x.shape();
     SIEVE_CHECK(s[1] == C_, "Conv2d.forward: input [", s[0], ",", s[1], ",", s[2], ",", s[3], "] has C=", s[1],
                 " but weight [", K_, ",", C_, ",", g_.kh, ",", g_.kw, "] expects C=", C_);
-    d_ = kernels::Conv2dDims{s[0], s[1], s[2], s[3], K_, g_, 0, kernels::Conv2dAlgo::automatic, in_, out_, fused_};
+    d_ = kernels::Conv2dDims{s[0], s[1], s[2], s[3], K_, g_, 0, kernels::Conv2dAlgo::automatic, in_, out_, fused_,
+                               forward_only_};
     kernels::conv2d_check(d_, "Conv2d.forward");
     x_ = &x;
     ensure_shape(y_, {d_.N, K_, d_.OH(), d_.OW()});
@@ -108,6 +109,8 @@ class Conv2d {
   void set_layout(kernels::Layout in, kernels::Layout out) { in_ = in, out_ = out; }
   /// Whether a batch-folded 1x1 forward may take the fused product (Conv2dDims::fused).
   void set_fused_product(bool on) { fused_ = on; }
+  /// Whether no backward follows the next forwards (inference: Conv2dDims::forward_only).
+  void set_forward_only(bool on) { forward_only_ = on; }
   /// Share scratch memory with other convolutions of the same model.
   void set_workspace(Workspace<T> ws) { ws_ = std::move(ws); }
 
@@ -154,7 +157,7 @@ class Conv2d {
   Workspace<T> ws_;
   std::vector<T> wino_from_, wino_u_;  // see winograd_weights()
   std::size_t wino_m_ = 0;
-  bool frozen_ = false, fused_ = true;
+  bool frozen_ = false, fused_ = true, forward_only_ = false;
 };
 
 }  // namespace sieve::nn
