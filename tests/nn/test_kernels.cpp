@@ -157,7 +157,8 @@ TEST_CASE("conv2d Winograd F(2x2,3x3) and F(4x4,3x3): forward and input gradient
   // Odd and even planes (partial tiles at the bottom/right), a 1x1 plane, several samples.
   for (const ConvCase& c : {ConvCase{2, 3, 5, 7, 4, 3, 3, 1, 1, 1, 1, 0}, ConvCase{3, 5, 8, 8, 2, 3, 3, 1, 1, 1, 1, 0},
                            ConvCase{2, 4, 1, 1, 3, 3, 3, 1, 1, 1, 1, 0}, ConvCase{1, 2, 2, 3, 3, 3, 3, 1, 1, 1, 1, 0},
-                           ConvCase{2, 3, 9, 6, 5, 3, 3, 1, 1, 1, 1, 0}, ConvCase{1, 2, 12, 13, 3, 3, 3, 1, 1, 1, 1, 0}})
+                           ConvCase{2, 3, 9, 6, 5, 3, 3, 1, 1, 1, 1, 0}, ConvCase{1, 2, 12, 13, 3, 3, 3, 1, 1, 1, 1, 0},
+                           ConvCase{1, 2, 6, 37, 3, 3, 3, 1, 1, 1, 1, 0}})  // 37 wide: the 8-lane blocks and a tail
   for (const k::Conv2dAlgo algo : {k::Conv2dAlgo::winograd, k::Conv2dAlgo::winograd4}) {
     CAPTURE(c.H);
     CAPTURE(c.W);

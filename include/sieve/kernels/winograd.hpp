@@ -187,7 +187,21 @@ void winograd_input(const T* x, std::size_t H, std::size_t W, const WinogradPlan
       for (std::size_t col = W + 1; col < BW; ++col)
         for (std::size_t i = 0; i < a; ++i) b[i][col] = T(0);  // columns W .. m*TW (padding)
       if (inside) {
-        for (std::size_t c = 0; c < W; ++c) {
+        std::size_t c = 0;
+        for (; c + 8 <= W; c += 8) {  // 8 columns by lanes: loads, transform, stores (vector code)
+          T d[a][8], o[a][8];
+          for (std::size_t i = 0; i < a; ++i)
+            for (std::size_t l = 0; l < 8; ++l) d[i][l] = row[i][c + l];
+          for (std::size_t l = 0; l < 8; ++l) {
+            T di[a], oi[a];
+            for (std::size_t i = 0; i < a; ++i) di[i] = d[i][l];
+            WinogradMatrices<m>::in(di, oi);
+            for (std::size_t i = 0; i < a; ++i) o[i][l] = oi[i];
+          }
+          for (std::size_t i = 0; i < a; ++i)
+            for (std::size_t l = 0; l < 8; ++l) b[i][c + 1 + l] = o[i][l];
+        }
+        for (; c < W; ++c) {
           T d[a], o[a];
           for (std::size_t i = 0; i < a; ++i) d[i] = row[i][c];
           WinogradMatrices<m>::in(d, o);
@@ -205,7 +219,19 @@ void winograd_input(const T* x, std::size_t H, std::size_t W, const WinogradPlan
         const T* bi = b[i];
         T* v[a];
         for (std::size_t j = 0; j < a; ++j) v[j] = V + (i * a + j) * estride + ci * cnt + tl0;
-        for (std::size_t tw = 0; tw < TW; ++tw) {
+        std::size_t tw = 0;
+        for (; tw + 8 <= TW; tw += 8) {  // 8 tiles by lanes (vector code)
+          T o[a][8];
+          for (std::size_t l = 0; l < 8; ++l) {
+            T d[a], r[a];
+            for (std::size_t q = 0; q < a; ++q) d[q] = bi[m * (tw + l) + q];
+            WinogradMatrices<m>::in(d, r);
+            for (std::size_t j = 0; j < a; ++j) o[j][l] = r[j];
+          }
+          for (std::size_t j = 0; j < a; ++j)
+            for (std::size_t l = 0; l < 8; ++l) v[j][tw + l] = o[j][l];
+        }
+        for (; tw < TW; ++tw) {
           T o[a];
           WinogradMatrices<m>::in(bi + m * tw, o);
           for (std::size_t j = 0; j < a; ++j) v[j][tw] = o[j];
