@@ -226,9 +226,9 @@ inline constexpr std::size_t conv2d_winograd_min_channels = 64;
 inline constexpr std::size_t conv2d_winograd_min_volume = 8192;
 inline constexpr std::size_t conv2d_winograd_small_pixels = 16;
 inline constexpr std::size_t conv2d_winograd_small_channels = 256;
-/// F(4x4,3x3) instead (inference only): planes of at least this many pixels (bench_conv: 64 and
-/// 128 channels at 56x56, 28x28, 16x16 and 8x8 gain 8-18%; 256 channels at 4x4 lose 40%, and
-/// 14x14, padded to 16x16, loses 20%).
+/// F(4x4,3x3) instead (inference only): planes of at least this many pixels (bench_conv forward,
+/// CNHW, medians of 3: 64 and 128 channels at 56x56, 28x28 (batch 16), 16x16 and 8x8 (batch 64)
+/// take 17-26% less time; 256 channels at 4x4 50% more, and 14x14, padded to 16x16, 23% more).
 inline constexpr std::size_t conv2d_winograd4_min_pixels = 64;
 
 /// The output tile side of the Winograd path conv2d_forward and conv2d_backward_input take:
