@@ -554,11 +554,11 @@ void conv2d_forward(const T* x, const T* w, T* y, const Conv2dDims& d, T* ws, st
   auto res_at = [&](const T* yb) { return epi.residual ? epi.residual + (yb - y) : nullptr; };
   if (conv2d_uses_winograd(d)) {
     winograd_conv3x3(x, w, y, d.H, d.W, false, conv2d_winograd_plan(d, false), ws,
-                  [&](std::size_t k, std::size_t n, std::size_t oh, T* row) {
-                    if (!active) return;
-                    const std::size_t o = (plane_index(d.out, d.N, K, n, k) * d.H + oh) * d.W;
-                    detail::conv2d_epilogue_row(row, row, epi.residual ? epi.residual + o : nullptr, d.W, k, epi);
-                  }, winograd_u);
+                     [&](std::size_t k, std::size_t n, std::size_t oh, T* row) {
+                       if (!active) return;
+                       const std::size_t o = (plane_index(d.out, d.N, K, n, k) * d.H + oh) * d.W;
+                       detail::conv2d_epilogue_row(row, row, epi.residual ? epi.residual + o : nullptr, d.W, k, epi);
+                     }, winograd_u);
     return;
   }
   if (d.folded_direct()) {  // y[K, N*P] = w[K,C] x[C, N*P], a block of columns per thread
@@ -625,7 +625,7 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dDims& d, 
   detail::conv2d_check_ws(d, ws_size, "conv2d_backward_input");
   if (conv2d_uses_winograd(d)) {  // dx = dy convolved with w transposed and rotated, same geometry
     winograd_conv3x3(dy, w, dx, d.H, d.W, true, conv2d_winograd_plan(d, true), ws,
-                  [](std::size_t, std::size_t, std::size_t, T*) {});
+                     [](std::size_t, std::size_t, std::size_t, T*) {});
     return;
   }
   const Conv2dPlan pl = conv2d_plan(d);

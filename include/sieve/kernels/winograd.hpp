@@ -252,10 +252,10 @@ void winograd_output(const T* M, std::size_t H, std::size_t W, const WinogradPla
     for (std::size_t r = r0; r < r1; ++r) {
       const std::size_t n = r / p.tiles_h, th = r % p.tiles_h, tl0 = (r - r0) * TW, oh = m * th;
       const T* mk = M + k * cnt + tl0;
-      T* yr[m];
+      const std::size_t rows = std::min(m, H - oh);  // output rows of this tile row
+      T* yr[m] = {};
       yr[0] = y + (plane_index(p.layout, p.N, Kout, n, k) * H + oh) * W;
-      for (std::size_t q = 1; q < m; ++q) yr[q] = yr[0] + q * W;
-      const std::size_t rows = std::min(m, H - oh);
+      for (std::size_t q = 1; q < rows; ++q) yr[q] = yr[0] + q * W;
       // Blocks of L whole tiles (inside the plane's width): the transform runs across the
       // tiles, lane by lane, reading each of M's streams contiguously (vector code).
       constexpr std::size_t L = 8;

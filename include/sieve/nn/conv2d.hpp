@@ -107,7 +107,7 @@ class Conv2d {
   /// The memory layouts of x (and dx) and of y (and dy); the shapes stay [N,C,H,W] and
   /// [N,K,OH,OW]. A CNHW input needs a CNHW output (checked at forward).
   void set_layout(kernels::Layout in, kernels::Layout out) { in_ = in, out_ = out; }
-  /// Whether a batch-folded 1x1 forward may take the fused product (Conv2dDims::fused).
+  /// Whether a float forward's products may take the fused product (Conv2dDims::fused).
   void set_fused_product(bool on) { fused_ = on; }
   /// Whether no backward follows the next forwards (inference: Conv2dDims::forward_only).
   void set_forward_only(bool on) { forward_only_ = on; }
@@ -131,7 +131,7 @@ class Conv2d {
   // The forward's Winograd weights, kept with a copy of the weights they came from: while
   // the weights are unchanged (evaluation, inference, a frozen layer) forward reuses them;
   // after an update (or any write) the byte comparison fails and they are transformed anew.
-  // Null when this convolution does not take Winograd. (Kept per tile size: evaluation may
+  // Null when this convolution does not take Winograd. (Kept per tile size: inference may
   // take F(4x4,3x3) where training takes F(2x2,3x3).)
   const T* winograd_weights() {
     const std::size_t m = kernels::conv2d_winograd_tile(d_);
