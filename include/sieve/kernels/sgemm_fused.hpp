@@ -1,10 +1,10 @@
 #pragma once
 /// A float matrix product with a per-row epilogue applied in registers before the one store:
 ///   C[i, j] = epi_i( sum_k A[i,k] B[k,j] ),  epi_i(v) = relu?( (v * scale[i] + shift[i]) + R[i, j] )
-/// (every part optional). It exists for products whose output is large next to their inner
-/// dimension, the batch-folded 1x1 convolutions: through BLAS such a product costs a pass that
-/// clears C (beta = 0), the product reading and writing C, and the epilogue's pass reading it
-/// again; here C is written once. A is read in place (a 6-row panel, reused across a whole
+/// (every part optional). It exists for the convolutions' forward products (batch-folded 1x1,
+/// im2col's, Winograd's), whose output is large next to their inner dimension: through BLAS
+/// such a product costs a pass that clears C (beta = 0), packing both operands, the product
+/// reading and writing C, and the epilogue's pass reading it again; here C is written once. A is read in place (a 6-row panel, reused across a whole
 /// block of B, stays in L1; packing it cost a serial pass over the weights per call); each
 /// thread packs its own blocks of B.
 ///
@@ -49,8 +49,9 @@ inline constexpr std::size_t fused_sgemm_mr = 6, fused_sgemm_nr = 16, fused_sgem
 /// Floats of one packed block of B (kc rows by a multiple of 16 columns): 128 KB.
 inline constexpr std::size_t fused_sgemm_b_floats = 32768;
 
-/// Elements of one thread's B workspace (a block and room to align it to 32 bytes).
-inline std::size_t fused_sgemm_b_workspace() { return fused_sgemm_b_floats + fused_sgemm_nr * fused_sgemm_kc + 8; }
+/// Elements of one thread's B workspace: a block (its columns are a multiple of 16 with
+/// columns * kc <= fused_sgemm_b_floats, as 16 * kc <= 4096) and room to align it to 32 bytes.
+inline std::size_t fused_sgemm_b_workspace() { return fused_sgemm_b_floats + 8; }
 
 namespace detail {
 // B rows [k0, k0+kc), columns [j0, j0+nc) -> panels of 16 columns, Bp[q][k][16], zero-padded.
