@@ -263,16 +263,21 @@ inline std::size_t conv2d_winograd_tile(const Conv2dDims& d) {
 /// conv2d_winograd_tile).
 inline bool conv2d_uses_winograd(const Conv2dDims& d) { return conv2d_winograd_tile(d) != 0; }
 
+namespace detail {
+// The Winograd tile side the plans and weights of d are sized for (2 where none is taken).
+inline std::size_t conv2d_winograd_m(const Conv2dDims& d) { return std::max<std::size_t>(conv2d_winograd_tile(d), 2); }
+}  // namespace detail
+
 /// The Winograd plans of the forward (C -> K) and of the input gradient (K -> C).
 inline WinogradPlan conv2d_winograd_plan(const Conv2dDims& d, bool input_gradient) {
-  const std::size_t m = std::max<std::size_t>(conv2d_winograd_tile(d), 2);
+  const std::size_t m = detail::conv2d_winograd_m(d);
   return input_gradient ? winograd_plan(d.N, d.K, d.H, d.W, d.C, conv2d_max_parts(d), d.in, false, m)
                         : winograd_plan(d.N, d.C, d.H, d.W, d.K, conv2d_max_parts(d), d.in, d.fused, m);
 }
 
 /// Elements of the forward Winograd weights of a convolution ((m+2)^2 * K * C for tile side m).
 inline std::size_t conv2d_winograd_weights_size(const Conv2dDims& d) {
-  const std::size_t a = std::max<std::size_t>(conv2d_winograd_tile(d), 2) + 2;
+  const std::size_t a = detail::conv2d_winograd_m(d) + 2;
   return a * a * d.K * d.C;
 }
 
@@ -280,7 +285,7 @@ inline std::size_t conv2d_winograd_weights_size(const Conv2dDims& d) {
 /// elements), for a caller that keeps them across conv2d_forward calls.
 template <class T>
 void conv2d_winograd_weights(const T* w, const Conv2dDims& d, T* U) {
-  winograd_weights(w, d.K, d.C, false, std::max<std::size_t>(conv2d_winograd_tile(d), 2), U);
+  winograd_weights(w, d.K, d.C, false, detail::conv2d_winograd_m(d), U);
 }
 
 /// Workspace elements conv2d_forward / _backward_input / _backward_weight need (at the current
@@ -289,7 +294,7 @@ void conv2d_winograd_weights(const T* w, const Conv2dDims& d, T* U) {
 inline std::size_t conv2d_workspace_size(const Conv2dDims& d) {
   const Conv2dPlan p = conv2d_plan(d);
   std::size_t n = p.total();
-  if (d.folded_direct())  // fused_sgemm's per-thread blocks of B (float, AVX2)
+  if (d.fused && d.folded_direct())  // fused_sgemm's per-thread blocks of B (float, AVX2)
     n = std::max(n, parallel_parts((d.N * d.OH() * d.OW() + 15) / 16, conv2d_max_parts(d)) *
                         fused_sgemm_b_workspace());
   if (conv2d_uses_winograd(d))

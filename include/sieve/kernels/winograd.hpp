@@ -29,6 +29,11 @@ inline constexpr std::size_t winograd_chunk_budget = std::size_t{1} << 20;
 /// a*a planes at once, and planes a multiple of 4 KiB apart would share one L1 set (measured:
 /// F(4x4,3x3) on 64 channels at 56x56, 224 tiles a chunk, spent 3x longer in its transforms).
 inline constexpr std::size_t winograd_plane_pad = 16;
+/// Elements from one plane of V (channels = Cin) or M (channels = Kout) to the next, for a
+/// chunk of cnt tiles.
+inline std::size_t winograd_plane_stride(std::size_t channels, std::size_t cnt) {
+  return channels * cnt + winograd_plane_pad;
+}
 
 /// Tiles and how they are split: chunks of whole tile rows (`chunk_rows` rows of tiles_w
 /// tiles), `parts` threads each taking a run of chunks with its own slice of the workspace
@@ -39,7 +44,7 @@ struct WinogradPlan {
   std::size_t tiles_h = 0, tiles_w = 0, rows = 0, chunk_rows = 0, chunks = 0, parts = 1;
   std::size_t N = 0, Cin = 0, Kout = 0, u_ws = 0, part_ws = 0;
   Layout layout = Layout::nchw;  ///< of x and y alike
-  /// The 16 products by fused_sgemm (float with AVX2 only; else BLAS): it packs only the
+  /// The a*a products by fused_sgemm (float with AVX2 only; else BLAS): it packs only the
   /// tiles, reads U in place and writes M once, where sgemm also packs U and clears M.
   bool fused = false;
   std::size_t chunk() const { return chunk_rows * tiles_w; }
@@ -68,8 +73,8 @@ inline WinogradPlan winograd_plan(std::size_t N, std::size_t Cin, std::size_t H,
   p.chunks = (p.rows + p.chunk_rows - 1) / p.chunk_rows;
   p.parts = std::max<std::size_t>(parallel_parts(p.chunks, max_parts), 1);
   p.u_ws = aa * Kout * Cin;
-  p.part_ws = aa * ((Cin + Kout) * p.chunk() + 2 * winograd_plane_pad) + p.brow_ws() +
-              (fused ? fused_sgemm_b_workspace() : 0);
+  p.part_ws = aa * (winograd_plane_stride(Cin, p.chunk()) + winograd_plane_stride(Kout, p.chunk())) +
+              p.brow_ws() + (fused ? fused_sgemm_b_workspace() : 0);
   return p;
 }
 
@@ -167,7 +172,7 @@ void winograd_input(const T* x, std::size_t H, std::size_t W, const WinogradPlan
                     std::size_t r1, T* V, T* brow) {
   constexpr std::size_t a = m + 2;
   const std::size_t Cin = p.Cin, TW = p.tiles_w, cnt = (r1 - r0) * TW, BW = m * TW + 2;
-  const std::size_t estride = Cin * cnt + winograd_plane_pad;
+  const std::size_t estride = winograd_plane_stride(Cin, cnt);
   T* b[a];
   for (std::size_t i = 0; i < a; ++i) b[i] = brow + i * BW;
   // Channel by channel, its tile rows in turn: each of the a*a output streams V[e, ci, .] and
@@ -246,7 +251,7 @@ template <std::size_t m, class T, class Finish>
 void winograd_output(const T* M, std::size_t H, std::size_t W, const WinogradPlan& p, std::size_t r0,
                      std::size_t r1, T* y, Finish&& finish) {
   constexpr std::size_t a = m + 2;
-  const std::size_t Kout = p.Kout, TW = p.tiles_w, cnt = (r1 - r0) * TW, estride = Kout * cnt + winograd_plane_pad;
+  const std::size_t Kout = p.Kout, TW = p.tiles_w, cnt = (r1 - r0) * TW, estride = winograd_plane_stride(Kout, cnt);
   // Channel by channel, its tile rows in turn (M's a*a streams and the output plane in order).
   for (std::size_t k = 0; k < Kout; ++k) {
     for (std::size_t r = r0; r < r1; ++r) {
@@ -294,10 +299,7 @@ void winograd_output(const T* M, std::size_t H, std::size_t W, const WinogradPla
         for (std::size_t q = 0; q < rows; ++q) {  // (A^T M) A
           T o[m];
           WinogradMatrices<m>::out(s[q], o);
-          if (cols == m)
-            for (std::size_t c2 = 0; c2 < m; ++c2) yr[q][ow + c2] = o[c2];
-          else
-            for (std::size_t c2 = 0; c2 < cols; ++c2) yr[q][ow + c2] = o[c2];
+          for (std::size_t c2 = 0; c2 < cols; ++c2) yr[q][ow + c2] = o[c2];
         }
       }
       for (std::size_t q = 0; q < rows; ++q) finish(k, n, oh + q, yr[q]);
@@ -317,13 +319,13 @@ void winograd_run(const T* x, const T* w, T* y, std::size_t H, std::size_t W, bo
   }
   parallel_for_parts(p.chunks, p.parts, [&](std::size_t part, std::size_t c0, std::size_t c1) {
     T* V = ws + p.u_ws + part * p.part_ws;
-    T* M = V + aa * (Cin * p.chunk() + winograd_plane_pad);
-    T* brow = M + aa * (Kout * p.chunk() + winograd_plane_pad);
+    T* M = V + aa * winograd_plane_stride(Cin, p.chunk());
+    T* brow = M + aa * winograd_plane_stride(Kout, p.chunk());
     T* bws = brow + p.brow_ws();  // fused_sgemm's block of B (p.fused)
     for (std::size_t c = c0; c < c1; ++c) {
       const std::size_t r0 = c * p.chunk_rows, r1 = std::min(p.rows, r0 + p.chunk_rows), cnt = (r1 - r0) * p.tiles_w;
       winograd_input<m>(x, H, W, p, r0, r1, V, brow);
-      const std::size_t vs = Cin * cnt + winograd_plane_pad, ms = Kout * cnt + winograd_plane_pad;
+      const std::size_t vs = winograd_plane_stride(Cin, cnt), ms = winograd_plane_stride(Kout, cnt);
       for (std::size_t e = 0; e < aa; ++e) {
         if constexpr (std::is_same_v<T, float> && fused_sgemm_available) {
           if (p.fused) {

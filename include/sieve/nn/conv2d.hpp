@@ -131,17 +131,15 @@ class Conv2d {
   // The forward's Winograd weights, kept with a copy of the weights they came from: while
   // the weights are unchanged (evaluation, inference, a frozen layer) forward reuses them;
   // after an update (or any write) the byte comparison fails and they are transformed anew.
-  // Null when this convolution does not take Winograd. (Kept per tile size: inference may
-  // take F(4x4,3x3) where training takes F(2x2,3x3).)
+  // Null when this convolution does not take Winograd. Inference may take F(4x4,3x3) where
+  // training takes F(2x2,3x3): their sizes differ, so a size mismatch transforms anew too.
   const T* winograd_weights() {
-    const std::size_t m = kernels::conv2d_winograd_tile(d_);
-    if (m == 0) return nullptr;
-    const std::size_t n = weight_.size();
-    if (wino_m_ != m || wino_from_.size() != n ||
+    if (!kernels::conv2d_uses_winograd(d_)) return nullptr;
+    const std::size_t n = weight_.size(), nu = kernels::conv2d_winograd_weights_size(d_);
+    if (wino_u_.size() != nu || wino_from_.size() != n ||
         std::memcmp(wino_from_.data(), weight_.data(), n * sizeof(T)) != 0) {
       wino_from_.assign(weight_.begin(), weight_.end());
-      wino_m_ = m;
-      wino_u_.resize(kernels::conv2d_winograd_weights_size(d_));
+      wino_u_.resize(nu);
       kernels::conv2d_winograd_weights(weight_.data(), d_, wino_u_.data());
     }
     return wino_u_.data();
@@ -156,7 +154,6 @@ class Conv2d {
   kernels::Layout in_ = kernels::Layout::nchw, out_ = kernels::Layout::nchw;
   Workspace<T> ws_;
   std::vector<T> wino_from_, wino_u_;  // see winograd_weights()
-  std::size_t wino_m_ = 0;
   bool frozen_ = false, fused_ = true, forward_only_ = false;
 };
 
