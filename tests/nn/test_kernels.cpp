@@ -274,6 +274,19 @@ TEST_CASE("conv2d Winograd F(2x2,3x3) and F(4x4,3x3): forward and input gradient
   strided.algo = k::Conv2dAlgo::winograd;
   CHECK_THROWS_WITH_AS(k::conv2d_uses_winograd(strided), doctest::Contains("needs a 3x3 kernel, stride 1"),
                        sieve::Error);
+  strided.algo = k::Conv2dAlgo::winograd4;
+  CHECK_THROWS_WITH_AS(k::conv2d_uses_winograd(strided), doctest::Contains("F(4x4,3x3) needs a 3x3 kernel"),
+                       sieve::Error);
+  // F(4x4,3x3) automatically only for a forward with no backward after it, on planes whose
+  // 4x4 tiles waste little (56x56 yes; 14x14, padded to 16x16, no).
+  k::Conv2dDims inf{16, 64, 56, 56, 64, {3, 3, 1, 1, 1, 1}};
+  CHECK(k::conv2d_winograd_tile(inf) == 2);
+  inf.forward_only = true;
+  CHECK(k::conv2d_winograd_tile(inf) == 4);
+  inf.H = inf.W = 14, inf.C = inf.K = 256;
+  CHECK(k::conv2d_winograd_tile(inf) == 2);
+  CHECK_THROWS_WITH_AS(k::winograd_plan(1, 1, 4, 4, 1, 1, k::Layout::nchw, false, 3),
+                       doctest::Contains("2x2 or 4x4, not 3x3"), sieve::Error);
 }
 
 TEST_CASE("conv2d on 2 threads: split samples, per-thread weight-gradient partials") {
