@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "fixtures.hpp"
+#include "sieve/core/rng.hpp"
 #include "sieve/loss/bce_with_logits.hpp"
 #include "sieve/loss/cross_entropy.hpp"
 #include "sieve/optim/adamw.hpp"
@@ -158,6 +159,28 @@ TEST_CASE("SGD (plain, momentum + decay, Nesterov) and AdamW match torch.optim s
     MESSAGE(name, ": worst distance to torch after 6 steps = ", worst, " ulp");
     CHECK(worst == 0);  // bit-identical to torch 1.13 on x86-64 (see the FMA note in sgd.hpp)
   }
+}
+
+TEST_CASE("AdamW: the 8-lane update gives the scalar update's bits") {
+  // 1003 elements: vector blocks and a tail; values spanning tiny to large, zero gradients too.
+  Rng rng(7, static_cast<std::uint64_t>(RngPurpose::init));
+  const std::size_t n = 1003;
+  std::vector<float> g(n), w(n), m(n), v(n);
+  for (std::size_t j = 0; j < n; ++j) {
+    const double scale = std::pow(10.0, rng.uniform(-6.0, 2.0));
+    g[j] = j % 17 == 0 ? 0.0f : static_cast<float>(rng.normal() * scale);
+    w[j] = static_cast<float>(rng.normal());
+    m[j] = static_cast<float>(rng.normal() * scale * 0.1);
+    v[j] = static_cast<float>(rng.uniform_double() * scale * scale);
+  }
+  auto w1 = w, m1 = m, v1 = v;
+  const optim::detail::AdamWScalars<float> k{0.99999f, 0.9f, 0.999f, 0.1f, 0.001f, 0.0316f, 1e-8f, -0.0123f};
+  optim::detail::adamw_update(k, g.data(), w.data(), m.data(), v.data(), 0, n);
+  for (std::size_t j = 0; j < n; ++j) optim::detail::adamw_update(k, g.data(), w1.data(), m1.data(), v1.data(), j, j + 1);
+  std::size_t differ = 0;
+  for (std::size_t j = 0; j < n; ++j) differ += w[j] != w1[j] || m[j] != m1[j] || v[j] != v1[j];
+  CHECK(differ == 0);
+  CHECK(w != std::vector<float>(n, 0.0f));
 }
 
 TEST_CASE("optimizers: frozen parameters are skipped, group multipliers resolve by longest prefix") {
