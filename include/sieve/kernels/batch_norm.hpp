@@ -30,30 +30,55 @@ struct BatchNormDims {
 
 namespace detail {
 // Channel sums run in double over kBnLanes independent accumulators: the compiler vectorises
-// them (one double accumulator would be a serial chain of additions), and the order of the
-// additions stays fixed, so results do not depend on the thread count.
+// them (one double accumulator would be a serial chain of additions). Value k of a channel, in
+// (sample, pixel) order, goes to accumulator k % kBnLanes in either layout, so the additions'
+// order is fixed: results depend neither on the layout nor on the thread count.
 inline constexpr std::size_t kBnLanes = 8;
 
 inline double bn_lanes_total(const double (&a)[kBnLanes]) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
+// Calls f(offset, count, k0) for the runs of contiguous memory that hold channel c in
+// (sample, pixel) order: one run of N*HW values where the layout keeps the channel's planes
+// together (CNHW, or a single sample), else one run of HW per sample; k0 is the run's first
+// value's index within the channel.
+template <class F>
+void bn_channel_runs(const BatchNormDims& d, std::size_t c, F&& f) {
+  if (d.layout == Layout::cnhw || d.N == 1) {
+    f(d.at(0, c), d.N * d.HW, std::size_t{0});
+  } else {
+    for (std::size_t i = 0; i < d.N; ++i) f(d.at(i, c), d.HW, i * d.HW);
+  }
+}
+
+// add(lane, p) for p in [0, count), lane = (k0 + p) % kBnLanes: whole lane blocks where the run
+// starts at lane 0 (the vectorised case), one value at a time otherwise.
+template <class F>
+void bn_lanes_for(std::size_t count, std::size_t k0, F&& add) {
+  constexpr std::size_t L = kBnLanes;
+  std::size_t p = 0;
+  if (k0 % L == 0)
+    for (; p + L <= count; p += L)
+      for (std::size_t j = 0; j < L; ++j) add(j, p + j);
+  for (; p < count; ++p) add((k0 + p) % L, p);
+}
+
 // y = x * scale + shift over channel c of [N,C,HW] (then max(y, 0) when relu).
 template <class T>
 void bn_affine(const T* x, T* y, const BatchNormDims& d, std::size_t c, T scale, T shift, bool relu) {
-  const std::size_t HW = d.HW;
-  for (std::size_t i = 0; i < d.N; ++i) {
-    const T* xc = x + d.at(i, c);
-    T* yc = y + d.at(i, c);
+  bn_channel_runs(d, c, [&](std::size_t o, std::size_t count, std::size_t) {
+    const T* xc = x + o;
+    T* yc = y + o;
     if (relu) {
-      for (std::size_t p = 0; p < HW; ++p) {
+      for (std::size_t p = 0; p < count; ++p) {
         const T v = xc[p] * scale + shift;
         yc[p] = v > T(0) ? v : T(0);
       }
     } else {
-      for (std::size_t p = 0; p < HW; ++p) yc[p] = xc[p] * scale + shift;
+      for (std::size_t p = 0; p < count; ++p) yc[p] = xc[p] * scale + shift;
     }
-  }
+  });
 }
 
 // Channels per thread so that each thread gets enough values to be worth waking.
@@ -76,28 +101,19 @@ void batch_norm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T
   parallel_for(C, detail::bn_channel_grain(n), [&](std::size_t c0, std::size_t c1) {
     for (std::size_t c = c0; c < c1; ++c) {
       double a[L] = {};
-      for (std::size_t i = 0; i < N; ++i) {
-        const T* xc = x + d.at(i, c);
-        std::size_t p = 0;
-        for (; p + L <= HW; p += L)
-          for (std::size_t j = 0; j < L; ++j) a[j] += xc[p + j];
-        for (std::size_t j = 0; p < HW; ++p, ++j) a[j] += xc[p];
-      }
+      detail::bn_channel_runs(d, c, [&](std::size_t o, std::size_t count, std::size_t k0) {
+        const T* xc = x + o;
+        detail::bn_lanes_for(count, k0, [&](std::size_t j, std::size_t p) { a[j] += xc[p]; });
+      });
       const double mean = detail::bn_lanes_total(a) / static_cast<double>(n);
       double b[L] = {};  // two-pass variance: no cancellation for large means
-      for (std::size_t i = 0; i < N; ++i) {
-        const T* xc = x + d.at(i, c);
-        std::size_t p = 0;
-        for (; p + L <= HW; p += L)
-          for (std::size_t j = 0; j < L; ++j) {
-            const double t = xc[p + j] - mean;
-            b[j] += t * t;
-          }
-        for (std::size_t j = 0; p < HW; ++p, ++j) {
+      detail::bn_channel_runs(d, c, [&](std::size_t o, std::size_t count, std::size_t k0) {
+        const T* xc = x + o;
+        detail::bn_lanes_for(count, k0, [&](std::size_t j, std::size_t p) {
           const double t = xc[p] - mean;
           b[j] += t * t;
-        }
-      }
+        });
+      });
       const double ss = detail::bn_lanes_total(b);
       const double var = ss / static_cast<double>(n);
       const double invstd = 1.0 / std::sqrt(var + d.eps);
@@ -161,38 +177,30 @@ void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* mean,
   const std::size_t N = d.N, C = d.C, HW = d.HW;
   const double n = static_cast<double>(N * HW);
   const bool need_sums = dgamma || dbeta || (dx && batch_stats);
-  // The effective gradient: dy, or dy * (relu_y > 0) formed on the fly.
-  auto grad = [relu_y, dy](std::size_t o) { return relu_y && !(relu_y[o] > T(0)) ? T(0) : dy[o]; };
   parallel_for(C, detail::bn_channel_grain(N * HW), [&](std::size_t c0, std::size_t c1) {
     for (std::size_t c = c0; c < c1; ++c) {
       const double m = mean[c], is = invstd[c];
       double sdy = 0, sdyx = 0;
       if (need_sums) {
         double a[L] = {}, b[L] = {};
-        for (std::size_t i = 0; i < N; ++i) {
-          const std::size_t o = d.at(i, c);
-          std::size_t p = 0;
+        detail::bn_channel_runs(d, c, [&](std::size_t o, std::size_t count, std::size_t k0) {
+          const T* xc = x + o;
+          const T* dyc = dy + o;
           if (relu_y) {
-            for (; p + L <= HW; p += L)
-              for (std::size_t j = 0; j < L; ++j) {
-                const T g = relu_y[o + p + j] > T(0) ? dy[o + p + j] : T(0);
-                a[j] += g;
-                b[j] += g * (x[o + p + j] - m);
-              }
+            const T* yc = relu_y + o;
+            detail::bn_lanes_for(count, k0, [&](std::size_t j, std::size_t p) {
+              const T g = yc[p] > T(0) ? dyc[p] : T(0);
+              a[j] += g;
+              b[j] += g * (xc[p] - m);
+            });
           } else {
-            for (; p + L <= HW; p += L)
-              for (std::size_t j = 0; j < L; ++j) {
-                const T g = dy[o + p + j];
-                a[j] += g;
-                b[j] += g * (x[o + p + j] - m);
-              }
+            detail::bn_lanes_for(count, k0, [&](std::size_t j, std::size_t p) {
+              const T g = dyc[p];
+              a[j] += g;
+              b[j] += g * (xc[p] - m);
+            });
           }
-          for (std::size_t j = 0; p < HW; ++p, ++j) {
-            const T g = grad(o + p);
-            a[j] += g;
-            b[j] += g * (x[o + p] - m);
-          }
-        }
+        });
         sdy = detail::bn_lanes_total(a);
         sdyx = detail::bn_lanes_total(b) * is;  // sum dy * xhat
       }
@@ -204,24 +212,23 @@ void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* mean,
       const T a = static_cast<T>(k);
       const T b = batch_stats ? static_cast<T>(-k * sdy / n + k * is * m * sdyx / n) : T(0);
       const T e = batch_stats ? static_cast<T>(-k * is * sdyx / n) : T(0);
-      for (std::size_t i = 0; i < N; ++i) {
-        const std::size_t o = d.at(i, c);
+      detail::bn_channel_runs(d, c, [&](std::size_t o, std::size_t count, std::size_t) {
         T* dxc = dx + o;
         const T* xc = x + o;
         const T* dyc = dy + o;
         if (relu_y) {
           const T* yc = relu_y + o;
           if (batch_stats) {
-            for (std::size_t p = 0; p < HW; ++p) dxc[p] = a * (yc[p] > T(0) ? dyc[p] : T(0)) + e * xc[p] + b;
+            for (std::size_t p = 0; p < count; ++p) dxc[p] = a * (yc[p] > T(0) ? dyc[p] : T(0)) + e * xc[p] + b;
           } else {
-            for (std::size_t p = 0; p < HW; ++p) dxc[p] = a * (yc[p] > T(0) ? dyc[p] : T(0));
+            for (std::size_t p = 0; p < count; ++p) dxc[p] = a * (yc[p] > T(0) ? dyc[p] : T(0));
           }
         } else if (batch_stats) {
-          for (std::size_t p = 0; p < HW; ++p) dxc[p] = a * dyc[p] + e * xc[p] + b;
+          for (std::size_t p = 0; p < count; ++p) dxc[p] = a * dyc[p] + e * xc[p] + b;
         } else {
-          for (std::size_t p = 0; p < HW; ++p) dxc[p] = a * dyc[p];
+          for (std::size_t p = 0; p < count; ++p) dxc[p] = a * dyc[p];
         }
-      }
+      });
     }
   });
 }
