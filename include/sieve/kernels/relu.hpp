@@ -15,7 +15,10 @@ void relu_forward(const T* x, T* y, std::size_t n) {
 /// PyTorch). y, dy, dx: [n]; dx may alias dy.
 template <class T>
 void relu_backward(const T* y, const T* dy, T* dx, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const T g = dy[i];  // loaded unconditionally: a select, not a branch per value
+    dx[i] = y[i] > T(0) ? g : T(0);
+  }
 }
 
 }  // namespace sieve::kernels

@@ -154,7 +154,10 @@ class Bottleneck {
       const T* pd = dy.data;
       T* ps = dsum.data;
       parallel_for(y_.size(), parallel_grain_elements, [=](std::size_t lo, std::size_t hi) {
-        for (std::size_t i = lo; i < hi; ++i) ps[i] = py[i] > T(0) ? pd[i] : T(0);
+        for (std::size_t i = lo; i < hi; ++i) {
+          const T g = pd[i];  // loaded unconditionally: a select, not a branch per value
+          ps[i] = py[i] > T(0) ? g : T(0);
+        }
       });
     }
     // Main path, top down: layer i runs while it or something below it needs a gradient.
