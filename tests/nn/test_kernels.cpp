@@ -686,35 +686,53 @@ TEST_CASE("conv2d batch-folded layouts: NCHW->CNHW and CNHW->CNHW give the NCHW 
                        doctest::Contains("CNHW input needs a CNHW output"), sieve::Error);
 }
 
-TEST_CASE("batch norm and global average pool in CNHW equal NCHW in CNHW order, bit for bit") {
+namespace {
+// Batch norm forward (train or eval) and backward in NCHW and CNHW on the same data: the CNHW
+// runs (one per channel, N*HW long) take whole vector blocks of the float path, the NCHW runs
+// of HW = 7 none (every value the scalar loop's), so for float this also checks that the
+// vector blocks give the scalar loop's bits; with the ReLU fused and without.
+template <class T>
+void batch_norm_layouts_agree(std::size_t N, std::size_t C, std::size_t HW) {
   Rng rng(32);
-  const std::size_t N = 3, C = 5, HW = 7;
-  const auto x = randn(N * C * HW, rng, 1.5), g = randn(C, rng), b = randn(C, rng), dy = randn(N * C * HW, rng);
-  for (bool train : {true, false}) {
-    CAPTURE(train);
-    std::vector<double> y[2], dx[2], dg[2], db[2], sm[2], si[2], rm[2], rv[2];
-    for (int l = 0; l < 2; ++l) {
-      const k::Layout lay = l ? k::Layout::cnhw : k::Layout::nchw;
-      const k::BatchNormDims d{N, C, HW, 1e-5, 0.1, lay};
-      const auto xl = l ? to_cnhw(x, N, C, HW) : x, dyl = l ? to_cnhw(dy, N, C, HW) : dy;
-      y[l].assign(x.size(), 0), dx[l].assign(x.size(), 0), dg[l].assign(C, 0), db[l].assign(C, 0);
-      sm[l].assign(C, 0), si[l].assign(C, 0), rm[l].assign(C, 0.1), rv[l].assign(C, 0.9);
-      if (train)
-        k::batch_norm_forward_train(xl.data(), g.data(), b.data(), y[l].data(), sm[l].data(), si[l].data(),
-                                    rm[l].data(), rv[l].data(), d, true);
-      else
-        k::batch_norm_forward_eval(xl.data(), g.data(), b.data(), rm[l].data(), rv[l].data(), y[l].data(),
-                                   sm[l].data(), si[l].data(), d, true);
-      k::batch_norm_backward(xl.data(), dyl.data(), g.data(), sm[l].data(), si[l].data(), train, dx[l].data(),
-                             dg[l].data(), db[l].data(), d, y[l].data());
+  const auto x = cast<T>(randn(N * C * HW, rng, 1.5)), g = cast<T>(randn(C, rng)), b = cast<T>(randn(C, rng)),
+             dy = cast<T>(randn(N * C * HW, rng));
+  for (bool train : {true, false})
+    for (bool relu : {true, false}) {
+      CAPTURE(train);
+      CAPTURE(relu);
+      std::vector<T> y[2], dx[2], dg[2], db[2], sm[2], si[2], rm[2], rv[2];
+      for (int l = 0; l < 2; ++l) {
+        const k::Layout lay = l ? k::Layout::cnhw : k::Layout::nchw;
+        const k::BatchNormDims d{N, C, HW, 1e-5, 0.1, lay};
+        const auto xl = l ? to_cnhw(x, N, C, HW) : x, dyl = l ? to_cnhw(dy, N, C, HW) : dy;
+        y[l].assign(x.size(), 0), dx[l].assign(x.size(), 0), dg[l].assign(C, 0), db[l].assign(C, 0);
+        sm[l].assign(C, 0), si[l].assign(C, 0), rm[l].assign(C, T(0.1)), rv[l].assign(C, T(0.9));
+        if (train)
+          k::batch_norm_forward_train(xl.data(), g.data(), b.data(), y[l].data(), sm[l].data(), si[l].data(),
+                                      rm[l].data(), rv[l].data(), d, relu);
+        else
+          k::batch_norm_forward_eval(xl.data(), g.data(), b.data(), rm[l].data(), rv[l].data(), y[l].data(),
+                                     sm[l].data(), si[l].data(), d, relu);
+        k::batch_norm_backward(xl.data(), dyl.data(), g.data(), sm[l].data(), si[l].data(), train, dx[l].data(),
+                               dg[l].data(), db[l].data(), d, relu ? y[l].data() : nullptr);
+      }
+      CHECK(to_cnhw(y[0], N, C, HW) == y[1]);
+      CHECK(to_cnhw(dx[0], N, C, HW) == dx[1]);
+      CHECK(dg[0] == dg[1]);
+      CHECK(db[0] == db[1]);
+      CHECK(rm[0] == rm[1]);
+      CHECK(rv[0] == rv[1]);
     }
-    CHECK(to_cnhw(y[0], N, C, HW) == y[1]);
-    CHECK(to_cnhw(dx[0], N, C, HW) == dx[1]);
-    CHECK(dg[0] == dg[1]);
-    CHECK(db[0] == db[1]);
-    CHECK(rm[0] == rm[1]);
-    CHECK(rv[0] == rv[1]);
-  }
+}
+}  // namespace
+
+TEST_CASE("batch norm and global average pool in CNHW equal NCHW in CNHW order, bit for bit") {
+  batch_norm_layouts_agree<double>(3, 5, 7);
+  batch_norm_layouts_agree<float>(3, 5, 7);
+  batch_norm_layouts_agree<float>(9, 3, 7);  // 63 values a channel: 7 blocks and a tail
+  Rng rng(33);
+  const std::size_t N = 3, C = 5, HW = 7;
+  const auto x = randn(N * C * HW, rng, 1.5);
   std::vector<double> p0(N * C), p1(N * C), g0(x.size()), g1(x.size());
   const auto xc = to_cnhw(x, N, C, HW);
   k::global_avg_pool_forward(x.data(), N, C, HW, p0.data());
@@ -723,6 +741,35 @@ TEST_CASE("batch norm and global average pool in CNHW equal NCHW in CNHW order, 
   k::global_avg_pool_backward(p0.data(), N, C, HW, g0.data());
   k::global_avg_pool_backward(p0.data(), N, C, HW, g1.data(), k::Layout::cnhw);
   CHECK(to_cnhw(g0, N, C, HW) == g1);
+}
+
+TEST_CASE("batch norm channel sums: the float vector blocks give the scalar loop's double accumulators") {
+  // bn_sums over a run from lane 0 takes whole blocks of 8 (AVX2 builds); value by value (count 1,
+  // k0 = p) it takes the scalar loop. The accumulators must agree bit for bit before any
+  // rounding to float hides a difference.
+  namespace kd = k::detail;
+  Rng rng(34);
+  const std::size_t n = 61;
+  const auto x = cast<float>(randn(n, rng, 3.0)), dy = cast<float>(randn(n, rng));
+  auto y = cast<float>(randn(n, rng));
+  y[5] = std::numeric_limits<float>::quiet_NaN(), y[6] = 0.0f, y[7] = -0.0f;
+  const double m = 0.3;
+  auto both = [&](auto op_tag, const float* relu_y) {
+    constexpr kd::BnSum op = decltype(op_tag)::value;
+    double a[kd::kBnLanes] = {}, b[kd::kBnLanes] = {}, a1[kd::kBnLanes] = {}, b1[kd::kBnLanes] = {};
+    kd::bn_sums<op, float>(x.data(), dy.data(), relu_y, m, n, 0, a, b);
+    for (std::size_t p = 0; p < n; ++p)
+      kd::bn_sums<op, float>(x.data() + p, dy.data() + p, relu_y ? relu_y + p : nullptr, m, 1, p, a1, b1);
+    for (std::size_t j = 0; j < kd::kBnLanes; ++j) {
+      CHECK(a[j] == a1[j]);
+      CHECK(b[j] == b1[j]);
+    }
+    CHECK((a[0] != 0.0 || b[0] != 0.0));
+  };
+  both(std::integral_constant<kd::BnSum, kd::BnSum::sum_x>{}, nullptr);
+  both(std::integral_constant<kd::BnSum, kd::BnSum::sum_sq>{}, nullptr);
+  both(std::integral_constant<kd::BnSum, kd::BnSum::sum_grad>{}, nullptr);
+  both(std::integral_constant<kd::BnSum, kd::BnSum::sum_grad>{}, y.data());
 }
 
 TEST_CASE("max pool: ties and NaN pick the first maximum in scan order, every geometry") {

@@ -15,6 +15,13 @@
 #include "sieve/core/parallel.hpp"
 #include "sieve/kernels/layout.hpp"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#define SIEVE_BN_AVX2 1
+#else
+#define SIEVE_BN_AVX2 0
+#endif
+
 namespace sieve::kernels {
 
 /// Sizes and constants of one batch-norm call: x viewed as [N, C, HW], stored in `layout`
@@ -29,8 +36,8 @@ struct BatchNormDims {
 };
 
 namespace detail {
-// Channel sums run in double over kBnLanes independent accumulators: the compiler vectorises
-// them (one double accumulator would be a serial chain of additions). Value k of a channel, in
+// Channel sums run in double over kBnLanes independent accumulators: vector lanes (one double
+// accumulator would be a serial chain of additions). Value k of a channel, in
 // (sample, pixel) order, goes to accumulator k % kBnLanes in either layout, so the additions'
 // order is fixed: results depend neither on the layout nor on the thread count.
 inline constexpr std::size_t kBnLanes = 8;
@@ -52,16 +59,64 @@ void bn_channel_runs(const BatchNormDims& d, std::size_t c, F&& f) {
   }
 }
 
-// add(lane, p) for p in [0, count), lane = (k0 + p) % kBnLanes: whole lane blocks where the run
-// starts at lane 0 (the vectorised case), one value at a time otherwise.
-template <class F>
-void bn_lanes_for(std::size_t count, std::size_t k0, F&& add) {
+// The per-channel sums, each value k of a run going to lane (k0 + k) % kBnLanes of its
+// accumulators: the values (sum_x: a += x), the squared deviations (sum_sq: b += (x - m)^2), or
+// backward's gradient sums (sum_grad: g = dy, or 0 where relu_y <= 0 when relu_y is given;
+// a += g, b += g (x - m)). Float values widen to double before any arithmetic.
+enum class BnSum { sum_x, sum_sq, sum_grad };
+
+template <BnSum op, class T>
+void bn_sums(const T* x, const T* dy, const T* relu_y, double m, std::size_t count, std::size_t k0,
+             double (&a)[kBnLanes], double (&b)[kBnLanes]) {
   constexpr std::size_t L = kBnLanes;
   std::size_t p = 0;
-  if (k0 % L == 0)
-    for (; p + L <= count; p += L)
-      for (std::size_t j = 0; j < L; ++j) add(j, p + j);
-  for (; p < count; ++p) add((k0 + p) % L, p);
+#if SIEVE_BN_AVX2
+  // Whole blocks of 8 where the run starts at lane 0: lanes 0-3 and 4-7 as two vectors of
+  // doubles, the same operations as the scalar loop (so the same bits; GCC leaves that loop
+  // scalar: it does not vectorise the widening with the select).
+  if constexpr (std::is_same_v<T, float>) {
+    if (k0 % L == 0 && count >= L) {
+      const __m256d mv = _mm256_set1_pd(m);
+      __m256d a0 = _mm256_loadu_pd(a), a1 = _mm256_loadu_pd(a + 4);
+      __m256d b0 = _mm256_loadu_pd(b), b1 = _mm256_loadu_pd(b + 4);
+      for (; p + L <= count; p += L) {
+        const __m256 xv = _mm256_loadu_ps(x + p);
+        const __m256d x0 = _mm256_cvtps_pd(_mm256_castps256_ps128(xv));
+        const __m256d x1 = _mm256_cvtps_pd(_mm256_extractf128_ps(xv, 1));
+        if constexpr (op == BnSum::sum_x) {
+          a0 = _mm256_add_pd(a0, x0), a1 = _mm256_add_pd(a1, x1);
+        } else if constexpr (op == BnSum::sum_sq) {
+          const __m256d t0 = _mm256_sub_pd(x0, mv), t1 = _mm256_sub_pd(x1, mv);
+          b0 = _mm256_add_pd(b0, _mm256_mul_pd(t0, t0)), b1 = _mm256_add_pd(b1, _mm256_mul_pd(t1, t1));
+        } else {
+          __m256 gv = _mm256_loadu_ps(dy + p);
+          if (relu_y) gv = _mm256_and_ps(gv, _mm256_cmp_ps(_mm256_loadu_ps(relu_y + p), _mm256_setzero_ps(), _CMP_GT_OQ));
+          const __m256d g0 = _mm256_cvtps_pd(_mm256_castps256_ps128(gv));
+          const __m256d g1 = _mm256_cvtps_pd(_mm256_extractf128_ps(gv, 1));
+          a0 = _mm256_add_pd(a0, g0), a1 = _mm256_add_pd(a1, g1);
+          b0 = _mm256_add_pd(b0, _mm256_mul_pd(g0, _mm256_sub_pd(x0, mv)));
+          b1 = _mm256_add_pd(b1, _mm256_mul_pd(g1, _mm256_sub_pd(x1, mv)));
+        }
+      }
+      _mm256_storeu_pd(a, a0), _mm256_storeu_pd(a + 4, a1);
+      _mm256_storeu_pd(b, b0), _mm256_storeu_pd(b + 4, b1);
+    }
+  }
+#endif
+  for (; p < count; ++p) {
+    const std::size_t j = (k0 + p) % L;
+    if constexpr (op == BnSum::sum_x) {
+      a[j] += x[p];
+    } else if constexpr (op == BnSum::sum_sq) {
+      const double t = x[p] - m;
+      b[j] += t * t;
+    } else {
+      const T dv = dy[p];
+      const T g = relu_y && !(relu_y[p] > T(0)) ? T(0) : dv;
+      a[j] += g;
+      b[j] += g * (x[p] - m);
+    }
+  }
 }
 
 // y = x * scale + shift over channel c of [N,C,HW] (then max(y, 0) when relu).
@@ -100,19 +155,14 @@ void batch_norm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T
               " x HW=", HW);
   parallel_for(C, detail::bn_channel_grain(n), [&](std::size_t c0, std::size_t c1) {
     for (std::size_t c = c0; c < c1; ++c) {
-      double a[L] = {};
+      double a[L] = {}, b[L] = {};
       detail::bn_channel_runs(d, c, [&](std::size_t o, std::size_t count, std::size_t k0) {
-        const T* xc = x + o;
-        detail::bn_lanes_for(count, k0, [&](std::size_t j, std::size_t p) { a[j] += xc[p]; });
+        detail::bn_sums<detail::BnSum::sum_x, T>(x + o, nullptr, nullptr, 0.0, count, k0, a, b);
       });
       const double mean = detail::bn_lanes_total(a) / static_cast<double>(n);
-      double b[L] = {};  // two-pass variance: no cancellation for large means
+      // two-pass variance: no cancellation for large means
       detail::bn_channel_runs(d, c, [&](std::size_t o, std::size_t count, std::size_t k0) {
-        const T* xc = x + o;
-        detail::bn_lanes_for(count, k0, [&](std::size_t j, std::size_t p) {
-          const double t = xc[p] - mean;
-          b[j] += t * t;
-        });
+        detail::bn_sums<detail::BnSum::sum_sq, T>(x + o, nullptr, nullptr, mean, count, k0, a, b);
       });
       const double ss = detail::bn_lanes_total(b);
       const double var = ss / static_cast<double>(n);
@@ -184,22 +234,8 @@ void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* mean,
       if (need_sums) {
         double a[L] = {}, b[L] = {};
         detail::bn_channel_runs(d, c, [&](std::size_t o, std::size_t count, std::size_t k0) {
-          const T* xc = x + o;
-          const T* dyc = dy + o;
-          if (relu_y) {
-            const T* yc = relu_y + o;
-            detail::bn_lanes_for(count, k0, [&](std::size_t j, std::size_t p) {
-              const T g = yc[p] > T(0) ? dyc[p] : T(0);
-              a[j] += g;
-              b[j] += g * (xc[p] - m);
-            });
-          } else {
-            detail::bn_lanes_for(count, k0, [&](std::size_t j, std::size_t p) {
-              const T g = dyc[p];
-              a[j] += g;
-              b[j] += g * (xc[p] - m);
-            });
-          }
+          detail::bn_sums<detail::BnSum::sum_grad, T>(x + o, dy + o, relu_y ? relu_y + o : nullptr, m, count, k0,
+                                                      a, b);
         });
         sdy = detail::bn_lanes_total(a);
         sdyx = detail::bn_lanes_total(b) * is;  // sum dy * xhat
@@ -219,9 +255,15 @@ void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* mean,
         if (relu_y) {
           const T* yc = relu_y + o;
           if (batch_stats) {
-            for (std::size_t p = 0; p < count; ++p) dxc[p] = a * (yc[p] > T(0) ? dyc[p] : T(0)) + e * xc[p] + b;
+            for (std::size_t p = 0; p < count; ++p) {
+              const T dv = dyc[p];
+              dxc[p] = a * (yc[p] > T(0) ? dv : T(0)) + e * xc[p] + b;
+            }
           } else {
-            for (std::size_t p = 0; p < count; ++p) dxc[p] = a * (yc[p] > T(0) ? dyc[p] : T(0));
+            for (std::size_t p = 0; p < count; ++p) {
+              const T dv = dyc[p];
+              dxc[p] = a * (yc[p] > T(0) ? dv : T(0));
+            }
           }
         } else if (batch_stats) {
           for (std::size_t p = 0; p < count; ++p) dxc[p] = a * dyc[p] + e * xc[p] + b;
