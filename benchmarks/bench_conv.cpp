@@ -75,14 +75,26 @@ void BM_conv(benchmark::State& state) {
     if (algo == "winograd" && fits) d.algo = sieve::kernels::Conv2dAlgo::winograd;
     if (algo == "winograd4" && fits) d.algo = sieve::kernels::Conv2dAlgo::winograd4;
   }
+  // SIEVE_BENCH_CONV_INFER=1: the forward as inference runs it: F(4x4,3x3) where the
+  // automatic choice takes it (Conv2dDims::forward_only), Winograd's weights transformed once
+  // (as nn::Conv2d keeps them), not per call.
+  const char* inf = std::getenv("SIEVE_BENCH_CONV_INFER");
+  const bool infer = inf && std::string(inf) == "1" && P == Pass::forward;
+  if (infer) d.forward_only = true;
   const std::size_t OH = d.OH(), OW = d.OW();
   auto x = random_buffer(kBatch * L.C * L.H * L.H, 1);
   auto w = random_buffer(L.K * L.C * L.k * L.k, 2);
   auto y = random_buffer(kBatch * L.K * OH * OW, 3);
   std::vector<float> ws(sieve::kernels::conv2d_workspace_size(d));
+  std::vector<float> u;
+  if (infer && sieve::kernels::conv2d_uses_winograd(d)) {
+    u.resize(sieve::kernels::conv2d_winograd_weights_size(d));
+    sieve::kernels::conv2d_winograd_weights(w.data(), d, u.data());
+  }
   for (auto _ : state) {
     if constexpr (P == Pass::forward)
-      sieve::kernels::conv2d_forward(x.data(), w.data(), y.data(), d, ws.data(), ws.size());
+      sieve::kernels::conv2d_forward(x.data(), w.data(), y.data(), d, ws.data(), ws.size(), {},
+                                     u.empty() ? nullptr : u.data());
     else if constexpr (P == Pass::backward_input)
       sieve::kernels::conv2d_backward_input(y.data(), w.data(), x.data(), d, ws.data(), ws.size());
     else

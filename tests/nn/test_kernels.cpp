@@ -277,14 +277,32 @@ TEST_CASE("conv2d Winograd F(2x2,3x3) and F(4x4,3x3): forward and input gradient
   strided.algo = k::Conv2dAlgo::winograd4;
   CHECK_THROWS_WITH_AS(k::conv2d_uses_winograd(strided), doctest::Contains("F(4x4,3x3) needs a 3x3 kernel"),
                        sieve::Error);
-  // F(4x4,3x3) automatically only for a forward with no backward after it, on planes whose
-  // 4x4 tiles waste little (56x56 yes; 14x14, padded to 16x16, no).
+  // F(4x4,3x3) automatically only for a forward with no backward after it (weights kept),
+  // where its tiles waste at most 35% and its products get 32+ columns (tiles x samples);
+  // else F(2x2,3x3) by the same rule; training keeps its own rule (7x7 and 2x2: im2col).
   k::Conv2dDims inf{16, 64, 56, 56, 64, {3, 3, 1, 1, 1, 1}};
   CHECK(k::conv2d_winograd_tile(inf) == 2);
   inf.forward_only = true;
   CHECK(k::conv2d_winograd_tile(inf) == 4);
-  inf.H = inf.W = 14, inf.C = inf.K = 256;
+  inf.H = inf.W = 14, inf.C = inf.K = 256;  // padded to 16x16: 31% waste
+  CHECK(k::conv2d_winograd_tile(inf) == 4);
+  inf.N = 1;  // 16 columns: too few for F(4x4); F(2x2) has 49
   CHECK(k::conv2d_winograd_tile(inf) == 2);
+  inf.H = inf.W = 7, inf.C = inf.K = 512, inf.N = 8;  // 32 columns
+  CHECK(k::conv2d_winograd_tile(inf) == 4);
+  inf.N = 4;
+  CHECK(k::conv2d_winograd_tile(inf) == 2);
+  inf.forward_only = false;
+  CHECK(k::conv2d_winograd_tile(inf) == 0);
+  inf.forward_only = true;
+  inf.H = inf.W = 2, inf.N = 32;  // one tile of F(2x2) a sample, none of F(4x4) (300% waste)
+  CHECK(k::conv2d_winograd_tile(inf) == 2);
+  inf.N = 16;
+  CHECK(k::conv2d_winograd_tile(inf) == 0);
+  inf.H = inf.W = 1, inf.N = 64;  // 1x1 planes: 300% waste for either
+  CHECK(k::conv2d_winograd_tile(inf) == 0);
+  inf.H = inf.W = 8, inf.C = 32;  // too few channels
+  CHECK(k::conv2d_winograd_tile(inf) == 0);
   CHECK_THROWS_WITH_AS(k::winograd_plan(1, 1, 4, 4, 1, 1, k::Layout::nchw, false, 3),
                        doctest::Contains("2x2 or 4x4, not 3x3"), sieve::Error);
 }

@@ -54,8 +54,10 @@ struct Conv2dDims {
   /// (batch-folded 1x1, Winograd's 16, im2col's into a CNHW output or one sample): same
   /// accuracy, different rounding. ResNet turns it off in training (see Bottleneck).
   bool fused = true;
-  /// No backward follows this forward (inference): a float forward may then take Winograd
-  /// F(4x4,3x3) (fewer multiplies, 5x F(2x2,3x3)'s rounding error; conv2d_winograd_tile).
+  /// No backward follows this forward and the caller keeps Winograd's transformed weights
+  /// across calls (inference): the automatic choice then takes Winograd on more geometries,
+  /// F(4x4,3x3) among them (fewer multiplies, 5x F(2x2,3x3)'s rounding error;
+  /// conv2d_winograd_tile).
   bool forward_only = false;
 
   /// Output height; Requires: H + 2*ph >= kh and sh > 0 (checked by conv2d_check).
@@ -214,7 +216,8 @@ inline Conv2dPlan conv2d_plan(const Conv2dDims& d) {
   return p;
 }
 
-/// When the automatic choice takes Winograd F(2x2,3x3) (bench_conv, 2 threads, CNHW,
+/// When the automatic choice takes Winograd F(2x2,3x3) where a backward may follow (training,
+/// the weights transformed once a step; bench_conv, 2 threads, CNHW,
 /// benchmarks/nn.md): planes of at least 8x8 whose 2x2 tiles waste at most 15% (7x7 pads to
 /// 8x8 and loses), at least 64 channels in and out and at least 8192 input values per sample
 /// (64 channels at 8x8 lose to the transforms; 128 at 8x8 and 64 at 16x16 win); or, with 256+
@@ -226,10 +229,18 @@ inline constexpr std::size_t conv2d_winograd_min_channels = 64;
 inline constexpr std::size_t conv2d_winograd_min_volume = 8192;
 inline constexpr std::size_t conv2d_winograd_small_pixels = 16;
 inline constexpr std::size_t conv2d_winograd_small_channels = 256;
-/// F(4x4,3x3) instead (inference only): planes of at least this many pixels (bench_conv forward,
-/// CNHW, medians of 3: 64 and 128 channels at 56x56, 28x28 (batch 16), 16x16 and 8x8 (batch 64)
-/// take 17-26% less time; 256 channels at 4x4 50% more, and 14x14, padded to 16x16, 23% more).
-inline constexpr std::size_t conv2d_winograd4_min_pixels = 64;
+/// Inference (Conv2dDims::forward_only: no backward follows, the caller keeps the transformed
+/// weights, as nn::Conv2d does) is chosen by the product's width, tiles x samples: F(4x4,3x3)
+/// from this many columns on planes whose 4x4 tiles waste at most 35%, else F(2x2,3x3) from
+/// this many columns on planes whose 2x2 tiles waste at most 35%, at least 64 channels in
+/// and out (bench_conv SIEVE_BENCH_CONV_INFER=1, CNHW, medians of 3, ms im2col / F(2x2) /
+/// F(4x4): 512 channels at 7x7 batch 16 26.1 / 17.1 / 12.4, batch 8 F(2x2) 7.90 / F(4x4) 7.28,
+/// batch 4 7.73 / 4.89 / 6.92; 256 at 14x14 batch 16 23.6 / 15.1 / 13.2, batch 2 F(2x2) 2.08 /
+/// F(4x4) 1.53, batch 1 2.87 / 1.07 / 1.33; 512 at 2x2 batch 64 8.64 / 4.24, batch 32 3.69 /
+/// 2.21, batch 16 1.84 / 2.23; 64 at 8x8 batch 64 2.97 / 2.18 / 1.24). Per call, with the
+/// weights transformed each time (training's case), the transforms cost too much for these.
+inline constexpr std::size_t conv2d_winograd_kept_min_columns = 32;
+inline constexpr std::size_t conv2d_winograd_kept_max_waste_percent = 35;
 
 /// The output tile side of the Winograd path conv2d_forward and conv2d_backward_input take:
 /// 2 (F(2x2,3x3)), 4 (F(4x4,3x3)), or 0 (no Winograd). Throws when Conv2dAlgo::winograd or
@@ -248,15 +259,23 @@ inline std::size_t conv2d_winograd_tile(const Conv2dDims& d) {
       return d.algo == Conv2dAlgo::winograd ? 2 : 4;
     case Conv2dAlgo::automatic: break;
   }
-  const std::size_t padded = ((d.H + 1) / 2 * 2) * ((d.W + 1) / 2 * 2);
+  if (!fits) return 0;
+  auto tiles = [&](std::size_t m) { return ((d.H + m - 1) / m) * ((d.W + m - 1) / m); };
+  auto waste_ok = [&](std::size_t m, std::size_t max_percent) {
+    return tiles(m) * m * m * 100 <= d.H * d.W * (100 + max_percent);
+  };
+  if (d.forward_only) {
+    if (d.C < conv2d_winograd_min_channels || d.K < conv2d_winograd_min_channels) return 0;
+    for (const std::size_t m : {std::size_t{4}, std::size_t{2}})
+      if (waste_ok(m, conv2d_winograd_kept_max_waste_percent) && tiles(m) * d.N >= conv2d_winograd_kept_min_columns)
+        return m;
+    return 0;
+  }
   const bool large = d.H * d.W >= conv2d_winograd_min_pixels && d.C >= conv2d_winograd_min_channels &&
                      d.K >= conv2d_winograd_min_channels && d.C * d.H * d.W >= conv2d_winograd_min_volume;
   const bool small_wide = d.H * d.W >= conv2d_winograd_small_pixels && d.C >= conv2d_winograd_small_channels &&
                           d.K >= conv2d_winograd_small_channels;
-  if (!(fits && padded * 100 <= d.H * d.W * 115 && (large || small_wide))) return 0;
-  // F(4x4,3x3) for inference (Conv2dDims::forward_only) where its tiles waste little.
-  const std::size_t padded4 = ((d.H + 3) / 4 * 4) * ((d.W + 3) / 4 * 4);
-  return d.forward_only && padded4 * 100 <= d.H * d.W * 115 && d.H * d.W >= conv2d_winograd4_min_pixels ? 4 : 2;
+  return waste_ok(2, 15) && (large || small_wide) ? 2 : 0;
 }
 
 /// Whether conv2d_forward and conv2d_backward_input take a Winograd path (see

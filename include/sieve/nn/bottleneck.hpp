@@ -100,9 +100,10 @@ class Bottleneck {
 
   /// Inference mode: while on, a forward with every batch norm in eval mode keeps no state
   /// for backward: each batch norm is folded into its convolution's epilogue with the ReLU
-  /// and the residual sum (no separate passes over memory), the convolutions may take
-  /// Winograd F(4x4,3x3) (Conv2dDims::forward_only: the output agrees with eval mode's to
-  /// rounding), and backward is refused until a forward with inference off.
+  /// and the residual sum (no separate passes over memory), the 3x3 convolutions choose
+  /// Winograd with kept weights, F(4x4,3x3) among them (Conv2dDims::forward_only: the output
+  /// agrees with eval mode's to rounding), and backward is refused until a forward with
+  /// inference off.
   void set_inference(bool on) { inference_ = on; }
   bool inference() const { return inference_; }
 

@@ -159,8 +159,9 @@ class ResNet {
   /// Inference mode (default off): while on, a forward in eval mode keeps nothing for
   /// backward; every batch norm is folded into the epilogue of its convolution, with the
   /// ReLU and the residual sum, which saves the separate passes over memory, and 3x3
-  /// convolutions on planes from 8x8 up take Winograd F(4x4,3x3) (Conv2dDims::forward_only;
-  /// the output agrees with eval mode's to rounding). backward is refused after such a
+  /// convolutions take Winograd, F(4x4,3x3) where the batch gives its products enough columns,
+  /// with their transformed weights kept (Conv2dDims::forward_only; the output agrees with
+  /// eval mode's to rounding). backward is refused after such a
   /// forward. For predicting and embedding;
   /// eval mode alone stays differentiable (frozen batch-norm statistics while fine-tuning).
   void set_inference(bool on) {
