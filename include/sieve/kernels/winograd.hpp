@@ -163,6 +163,77 @@ void winograd_weights(const T* w, std::size_t Kout, std::size_t Cin, bool transp
   });
 }
 
+// Planes at most winograd_lanes wide have rows too short for the input transform's lanes
+// along a row: there the lanes run across the chunk's tiles instead, whatever tile row or
+// sample each belongs to (V holds a chunk's tiles side by side). The arithmetic is the
+// row-lane path's, in the same order (so the same bits): B^T d down each column, then across
+// each row. bench_conv, kept weights, batch 64, medians of 3: F(4x4,3x3) 128 channels at 8x8
+// 3.28 -> 3.00-3.08 ms, 256 at 4x4 2.73-2.96 -> 2.49-2.58, F(2x2,3x3) 512 at 2x2 4.40-4.58 ->
+// 3.99-4.16; at 14x14 (F(2x2,3x3), 7 tiles a row) the row lanes were faster (15.8-16.0 ms
+// against 17.1-18.5), so wider planes keep them. The output transform by lanes across tiles
+// measured slower than the tile-by-tile loop (its scattered stores): not kept.
+inline constexpr std::size_t winograd_lanes = 8;
+
+// Where chunk tile t (tile rows from r0) lives: sample n, tile row th, tile column tw.
+struct WinogradTileAt {
+  std::size_t n, th, tw;
+};
+inline WinogradTileAt winograd_tile_at(const WinogradPlan& p, std::size_t r0, std::size_t t) {
+  const std::size_t r = r0 + t / p.tiles_w;
+  return {r / p.tiles_h, r % p.tiles_h, t % p.tiles_w};
+}
+
+// V[e, ci, t] for the chunk's tiles t in [t0, t0 + L), L <= winograd_lanes, by lanes.
+template <std::size_t m, class T>
+void winograd_input_lanes(const T* x, std::size_t H, std::size_t W, const WinogradPlan& p, std::size_t r0,
+                          std::size_t ci, std::size_t t0, std::size_t L, T* V, std::size_t estride,
+                          std::size_t cnt) {
+  constexpr std::size_t a = m + 2, NL = winograd_lanes;
+  T d[a][a][NL] = {};  // the tiles' input windows, zero outside the plane
+  for (std::size_t l = 0; l < L; ++l) {
+    const WinogradTileAt at = winograd_tile_at(p, r0, t0 + l);
+    const T* xc = x + plane_index(p.layout, p.N, p.Cin, at.n, ci) * H * W;
+    for (std::size_t i = 0; i < a; ++i) {
+      const std::ptrdiff_t h = static_cast<std::ptrdiff_t>(m * at.th + i) - 1;
+      if (h < 0 || h >= static_cast<std::ptrdiff_t>(H)) continue;
+      for (std::size_t j = 0; j < a; ++j) {
+        const std::ptrdiff_t w = static_cast<std::ptrdiff_t>(m * at.tw + j) - 1;
+        if (w >= 0 && w < static_cast<std::ptrdiff_t>(W)) d[i][j][l] = xc[h * static_cast<std::ptrdiff_t>(W) + w];
+      }
+    }
+  }
+  T t[a][a][NL];  // B^T d: down each column
+  for (std::size_t j = 0; j < a; ++j)
+    for (std::size_t l = 0; l < NL; ++l) {
+      T di[a], oi[a];
+      for (std::size_t i = 0; i < a; ++i) di[i] = d[i][j][l];
+      WinogradMatrices<m>::in(di, oi);
+      for (std::size_t i = 0; i < a; ++i) t[i][j][l] = oi[i];
+    }
+  for (std::size_t i = 0; i < a; ++i) {  // (B^T d) B: across each row, stored by lanes
+    T o[a][NL];
+    for (std::size_t l = 0; l < NL; ++l) {
+      T di[a], oi[a];
+      for (std::size_t j = 0; j < a; ++j) di[j] = t[i][j][l];
+      WinogradMatrices<m>::in(di, oi);
+      for (std::size_t j = 0; j < a; ++j) o[j][l] = oi[j];
+    }
+    for (std::size_t j = 0; j < a; ++j) {
+      T* v = V + (i * a + j) * estride + ci * cnt + t0;
+      for (std::size_t l = 0; l < L; ++l) v[l] = o[j][l];
+    }
+  }
+}
+
+template <std::size_t m, class T>
+void winograd_input_small(const T* x, std::size_t H, std::size_t W, const WinogradPlan& p, std::size_t r0,
+                          std::size_t r1, T* V) {
+  const std::size_t cnt = (r1 - r0) * p.tiles_w, estride = winograd_plane_stride(p.Cin, cnt);
+  for (std::size_t ci = 0; ci < p.Cin; ++ci)
+    for (std::size_t t0 = 0; t0 < cnt; t0 += winograd_lanes)
+      winograd_input_lanes<m>(x, H, W, p, r0, ci, t0, std::min(winograd_lanes, cnt - t0), V, estride, cnt);
+}
+
 // V[e, ci, tl] = (B^T d B)[e] for the tiles of tile rows r0 <= r < r1 (tl counts from r0's
 // first tile), x [N, Cin, H, W] in p.layout. Per tile row and channel, the row transform B^T d
 // runs over whole input rows (contiguous), then the column transform over the tiles (each
@@ -173,6 +244,10 @@ void winograd_input(const T* x, std::size_t H, std::size_t W, const WinogradPlan
   constexpr std::size_t a = m + 2;
   const std::size_t Cin = p.Cin, TW = p.tiles_w, cnt = (r1 - r0) * TW, BW = m * TW + 2;
   const std::size_t estride = winograd_plane_stride(Cin, cnt);
+  if (W <= winograd_lanes) {
+    winograd_input_small<m>(x, H, W, p, r0, r1, V);
+    return;
+  }
   T* b[a];
   for (std::size_t i = 0; i < a; ++i) b[i] = brow + i * BW;
   // Channel by channel, its tile rows in turn: each of the a*a output streams V[e, ci, .] and
