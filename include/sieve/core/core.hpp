@@ -5,5 +5,6 @@
 #include "sieve/core/param.hpp"
 #include "sieve/core/pipeline.hpp"
 #include "sieve/core/rng.hpp"
+#include "sieve/core/simd.hpp"
 #include "sieve/core/stage.hpp"
 #include "sieve/core/xt.hpp"

@@ -13,14 +13,8 @@
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/parallel.hpp"
+#include "sieve/core/simd.hpp"
 #include "sieve/kernels/layout.hpp"
-
-#if defined(__AVX2__)
-#include <immintrin.h>
-#define SIEVE_BN_AVX2 1
-#else
-#define SIEVE_BN_AVX2 0
-#endif
 
 namespace sieve::kernels {
 
@@ -70,7 +64,7 @@ void bn_sums(const T* x, const T* dy, const T* relu_y, double m, std::size_t cou
              double (&a)[kBnLanes], double (&b)[kBnLanes]) {
   constexpr std::size_t L = kBnLanes;
   std::size_t p = 0;
-#if SIEVE_BN_AVX2
+#if SIEVE_AVX2_FMA
   // Whole blocks of 8 where the run starts at lane 0: lanes 0-3 and 4-7 as two vectors of
   // doubles, the same operations as the scalar loop (so the same bits; GCC leaves that loop
   // scalar: it does not vectorise the widening with the select).

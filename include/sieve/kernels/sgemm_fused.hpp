@@ -22,18 +22,12 @@
 #include <cstdint>
 
 #include "sieve/core/check.hpp"
-
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define SIEVE_FUSED_SGEMM_AVX2 1
-#else
-#define SIEVE_FUSED_SGEMM_AVX2 0
-#endif
+#include "sieve/core/simd.hpp"
 
 namespace sieve::kernels {
 
 /// True when the fused product is vector code on this build (conv2d takes it only then).
-inline constexpr bool fused_sgemm_available = SIEVE_FUSED_SGEMM_AVX2 == 1;
+inline constexpr bool fused_sgemm_available = SIEVE_AVX2_FMA == 1;
 
 /// The epilogue of row i: scale/shift [M] (both or neither), residual rows with leading
 /// dimension ldr (null: none), then the ReLU.
@@ -78,7 +72,7 @@ inline void fused_sgemm_pack_b(const float* B, std::size_t ldb, std::size_t k0, 
 inline void fused_sgemm_tile(std::size_t kc, const float* const* a, const float* b, float* c, std::size_t ldc,
                              bool first, bool last, const RowEpilogue& e, std::size_t row0, const float* res) {
   constexpr std::size_t MR = fused_sgemm_mr, NR = fused_sgemm_nr;
-#if SIEVE_FUSED_SGEMM_AVX2
+#if SIEVE_AVX2_FMA
   __m256 c0[MR], c1[MR];
   for (std::size_t i = 0; i < MR; ++i) c0[i] = _mm256_setzero_ps(), c1[i] = _mm256_setzero_ps();
   for (std::size_t i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);

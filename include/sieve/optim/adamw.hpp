@@ -10,14 +10,8 @@
 #include "sieve/core/check.hpp"
 #include "sieve/core/parallel.hpp"
 #include "sieve/core/param.hpp"
+#include "sieve/core/simd.hpp"
 #include "sieve/optim/param_groups.hpp"
-
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define SIEVE_ADAMW_AVX2 1
-#else
-#define SIEVE_ADAMW_AVX2 0
-#endif
 
 namespace sieve::optim {
 
@@ -49,7 +43,7 @@ struct AdamWScalars {
 template <class T>
 void adamw_update(const AdamWScalars<T>& k, const T* gr, T* w, T* m, T* v, std::size_t lo, std::size_t hi) {
   std::size_t j = lo;
-#if SIEVE_ADAMW_AVX2
+#if SIEVE_AVX2_FMA
   if constexpr (std::is_same_v<T, float>) {
     const __m256 decay = _mm256_set1_ps(k.decay), b1 = _mm256_set1_ps(k.b1), b2 = _mm256_set1_ps(k.b2);
     const __m256 omb1 = _mm256_set1_ps(k.one_minus_b1), omb2 = _mm256_set1_ps(k.one_minus_b2);
