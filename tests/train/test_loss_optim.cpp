@@ -173,6 +173,7 @@ TEST_CASE("AdamW: the 8-lane update gives the scalar update's bits") {
     m[j] = static_cast<float>(rng.normal() * scale * 0.1);
     v[j] = static_cast<float>(rng.uniform_double() * scale * scale);
   }
+  const auto w0 = w;
   auto w1 = w, m1 = m, v1 = v;
   const optim::detail::AdamWScalars<float> k{0.99999f, 0.9f, 0.999f, 0.1f, 0.001f, 0.0316f, 1e-8f, -0.0123f};
   optim::detail::adamw_update(k, g.data(), w.data(), m.data(), v.data(), 0, n);
@@ -180,7 +181,9 @@ TEST_CASE("AdamW: the 8-lane update gives the scalar update's bits") {
   std::size_t differ = 0;
   for (std::size_t j = 0; j < n; ++j) differ += w[j] != w1[j] || m[j] != m1[j] || v[j] != v1[j];
   CHECK(differ == 0);
-  CHECK(w != std::vector<float>(n, 0.0f));
+  std::size_t moved = 0;  // the update did something
+  for (std::size_t j = 0; j < n; ++j) moved += w[j] != w0[j];
+  CHECK(moved > n / 2);
 }
 
 TEST_CASE("optimizers: frozen parameters are skipped, group multipliers resolve by longest prefix") {
