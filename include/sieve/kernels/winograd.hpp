@@ -166,8 +166,8 @@ void winograd_weights(const T* w, std::size_t Kout, std::size_t Cin, bool transp
 // Planes at most winograd_lanes wide have rows too short for the input transform's lanes
 // along a row: there the lanes run across the chunk's tiles instead, whatever tile row or
 // sample each belongs to (V holds a chunk's tiles side by side). The arithmetic is the
-// row-lane path's, in the same order (so the same bits): B^T d down each column, then across
-// each row. bench_conv, kept weights, batch 64, medians of 3: F(4x4,3x3) 128 channels at 8x8
+// row-lane path's, in the same order: B^T d down each column, then across each row (only
+// the padding columns, which that path sets to zero, are transformed zeros here). bench_conv, kept weights, batch 64, medians of 3: F(4x4,3x3) 128 channels at 8x8
 // 3.28 -> 3.00-3.08 ms, 256 at 4x4 2.73-2.96 -> 2.49-2.58, F(2x2,3x3) 512 at 2x2 4.40-4.58 ->
 // 3.99-4.16; at 14x14 (F(2x2,3x3), 7 tiles a row) the row lanes were faster (15.8-16.0 ms
 // against 17.1-18.5), so wider planes keep them. The output transform by lanes across tiles
