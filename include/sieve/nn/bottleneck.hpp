@@ -15,6 +15,7 @@
 #include "sieve/core/param.hpp"
 #include "sieve/core/rng.hpp"
 #include "sieve/core/xt.hpp"
+#include "sieve/kernels/relu.hpp"
 #include "sieve/nn/activation.hpp"
 #include "sieve/nn/batch_norm.hpp"
 #include "sieve/nn/conv2d.hpp"
@@ -155,10 +156,7 @@ class Bottleneck {
       const T* pd = dy.data;
       T* ps = dsum.data;
       parallel_for(y_.size(), parallel_grain_elements, [=](std::size_t lo, std::size_t hi) {
-        for (std::size_t i = lo; i < hi; ++i) {
-          const T g = pd[i];  // loaded unconditionally: a select, not a branch per value
-          ps[i] = py[i] > T(0) ? g : T(0);
-        }
+        kernels::relu_backward(py + lo, pd + lo, ps + lo, hi - lo);
       });
     }
     // Main path, top down: layer i runs while it or something below it needs a gradient.
