@@ -167,8 +167,9 @@ void winograd_weights(const T* w, std::size_t Kout, std::size_t Cin, bool transp
 // along a row: there the lanes run across the chunk's tiles instead, whatever tile row or
 // sample each belongs to (V holds a chunk's tiles side by side). The arithmetic is the
 // row-lane path's, in the same order: B^T d down each column, then across each row (only
-// the padding columns, which that path sets to zero, are transformed zeros here). bench_conv, kept weights, batch 64, medians of 3: F(4x4,3x3) 128 channels at 8x8
-// 3.28 -> 3.00-3.08 ms, 256 at 4x4 2.73-2.96 -> 2.49-2.58, F(2x2,3x3) 512 at 2x2 4.40-4.58 ->
+// the padding columns, which that path sets to zero, are transformed zeros here).
+// bench_conv, kept weights, batch 64, medians of 3: F(4x4,3x3) 128 channels at 8x8 3.28 ->
+// 3.00-3.08 ms, 256 at 4x4 2.73-2.96 -> 2.49-2.58, F(2x2,3x3) 512 at 2x2 4.40-4.58 ->
 // 3.99-4.16; at 14x14 (F(2x2,3x3), 7 tiles a row) the row lanes were faster (15.8-16.0 ms
 // against 17.1-18.5), so wider planes keep them. The output transform by lanes across tiles
 // measured slower than the tile-by-tile loop (its scattered stores): not kept.
@@ -225,15 +226,6 @@ void winograd_input_lanes(const T* x, std::size_t H, std::size_t W, const Winogr
   }
 }
 
-template <std::size_t m, class T>
-void winograd_input_small(const T* x, std::size_t H, std::size_t W, const WinogradPlan& p, std::size_t r0,
-                          std::size_t r1, T* V) {
-  const std::size_t cnt = (r1 - r0) * p.tiles_w, estride = winograd_plane_stride(p.Cin, cnt);
-  for (std::size_t ci = 0; ci < p.Cin; ++ci)
-    for (std::size_t t0 = 0; t0 < cnt; t0 += winograd_lanes)
-      winograd_input_lanes<m>(x, H, W, p, r0, ci, t0, std::min(winograd_lanes, cnt - t0), V, estride, cnt);
-}
-
 // V[e, ci, tl] = (B^T d B)[e] for the tiles of tile rows r0 <= r < r1 (tl counts from r0's
 // first tile), x [N, Cin, H, W] in p.layout. Per tile row and channel, the row transform B^T d
 // runs over whole input rows (contiguous), then the column transform over the tiles (each
@@ -244,8 +236,10 @@ void winograd_input(const T* x, std::size_t H, std::size_t W, const WinogradPlan
   constexpr std::size_t a = m + 2;
   const std::size_t Cin = p.Cin, TW = p.tiles_w, cnt = (r1 - r0) * TW, BW = m * TW + 2;
   const std::size_t estride = winograd_plane_stride(Cin, cnt);
-  if (W <= winograd_lanes) {
-    winograd_input_small<m>(x, H, W, p, r0, r1, V);
+  if (W <= winograd_lanes) {  // narrow planes: lanes across the chunk's tiles
+    for (std::size_t ci = 0; ci < Cin; ++ci)
+      for (std::size_t t0 = 0; t0 < cnt; t0 += winograd_lanes)
+        winograd_input_lanes<m>(x, H, W, p, r0, ci, t0, std::min(winograd_lanes, cnt - t0), V, estride, cnt);
     return;
   }
   T* b[a];
