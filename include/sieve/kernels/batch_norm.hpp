@@ -84,7 +84,8 @@ void bn_sums(const T* x, const T* dy, const T* relu_y, double m, std::size_t cou
           b0 = _mm256_add_pd(b0, _mm256_mul_pd(t0, t0)), b1 = _mm256_add_pd(b1, _mm256_mul_pd(t1, t1));
         } else {
           __m256 gv = _mm256_loadu_ps(dy + p);
-          if (relu_y) gv = _mm256_and_ps(gv, _mm256_cmp_ps(_mm256_loadu_ps(relu_y + p), _mm256_setzero_ps(), _CMP_GT_OQ));
+          if (relu_y)
+            gv = _mm256_and_ps(gv, _mm256_cmp_ps(_mm256_loadu_ps(relu_y + p), _mm256_setzero_ps(), _CMP_GT_OQ));
           const __m256d g0 = _mm256_cvtps_pd(_mm256_castps256_ps128(gv));
           const __m256d g1 = _mm256_cvtps_pd(_mm256_extractf128_ps(gv, 1));
           a0 = _mm256_add_pd(a0, g0), a1 = _mm256_add_pd(a1, g1);

@@ -4,9 +4,9 @@
 /// (every part optional). It exists for the convolutions' forward products (batch-folded 1x1,
 /// im2col's, Winograd's), whose output is large next to their inner dimension: through BLAS
 /// such a product costs a pass that clears C (beta = 0), packing both operands, the product
-/// reading and writing C, and the epilogue's pass reading it again; here C is written once. A is read in place (a 6-row panel, reused across a whole
-/// block of B, stays in L1; packing it cost a serial pass over the weights per call); each
-/// thread packs its own blocks of B.
+/// reading and writing C, and the epilogue's pass reading it again; here C is written once.
+/// A is read in place (a 6-row panel, reused across a whole block of B, stays in L1; packing
+/// it cost a serial pass over the weights per call); each thread packs its own blocks of B.
 ///
 /// Blocking: 6x16 register tiles (12 accumulators of 8 floats), the inner dimension in blocks
 /// of 256, B in blocks of at most 128 KB (L2); for each block of B the tiles run row panel by
