@@ -307,6 +307,36 @@ TEST_CASE("conv2d Winograd F(2x2,3x3) and F(4x4,3x3): forward and input gradient
                        doctest::Contains("2x2 or 4x4, not 3x3"), sieve::Error);
 }
 
+TEST_CASE("conv2d groups: every thread gets as many sample groups as the others") {
+  // ResNet50's layer2 3x3/2 at 64x64 inputs, batch 64: 28 samples' columns fit the budget;
+  // 28 + 28 + 8 left one thread twice the other's work. Also other batches and thread counts.
+  const int saved = sieve::threads();
+  for (int threads : {1, 2, 3}) {
+    sieve::set_threads(threads);
+    for (std::size_t N : {64, 61, 7, 1})
+      for (const k::Conv2dDims& d0 : {k::Conv2dDims{N, 128, 16, 16, 128, {3, 3, 2, 2, 1, 1}},
+                                      k::Conv2dDims{N, 256, 8, 8, 256, {3, 3, 2, 2, 1, 1}},
+                                      k::Conv2dDims{N, 64, 8, 8, 64, {3, 3, 1, 1, 1, 1}}}) {
+        k::Conv2dDims d = d0;
+        d.in = d.out = k::Layout::cnhw;
+        const k::Conv2dPlan p = k::conv2d_plan(d);
+        CAPTURE(threads);
+        CAPTURE(N);
+        CAPTURE(d.C);
+        CAPTURE(p.G);
+        CHECK(p.G * d.CKK() * d.OH() * d.OW() <= k::conv2d_group_budget);  // still within budget
+        CHECK(p.groups == (N + p.G - 1) / p.G);
+        CHECK((p.groups % p.parts == 0 || p.groups < p.parts));
+        CHECK((p.groups - 1) * p.G < N);  // no empty group
+      }
+  }
+  sieve::set_threads(2);
+  k::Conv2dDims d{64, 128, 16, 16, 128, {3, 3, 2, 2, 1, 1}};
+  d.in = d.out = k::Layout::cnhw;
+  CHECK(k::conv2d_group(d) == 16);  // 4 groups of 16
+  sieve::set_threads(saved);
+}
+
 TEST_CASE("conv2d on 2 threads: split samples, per-thread weight-gradient partials") {
   // Large enough to be split (conv2d_parallel_min_macs per thread): one case with one sample
   // per GEMM (32x32 planes), one with grouped samples (8x8 planes), one on 1x1 planes (the

@@ -165,8 +165,10 @@ inline std::size_t conv2d_max_parts(const Conv2dDims& d) {
 }
 
 /// Samples per GEMM group: 1 for large output planes, else as many as fit the budget (at
-/// least 1, at most N), and no more than leave one group per thread. A batch-folded 1x1
-/// convolution takes all N at once.
+/// least 1, at most N), and no more than leave one group per thread; the groups then evened
+/// out so that their count is a multiple of the threads (64 samples of which 28 fit: 4 groups
+/// of 16, not 28 + 28 + 8, where one thread would do twice the other's work). A batch-folded
+/// 1x1 convolution takes all N at once.
 inline std::size_t conv2d_group(const Conv2dDims& d) {
   const std::size_t N = std::max<std::size_t>(d.N, 1);
   if (d.folded_direct()) return N;
@@ -177,7 +179,9 @@ inline std::size_t conv2d_group(const Conv2dDims& d) {
   const std::size_t per_sample = (d.CKK() + (d.out == Layout::cnhw ? 0 : d.K)) * d.OH() * d.OW();
   const std::size_t g = per_sample == 0 ? 1 : conv2d_group_budget / per_sample;
   const std::size_t T = std::max<std::size_t>(parallel_parts(N, conv2d_max_parts(d)), 1);
-  return std::clamp<std::size_t>(g, 1, (N + T - 1) / T);
+  const std::size_t fit = std::clamp<std::size_t>(g, 1, (N + T - 1) / T);
+  const std::size_t groups = (N + fit - 1) / fit, even = (groups + T - 1) / T * T;
+  return (N + even - 1) / even;
 }
 
 /// How a convolution's samples are split: groups of G samples, `parts` threads each taking a
