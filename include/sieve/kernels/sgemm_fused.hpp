@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/simd.hpp"
@@ -49,19 +50,25 @@ inline std::size_t fused_sgemm_b_workspace() { return fused_sgemm_b_floats + 8; 
 
 namespace detail {
 // B rows [k0, k0+kc), columns [j0, j0+nc) -> panels of 16 columns, Bp[q][k][16], zero-padded.
+// Row by row: each row's columns of the block are one contiguous read (B's rows lie ldb apart,
+// often 64 KB or more: going down a panel first touched a new page every 64 bytes), with the
+// rows a few ahead prefetched, and the copy of 16 floats a memcpy (two vector moves: as a loop
+// it stayed scalar, the compiler not knowing that Bp and B do not overlap).
+inline constexpr std::size_t fused_sgemm_pack_ahead = 4;
+
 inline void fused_sgemm_pack_b(const float* B, std::size_t ldb, std::size_t k0, std::size_t kc, std::size_t j0,
                                std::size_t nc, float* Bp) {
-  constexpr std::size_t NR = fused_sgemm_nr;
-  for (std::size_t q = 0; q * NR < nc; ++q) {
-    const std::size_t w = std::min(NR, nc - q * NR);
-    float* dst = Bp + q * kc * NR;
-    const float* src = B + k0 * ldb + j0 + q * NR;
-    if (w == NR) {
-      for (std::size_t k = 0; k < kc; ++k)  // a fixed-length copy the compiler keeps inline
-        for (std::size_t j = 0; j < NR; ++j) dst[k * NR + j] = src[k * ldb + j];
-    } else {
-      for (std::size_t k = 0; k < kc; ++k)
-        for (std::size_t j = 0; j < NR; ++j) dst[k * NR + j] = j < w ? src[k * ldb + j] : 0.0f;
+  constexpr std::size_t NR = fused_sgemm_nr, D = fused_sgemm_pack_ahead;
+  const std::size_t full = nc / NR, w = nc - full * NR;  // whole panels, then the last one's width
+  for (std::size_t k = 0; k < kc; ++k) {
+    const float* src = B + (k0 + k) * ldb + j0;
+    if (k + D < kc)
+      for (std::size_t j = 0; j < nc; j += NR) __builtin_prefetch(src + D * ldb + j, 0, 3);
+    float* dst = Bp + k * NR;
+    for (std::size_t q = 0; q < full; ++q) std::memcpy(dst + q * kc * NR, src + q * NR, NR * sizeof(float));
+    if (w > 0) {
+      float* last = dst + full * kc * NR;
+      for (std::size_t j = 0; j < NR; ++j) last[j] = j < w ? src[full * NR + j] : 0.0f;
     }
   }
 }
