@@ -44,6 +44,8 @@ const ConvCase conv_cases[] = {
     {2, 3, 4, 5, 2, 2, 3, 1, 2, 0, 2, 1},  // rectangular kernel, stride and padding
     {2, 2, 1, 1, 3, 3, 3, 1, 1, 1, 1, 0},  // 1x1 spatial with 3x3 padding (layer4 at 32x32)
     {2, 3, 2, 2, 4, 3, 3, 2, 2, 1, 1, 0},  // 2x2 -> 1x1 with stride 2: 4 of 9 taps read input
+    {2, 3, 5, 37, 4, 3, 3, 2, 2, 1, 1, 0},  // stride-2 lines of 19 and 18: 8-value blocks, tails
+    {1, 2, 7, 40, 3, 7, 7, 2, 2, 3, 3, 0},  // the stem's 7x7/2 on wider lines (20 outputs)
 };
 
 k::Conv2dDims dims_of(const ConvCase& c) {

@@ -21,6 +21,7 @@
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/parallel.hpp"
+#include "sieve/core/simd.hpp"
 #include "sieve/kernels/gemm.hpp"
 #include "sieve/kernels/layout.hpp"
 #include "sieve/kernels/sgemm_fused.hpp"
@@ -336,6 +337,44 @@ inline void conv2d_valid_range(std::size_t k, std::size_t s, std::size_t p, std:
   hi = std::clamp(hi, lo, out);
 }
 
+namespace detail {
+// out[o] = x[2*o] for o < n: im2col's line for a stride-2 kernel column. Reads x[0 .. 2n-2]
+// only. With AVX2, 8 values from two loads (x[2o..2o+7] and x[2o+7..2o+14], so nothing past
+// the last value is read) and two lane permutes; as a loop it stayed scalar.
+template <class T>
+void copy_stride2(const T* x, T* out, std::size_t n) {
+  std::size_t o = 0;
+#if SIEVE_AVX2_FMA
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0), odd = _mm256_setr_epi32(0, 0, 0, 0, 1, 3, 5, 7);
+    for (; o + 8 <= n; o += 8) {
+      const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + 2 * o), even);
+      const __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + 2 * o + 7), odd);
+      _mm256_storeu_ps(out + o, _mm256_blend_ps(a, b, 0xF0));
+    }
+  }
+#endif
+  for (; o < n; ++o) out[o] = x[2 * o];
+}
+
+// conv2d_valid_range for kernel offsets 0..k-1 along one axis, computed once per call rather
+// than per channel (two divisions per column row cost about as much as copying a short line).
+// Offsets past the table compute theirs when asked.
+struct Conv2dRanges {
+  static constexpr std::size_t cached = 16;
+  std::size_t s, p, extent, out;
+  std::array<std::size_t, cached> lo{}, hi{};
+  Conv2dRanges(std::size_t k, std::size_t s_, std::size_t p_, std::size_t extent_, std::size_t out_)
+      : s(s_), p(p_), extent(extent_), out(out_) {
+    for (std::size_t i = 0; i < std::min(k, cached); ++i) conv2d_valid_range(i, s, p, extent, out, lo[i], hi[i]);
+  }
+  void operator()(std::size_t i, std::size_t& l, std::size_t& h) const {
+    if (i < cached) l = lo[i], h = hi[i];
+    else conv2d_valid_range(i, s, p, extent, out, l, h);
+  }
+};
+}  // namespace detail
+
 /// col[(c*KH + i)*KW + j, off + oh*OW + ow] = x[c, oh*SH - PH + i, ow*SW - PW + j] (0 outside).
 /// x: one sample's C planes of [H,W], cs elements apart (0: H*W, NCHW; N*H*W for CNHW);
 /// col has leading dimension ld. With `live` (conv2d_plan's compact case) the rows are
@@ -357,14 +396,15 @@ void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t
   // A stride-1 window that keeps the plane's size (3x3 with padding 1): each column row is
   // the plane shifted, so small planes cost one copy per row instead of one per output line.
   const bool same = SH == 1 && SW == 1 && OH == H && OW == W;
+  const detail::Conv2dRanges rows(KH, SH, PH, H, OH), cols(KW, SW, PW, W, OW);
   for (std::size_t c = 0; c < C; ++c) {
     const T* xc = x + c * cs;
     for (std::size_t i = 0; i < KH; ++i) {
       std::size_t oh_lo, oh_hi;
-      conv2d_valid_range(i, SH, PH, H, OH, oh_lo, oh_hi);
+      rows(i, oh_lo, oh_hi);
       for (std::size_t j = 0; j < KW; ++j) {
         std::size_t ow_lo, ow_hi;
-        conv2d_valid_range(j, SW, PW, W, OW, ow_lo, ow_hi);
+        cols(j, ow_lo, ow_hi);
         T* row = col + ((c * KH + i) * KW + j) * ld + off;
         if (same) {  // the plane shifted by (i - PH, j - PW): one copy, then the zero borders
           const std::ptrdiff_t P = static_cast<std::ptrdiff_t>(H * W), Wd = static_cast<std::ptrdiff_t>(W);
@@ -396,6 +436,8 @@ void im2col(const T* x, const Conv2dDims& d, T* col, std::size_t ld, std::size_t
           std::fill(out, out + ow_lo, T(0));
           if (SW == 1) {
             if (ow_hi > ow_lo) std::memcpy(out + ow_lo, xr + (ow_lo + j - PW), (ow_hi - ow_lo) * sizeof(T));
+          } else if (SW == 2) {
+            if (ow_hi > ow_lo) detail::copy_stride2(xr + (ow_lo * 2 + j - PW), out + ow_lo, ow_hi - ow_lo);
           } else {
             for (std::size_t ow = ow_lo; ow < ow_hi; ++ow) out[ow] = xr[ow * SW + j - PW];
           }
