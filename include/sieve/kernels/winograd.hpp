@@ -15,8 +15,11 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstring>
+#include <type_traits>
 
 #include "sieve/core/parallel.hpp"
+#include "sieve/core/simd.hpp"
 #include "sieve/kernels/gemm.hpp"
 #include "sieve/kernels/layout.hpp"
 #include "sieve/kernels/sgemm_fused.hpp"
@@ -221,7 +224,11 @@ void winograd_input_lanes(const T* x, std::size_t H, std::size_t W, const Winogr
     }
     for (std::size_t j = 0; j < a; ++j) {
       T* v = V + (i * a + j) * estride + ci * cnt + t0;
-      for (std::size_t l = 0; l < L; ++l) v[l] = o[j][l];
+      if (L == NL) {  // a fixed-size copy (vector moves), not a call
+        std::memcpy(v, o[j], NL * sizeof(T));
+      } else {
+        for (std::size_t l = 0; l < L; ++l) v[l] = o[j][l];
+      }
     }
   }
 }
@@ -315,12 +322,114 @@ void winograd_input(const T* x, std::size_t H, std::size_t W, const WinogradPlan
   }
 }
 
+#if SIEVE_AVX2_FMA
+// r[0..7] (8 floats each) transposed in place: r[i][j] <- r[j][i].
+inline void winograd_transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  // s0: column 0 of rows 0-3 | column 4; s1: columns 1 | 5; s2: 2 | 6; s3: 3 | 7 (s4-s7: rows 4-7)
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20), r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20), r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31), r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31), r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+#endif
+
+// winograd_output on planes of fewer than winograd_lanes tiles a row (the lanes along a tile
+// row never fill): lanes across the chunk's tiles, a block of whole tile rows at a time, the
+// same operations in the same order as the tile-by-tile loop. The lanes' m x m results are
+// then turned tile by tile (with AVX2 by 8x8 transposes; as scalar stores from lanes it was
+// slower than the scalar loop) and copied out row by row.
+template <std::size_t m, class T, class Finish>
+void winograd_output_lanes(const T* M, std::size_t H, std::size_t W, const WinogradPlan& p, std::size_t r0,
+                           std::size_t r1, T* y, Finish& finish) {
+  constexpr std::size_t a = m + 2, NL = winograd_lanes;
+  static_assert(m * m <= 2 * NL, "a tile's results fit two rows of the transpose");
+  const std::size_t Kout = p.Kout, TW = p.tiles_w, cnt = (r1 - r0) * TW, estride = winograd_plane_stride(Kout, cnt);
+  const std::size_t R = NL / TW;  // whole tile rows per block (TW < NL)
+  for (std::size_t k = 0; k < Kout; ++k) {
+    const T* mk = M + k * cnt;
+    for (std::size_t r = r0; r < r1; r += R) {
+      const std::size_t rb = std::min(R, r1 - r), t0 = (r - r0) * TW, L = rb * TW;
+      T c[a][a][NL] = {};
+      for (std::size_t i = 0; i < a; ++i)
+        for (std::size_t j = 0; j < a; ++j) {
+          const T* src = mk + (i * a + j) * estride + t0;
+          if (L == NL) {  // a fixed-size copy, not a call
+            std::memcpy(c[i][j], src, NL * sizeof(T));
+          } else {
+            for (std::size_t l = 0; l < L; ++l) c[i][j][l] = src[l];
+          }
+        }
+      T s[m][a][NL];  // A^T M, column by column
+      for (std::size_t j = 0; j < a; ++j)
+        for (std::size_t l = 0; l < NL; ++l) {
+          T ci[a], o[m];
+          for (std::size_t i = 0; i < a; ++i) ci[i] = c[i][j][l];
+          WinogradMatrices<m>::out(ci, o);
+          for (std::size_t q = 0; q < m; ++q) s[q][j][l] = o[q];
+        }
+      alignas(32) T o[2 * NL][NL] = {};  // (A^T M) A: row q*m + c2, lane l
+      for (std::size_t q = 0; q < m; ++q)
+        for (std::size_t l = 0; l < NL; ++l) {
+          T cj[a], oq[m];
+          for (std::size_t j = 0; j < a; ++j) cj[j] = s[q][j][l];
+          WinogradMatrices<m>::out(cj, oq);
+          for (std::size_t c2 = 0; c2 < m; ++c2) o[q * m + c2][l] = oq[c2];
+        }
+      alignas(32) T tile[NL][2 * NL];  // tile l's m x m results, row by row
+      bool done = false;
+#if SIEVE_AVX2_FMA
+      if constexpr (std::is_same_v<T, float>) {
+        for (std::size_t h = 0; h < m * m; h += NL) {
+          __m256 v[NL];
+          for (std::size_t i = 0; i < NL; ++i) v[i] = _mm256_load_ps(o[h + i]);
+          winograd_transpose8(v);
+          for (std::size_t l = 0; l < NL; ++l) _mm256_store_ps(tile[l] + h, v[l]);
+        }
+        done = true;
+      }
+#endif
+      if (!done)
+        for (std::size_t l = 0; l < L; ++l)
+          for (std::size_t e = 0; e < m * m; ++e) tile[l][e] = o[e][l];
+      for (std::size_t l = 0; l < L; ++l) {
+        const WinogradTileAt at = winograd_tile_at(p, r0, t0 + l);
+        const std::size_t oh = m * at.th, ow = m * at.tw, rows = std::min(m, H - oh), cols = std::min(m, W - ow);
+        T* dst = y + (plane_index(p.layout, p.N, Kout, at.n, k) * H + oh) * W + ow;
+        for (std::size_t q = 0; q < rows; ++q) {
+          if (cols == m) {  // a fixed-size copy (one vector move), not a call
+            std::memcpy(dst + q * W, tile[l] + q * m, m * sizeof(T));
+          } else {
+            for (std::size_t c2 = 0; c2 < cols; ++c2) dst[q * W + c2] = tile[l][q * m + c2];
+          }
+        }
+      }
+      for (std::size_t rr = r; rr < r + rb; ++rr) {  // the block's output rows, now complete
+        const std::size_t n = rr / p.tiles_h, oh = m * (rr % p.tiles_h), rows = std::min(m, H - oh);
+        T* y0 = y + (plane_index(p.layout, p.N, Kout, n, k) * H + oh) * W;
+        for (std::size_t q = 0; q < rows; ++q) finish(k, n, oh + q, y0 + q * W);
+      }
+    }
+  }
+}
+
 // y[n, k, rows of tile rows r0 <= r < r1] = A^T M A, then finish(k, n, oh, row) per output row.
 template <std::size_t m, class T, class Finish>
 void winograd_output(const T* M, std::size_t H, std::size_t W, const WinogradPlan& p, std::size_t r0,
                      std::size_t r1, T* y, Finish&& finish) {
   constexpr std::size_t a = m + 2;
   const std::size_t Kout = p.Kout, TW = p.tiles_w, cnt = (r1 - r0) * TW, estride = winograd_plane_stride(Kout, cnt);
+  if (TW < winograd_lanes) {
+    winograd_output_lanes<m>(M, H, W, p, r0, r1, y, finish);
+    return;
+  }
   // Channel by channel, its tile rows in turn (M's a*a streams and the output plane in order).
   for (std::size_t k = 0; k < Kout; ++k) {
     for (std::size_t r = r0; r < r1; ++r) {
