@@ -166,16 +166,18 @@ void winograd_weights(const T* w, std::size_t Kout, std::size_t Cin, bool transp
   });
 }
 
-// Planes at most winograd_lanes wide have rows too short for the input transform's lanes
-// along a row: there the lanes run across the chunk's tiles instead, whatever tile row or
-// sample each belongs to (V holds a chunk's tiles side by side). The arithmetic is the
-// row-lane path's, in the same order: B^T d down each column, then across each row (only
-// the padding columns, which that path sets to zero, are transformed zeros here).
-// bench_conv, kept weights, batch 64, medians of 3: F(4x4,3x3) 128 channels at 8x8 3.28 ->
-// 3.00-3.08 ms, 256 at 4x4 2.73-2.96 -> 2.49-2.58, F(2x2,3x3) 512 at 2x2 4.40-4.58 ->
-// 3.99-4.16; at 14x14 (F(2x2,3x3), 7 tiles a row) the row lanes were faster (15.8-16.0 ms
-// against 17.1-18.5), so wider planes keep them. The output transform by lanes across tiles
-// measured slower than the tile-by-tile loop (its scattered stores): not kept.
+// Planes of fewer than winograd_lanes tiles a row leave the input transform's column pass
+// (8 tiles of a row by lanes) scalar: there the lanes run across the chunk's tiles instead,
+// whatever tile row or sample each belongs to (V holds a chunk's tiles side by side). The
+// arithmetic is the row-lane path's, in the same order: B^T d down each column, then across
+// each row (only the padding columns, which that path sets to zero, are transformed zeros
+// here). bench_conv, kept weights, batch 64, medians of 3: F(4x4,3x3) 128 channels at 8x8
+// 3.28 -> 3.00-3.08 ms, 256 at 4x4 2.73-2.96 -> 2.49-2.58, F(2x2,3x3) 512 at 2x2 4.40-4.58 ->
+// 3.99-4.16 (planes up to 8 wide). Extended to planes of up to 7 tiles a row once the output
+// transform ran by lanes too: F(4x4,3x3) 256 channels at 14x14, batch 16, the input
+// transform's share 12.4% -> 11.2% of the layer (perf), 64 at 16x16 batch 64 about 3% faster.
+// F(2x2,3x3) keeps the row lanes from 9 columns: at 14x14 they had been faster (15.8-16.0 ms
+// against 17.1-18.5) and measured level again now (training's forward, batch 16).
 inline constexpr std::size_t winograd_lanes = 8;
 
 // Where chunk tile t (tile rows from r0) lives: sample n, tile row th, tile column tw.
@@ -243,7 +245,7 @@ void winograd_input(const T* x, std::size_t H, std::size_t W, const WinogradPlan
   constexpr std::size_t a = m + 2;
   const std::size_t Cin = p.Cin, TW = p.tiles_w, cnt = (r1 - r0) * TW, BW = m * TW + 2;
   const std::size_t estride = winograd_plane_stride(Cin, cnt);
-  if (W <= winograd_lanes) {  // narrow planes: lanes across the chunk's tiles
+  if (W <= winograd_lanes || (m == 4 && TW < winograd_lanes)) {  // lanes across the chunk's tiles
     for (std::size_t ci = 0; ci < Cin; ++ci)
       for (std::size_t t0 = 0; t0 < cnt; t0 += winograd_lanes)
         winograd_input_lanes<m>(x, H, W, p, r0, ci, t0, std::min(winograd_lanes, cnt - t0), V, estride, cnt);
