@@ -40,6 +40,16 @@ const Layer kLayers[] = {
     {"in32_layer2_3x3_128_4", 128, 4, 128, 3, 1, 1},
     {"in32_layer3_3x3_256_2", 256, 2, 256, 3, 1, 1},
     {"in32_layer4_3x3_512_1", 512, 1, 512, 3, 1, 1},
+    // The other shapes of a 64x64 input (run at batch 64, as eval/64/64): the stem, 1x1
+    // convolutions with few output or input channels, the strided ones.
+    {"in64_conv1_7x7s2_3to64_64", 3, 64, 64, 7, 2, 3},
+    {"in64_layer1_1x1_256to64_16", 256, 16, 64, 1, 1, 0},
+    {"in64_layer1_1x1_64to256_16", 64, 16, 256, 1, 1, 0},
+    {"in64_layer2_3x3s2_128_16", 128, 16, 128, 3, 2, 1},
+    {"in64_layer2_ds_1x1s2_256to512_16", 256, 16, 512, 1, 2, 0},
+    {"in64_layer3_1x1_1024to256_4", 1024, 4, 256, 1, 1, 0},
+    {"in64_layer3_3x3s2_256_8", 256, 8, 256, 3, 2, 1},
+    {"in64_layer4_1x1_512to2048_2", 512, 2, 2048, 1, 1, 0},
 };
 // SIEVE_BENCH_CONV_BATCH overrides the batch (the in64/in32 layers run at 64 in the model).
 std::size_t batch() {
