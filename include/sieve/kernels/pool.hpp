@@ -32,6 +32,12 @@ template <class T>
 inline T pool_max(T best, T v) {
   return (v > best || v != v) ? v : best;
 }
+// Whether v is where a window's maximum `best` (pool_max's result) came from: equal to it, or
+// a NaN when it is NaN. The argmax passes keep the first such position in scan order.
+template <class T>
+inline bool pool_is_max(T v, T best) {
+  return v == best || (best != best && v != v);
+}
 }  // namespace detail
 
 /// y[n,c,oh,ow] = max over the window of x (padding counts as -inf, as PyTorch);
@@ -93,13 +99,10 @@ void max_pool2d_forward(const T* x, std::size_t NC, std::size_t H, std::size_t W
           if (!ar) return;
           // The first position in scan order holding the maximum (or a NaN when it is one):
           // scanning backwards, every match overwrites, so the first one is left.
-          const bool nan = best != best;
           std::size_t at = 0;
           for (std::size_t ih = h_hi; ih-- > h_lo;)
-            for (std::size_t iw = w_hi; iw-- > w_lo;) {
-              const T v = xp[ih * W + iw];
-              at = (v == best || (nan && v != v)) ? ih * W + iw : at;
-            }
+            for (std::size_t iw = w_hi; iw-- > w_lo;)
+              at = detail::pool_is_max(xp[ih * W + iw], best) ? ih * W + iw : at;
           ar[ow] = static_cast<std::int32_t>(at);
         };
         for (std::size_t ow = 0; ow < ow_a; ++ow) edge(ow);
@@ -116,11 +119,8 @@ void max_pool2d_forward(const T* x, std::size_t NC, std::size_t H, std::size_t W
             for (std::size_t j = g.kw; j-- > 0;) {
               const T* r0 = xp + ih * W - g.pw + j;  // r0[ow * sw]: tap (ih, j) of window ow
               const auto base = static_cast<std::int32_t>(ih * W - g.pw + j);
-              for (std::size_t ow = ow_a; ow < ow_b; ++ow) {
-                const T v = r0[ow * sw], best = yr[ow];
-                const bool hit = v == best || (best != best && v != v);
-                ar[ow] = hit ? base + static_cast<std::int32_t>(ow * sw) : ar[ow];
-              }
+              for (std::size_t ow = ow_a; ow < ow_b; ++ow)
+                ar[ow] = detail::pool_is_max(r0[ow * sw], yr[ow]) ? base + static_cast<std::int32_t>(ow * sw) : ar[ow];
             }
         });
       }
