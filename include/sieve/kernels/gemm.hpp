@@ -107,8 +107,8 @@ void gemm(Trans ta, Trans tb, std::size_t M, std::size_t N, std::size_t K, T alp
 }
 
 /// Sets the threads of sieve's compute, kernels and BLAS calls alike: sieve::set_threads (kept
-/// under this name for code written before sieve had its own threads).
-inline void blas_set_threads(int n) { set_threads(n); }
-inline int blas_threads() { return threads(); }
+/// under this name for code written before sieve had its own threads; deprecated, to be removed).
+[[deprecated("use sieve::set_threads")]] inline void blas_set_threads(int n) { set_threads(n); }
+[[deprecated("use sieve::threads")]] inline int blas_threads() { return threads(); }
 
 }  // namespace sieve::kernels
