@@ -1,7 +1,9 @@
 #pragma once
 /// Learning-rate schedules as pure functions of the optimizer step (so resume is exact).
 
+#include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <numbers>
 #include <string>
@@ -64,10 +66,97 @@ struct WarmupCosineLR {
   }
 };
 
+enum class Anneal { cosine, linear };
+
+/// Warmup then annealing over a step count decided at run time by a time plan
+/// (train::TimeBudget): the trainer runs `probe` timed steps, plans `total`, then calls
+/// with_plan(probe, warmup_for(probe, total), total) and uses the copy. With a = probe + warmup:
+///   step < probe:             base * start_factor                  (the probe; also every step
+///                                                                   of an unplanned schedule)
+///   probe <= step < a:        base * (start + (1 - start) (step - probe) / warmup)
+///   a <= step < total - 1:    eta_min + (base - eta_min) (1 + cos(pi t)) / 2   (cosine) or
+///                             base - (base - eta_min) t                         (linear),
+///                             t = (step - a) / (total - 1 - a)
+///   step >= total - 1:        eta_min exactly
+/// so the curve is continuous at the probe's end, reaches `base` after the warmup, and is
+/// eta_min exactly at the last planned step (total - 1, the last one the trainer takes) and
+/// never before it. one_cycle() gives the one-cycle shape (long warmup from base/25).
+struct PlannedWarmupCosineLR {
+  double base = 0.1;
+  double warmup_fraction = 0.1;  ///< warmup steps = this fraction of the steps after the probe
+  double start_factor = 0.1;     ///< LR of the probe and the start of the warmup, relative to base
+  double eta_min = 0.0;
+  Anneal anneal = Anneal::cosine;
+  std::int64_t probe = 0;   ///< set by with_plan
+  std::int64_t warmup = 0;  ///< set by with_plan
+  std::int64_t total = 0;   ///< set by with_plan; 0 = not planned yet (every step at the probe LR)
+
+  /// One-cycle (Smith; PyTorch's OneCycleLR defaults): from max_lr / 25 up to max_lr over 30%
+  /// of the planned steps, then cosine down to max_lr / 25 / 1e4.
+  static PlannedWarmupCosineLR one_cycle(double max_lr) {
+    return {.base = max_lr, .warmup_fraction = 0.3, .start_factor = 1.0 / 25.0, .eta_min = max_lr / 25.0 / 1e4};
+  }
+
+  bool planned() const { return total > 0; }
+
+  /// Warmup steps for a plan of `total` steps of which `probe` are already taken: round(fraction
+  /// * (total - probe)), capped so at least 2 annealing steps remain.
+  /// Requires: 0 <= warmup_fraction < 1; 0 <= probe; total - probe >= 2.
+  std::int64_t warmup_for(std::int64_t probe_steps, std::int64_t total_steps) const {
+    SIEVE_CHECK(warmup_fraction >= 0.0 && warmup_fraction < 1.0, "PlannedWarmupCosineLR: warmup_fraction=",
+                warmup_fraction, " outside [0, 1)");
+    SIEVE_CHECK(probe_steps >= 0 && total_steps - probe_steps >= 2, "PlannedWarmupCosineLR: probe=", probe_steps,
+                " total=", total_steps, " (need at least 2 steps after the probe)");
+    const std::int64_t rest = total_steps - probe_steps;
+    return std::min<std::int64_t>(std::llround(warmup_fraction * static_cast<double>(rest)), rest - 2);
+  }
+
+  /// This schedule with its plan filled in.
+  /// Requires: 0 <= probe; 0 <= warmup; probe + warmup + 2 <= total (an annealing phase of at
+  /// least 2 steps, from base to eta_min). Ensures: lr(total - 1) == eta_min.
+  PlannedWarmupCosineLR with_plan(std::int64_t probe_steps, std::int64_t warmup_steps, std::int64_t total_steps) const {
+    SIEVE_CHECK(probe_steps >= 0 && warmup_steps >= 0 && probe_steps + warmup_steps + 2 <= total_steps,
+                "PlannedWarmupCosineLR: probe=", probe_steps, " warmup=", warmup_steps, " total=", total_steps,
+                " (need probe + warmup + 2 <= total)");
+    PlannedWarmupCosineLR s = *this;
+    s.probe = probe_steps;
+    s.warmup = warmup_steps;
+    s.total = total_steps;
+    return s;
+  }
+
+  /// Requires: step >= 0; 0 < start_factor <= 1.
+  double lr(std::int64_t step) const {
+    SIEVE_CHECK(step >= 0 && start_factor > 0.0 && start_factor <= 1.0, "PlannedWarmupCosineLR: step=", step,
+                " start_factor=", start_factor, " (need step >= 0, start_factor in (0, 1])");
+    if (!planned() || step < probe) return base * start_factor;
+    const std::int64_t a = probe + warmup;
+    if (step < a)
+      return base * (start_factor + (1.0 - start_factor) * static_cast<double>(step - probe) / static_cast<double>(warmup));
+    if (step >= total - 1) return eta_min;
+    const double t = static_cast<double>(step - a) / static_cast<double>(total - 1 - a);
+    if (anneal == Anneal::linear) return base - (base - eta_min) * t;
+    return eta_min + (base - eta_min) * (1.0 + std::cos(std::numbers::pi * t)) / 2.0;
+  }
+  std::string describe() const {
+    return str("planned_warmup_", anneal == Anneal::cosine ? "cosine" : "linear", "(base=", base,
+               ",warmup_fraction=", warmup_fraction, ",start_factor=", start_factor, ",eta_min=", eta_min,
+               ",probe=", probe, ",warmup=", warmup, ",total=", total, ")");
+  }
+};
+
 /// Anything with `double lr(int64_t step) const`.
 template <class S>
 concept Schedule = requires(const S& s, std::int64_t step) {
   { s.lr(step) } -> std::convertible_to<double>;
+};
+
+/// A schedule whose length a time plan decides: `warmup_for(probe, total)` and
+/// `with_plan(probe, warmup, total)` returning the planned copy (see PlannedWarmupCosineLR).
+template <class S>
+concept PlannableSchedule = Schedule<S> && requires(const S& s, std::int64_t n) {
+  { s.warmup_for(n, n) } -> std::convertible_to<std::int64_t>;
+  { s.with_plan(n, n, n) } -> std::same_as<S>;
 };
 
 }  // namespace sieve::optim

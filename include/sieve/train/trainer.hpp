@@ -1,7 +1,8 @@
 #pragma once
 /// The training loop: epochs of optimizer steps over a loader, with gradient accumulation, a
 /// non-finite guard, clipping, validation + early stopping, progress, metrics.jsonl and
-/// durable checkpoints that resume bit-identically (also mid-epoch).
+/// durable checkpoints that resume bit-identically (also mid-epoch). With a TimeBudget the
+/// run is sized to a wall-clock budget and ends on a fully annealed model (see budget.hpp).
 
 #include <unistd.h>
 
@@ -26,6 +27,8 @@
 #include "sieve/core/xt.hpp"
 #include "sieve/io/safetensors.hpp"
 #include "sieve/optim/param_groups.hpp"
+#include "sieve/optim/schedule.hpp"
+#include "sieve/train/budget.hpp"
 #include "sieve/train/checkpoint.hpp"
 #include "sieve/train/detail/flat_json.hpp"
 #include "sieve/train/early_stopping.hpp"
@@ -83,6 +86,13 @@ struct TrainerOptions {
   /// When fit() ends by early stopping or by running out of epochs (not by a step/time limit)
   /// and best/ exists, load its weights into the model.
   bool restore_best_at_end = true;
+  /// Train for a wall-clock budget (see budget.hpp): needs a plannable schedule
+  /// (optim::PlannedWarmupCosineLR); `epochs`, early stopping and restore_best_at_end are then
+  /// ignored, fit() ends after exactly the planned steps (mid-epoch is fine) with last/ saved.
+  std::optional<TimeBudget> budget{};
+  /// Seconds on a monotonic clock (max_minutes, img/s, progress, the time plan); empty =
+  /// std::chrono::steady_clock. Tests inject a fake one.
+  std::function<double()> now_seconds{};
 };
 
 /// Where training stands; saved in state.json and restored on resume.
@@ -104,6 +114,8 @@ struct FitResult {
   std::int64_t epochs_completed = 0;
   bool early_stopped = false;
   bool stopped_by_limit = false;  ///< stop_after_steps or max_minutes
+  bool stopped_by_plan = false;   ///< a budgeted run took all its planned steps
+  std::optional<TimePlan> plan{}; ///< the time plan followed (budgeted runs, once made)
   std::int64_t nonfinite_skipped = 0;
   double last_epoch_loss = 0.0;
 };
@@ -136,11 +148,34 @@ class Trainer {
     SIEVE_CHECK(o_.epochs >= 0 && o_.accum_steps >= 1 && o_.max_nonfinite_in_row >= 1,
                 "Trainer: epochs=", o_.epochs, " accum_steps=", o_.accum_steps, " max_nonfinite_in_row=",
                 o_.max_nonfinite_in_row, " (need >= 0, >= 1, >= 1)");
+    if (o_.budget) {
+      const TimeBudget& b = *o_.budget;
+      SIEVE_CHECK(b.seconds > 0.0 && std::isfinite(b.seconds) && b.probe_steps >= 2 && b.min_steps >= 2,
+                  "Trainer: budget.seconds=", b.seconds, " probe_steps=", b.probe_steps, " min_steps=", b.min_steps,
+                  " (need a finite budget > 0, probe_steps >= 2, min_steps >= 2)");
+      SIEVE_CHECK(b.margin_seconds >= 0.0 && b.margin_fraction >= 0.0 && b.margin_fraction < 1.0,
+                  "Trainer: budget.margin_seconds=", b.margin_seconds, " margin_fraction=", b.margin_fraction,
+                  " (need >= 0 and [0, 1))");
+      if constexpr (!optim::PlannableSchedule<Schedule>)
+        fail("Trainer: options.budget needs a schedule the time plan can size (optim::PlannedWarmupCosineLR); "
+             "this one has no warmup_for/with_plan, so a budgeted run would not end annealed");
+    }
+    if constexpr (requires { schedule.planned(); })
+      SIEVE_CHECK(o_.budget || schedule.planned(), "Trainer: ", schedule.describe(),
+                  " has no plan (total=0): set options.budget, or fill it in with with_plan()");
   }
 
   void set_validation(ValidationFn<Model> fn) { validate_ = std::move(fn); }
   const TrainState& state() const { return st_; }
   const EarlyStopping& early_stopping() const { return es_; }
+  /// The time plan of a budgeted run (made after the probe or restored by resume).
+  const std::optional<TimePlan>& plan() const { return plan_; }
+  /// The LR of optimizer step `step` (0-based) as this run uses it (the planned schedule once planned).
+  double lr_at(std::int64_t step) const {
+    if constexpr (optim::PlannableSchedule<Schedule>)
+      if (planned_) return planned_->lr(step);
+    return schedule_.lr(step);
+  }
 
   /// Resume from RUN/last/ if it exists. Returns true when it resumed.
   bool resume() {
@@ -185,28 +220,41 @@ class Trainer {
     st_.last_lr = j.get_double("last_lr");
     es_.restore(j.get_bool("early_stopping.has_best"), j.get_double("early_stopping.best"),
                 j.get_i64("early_stopping.best_epoch"), j.get_i64("early_stopping.wait"));
+    restore_plan(j, dir);
   }
 
-  /// Train until `epochs` are done, early stopping triggers, or a step/time limit is hit.
+  /// Train until `epochs` are done, early stopping triggers, or a step/time limit is hit; with
+  /// options.budget, until the planned step count is reached (see budget.hpp).
   template <BatchLoader L>
   FitResult fit(L& loader) {
-    using clock = std::chrono::steady_clock;
-    const auto t0 = clock::now();
+    const double t0 = now();
     const double wall_before = st_.wall_seconds;
     const std::int64_t step_at_start = st_.step;
     std::int64_t images_this_run = 0;
-    auto elapsed = [&] { return std::chrono::duration<double>(clock::now() - t0).count(); };
+    auto elapsed = [&] { return now() - t0; };
     FitResult r;
+    const bool budgeted = o_.budget.has_value();
+    std::vector<double> probe_seconds;  // durations of this run's steps before the plan
+    val_seconds_ = -1.0;
+    save_seconds_ = -1.0;
     stage_set_training(model_, true);
     model_.zero_grad();
     const std::uint64_t dropout_key = derive_seed(o_.seed, RngPurpose::dropout);
     bool stop = false;
-    while (!stop && st_.epoch < o_.epochs) {
+    while (!stop && (budgeted || st_.epoch < o_.epochs)) {
+      if (plan_ && st_.step >= plan_->total_steps) {  // resumed a run that had finished its plan
+        r.stopped_by_plan = true;
+        break;
+      }
       const std::int64_t nb = loader.num_batches(st_.epoch);
       SIEVE_CHECK(st_.batch <= nb, "Trainer: resuming at batch ", st_.batch, " but epoch ", st_.epoch, " has only ",
                   nb, " batches (loader changed since the checkpoint?)");
+      SIEVE_CHECK(!budgeted || nb > 0, "Trainer: epoch ", st_.epoch, " has no batches: a budgeted run would never end");
       if (st_.batch < nb) loader.start_epoch(st_.epoch, st_.batch);
       while (st_.batch < nb) {
+        if (budgeted && !plan_ && st_.step >= o_.budget->probe_steps && probe_seconds.size() >= 2)
+          make_plan(probe_seconds, nb, elapsed);
+        const double step_t0 = now();
         // A step averages `group` micro-batches; the last group of an epoch may be short.
         const std::int64_t group = std::min(o_.accum_steps, nb - st_.batch);
         // A skipped step must leave no trace: BN running statistics (buffers) updated by a
@@ -232,7 +280,7 @@ class Trainer {
           ++st_.batch;
         }
         const double gnorm = optim::global_grad_norm(params_);
-        const double lr = schedule_.lr(st_.step);
+        const double lr = lr_at(st_.step);
         if (!finite || !std::isfinite(gnorm)) {
           restore_buffers();
           ++st_.nonfinite_skipped;
@@ -250,33 +298,47 @@ class Trainer {
         }
         model_.zero_grad();
         ++st_.step;
-        st_.wall_seconds = wall_before + elapsed();
-        show_step(nb, group_loss, images_this_run, elapsed(), st_.step - step_at_start);
+        const double secs = elapsed();
+        if (budgeted && !plan_) probe_seconds.push_back(now() - step_t0);
+        st_.wall_seconds = wall_before + secs;
+        show_step(nb, group_loss, images_this_run, secs, st_.step - step_at_start);
         const bool limit = (o_.stop_after_steps >= 0 && st_.step >= o_.stop_after_steps) ||
-                           (o_.max_minutes > 0.0 && elapsed() >= o_.max_minutes * 60.0);
-        if (limit) {
-          save("last");
-          r.stopped_by_limit = true;
+                           (o_.max_minutes > 0.0 && secs >= o_.max_minutes * 60.0);
+        const bool done = plan_ && st_.step >= plan_->total_steps;
+        if (limit || done) {
+          timed_save("last");
+          r.stopped_by_limit = limit && !done;
+          r.stopped_by_plan = done;
+          if (done)
+            line(str("plan complete: ", st_.step, " steps in ", hms(elapsed()), " (planned ",
+                     hms(plan_->predicted_seconds), "), last lr ", lr));
           stop = true;
           break;
         }
-        if (o_.checkpoint_every_steps > 0 && st_.step % o_.checkpoint_every_steps == 0) save("last");
+        if (o_.checkpoint_every_steps > 0 && st_.step % o_.checkpoint_every_steps == 0) timed_save("last");
       }
       if (stop) break;
       // End of epoch: validate, log, maybe save best, advance, save last.
       std::map<std::string, double> val;
       if (validate_) {
-        stage_set_training(model_, false);
-        stage_set_inference(model_, true);
-        val = validate_(model_, st_.epoch);
-        stage_set_inference(model_, false);
-        stage_set_training(model_, true);
+        // A budgeted run skips a validation that would leave too little time for the steps
+        // left: elapsed + validation + (total - step) s/step + final save > B - R - M.
+        const bool skip = budgeted && plan_ && val_seconds_ >= 0.0 &&
+                          elapsed() + val_seconds_ +
+                                  static_cast<double>(plan_->total_steps - st_.step) * plan_->seconds_per_step +
+                                  plan_->save_seconds >
+                              plan_->budget_seconds - plan_->reserve_seconds - plan_->margin_seconds;
+        if (skip)
+          line(str("epoch ", st_.epoch + 1, ": validation skipped (", val_seconds_, " s would overrun the ",
+                   plan_->budget_seconds, " s budget)"));
+        else
+          val = timed_validation();
       }
       const double epoch_loss = st_.epoch_loss_count > 0 ? st_.epoch_loss_sum / static_cast<double>(st_.epoch_loss_count)
                                                          : std::nan("");
       r.last_epoch_loss = epoch_loss;
       bool improved = false;
-      if (o_.early_stopping) {
+      if (o_.early_stopping && !budgeted) {
         const auto it = val.find(es_.options().monitor);
         if (it == val.end())
           fail("Trainer: early stopping monitors '", es_.options().monitor, "' but the validation hook returned ",
@@ -293,22 +355,23 @@ class Trainer {
       st_.epoch_images = 0;
       ++r.epochs_completed;
       if (improved) save("best");
-      save("last");
-      if (o_.early_stopping && es_.should_stop()) {
+      timed_save("last");
+      if (o_.early_stopping && !budgeted && es_.should_stop()) {
         r.early_stopped = true;
         line(str("early stopping after epoch ", finished + 1, ": ", es_.options().monitor, " has not improved for ",
                  es_.wait(), " epochs; best ", es_.best(), " at epoch ", es_.best_epoch() + 1));
         break;
       }
     }
-    if (!r.stopped_by_limit && o_.restore_best_at_end && !o_.run_dir.empty() && o_.early_stopping && es_.has_best() &&
-        std::filesystem::exists(o_.run_dir / "best")) {
+    if (!budgeted && !r.stopped_by_limit && o_.restore_best_at_end && !o_.run_dir.empty() && o_.early_stopping &&
+        es_.has_best() && std::filesystem::exists(o_.run_dir / "best")) {
       const auto files = load_checkpoint_files(o_.run_dir / "best");
       tensors_from_safetensors<T>(io::SafeTensors::parse(files.at("model.safetensors"), (o_.run_dir / "best/model.safetensors").string()),
                                   params_, buffers_of<T>(model_));
     }
     r.steps = st_.step;
     r.nonfinite_skipped = st_.nonfinite_skipped;
+    r.plan = plan_;
     return r;
   }
 
@@ -333,7 +396,7 @@ class Trainer {
     j.set("epoch_images", st_.epoch_images);
     j.set("wall_seconds", st_.wall_seconds);
     j.set("last_lr", st_.last_lr);
-    if constexpr (requires { schedule_.describe(); }) j.set_string("schedule", schedule_.describe());
+    if constexpr (requires { schedule_.describe(); }) j.set_string("schedule", schedule_description());
     j.set("schedule.step", st_.step);
     j.set("early_stopping.enabled", o_.early_stopping.has_value());
     j.set_string("early_stopping.monitor", es_.options().monitor);
@@ -347,6 +410,21 @@ class Trainer {
     j.set("options.epochs", o_.epochs);
     j.set("options.accum_steps", o_.accum_steps);
     j.set("options.max_grad_norm", o_.max_grad_norm);
+    j.set("plan.budgeted", o_.budget.has_value());
+    if (plan_) {
+      j.set("plan.total_steps", plan_->total_steps);
+      j.set("plan.probe_steps", plan_->probe_steps);
+      j.set("plan.warmup_steps", plan_->warmup_steps);
+      j.set("plan.seconds_per_step", plan_->seconds_per_step);
+      j.set("plan.epoch_end_seconds", plan_->epoch_end_seconds);
+      j.set("plan.save_seconds", plan_->save_seconds);
+      j.set("plan.reserve_seconds", plan_->reserve_seconds);
+      j.set("plan.margin_seconds", plan_->margin_seconds);
+      j.set("plan.budget_seconds", plan_->budget_seconds);
+      j.set("plan.elapsed_at_plan", plan_->elapsed_at_plan);
+      j.set("plan.predicted_seconds", plan_->predicted_seconds);
+      j.set("plan.over_budget", plan_->over_budget);
+    }
     for (const auto& [k, v] : o_.config) j.set_string("config." + k, v);
     const std::string text = j.dump();
     f["state.json"] = std::vector<std::byte>(reinterpret_cast<const std::byte*>(text.data()),
@@ -361,6 +439,121 @@ class Trainer {
   }
 
  private:
+  double now() const {
+    if (o_.now_seconds) return o_.now_seconds();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+
+  std::string schedule_description() const {
+    if constexpr (optim::PlannableSchedule<Schedule>)
+      if (planned_) return planned_->describe();
+    return schedule_.describe();
+  }
+
+  /// save(slot), remembering the slowest save of this run (the plan's checkpoint cost).
+  void timed_save(const std::string& slot) {
+    if (o_.run_dir.empty()) return;
+    const double t = now();
+    save(slot);
+    save_seconds_ = std::max(save_seconds_, now() - t);
+  }
+
+  /// The validation hook in eval + inference mode, remembering the slowest call of this run.
+  std::map<std::string, double> timed_validation() {
+    const double t = now();
+    stage_set_training(model_, false);
+    stage_set_inference(model_, true);
+    auto val = validate_(model_, st_.epoch);
+    stage_set_inference(model_, false);
+    stage_set_training(model_, true);
+    val_seconds_ = std::max(val_seconds_, now() - t);
+    return val;
+  }
+
+  /// After the probe: measure what is still unknown, then fix the plan for the rest of the run.
+  template <class Elapsed>
+  void make_plan(const std::vector<double>& probe_seconds, std::int64_t nb, Elapsed&& elapsed) {
+    if constexpr (optim::PlannableSchedule<Schedule>) {
+      const TimeBudget& b = *o_.budget;
+      double val_s = 0.0;
+      if (validate_) {
+        if (val_seconds_ >= 0.0) {
+          val_s = val_seconds_;  // an epoch ended during the probe
+        } else if (b.validation.known()) {
+          val_s = val_seconds_ = b.validation.get("validation");
+        } else {
+          (void)timed_validation();  // one timing call; its metrics are not logged
+          val_s = val_seconds_;
+        }
+      }
+      if (!o_.run_dir.empty() && save_seconds_ < 0.0) timed_save("last");  // plan-free: resume re-probes
+      const double reserve = b.reserve.get("reserve");  // after the probe, as documented
+      PlanInputs in;
+      in.budget = b.seconds;
+      in.elapsed = elapsed();
+      in.reserve = reserve;
+      in.margin = b.margin_seconds + b.margin_fraction * b.seconds;
+      in.seconds_per_step = std::max(probe_seconds_per_step(probe_seconds), 1e-9);
+      in.steps_done = st_.step;
+      in.min_steps = b.min_steps;
+      in.steps_per_epoch = (nb + o_.accum_steps - 1) / o_.accum_steps;
+      in.steps_into_epoch = (st_.batch + o_.accum_steps - 1) / o_.accum_steps;
+      const double save_s = std::max(save_seconds_, 0.0);
+      in.epoch_end_seconds = val_s + save_s;
+      in.save_every_steps = o_.checkpoint_every_steps;
+      in.save_seconds = save_s;
+      TimePlan p = plan_steps(in);
+      if (b.agree_total) {
+        const std::int64_t agreed = b.agree_total(p.total_steps);
+        SIEVE_CHECK(agreed >= p.probe_steps + 2, "Trainer: budget.agree_total returned ", agreed,
+                    " steps for a plan of ", p.total_steps, " (need >= probe ", p.probe_steps, " + 2)");
+        p.total_steps = agreed;
+      }
+      p.warmup_steps = schedule_.warmup_for(p.probe_steps, p.total_steps);
+      planned_ = schedule_.with_plan(p.probe_steps, p.warmup_steps, p.total_steps);
+      plan_ = p;
+      line(str("plan: ", p.total_steps, " steps (", p.probe_steps, " probe + ", p.warmup_steps, " warmup + ",
+               p.total_steps - p.probe_steps - p.warmup_steps, " annealing) at ", p.seconds_per_step,
+               " s/step; epoch end ", p.epoch_end_seconds, " s; reserve ", p.reserve_seconds, " s; margin ",
+               p.margin_seconds, " s; predicted ", hms(p.predicted_seconds), " of the ", hms(p.budget_seconds),
+               " budget", p.over_budget ? str(" (OVER BUDGET: the budget has no room for min_steps=", b.min_steps,
+                                               " steps after the probe)")
+                                         : std::string()));
+    }
+  }
+
+  /// resume_from: continue the checkpoint's plan (never re-plan), refusing a budget mismatch.
+  void restore_plan(const detail::FlatJson& j, const std::filesystem::path& dir) {
+    const bool was_budgeted = j.has("plan.budgeted") && j.get_bool("plan.budgeted");
+    SIEVE_CHECK(was_budgeted == o_.budget.has_value(), "resume: checkpoint ", dir.string(), " was trained ",
+                was_budgeted ? "with" : "without", " a time budget but this run has ",
+                o_.budget ? "one" : "none", ": the LR schedule would not continue");
+    plan_.reset();
+    if constexpr (optim::PlannableSchedule<Schedule>) {
+      planned_.reset();
+      if (!j.has("plan.total_steps")) return;  // stopped during the probe: this run plans
+      TimePlan p;
+      p.total_steps = j.get_i64("plan.total_steps");
+      p.probe_steps = j.get_i64("plan.probe_steps");
+      p.warmup_steps = j.get_i64("plan.warmup_steps");
+      p.seconds_per_step = j.get_double("plan.seconds_per_step");
+      p.epoch_end_seconds = j.get_double("plan.epoch_end_seconds");
+      p.save_seconds = j.get_double("plan.save_seconds");
+      p.reserve_seconds = j.get_double("plan.reserve_seconds");
+      p.margin_seconds = j.get_double("plan.margin_seconds");
+      p.budget_seconds = j.get_double("plan.budget_seconds");
+      p.elapsed_at_plan = j.get_double("plan.elapsed_at_plan");
+      p.predicted_seconds = j.get_double("plan.predicted_seconds");
+      p.over_budget = j.get_bool("plan.over_budget");
+      planned_ = schedule_.with_plan(p.probe_steps, p.warmup_steps, p.total_steps);
+      plan_ = p;
+      if (j.has("schedule"))
+        SIEVE_CHECK(j.get_string("schedule") == planned_->describe(), "resume: checkpoint ", dir.string(),
+                    " followed the schedule ", j.get_string("schedule"), " but this run's, with the same plan, is ",
+                    planned_->describe());
+    }
+  }
+
   void save_buffers() {
     std::size_t vi = 0, ci = 0;
     for (const auto& b : buffers_) {
@@ -410,36 +603,45 @@ class Trainer {
     const Progress m = mode();
     if (m == Progress::plain) {
       // Long epochs in a log file: a line now and then, so a reader sees the run is alive.
-      const auto now = std::chrono::steady_clock::now();
-      if (o_.plain_every_seconds <= 0 ||
-          std::chrono::duration<double>(now - last_plain_).count() < o_.plain_every_seconds)
-        return;
-      if (last_plain_ == std::chrono::steady_clock::time_point{}) {  // the first call starts the clock
-        last_plain_ = now;
+      const double t = now();
+      if (o_.plain_every_seconds <= 0 || t - last_plain_ < o_.plain_every_seconds) return;
+      if (std::isnan(last_plain_)) {  // the first call starts the clock
+        last_plain_ = t;
         return;
       }
-      last_plain_ = now;
+      last_plain_ = t;
     } else if (m != Progress::terminal) {
       return;
     }
     const std::int64_t steps_per_epoch = (nb + o_.accum_steps - 1) / o_.accum_steps;
     const std::int64_t left_in_epoch = (nb - st_.batch + o_.accum_steps - 1) / o_.accum_steps;
-    const std::int64_t left = left_in_epoch + (o_.epochs - st_.epoch - 1) * steps_per_epoch;
+    // Budgeted: the plan's steps left (unknown during the probe); else the epochs' steps left.
+    const std::int64_t left = o_.budget ? (plan_ ? plan_->total_steps - st_.step : -1)
+                                        : left_in_epoch + (o_.epochs - st_.epoch - 1) * steps_per_epoch;
     const double per_step = steps_this_run > 0 ? secs / static_cast<double>(steps_this_run) : 0.0;
-    char buf[200];
-    std::snprintf(buf, sizeof buf, "%sepoch %lld/%lld  batch %lld/%lld  step %lld  loss %.4f  %.1f img/s  ETA %s%s",
-                  m == Progress::terminal ? "\r\033[2K" : "",
-                  static_cast<long long>(st_.epoch + 1), static_cast<long long>(o_.epochs),
-                  static_cast<long long>(st_.batch), static_cast<long long>(nb), static_cast<long long>(st_.step), loss,
-                  secs > 0 ? o_.throughput_scale * static_cast<double>(images) / secs : 0.0, hms(per_step * static_cast<double>(left)).c_str(),
+    char buf[240];
+    std::snprintf(buf, sizeof buf, "%s%s  batch %lld/%lld  %s  loss %.4f  %.1f img/s  ETA %s%s",
+                  m == Progress::terminal ? "\r\033[2K" : "", epoch_label().c_str(),
+                  static_cast<long long>(st_.batch), static_cast<long long>(nb), step_label().c_str(), loss,
+                  secs > 0 ? o_.throughput_scale * static_cast<double>(images) / secs : 0.0,
+                  hms(left < 0 ? -1.0 : per_step * static_cast<double>(left)).c_str(),
                   m == Progress::terminal ? "" : "\n");
     out() << buf << std::flush;
   }
 
+  /// "epoch 3/10"; budgeted runs have no epoch count: "epoch 3".
+  std::string epoch_label() const {
+    return o_.budget ? str("epoch ", st_.epoch + 1) : str("epoch ", st_.epoch + 1, "/", o_.epochs);
+  }
+  /// "step 40"; budgeted: "step 40/120" once planned, "step 4 (probe)" before.
+  std::string step_label() const {
+    if (!o_.budget) return str("step ", st_.step);
+    return plan_ ? str("step ", st_.step, "/", plan_->total_steps) : str("step ", st_.step, " (probe)");
+  }
+
   void log_epoch(double loss, const std::map<std::string, double>& val, std::int64_t images, double secs) {
     const double ips = secs > 0 ? o_.throughput_scale * static_cast<double>(images) / secs : 0.0;
-    std::string msg = str("epoch ", st_.epoch + 1, "/", o_.epochs, "  step ", st_.step, "  loss ", loss, "  lr ",
-                          st_.last_lr);
+    std::string msg = str(epoch_label(), "  ", step_label(), "  loss ", loss, "  lr ", st_.last_lr);
     for (const auto& [k, v] : val) msg += str("  ", k, " ", v);
     msg += str("  ", static_cast<long long>(ips), " img/s");
     if (st_.nonfinite_skipped > 0) msg += str("  skipped ", st_.nonfinite_skipped);
@@ -474,10 +676,14 @@ class Trainer {
   std::vector<BufferRef<T>> buffers_ = buffers_of<T>(model_);
   std::vector<T> saved_values_;
   std::vector<std::int64_t> saved_counts_;
-  std::chrono::steady_clock::time_point last_plain_{};  ///< last plain progress line (epoch 0 = not yet)
+  double last_plain_ = std::nan("");  ///< now() of the last plain progress line (NaN = not yet)
   EarlyStopping es_;
   TrainState st_;
   ValidationFn<Model> validate_;
+  std::optional<TimePlan> plan_;      ///< budgeted runs: made after the probe, or restored
+  std::optional<Schedule> planned_;   ///< schedule_ with the plan filled in (plannable schedules)
+  double val_seconds_ = -1.0;         ///< slowest validation call of this fit() (-1 = none yet)
+  double save_seconds_ = -1.0;        ///< slowest checkpoint save of this fit() (-1 = none yet)
 };
 
 }  // namespace sieve::train

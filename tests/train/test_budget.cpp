@@ -1,0 +1,405 @@
+// Training for a wall-clock budget: the planner's formula on hand-computed cases, the planned
+// schedule, and the trainer under a fake clock (the plan fits the budget, the LR ends at 0 on
+// the last planned step, resume continues the same plan bit-exactly), plus the injectable clock.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "sieve/loss/bce_with_logits.hpp"
+#include "sieve/optim/adamw.hpp"
+#include "sieve/optim/schedule.hpp"
+#include "sieve/train/budget.hpp"
+#include "sieve/train/memory_loader.hpp"
+#include "sieve/train/trainer.hpp"
+#include "tiny_model.hpp"
+
+namespace fs = std::filesystem;
+using namespace sieve;
+using sieve_test::TinyMlp;
+
+TEST_CASE("budget: probe_seconds_per_step is the median without the first step") {
+  const std::vector<double> even{10.0, 1.0, 3.0, 2.0}, odd{10.0, 4.0, 1.0};
+  CHECK(train::probe_seconds_per_step(even) == 2.0);
+  CHECK(train::probe_seconds_per_step(odd) == 2.5);
+  const std::vector<double> one{1.0};
+  CHECK_THROWS_WITH_AS(train::probe_seconds_per_step(one), doctest::Contains("1 step durations (need >= 2"), Error);
+}
+
+TEST_CASE("budget: plan_steps on hand-computed cases") {
+  // B=100, E=5, R=10, M=5, s=0.5, P=20: A = 80 -> r = 160, total 180, ends at exactly B - R - M.
+  train::PlanInputs in{.budget = 100, .elapsed = 5, .reserve = 10, .margin = 5, .seconds_per_step = 0.5, .steps_done = 20};
+  auto p = train::plan_steps(in);
+  CHECK(p.total_steps == 180);
+  CHECK(p.probe_steps == 20);
+  CHECK_FALSE(p.over_budget);
+  CHECK(p.predicted_seconds == 85.0);
+  CHECK(p.predicted_seconds + p.reserve_seconds + p.margin_seconds <= p.budget_seconds);
+
+  SUBCASE("epoch ends cost V each, the one at the last step excluded") {
+    // S=50, q=20, V=4: cost(r) = 0.5 r + 4 floor((19 + r) / 50). cost(136) = 68 + 12 = 80 fits,
+    // cost(137) = 68.5 + 12 = 80.5 does not.
+    in.steps_per_epoch = 50;
+    in.steps_into_epoch = 20;
+    in.epoch_end_seconds = 4;
+    CHECK(train::plan_cost(in, 136) == 80.0);
+    CHECK(train::plan_cost(in, 137) == 80.5);
+    p = train::plan_steps(in);
+    CHECK(p.total_steps == 20 + 136);
+    CHECK(p.predicted_seconds == 85.0);
+  }
+  SUBCASE("periodic saves (K=25, C=1) and the final save") {
+    // A = 80 - 1 (final save) = 79; saves at steps 25..150 in [21, P+r-1]: cost(146) = 73 + 6 = 79.
+    in.save_every_steps = 25;
+    in.save_seconds = 1;
+    CHECK(train::plan_cost(in, 146) == 79.0);
+    CHECK(train::plan_cost(in, 147) == 79.5);
+    p = train::plan_steps(in);
+    CHECK(p.total_steps == 20 + 146);
+    CHECK(p.predicted_seconds == 5 + 79 + 1);
+  }
+  SUBCASE("no room: min_steps after the probe, flagged over budget") {
+    in.elapsed = 99;
+    in.min_steps = 12;
+    p = train::plan_steps(in);
+    CHECK(p.over_budget);
+    CHECK(p.total_steps == 32);
+  }
+  SUBCASE("errors name the values") {
+    in.seconds_per_step = 0;
+    CHECK_THROWS_WITH_AS(train::plan_steps(in), doctest::Contains("seconds_per_step=0"), Error);
+    in.seconds_per_step = 1;
+    in.steps_per_epoch = 7;
+    in.steps_into_epoch = 7;
+    CHECK_THROWS_WITH_AS(train::plan_steps(in), doctest::Contains("steps_into_epoch=7 outside [0, 7)"), Error);
+  }
+}
+
+TEST_CASE("PlannedWarmupCosineLR: probe LR, warmup, annealing to exactly eta_min at the last planned step") {
+  static_assert(optim::PlannableSchedule<optim::PlannedWarmupCosineLR>);
+  static_assert(!optim::PlannableSchedule<optim::WarmupCosineLR> && !optim::PlannableSchedule<optim::ConstantLR>);
+  const optim::PlannedWarmupCosineLR raw{.base = 1.0, .warmup_fraction = 0.1, .start_factor = 0.1};
+  CHECK(raw.lr(0) == 0.1);
+  CHECK(raw.lr(1000) == 0.1);  // unplanned: the probe LR
+  CHECK(raw.warmup_for(20, 120) == 10);
+  const auto s = raw.with_plan(20, 10, 120);
+  CHECK(s.lr(19) == 0.1);
+  CHECK(s.lr(20) == 0.1);  // continuous at the end of the probe
+  CHECK(s.lr(25) == doctest::Approx(0.55).epsilon(1e-15));
+  CHECK(s.lr(30) == 1.0);
+  CHECK(s.lr(75) == doctest::Approx((1 + std::cos(std::numbers::pi * 45.0 / 89.0)) / 2).epsilon(1e-15));
+  CHECK(s.lr(119) == 0.0);
+  CHECK(s.lr(500) == 0.0);
+  CHECK(s.lr(118) > 0.0);
+  for (std::int64_t k = 30; k < 119; ++k) CHECK(s.lr(k + 1) < s.lr(k));
+  auto lin = raw;
+  lin.anneal = optim::Anneal::linear;
+  lin.eta_min = 0.01;
+  const auto l = lin.with_plan(20, 10, 120);
+  CHECK(l.lr(119) == 0.01);
+  CHECK(l.lr(30 + 89 / 2) == doctest::Approx(1.0 - 0.99 * 44.0 / 89.0).epsilon(1e-15));
+  const auto oc = optim::PlannedWarmupCosineLR::one_cycle(0.5);
+  CHECK(oc.lr(0) == 0.02);
+  CHECK(oc.warmup_for(0, 100) == 30);
+  CHECK(oc.with_plan(0, 30, 100).lr(99) == 0.5 / 25 / 1e4);
+  CHECK(raw.warmup_for(0, 3) == 0);  // capped: two annealing steps remain
+  CHECK_THROWS_WITH_AS(raw.with_plan(20, 10, 31), doctest::Contains("probe=20 warmup=10 total=31"), Error);
+  CHECK_THROWS_WITH_AS(raw.warmup_for(20, 21), doctest::Contains("probe=20 total=21"), Error);
+}
+
+namespace {
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name)
+      : path(fs::temp_directory_path() / ("sieve_budget_" + name + "_" + std::to_string(::getpid()))) {
+    fs::remove_all(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+constexpr std::size_t kIn = 12, kHidden = 16, kClasses = 3, kSamples = 40;
+
+std::pair<Tensor4<float>, Tensor2<float>> make_data() {
+  Rng rng(7, 1);
+  Tensor4<float> x = xt::zeros<float>(Shape<4>{kSamples, 2, 3, 2});
+  for (auto& v : x) v = static_cast<float>(rng.normal());
+  Tensor2<float> y = xt::zeros<float>(Shape<2>{kSamples, kClasses});
+  for (std::size_t n = 0; n < kSamples; ++n)
+    for (std::size_t k = 0; k < kClasses; ++k) y(n, k) = x.data()[n * kIn + k] + x.data()[n * kIn + k + 3] > 0 ? 1.0f : 0.0f;
+  return {x, y};
+}
+
+using Loader = train::InMemoryLoader<float, 4, float, 2>;
+
+// Every batch drawn advances the fake clock: the time per step is exact, whatever the host does.
+struct ClockedLoader {
+  Loader inner;
+  double* now;
+  double per_batch;
+  std::int64_t num_batches(std::int64_t e) const { return inner.num_batches(e); }
+  void start_epoch(std::int64_t e, std::int64_t first) { inner.start_epoch(e, first); }
+  const Loader::Batch& next_batch() {
+    *now += per_batch;
+    return inner.next_batch();
+  }
+};
+
+using Sched = optim::PlannedWarmupCosineLR;
+using TinyTrainer = train::Trainer<TinyMlp<float>, loss::BCEWithLogitsLoss<float>, optim::AdamW<float>, Sched>;
+
+// A budgeted tiny MLP: 40 samples in batches of 6 -> 7 batches (steps) per epoch.
+struct Run {
+  double now = 0.0;
+  int reserve_calls = 0;
+  TinyMlp<float> model{kIn, kHidden, kClasses, 42, 0.25};
+  loss::BCEWithLogitsLoss<float> loss;
+  optim::AdamW<float> opt{model.params(), {0.9, 0.999, 1e-8, 0.01}};
+  Sched sched{.base = 0.02, .warmup_fraction = 0.1, .start_factor = 0.1};
+  ClockedLoader loader;
+  TinyTrainer trainer;
+
+  Run(train::TrainerOptions o, double per_batch = 0.5, std::size_t batch_size = 6)
+      : loader{Loader(make_data().first, make_data().second, batch_size, o.seed), &now, per_batch},
+        trainer(model, loss, opt, sched, with_clock(std::move(o))) {}
+
+  train::TrainerOptions with_clock(train::TrainerOptions o) {
+    if (o.progress == train::Progress::automatic) o.progress = train::Progress::off;
+    o.now_seconds = [this] { return now; };
+    return o;
+  }
+};
+
+nlohmann::json state_of(const fs::path& dir) {
+  std::ifstream f(dir / "state.json");
+  return nlohmann::json::parse(f);
+}
+}  // namespace
+
+TEST_CASE("trainer budget: the plan fills the budget, the LR ends at 0 on the last planned step, and fit() stops there") {
+  TempDir dir("fill");
+  Run* self = nullptr;
+  train::TrainerOptions o{.run_dir = dir.path, .epochs = 1, .seed = 5};
+  o.budget = train::TimeBudget{.seconds = 100, .reserve = [&] { return ++self->reserve_calls, 10.0; }};
+  Run run(o);
+  self = &run;
+  const auto r = run.trainer.fit(run.loader);
+  // Probe: 20 steps of 0.5 s (E = 10); A = 100 - 10 - 10 - 2 = 78 -> 156 more steps.
+  REQUIRE(r.plan.has_value());
+  const auto& p = *r.plan;
+  CHECK(run.reserve_calls == 1);
+  CHECK(p.seconds_per_step == 0.5);
+  CHECK(p.elapsed_at_plan == 10.0);
+  CHECK(p.reserve_seconds == 10.0);
+  CHECK(p.margin_seconds == 2.0);
+  CHECK(p.total_steps == 176);
+  CHECK(p.probe_steps == 20);
+  CHECK(p.warmup_steps == 16);  // round(0.1 * 156)
+  CHECK(r.stopped_by_plan);
+  CHECK_FALSE(r.stopped_by_limit);
+  CHECK(r.steps == 176);  // epochs = 1 is ignored: 25 whole epochs and one step of the 26th
+  CHECK(r.epochs_completed == 25);
+  CHECK(run.trainer.state().batch == 1);
+  // Within the budget, and not wasting it: the run ends at B - R - M.
+  CHECK(run.now + p.reserve_seconds + p.margin_seconds <= p.budget_seconds);
+  CHECK(run.now == 88.0);
+  CHECK(p.predicted_seconds == 88.0);
+  // The last step taken is the last planned step, at LR 0; no step before it is at 0.
+  CHECK(run.trainer.lr_at(175) == 0.0);
+  CHECK(run.trainer.state().last_lr == 0.0);
+  for (std::int64_t k = 0; k < 175; ++k) REQUIRE(run.trainer.lr_at(k) > 0.0);
+  CHECK(run.trainer.lr_at(19) == 0.02 * 0.1);
+  CHECK(run.trainer.lr_at(36) == 0.02);
+  // The plan is in last/state.json.
+  const auto st = state_of(dir.path / "last");
+  CHECK(st["plan.total_steps"].get<std::int64_t>() == 176);
+  CHECK(st["plan.warmup_steps"].get<std::int64_t>() == 16);
+  CHECK(st["plan.seconds_per_step"].get<double>() == 0.5);
+  CHECK(st["plan.budget_seconds"].get<double>() == 100.0);
+  CHECK(st["plan.reserve_seconds"].get<double>() == 10.0);
+  CHECK(st["step"].get<std::int64_t>() == 176);
+  // Resuming a finished plan does nothing more.
+  Run again(o);
+  self = &again;
+  REQUIRE(again.trainer.resume());
+  const auto r2 = again.trainer.fit(again.loader);
+  CHECK(r2.stopped_by_plan);
+  CHECK(r2.steps == 176);
+  CHECK(again.now == 0.0);
+  CHECK(again.reserve_calls == 0);
+}
+
+TEST_CASE("trainer budget: validation cost measured at the probe's epoch ends is planned for") {
+  TempDir dir("val");
+  int val_calls = 0;
+  Run* self = nullptr;
+  train::TrainerOptions o{.run_dir = dir.path, .seed = 5};
+  o.budget = train::TimeBudget{.seconds = 100, .reserve = 10.0};
+  Run run(o);
+  self = &run;
+  run.trainer.set_validation([&](TinyMlp<float>&, std::int64_t) {
+    ++val_calls;
+    self->now += 3.0;
+    return std::map<std::string, double>{{"val_score", 0.5}};
+  });
+  const auto r = run.trainer.fit(run.loader);
+  REQUIRE(r.plan.has_value());
+  // Epoch ends at steps 7 and 14 in the probe: E = 20 * 0.5 + 2 * 3 = 16, q = 6, V = 3;
+  // A = 72, cost(r) = 0.5 r + 3 floor((5 + r) / 7): cost(78) = 39 + 33 = 72, cost(79) = 75.5.
+  CHECK(r.plan->elapsed_at_plan == 16.0);
+  CHECK(r.plan->epoch_end_seconds == 3.0);
+  CHECK(r.plan->total_steps == 98);
+  CHECK(r.steps == 98);
+  CHECK(r.epochs_completed == 13);  // step 98 ends epoch 14, but the run stops before its validation
+  CHECK(val_calls == 13);
+  CHECK(run.now == 88.0);
+  CHECK(run.now + r.plan->reserve_seconds + r.plan->margin_seconds <= 100.0);
+  CHECK(run.trainer.state().last_lr == 0.0);
+}
+
+TEST_CASE("trainer budget: validation before the first epoch end is timed once, or taken from the estimate") {
+  for (const bool estimate : {false, true}) {
+    CAPTURE(estimate);
+    int val_calls = 0;
+    Run* self = nullptr;
+    train::TrainerOptions o{.seed = 5};
+    o.budget = train::TimeBudget{.seconds = 100, .probe_steps = 5};
+    if (estimate) o.budget->validation = 4.0;
+    Run run(o, 0.5, 2);  // 20 steps per epoch: no epoch end in the probe
+    self = &run;
+    run.trainer.set_validation([&](TinyMlp<float>&, std::int64_t) {
+      ++val_calls;
+      self->now += 4.0;
+      return std::map<std::string, double>{};
+    });
+    const auto r = run.trainer.fit(run.loader);
+    REQUIRE(r.plan.has_value());
+    CHECK(r.plan->epoch_end_seconds == 4.0);
+    // E = 2.5 (+ 4 for the timing call), q = 5, A = 100 - E - 2 = 95.5 or 91.5, cost(r) =
+    // 0.5 r + 4 floor((4 + r) / 20): cost(135) = 67.5 + 24 = 91.5, cost(136) = 68 + 28 = 96.
+    CHECK(r.plan->elapsed_at_plan == (estimate ? 2.5 : 6.5));
+    CHECK(r.plan->total_steps == 140);
+    CHECK(r.plan->predicted_seconds == (estimate ? 94.0 : 98.0));
+    CHECK(val_calls == r.epochs_completed + (estimate ? 0 : 1));
+    CHECK(run.now == r.plan->predicted_seconds);
+    CHECK(run.now + r.plan->margin_seconds <= 100.0);
+  }
+}
+
+TEST_CASE("trainer budget: resume keeps the plan; interrupted runs give the bits of the uninterrupted one") {
+  auto options = [](const fs::path& d, std::int64_t stop) {
+    train::TrainerOptions o{.run_dir = d, .accum_steps = 2, .max_grad_norm = 1.0, .stop_after_steps = stop, .seed = 11};
+    o.budget = train::TimeBudget{.seconds = 60, .reserve = 5.0};
+    return o;
+  };
+  TempDir a("resume_a");
+  Run straight(options(a.path, -1));
+  const auto ra = straight.trainer.fit(straight.loader);
+  REQUIRE(ra.plan.has_value());
+  const auto want = straight.model.snapshot();
+  // 4 steps per epoch (2 + 2 + 2 + 1 batches of 0.5 s): median 1 s/step; E = 5 epochs * 3.5 s =
+  // 17.5; A = 60 - 17.5 - 5 - 1.2 = 36.3 -> 36 more steps.
+  CHECK(ra.plan->seconds_per_step == 1.0);
+  CHECK(ra.plan->total_steps == 56);
+  CHECK(ra.steps == 56);
+  for (const std::vector<std::int64_t>& stops : {std::vector<std::int64_t>{21}, {30}, {24, 41}, {55}}) {
+    CAPTURE(stops.front());
+    TempDir b("resume_b");
+    for (const auto k : stops) {
+      Run part(options(b.path, k), 0.5);
+      part.trainer.resume();
+      const auto r = part.trainer.fit(part.loader);
+      CHECK(r.stopped_by_limit);
+      CHECK(r.steps == k);
+      REQUIRE(r.plan.has_value());
+      CHECK(r.plan->total_steps == 56);
+    }
+    // A slower clock after the resume: a re-plan would take fewer steps; the saved plan does not.
+    Run rest(options(b.path, -1), 5.0);
+    REQUIRE(rest.trainer.resume());
+    REQUIRE(rest.trainer.plan().has_value());
+    CHECK(rest.trainer.plan()->total_steps == 56);
+    const auto r = rest.trainer.fit(rest.loader);
+    CHECK(r.stopped_by_plan);
+    CHECK(r.steps == 56);
+    for (std::int64_t k = 0; k < 56; ++k) REQUIRE(rest.trainer.lr_at(k) == straight.trainer.lr_at(k));
+    const auto got = rest.model.snapshot();
+    REQUIRE(got.size() == want.size());
+    std::size_t differing = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) differing += got[i] != want[i];
+    CHECK_MESSAGE(differing == 0, differing, " of ", got.size(), " values differ from the uninterrupted run");
+    CHECK(io::read_file(b.path / "last" / "optimizer.safetensors") == io::read_file(a.path / "last" / "optimizer.safetensors"));
+  }
+}
+
+TEST_CASE("trainer budget: refused without a plannable schedule; plan and budget must match on resume") {
+  TinyMlp<float> model(kIn, kHidden, kClasses, 1);
+  loss::BCEWithLogitsLoss<float> loss;
+  optim::AdamW<float> opt(model.params(), {});
+  const optim::WarmupCosineLR cosine{0.1, 2, 50};
+  train::TrainerOptions budgeted{.progress = train::Progress::off};
+  budgeted.budget = train::TimeBudget{.seconds = 10};
+  using Cosine = train::Trainer<TinyMlp<float>, loss::BCEWithLogitsLoss<float>, optim::AdamW<float>, optim::WarmupCosineLR>;
+  CHECK_THROWS_WITH_AS([&] { Cosine t(model, loss, opt, cosine, budgeted); }(), doctest::Contains("needs a schedule the time plan can size"), Error);
+  const Sched unplanned{.base = 0.1};
+  CHECK_THROWS_WITH_AS([&] { TinyTrainer t(model, loss, opt, unplanned, {.progress = train::Progress::off}); }(),
+                       doctest::Contains("has no plan (total=0)"), Error);
+  budgeted.budget->probe_steps = 1;
+  CHECK_THROWS_WITH_AS([&] { TinyTrainer t(model, loss, opt, unplanned, budgeted); }(), doctest::Contains("probe_steps=1"), Error);
+
+  TempDir dir("mismatch");
+  {
+    train::TrainerOptions o{.run_dir = dir.path, .stop_after_steps = 25, .seed = 3};
+    o.budget = train::TimeBudget{.seconds = 100};
+    Run run(o);
+    run.trainer.fit(run.loader);
+  }
+  const auto fixed = unplanned.with_plan(0, 5, 100);
+  TinyTrainer plain(model, loss, opt, fixed, {.run_dir = dir.path, .seed = 3, .progress = train::Progress::off});
+  CHECK_THROWS_WITH_AS(plain.resume(), doctest::Contains("was trained with a time budget but this run has none"), Error);
+  // Another base LR with the same plan would not continue the same curve.
+  train::TrainerOptions o{.run_dir = dir.path, .seed = 3, .progress = train::Progress::off};
+  o.budget = train::TimeBudget{.seconds = 100};
+  const Sched other{.base = 0.5};
+  TinyTrainer changed(model, loss, opt, other, o);
+  CHECK_THROWS_WITH_AS(changed.resume(), doctest::Contains("this run's, with the same plan, is planned_warmup_cosine(base=0.5"),
+                       Error);
+}
+
+TEST_CASE("trainer budget: progress shows the probe, the plan and its steps") {
+  std::ostringstream os;
+  train::TrainerOptions o{.seed = 5, .progress = train::Progress::plain, .plain_every_seconds = 0.25};
+  o.out = &os;
+  o.budget = train::TimeBudget{.seconds = 100, .reserve = 10.0};
+  Run run(o);
+  run.trainer.fit(run.loader);
+  const std::string out = os.str();
+  CHECK(out.find("step 5 (probe)") != std::string::npos);
+  CHECK(out.find("plan: 176 steps (20 probe + 16 warmup + 140 annealing) at 0.5 s/step") != std::string::npos);
+  CHECK(out.find("step 100/176") != std::string::npos);
+  CHECK(out.find("ETA 0m38s") != std::string::npos);  // 76 steps left at 0.5 s
+  CHECK(out.find("epoch 3  step 21/176") != std::string::npos);
+  CHECK(out.find("plan complete: 176 steps") != std::string::npos);
+}
+
+TEST_CASE("trainer: max_minutes and img/s read the injected clock") {
+  double now = 0.0;
+  TinyMlp<float> model(kIn, kHidden, kClasses, 1);
+  loss::BCEWithLogitsLoss<float> loss;
+  optim::AdamW<float> opt(model.params(), {});
+  const optim::ConstantLR sched{0.01};
+  ClockedLoader loader{Loader(make_data().first, make_data().second, 6, 0), &now, 10.0};
+  std::ostringstream os;
+  train::Trainer tr(model, loss, opt, sched,
+                    {.epochs = 10, .max_minutes = 1.0, .progress = train::Progress::plain, .plain_every_seconds = 0.0,
+                     .out = &os, .now_seconds = [&] { return now; }});
+  const auto r = tr.fit(loader);
+  CHECK(r.stopped_by_limit);
+  CHECK(r.steps == 6);  // 6 batches of 10 s = the minute
+  CHECK(tr.state().wall_seconds == 60.0);
+  CHECK_FALSE(r.plan.has_value());
+}
