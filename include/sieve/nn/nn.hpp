@@ -7,5 +7,6 @@
 #include "sieve/nn/freeze.hpp"
 #include "sieve/nn/init.hpp"
 #include "sieve/nn/linear.hpp"
+#include "sieve/nn/residual_block.hpp"
 #include "sieve/nn/resnet.hpp"
 #include "sieve/nn/scratch.hpp"

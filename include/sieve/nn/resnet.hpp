@@ -1,8 +1,9 @@
 #pragma once
-/// ResNet backbone (torchvision's ResNet with Bottleneck blocks, v1.5), up to the pooled
-/// embedding: conv1 7x7/2 - bn1 - relu - maxpool 3x3/2 - layer1..layerS - global avg pool.
-/// ResNet50 = blocks {3,4,6,3}, width 64 -> embedding 2048. The classifier is
-/// `resnet | Dropout | Linear`.
+/// ResNet backbone (torchvision's ResNet, v1.5), up to the pooled embedding:
+/// stem - layer1..layerS - global avg pool, with Bottleneck or BasicBlock residual blocks and
+/// the ImageNet stem (conv1 7x7/2 - bn1 - relu - maxpool 3x3/2) or the CIFAR stem for small
+/// images (conv1 3x3/1 - bn1 - relu, no pooling). ResNet50 = bottleneck blocks {3,4,6,3},
+/// width 64, ImageNet stem -> embedding 2048. The classifier is `resnet | Dropout | Linear`.
 
 #include <algorithm>
 #include <array>
@@ -17,21 +18,31 @@
 #include "sieve/core/xt.hpp"
 #include "sieve/nn/activation.hpp"
 #include "sieve/nn/batch_norm.hpp"
-#include "sieve/nn/bottleneck.hpp"
+#include "sieve/nn/residual_block.hpp"
 #include "sieve/nn/conv2d.hpp"
 #include "sieve/nn/scratch.hpp"
 
 namespace sieve::nn {
 
+/// The stem before layer1: ImageNet's conv1 7x7/2 (pad 3), bn1, ReLU, maxpool 3x3/2 (input
+/// reduced 4x), or the CIFAR one for 28x28 / 32x32 images: conv1 3x3/1 (pad 1), bn1, ReLU.
+enum class StemKind { imagenet, cifar };
+
 /// Shape of a ResNet: blocks per stage (1..4 stages, stage s has planes width*2^s and stride
-/// 1 for the first stage, 2 after) and the stem width.
+/// 1 for the first stage, 2 after), the stem width, input channels, block and stem kinds.
+/// E.g. a CIFAR ResNet-18 on gray images: {{2, 2, 2, 2}, 64, 1, BlockKind::basic, StemKind::cifar}.
 struct ResNetConfig {
   std::vector<std::size_t> blocks{3, 4, 6, 3};
   std::size_t width = 64;
   std::size_t in_channels = 3;
+  BlockKind block = BlockKind::bottleneck;
+  StemKind stem = StemKind::imagenet;
 
-  /// Channels of the pooled embedding: width * 2^(stages-1) * 4 (2048 for ResNet50).
-  std::size_t embedding_dim() const { return width * (std::size_t{1} << (blocks.size() - 1)) * 4; }
+  /// Channels of the pooled embedding: width * 2^(stages-1) * expansion (4 bottleneck, 1 basic;
+  /// 2048 for ResNet50).
+  std::size_t embedding_dim() const {
+    return width * (std::size_t{1} << (blocks.size() - 1)) * block_expansion(block);
+  }
   static ResNetConfig resnet50() { return {}; }
 };
 
@@ -62,8 +73,9 @@ class ResNet {
   ResNet& operator=(ResNet&&) noexcept = default;
 
   /// x: [N,in_channels,H,W] -> pooled embedding [N, embedding_dim()].
-  /// Requires: spatial size large enough for the stride-32 stem+stages (H, W >= 1 works,
-  /// torchvision accepts 32x32); in training N*H'*W' > 1 at every BN.
+  /// Requires: H, W >= 1 (the stem and stages reduce them 2^(stages+1)x with the ImageNet
+  /// stem, 2^(stages-1)x with the CIFAR stem; torchvision accepts 32x32); in training
+  /// N*H'*W' > 1 at every BN.
   const Tensor2<T>& forward(const Tensor4<T>& x) {
     SIEVE_CHECK(x.shape()[1] == cfg_.in_channels, "ResNet.forward: input [", x.shape()[0], ",", x.shape()[1], ",",
                 x.shape()[2], ",", x.shape()[3], "] has ", x.shape()[1], " channels, expected ", cfg_.in_channels);
@@ -72,17 +84,18 @@ class ResNet {
     ensure_shape(x_, x.shape());
     std::copy(x.begin(), x.end(), x_.begin());
     inferred_ = inference_ && !bn1_.training();
-    conv1_.set_fused_product(!bn1_.training());  // as in Bottleneck::forward
+    conv1_.set_fused_product(!bn1_.training());  // as in ResidualBlock::forward
     const Tensor4<T>* h = nullptr;
     if (inferred_) {  // bn1 and its ReLU folded into conv1 (see set_inference)
       stem_affine_.resize(2 * bn1_.channels());
       T* const scale = stem_affine_.data();
       T* const shift = scale + bn1_.channels();
       bn1_.eval_affine(scale, shift);
-      h = &pool_.forward(conv1_.forward(x_, {scale, shift, nullptr, true}), /*for_backward=*/false);
+      h = &conv1_.forward(x_, {scale, shift, nullptr, true});
     } else {
-      h = &pool_.forward(bn1_.forward(conv1_.forward(x_)));  // bn1 applies the ReLU
+      h = &bn1_.forward(conv1_.forward(x_));  // bn1 applies the ReLU
     }
+    if (pooled()) h = &pool_.forward(*h, /*for_backward=*/!inferred_);
     for (auto& b : blocks_) h = &b.forward(*h);
     return avgpool_.forward(*h);
   }
@@ -107,12 +120,14 @@ class ResNet {
     if (!acc) return dx_empty();  // nothing trains and no input gradient wanted
     // The memory plan: every block's temporaries live in one ScratchPool, sized once for the
     // largest block (and the stem) before any view is taken, and the gradient travels down
-    // the trunk in one slot (see BottleneckSlots).
-    using S = BottleneckSlots;
+    // the trunk in one slot (see ResidualSlots).
+    using S = ResidualSlots;
     std::array<std::size_t, S::count> need{};
     for (const auto& b : blocks_) b.scratch_needs(need);
-    const Shape<4> stem_shape = pool_.input_shape();
-    need[S::dsum] = std::max(need[S::dsum], shape_size(stem_shape));
+    // The stem's output gradient: the max pool's input in its own slot (the pool reads the
+    // trunk), else the trunk itself (layer1's input gradient is bn1's output gradient).
+    const Shape<4> stem_shape = pooled() ? pool_.input_shape() : blocks_[0].input_shape();
+    if (pooled()) need[S::dsum] = std::max(need[S::dsum], shape_size(stem_shape));
     for (std::size_t i = 0; i < S::count; ++i) scratch_->reserve(i, need[i]);
 
     TensorRef4<const T> g = avgpool_.backward(dy);
@@ -123,8 +138,8 @@ class ResNet {
       if (!below[i]) return dx_empty();
       g = dx;
     }
-    const TensorRef4<T> gs = scratch_->view(S::dsum, stem_shape);
-    pool_.backward_into(g, gs);
+    const TensorRef4<T> gs = scratch_->view(pooled() ? S::dsum : S::trunk, stem_shape);
+    if (pooled()) pool_.backward_into(g, gs);  // else gs is g, layer1's input gradient
     const bool conv1_needed = !conv1_.frozen() || input_grad_;
     bn1_.backward_into(gs, gs, conv1_needed);
     if (!conv1_needed) return dx_empty();
@@ -196,26 +211,30 @@ class ResNet {
   std::size_t embedding_dim() const { return cfg_.embedding_dim(); }
   std::size_t num_blocks() const { return blocks_.size(); }
   /// The block named e.g. "layer2.1." (with trailing dot) is blocks()[i] with names()[i].
-  std::vector<Bottleneck<T>>& blocks() { return blocks_; }
+  std::vector<ResidualBlock<T>>& blocks() { return blocks_; }
   const std::vector<std::string>& block_names() const { return names_; }
 
  private:
   static Rng init_rng(std::uint64_t seed) { return Rng(derive_seed(seed, RngPurpose::init)); }
   ResNet(const ResNetConfig& cfg, Rng rng)
-      : cfg_(validated(cfg)), conv1_(cfg.in_channels, cfg.width, 7, 2, 3, rng), bn1_(cfg.width) {
+      : cfg_(validated(cfg)), conv1_(cfg.in_channels, cfg.width, stem_geom(cfg.stem), rng), bn1_(cfg.width) {
     bn1_.set_fused_relu(true);
     std::size_t in = cfg.width;
     for (std::size_t s = 0; s < cfg.blocks.size(); ++s) {
       const std::size_t planes = cfg.width << s;
       for (std::size_t b = 0; b < cfg.blocks[s]; ++b) {
-        blocks_.emplace_back(in, planes, (b == 0 && s > 0) ? 2 : 1, rng);
+        blocks_.emplace_back(cfg.block, in, planes, (b == 0 && s > 0) ? 2 : 1, rng);
         names_.push_back("layer" + std::to_string(s + 1) + "." + std::to_string(b) + ".");
-        in = planes * Bottleneck<T>::expansion;
+        in = planes * block_expansion(cfg.block);
       }
     }
     set_layout(layout_);
     relink();
   }
+  static kernels::Conv2dGeom stem_geom(StemKind k) {
+    return k == StemKind::cifar ? kernels::Conv2dGeom{3, 3, 1, 1, 1, 1} : kernels::Conv2dGeom{7, 7, 2, 2, 3, 3};
+  }
+  bool pooled() const { return cfg_.stem == StemKind::imagenet; }
   static const ResNetConfig& validated(const ResNetConfig& cfg) {
     SIEVE_CHECK(!cfg.blocks.empty() && cfg.blocks.size() <= 4, "ResNet: ", cfg.blocks.size(),
                 " stages given, 1 to 4 supported");
@@ -244,7 +263,7 @@ class ResNet {
   Conv2d<T> conv1_;
   BatchNorm2d<T> bn1_;
   MaxPool2d<T> pool_;
-  std::vector<Bottleneck<T>> blocks_;
+  std::vector<ResidualBlock<T>> blocks_;
   std::vector<std::string> names_;
   GlobalAvgPool<T> avgpool_;
   Tensor4<T> x_, dx_, empty_;
