@@ -6,6 +6,13 @@ Small fixture (committed, tests/data/nn/small_resnet.safetensors):
   A torchvision-style ResNet built from torchvision's own Bottleneck blocks, blocks [1,1,1,1],
   stem width 4 (embedding 128), 5 classes, computed in float64 from float32-representable
   weights and inputs, so sieve's double build must match to ~1e-12 and its float build to ~1e-5.
+Small basic-block fixtures (committed, tests/data/nn/small_basic_{gray,rgb}.safetensors):
+    /usr/bin/python3 tools/gen_nn_fixtures.py --small-basic tests/data/nn/small_basic_gray.safetensors
+    /usr/bin/python3 tools/gen_nn_fixtures.py --small-basic tests/data/nn/small_basic_rgb.safetensors \
+        --in-channels 3 --blocks 2,2
+  The same SmallResNet layout built from torchvision's own BasicBlock with the CIFAR stem
+  (conv1 3x3/1 pad 1, bn1, relu, no max pool), width 4; gray: blocks [1,1,1], 1 input channel,
+  12x12 and 11x13 images; rgb: blocks [2,2], 3 channels, 10x10 and 9x12. Float64, as above.
 ResNet50 fixture (generated at test time by the e2e suite, never committed):
     /usr/bin/python3 tools/gen_nn_fixtures.py --resnet50 OUT.safetensors
   torchvision.models.resnet50() with random weights (seeded), batch 2, 3x64x64 and 3x48x80,
@@ -17,7 +24,8 @@ File layout (names): the model's state_dict under torchvision's names; `input.<c
 `<mode>.<case>.loss` (BCE-with-logits, mean), `<mode>.<case>.grad.<param>` (first case only;
 F32 for ResNet50); after the train step,
 `train.<case>.buffer.<name>` holds every updated running statistic and num_batches_tracked.
-Metadata: blocks, width, classes, cases, grad_cases, grad_modes, versions.
+Metadata: blocks, width, classes, cases, grad_cases, grad_modes, versions; the basic-block
+fixtures add in_channels, block (basic) and stem (cifar).
 """
 
 import argparse
@@ -27,21 +35,25 @@ import sys
 import torch
 import torch.nn as nn
 import torchvision
-from torchvision.models.resnet import Bottleneck
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_py as stp  # noqa: E402
 
 
 class SmallResNet(nn.Module):
-    """torchvision's ResNet layout (same attribute names) with a configurable stem width."""
+    """torchvision's ResNet layout (same attribute names) with a configurable stem width, block
+    (Bottleneck or BasicBlock), input channels and stem (cifar: conv1 3x3/1, no max pool)."""
 
-    def __init__(self, blocks, width, classes):
+    def __init__(self, blocks, width, classes, block=Bottleneck, in_channels=3, cifar=False):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        if cifar:
+            self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = nn.Identity() if cifar else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         inplanes = width
         for s, n in enumerate(blocks):
             planes = width << s
@@ -49,11 +61,11 @@ class SmallResNet(nn.Module):
             for b in range(n):
                 stride = 2 if (b == 0 and s > 0) else 1
                 ds = None
-                if stride != 1 or inplanes != planes * 4:
-                    ds = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
-                                       nn.BatchNorm2d(planes * 4))
-                layer.append(Bottleneck(inplanes, planes, stride, ds))
-                inplanes = planes * 4
+                if stride != 1 or inplanes != planes * block.expansion:
+                    ds = nn.Sequential(nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                                       nn.BatchNorm2d(planes * block.expansion))
+                layer.append(block(inplanes, planes, stride, ds))
+                inplanes = planes * block.expansion
             setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
         self.nstages = len(blocks)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
@@ -130,7 +142,10 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--small", metavar="OUT")
+    g.add_argument("--small-basic", metavar="OUT")
     g.add_argument("--resnet50", metavar="OUT")
+    ap.add_argument("--in-channels", type=int, default=1, help="--small-basic: input channels (1 or 3)")
+    ap.add_argument("--blocks", default="1,1,1", help="--small-basic: blocks per stage")
     ap.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                     help="precision of the ResNet50 reference computation (weights are always F32)")
     args = ap.parse_args(argv)
@@ -144,6 +159,14 @@ def main(argv):
         cases = {"a": (2, 3, 32, 40), "b": (3, 3, 33, 29)}
         out = build(model, model.forward, cases, classes, gen, torch.float64, ("eval", "train"), ("a",))
         path = args.small
+    elif args.small_basic:
+        blocks, width, classes = [int(b) for b in args.blocks.split(",")], 4, 5
+        ch = args.in_channels
+        model = SmallResNet(blocks, width, classes, BasicBlock, ch, cifar=True)
+        perturb_bn(model, gen)
+        cases = {"a": (2, ch, 12, 12), "b": (3, ch, 11, 13)} if ch == 1 else {"a": (2, ch, 10, 10), "b": (3, ch, 9, 12)}
+        out = build(model, model.forward, cases, classes, gen, torch.float64, ("eval", "train"), ("a",))
+        path = args.small_basic
     else:
         blocks, width, classes = [3, 4, 6, 3], 64, 7
         model = torchvision.models.resnet50(num_classes=classes)
@@ -155,9 +178,11 @@ def main(argv):
                     torch.float32)
         path = args.resnet50
     meta = {"blocks": ",".join(map(str, blocks)), "width": str(width), "classes": str(classes),
-            "cases": ",".join(cases), "grad_cases": "a" if args.small else "sq",
+            "cases": ",".join(cases), "grad_cases": "sq" if args.resnet50 else "a",
             "grad_modes": "eval,train", "generator": "tools/gen_nn_fixtures.py",
             "torch": torch.__version__, "torchvision": torchvision.__version__}
+    if args.small_basic:
+        meta.update({"in_channels": str(args.in_channels), "block": "basic", "stem": "cifar"})
     tmp = path + ".tmp"
     stp.save(out, tmp, metadata=meta)
     os.replace(tmp, path)

@@ -70,7 +70,19 @@ template <class T>
 void check_parity(const std::string& path, const Tolerances& tol) {
   const auto st = io::SafeTensors::load(path);
   const auto& meta = st.metadata();
-  nn::ResNetConfig cfg{parse_list(meta.at("blocks")), std::stoul(meta.at("width")), 3};
+  // The basic-block fixtures name their input channels, block and stem; the others are RGB
+  // bottleneck nets with the ImageNet stem.
+  auto meta_or = [&](const std::string& key, const std::string& fallback) {
+    const auto it = meta.find(key);
+    return it == meta.end() ? fallback : it->second;
+  };
+  const std::string block = meta_or("block", "bottleneck"), stem = meta_or("stem", "imagenet");
+  REQUIRE((block == "bottleneck" || block == "basic"));
+  REQUIRE((stem == "imagenet" || stem == "cifar"));
+  const nn::ResNetConfig cfg{parse_list(meta.at("blocks")), std::stoul(meta.at("width")),
+                             std::stoul(meta_or("in_channels", "3")),
+                             block == "basic" ? nn::BlockKind::basic : nn::BlockKind::bottleneck,
+                             stem == "cifar" ? nn::StemKind::cifar : nn::StemKind::imagenet};
   const std::size_t classes = std::stoul(meta.at("classes"));
   const auto grad_cases = split(meta.at("grad_cases"));
   const auto grad_modes = split(meta.at("grad_modes"));
@@ -179,6 +191,23 @@ TEST_CASE("parity with PyTorch: small ResNet fixture, double") {
 
 TEST_CASE("parity with PyTorch: small ResNet fixture, float") {
   check_parity<float>(SIEVE_NN_DATA "/small_resnet.safetensors", {1e-5, 1e-4, 1e-3, 1e-6});
+}
+
+// Basic blocks and the CIFAR stem (torchvision's BasicBlock, conv1 3x3/1, no max pool): a gray
+// net with blocks {1,1,1} (an identity and two downsampling blocks) and an RGB one with
+// blocks {2,2} (an identity block after a downsampling one in a strided stage).
+TEST_CASE("parity with PyTorch: small basic-block CIFAR-stem ResNets, double") {
+  for (const char* f : {"/small_basic_gray.safetensors", "/small_basic_rgb.safetensors"}) {
+    CAPTURE(f);
+    check_parity<double>(std::string(SIEVE_NN_DATA) + f, {1e-10, 1e-8, 1e-8, 1e-12});
+  }
+}
+
+TEST_CASE("parity with PyTorch: small basic-block CIFAR-stem ResNets, float") {
+  for (const char* f : {"/small_basic_gray.safetensors", "/small_basic_rgb.safetensors"}) {
+    CAPTURE(f);
+    check_parity<float>(std::string(SIEVE_NN_DATA) + f, {1e-5, 1e-4, 1e-4, 1e-6});
+  }
 }
 
 // The reference is PyTorch in float64 (gradients stored as F32), so the exactness claim rests
