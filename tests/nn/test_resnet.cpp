@@ -24,6 +24,67 @@ void fill_randn(Tensor<T, R>& t, Rng& rng, double scale = 1.0) {
   for (auto& v : t) v = static_cast<T>(rng.normal() * scale);
 }
 nn::ResNetConfig tiny() { return nn::ResNetConfig{{1, 1, 1, 1}, 4, 3}; }
+// Basic blocks and the CIFAR stem on gray images: layer1.0 has an identity shortcut,
+// layer2.0 and layer3.0 downsample; 12x12 inputs give 12, 6 and 3 pixel planes.
+nn::ResNetConfig tiny_basic() { return nn::ResNetConfig{{1, 1, 1}, 4, 1, nn::BlockKind::basic, nn::StemKind::cifar}; }
+// A network and an input it takes: both kinds of block and stem run through the same tests.
+struct NetCase {
+  const char* name;
+  nn::ResNetConfig cfg;
+  Shape<4> x;
+  const char* top;  // the prefix of the last stage
+  std::size_t top_params;
+};
+const NetCase net_cases[] = {
+    {"bottleneck/imagenet", tiny(), {2, 3, 32, 32}, "layer4.", 12},
+    {"basic/cifar", tiny_basic(), {2, 1, 12, 12}, "layer3.", 9},
+};
+
+// ||p - q|| / ||q|| over n floats, accumulated in double.
+double rel_l2(const float* p, const float* q, std::size_t n) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < n; ++i) num += (double(p[i]) - q[i]) * (double(p[i]) - q[i]), den += double(q[i]) * q[i];
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// Non-trivial batch-norm parameters and running statistics.
+void perturb_bn(nn::ResNet<float>& net, Rng& rng) {
+  for (auto& p : net.params())
+    if (p.name.find("bn") != std::string::npos || p.name.find("downsample.1") != std::string::npos)
+      for (auto& v : p.value) v = static_cast<float>(p.name.ends_with("weight") ? 1 + 0.3 * rng.normal() : 0.2 * rng.normal());
+  for (auto& b : net.buffers()) {
+    if (b.name.ends_with("running_mean"))
+      for (auto& v : b.value) v = static_cast<float>(0.3 * rng.normal());
+    if (b.name.ends_with("running_var"))
+      for (auto& v : b.value) v = static_cast<float>(0.5 + rng.uniform());
+  }
+}
+
+// One training step of two copies of a network, `a` in NCHW and `b` in CNHW, both with input
+// gradients: the embeddings agree to 1e-5, the input and every parameter gradient to 1e-4.
+void check_layouts_agree(nn::ResNet<float>& a, nn::ResNet<float>& b, const Tensor4<float>& x, Rng& rng,
+                         const char* what) {
+  REQUIRE(a.layout() == kernels::Layout::nchw);
+  REQUIRE(b.layout() == kernels::Layout::cnhw);
+  const Tensor2<float> ya = a.forward(x), yb = b.forward(x);
+  CHECK(rel_l2(yb.data(), ya.data(), ya.size()) < 1e-5);
+  Tensor2<float> dz(ya.shape());
+  fill_randn(dz, rng);
+  a.zero_grad(), b.zero_grad();
+  const Tensor4<float> dxa = a.backward(dz), dxb = b.backward(dz);
+  CHECK(rel_l2(dxb.data(), dxa.data(), dxa.size()) < 1e-4);
+  auto pa = a.params(), pb = b.params();
+  REQUIRE(pa.size() == pb.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    CAPTURE(pa[i].name);
+    const double r = rel_l2(pb[i].grad.data(), pa[i].grad.data(), pa[i].grad.size());
+    CHECK(r < 1e-4);
+    worst = std::max(worst, r);
+  }
+  MESSAGE(what, ": embedding ", rel_l2(yb.data(), ya.data(), ya.size()), ", input gradient ",
+          rel_l2(dxb.data(), dxa.data(), dxa.size()), ", worst parameter gradient ", worst);
+}
 }  // namespace
 
 TEST_CASE("ResNet50 structure: torchvision names, shapes and counts") {
@@ -55,13 +116,64 @@ TEST_CASE("ResNet50 structure: torchvision names, shapes and counts") {
   CHECK_THROWS_AS(nn::ResNet<float>(nn::ResNetConfig{{1, 0}, 4, 3}), sieve::Error);
 }
 
+TEST_CASE("ResNet with basic blocks and the CIFAR stem: torchvision names, shapes and counts") {
+  const nn::ResNetConfig defaults;
+  CHECK(defaults.block == nn::BlockKind::bottleneck);
+  CHECK(defaults.stem == nn::StemKind::imagenet);
+  nn::ResNet<float> net(tiny_basic(), 1);
+  CHECK(net.embedding_dim() == 16);  // 4 * 2^2 * 1
+  CHECK(net.num_blocks() == 3);
+  auto ps = net.params();
+  REQUIRE(ps.size() == 3 + 6 + 9 + 9);
+  CHECK(ps[0].name == "conv1.weight");
+  CHECK(ps[0].shape == std::vector<std::size_t>{4, 1, 3, 3});  // 3x3 stem on one channel
+  CHECK(ps[3].name == "layer1.0.conv1.weight");
+  CHECK(ps[3].shape == std::vector<std::size_t>{4, 4, 3, 3});
+  CHECK(ps[6].name == "layer1.0.conv2.weight");
+  CHECK(ps[8].name == "layer1.0.bn2.bias");
+  CHECK(ps[9].name == "layer2.0.conv1.weight");
+  CHECK(ps[9].shape == std::vector<std::size_t>{8, 4, 3, 3});
+  CHECK(ps[15].name == "layer2.0.downsample.0.weight");
+  CHECK(ps[15].shape == std::vector<std::size_t>{8, 4, 1, 1});
+  CHECK(ps.back().name == "layer3.0.downsample.1.bias");
+  CHECK(net.buffers().size() == 9 * 3);  // bn1, 2 in layer1.0, 3 in each downsampling block
+  CHECK(!net.blocks()[0].has_downsample());
+  CHECK(net.blocks()[1].has_downsample());
+  // No max pool and a stride-1 stem: layer1 runs on the full 12x12 plane.
+  Tensor4<float> x({2, 1, 12, 12});
+  CHECK(net.forward(x).shape() == Shape<2>{2, 16});
+  CHECK(net.blocks()[0].output().shape() == Shape<4>{2, 4, 12, 12});
+  CHECK(net.blocks()[1].output().shape() == Shape<4>{2, 8, 6, 6});
+  CHECK(net.blocks()[2].output().shape() == Shape<4>{2, 16, 3, 3});
+  Tensor4<float> rgb({2, 3, 12, 12});
+  CHECK_THROWS_WITH_AS(net.forward(rgb), doctest::Contains("3 channels, expected 1"), sieve::Error);
+  // ResNet-18 for CIFAR: torchvision's resnet18 (11689512 parameters) minus its fc (512*1000 +
+  // 1000) with the 3x3 stem (64*3*3*3) in place of the 7x7 one (64*3*7*7).
+  nn::ResNet<float> r18(nn::ResNetConfig{{2, 2, 2, 2}, 64, 3, nn::BlockKind::basic, nn::StemKind::cifar}, 1);
+  CHECK(r18.embedding_dim() == 512);
+  auto rp = r18.params();
+  CHECK(rp.size() == 62 - 2);
+  std::size_t n = 0;
+  for (auto& p : rp) n += p.value.size();
+  CHECK(n == 11689512 - 513000 - 64 * 3 * 7 * 7 + 64 * 3 * 3 * 3);
+  // A basic-block ImageNet net and a bottleneck CIFAR one are valid shapes too.
+  nn::ResNet<float> mixed(nn::ResNetConfig{{1, 1}, 4, 3, nn::BlockKind::basic, nn::StemKind::imagenet}, 1);
+  CHECK(mixed.forward(Tensor4<float>({1, 3, 16, 16})).shape() == Shape<2>{1, 8});
+  CHECK(mixed.blocks()[0].output().shape() == Shape<4>{1, 4, 4, 4});  // stem: /2 conv, /2 pool
+  nn::ResNet<float> bcifar(nn::ResNetConfig{{1, 1}, 4, 3, nn::BlockKind::bottleneck, nn::StemKind::cifar}, 1);
+  CHECK(bcifar.forward(Tensor4<float>({1, 3, 8, 8})).shape() == Shape<2>{1, 32});
+  CHECK(bcifar.blocks()[0].output().shape() == Shape<4>{1, 16, 8, 8});
+}
+
 TEST_CASE("small ResNet + Dropout + Linear + BCE: end-to-end gradient check in double") {
+ for (const NetCase& nc : net_cases)
  for (kernels::Layout layout : {kernels::Layout::cnhw, kernels::Layout::nchw})
  for (bool train : {true, false}) {
+  CAPTURE(nc.name);
   CAPTURE(train);
   CAPTURE(kernels::layout_name(layout));
   Rng rng(21);
-  nn::ResNet<double> net(tiny(), 3);
+  nn::ResNet<double> net(nc.cfg, 3);
   CHECK(net.layout() == kernels::Layout::cnhw);  // the default
   net.set_layout(layout);
   net.set_input_grad(true);
@@ -73,10 +185,10 @@ TEST_CASE("small ResNet + Dropout + Linear + BCE: end-to-end gradient check in d
   for (auto& p : model.params())
     if (p.name.find("bn") != std::string::npos || p.name.find("downsample.1") != std::string::npos)
       for (auto& v : p.value) v += 0.2 * rng.normal();
-  Tensor4<double> x({2, 3, 32, 32});
+  Tensor4<double> x(nc.x);
   fill_randn(x, rng);
   if (!train) {  // realistic running statistics: a few training passes on other data
-    Tensor4<double> warm({2, 3, 32, 32});
+    Tensor4<double> warm(nc.x);
     for (int i = 0; i < 15; ++i) {
       fill_randn(warm, rng);
       model.get<0>().forward(warm);
@@ -114,16 +226,20 @@ TEST_CASE("small ResNet + Dropout + Linear + BCE: end-to-end gradient check in d
   MESSAGE("resnet e2e gradcheck (", std::string(train ? "train" : "eval"), "): ", checked, " parameter elements, ", retried,
           " matched only at eps/10; worst ", worst_report);
   CHECK(retried * 20 < checked);  // kinks are rare; a wrong gradient would fail everywhere
-  CHECK(resnet.params().size() == 1 + 2 + 4 * 9 + 4 * 3);
+  // The stem, then per block its pairs (3 or 2) and the downsample's conv and bn (3 params).
+  CHECK(resnet.params().size() ==
+        (nc.cfg.block == nn::BlockKind::bottleneck ? 1 + 2 + 4 * 9 + 4 * 3 : 1 + 2 + 3 * 6 + 2 * 3));
  }
 }
 
 TEST_CASE("freezing by prefix: frozen layers get no gradient, layers below are skipped") {
+ for (const NetCase& nc : net_cases) {
+  CAPTURE(nc.name);
   Rng rng(22);
-  nn::ResNet<double> net(tiny(), 4);
+  nn::ResNet<double> net(nc.cfg, 4);
   nn::Linear<double> fc(net.embedding_dim(), 3, rng);
   auto model = std::move(net) | std::move(fc);
-  Tensor4<double> x({2, 3, 32, 32});
+  Tensor4<double> x(nc.x);
   fill_randn(x, rng);
   Tensor2<double> dz({2, 3});
   fill_randn(dz, rng);
@@ -135,13 +251,13 @@ TEST_CASE("freezing by prefix: frozen layers get no gradient, layers below are s
   std::vector<std::vector<double>> full;
   for (auto& p : model.params()) full.emplace_back(p.grad.begin(), p.grad.end());
 
-  CHECK(nn::freeze_all_but(model, {"layer4.", "fc."}) == 12 + 2);
+  CHECK(nn::freeze_all_but(model, {nc.top, "fc."}) == nc.top_params + 2);
   model.zero_grad();
   model.forward(x);
   model.backward(dz);
   auto ps = model.params();
   for (std::size_t i = 0; i < ps.size(); ++i) {
-    const bool trainable = ps[i].name.starts_with("layer4.") || ps[i].name.starts_with("fc.");
+    const bool trainable = ps[i].name.starts_with(nc.top) || ps[i].name.starts_with("fc.");
     CAPTURE(ps[i].name);
     CHECK(ps[i].is_frozen() == !trainable);
     double diff = 0, mag = 0;
@@ -155,11 +271,14 @@ TEST_CASE("freezing by prefix: frozen layers get no gradient, layers below are s
   // (The block below layer4.0 is layer3.0; its output grad buffer is empty.)
   nn::set_frozen_prefix(model, "", false);
   for (auto& p : model.params()) CHECK(!p.is_frozen());
+ }
 }
 
 TEST_CASE("train and eval modes: BN statistics, num_batches_tracked, deterministic eval") {
-  nn::ResNet<float> net(tiny(), 5);
-  Tensor4<float> x({2, 3, 32, 32});
+ for (const NetCase& nc : net_cases) {
+  CAPTURE(nc.name);
+  nn::ResNet<float> net(nc.cfg, 5);
+  Tensor4<float> x(nc.x);
   Rng rng(23);
   fill_randn(x, rng);
   net.set_training(true);
@@ -178,6 +297,24 @@ TEST_CASE("train and eval modes: BN statistics, num_batches_tracked, determinist
   CHECK(copy.forward(x) == e1);
   copy.params()[0].value[0] += 1.0f;
   CHECK(net.forward(x) == e1);
+  CHECK(copy.forward(x) != e1);
+  // A copy trains like the original, on its own buffers, while the original runs on.
+  nn::ResNet<float> twin = net;
+  net.set_training(true), twin.set_training(true);
+  const Tensor2<float> ya = net.forward(x);
+  CHECK(twin.forward(x) == ya);
+  Tensor2<float> dz(ya.shape());
+  fill_randn(dz, rng);
+  net.zero_grad(), twin.zero_grad();
+  net.backward(dz);
+  net.forward(x);  // the original's buffers change; the twin's backward must not see them
+  twin.backward(dz);
+  net.zero_grad();
+  net.forward(x);
+  net.backward(dz);
+  auto pn = net.params(), pt = twin.params();
+  for (std::size_t i = 0; i < pn.size(); ++i) CHECK(test::rel_err(pt[i].grad.data(), pn[i].grad.data(), pn[i].grad.size()) == 0.0);
+ }
 }
 
 // Counting replacement of the global operator new (the whole test binary uses it; only the
@@ -215,13 +352,15 @@ TEST_CASE("a steady-state training step allocates nothing") {
     MESSAGE("allocation counting is off under AddressSanitizer");
     return;
   }
+  for (const NetCase& nc : net_cases) {
+  CAPTURE(nc.name);
   Rng rng(24);
-  nn::ResNet<float> net(tiny(), 6);
+  nn::ResNet<float> net(nc.cfg, 6);
   nn::Linear<float> fc(net.embedding_dim(), 3, rng);
   nn::Dropout<float> drop(0.2, 1);
   auto model = std::move(net) | std::move(drop) | std::move(fc);
   nn::freeze_all_but(model, {"layer3.", "layer4.", "fc."});
-  Tensor4<float> x({4, 3, 32, 32});
+  Tensor4<float> x({4, nc.x[1], nc.x[2], nc.x[3]});
   fill_randn(x, rng);
   Tensor2<float> dz({4, 3});
   fill_randn(dz, rng);
@@ -243,6 +382,7 @@ TEST_CASE("a steady-state training step allocates nothing") {
   const std::size_t before2 = g_allocs.load();
   step();
   CHECK(g_allocs.load() - before2 == 0);
+  }
 }
 
 TEST_CASE("memory plan: a backward allocates a handful of the largest activations, not one per layer") {
@@ -283,16 +423,7 @@ TEST_CASE("inference mode: batch norm folded into the convolutions, bit-identica
   Rng rng(26);
   nn::ResNet<float> net(nn::ResNetConfig{{2, 2, 2, 2}, 8, 3}, 9);
   net.set_layout(layout);
-  // Non-trivial batch-norm parameters and statistics.
-  for (auto& p : net.params())
-    if (p.name.find("bn") != std::string::npos || p.name.find("downsample.1") != std::string::npos)
-      for (auto& v : p.value) v = static_cast<float>(p.name.ends_with("weight") ? 1 + 0.3 * rng.normal() : 0.2 * rng.normal());
-  for (auto& b : net.buffers()) {
-    if (b.name.ends_with("running_mean"))
-      for (auto& v : b.value) v = static_cast<float>(0.3 * rng.normal());
-    if (b.name.ends_with("running_var"))
-      for (auto& v : b.value) v = static_cast<float>(0.5 + rng.uniform());
-  }
+  perturb_bn(net, rng);
   // 40x40 and batch 6: direct 1x1, im2col, and grouped (several samples per GEMM) convolutions.
   Tensor4<float> x({6, 3, 40, 40});
   fill_randn(x, rng);
@@ -343,35 +474,62 @@ TEST_CASE("batch-folded layout: CNHW and NCHW networks agree in float, Winograd 
   a.set_input_grad(true), b.set_input_grad(true);
   Tensor4<float> x({3, 3, 64, 64});
   fill_randn(x, rng);
-  const Tensor2<float> ya = a.forward(x), yb = b.forward(x);
-  auto rel = [](const float* p, const float* q, std::size_t n) {
-    double num = 0, den = 0;
-    for (std::size_t i = 0; i < n; ++i) num += (double(p[i]) - q[i]) * (double(p[i]) - q[i]), den += double(q[i]) * q[i];
-    return std::sqrt(num / std::max(den, 1e-300));
-  };
-  CHECK(rel(yb.data(), ya.data(), ya.size()) < 1e-5);
-  Tensor2<float> dz(ya.shape());
-  fill_randn(dz, rng);
-  a.zero_grad(), b.zero_grad();
-  const Tensor4<float> dxa = a.backward(dz), dxb = b.backward(dz);
-  CHECK(rel(dxb.data(), dxa.data(), dxa.size()) < 1e-4);
-  auto pa = a.params(), pb = b.params();
-  REQUIRE(pa.size() == pb.size());
-  double worst = 0;
-  for (std::size_t i = 0; i < pa.size(); ++i) {
-    CAPTURE(pa[i].name);
-    const double r = rel(pb[i].grad.data(), pa[i].grad.data(), pa[i].grad.size());
-    CHECK(r < 1e-4);
-    worst = std::max(worst, r);
-  }
-  MESSAGE("CNHW vs NCHW: embedding ", rel(yb.data(), ya.data(), ya.size()), ", input gradient ",
-          rel(dxb.data(), dxa.data(), dxa.size()), ", worst parameter gradient ", worst);
+  check_layouts_agree(a, b, x, rng, "CNHW vs NCHW");
   // Inference mode: layer1's 3x3 convolutions take Winograd F(4x4,3x3) (forward only), the
   // rest as in eval mode; the embedding agrees with eval mode's to rounding.
   b.set_training(false);
   const Tensor2<float> ye = b.forward(x);
   b.set_inference(true);
   const Tensor2<float> yi = b.forward(x);
-  MESSAGE("inference vs eval mode: embedding ", rel(yi.data(), ye.data(), ye.size()));
-  CHECK(rel(yi.data(), ye.data(), ye.size()) < 1e-5);
+  MESSAGE("inference vs eval mode: embedding ", rel_l2(yi.data(), ye.data(), ye.size()));
+  CHECK(rel_l2(yi.data(), ye.data(), ye.size()) < 1e-5);
+}
+
+TEST_CASE("basic blocks, CIFAR stem: inference mode agrees with eval, CNHW with NCHW") {
+  Rng rng(28);
+  // Width 64 at 16x16: layer1's 3x3 convolutions take Winograd, F(2x2) in training (both
+  // layouts, forward and input gradient) and F(4x4) with kept weights in inference.
+  const nn::ResNetConfig wide{{1, 1}, 64, 3, nn::BlockKind::basic, nn::StemKind::cifar};
+  kernels::Conv2dDims d{2, 64, 16, 16, 64, kernels::Conv2dGeom{3, 3, 1, 1, 1, 1}};
+  REQUIRE(kernels::conv2d_winograd_tile(d) == 2);
+  d.forward_only = true;
+  REQUIRE(kernels::conv2d_winograd_tile(d) == 4);
+  for (kernels::Layout layout : {kernels::Layout::cnhw, kernels::Layout::nchw}) {
+    CAPTURE(kernels::layout_name(layout));
+    // Narrow (no Winograd): the folded epilogues give eval mode's bits. Wide: to rounding.
+    for (const bool is_wide : {false, true}) {
+      CAPTURE(is_wide);
+      nn::ResNet<float> net(is_wide ? wide : nn::ResNetConfig{{2, 2}, 8, 1, nn::BlockKind::basic, nn::StemKind::cifar}, 9);
+      net.set_layout(layout);
+      perturb_bn(net, rng);
+      Tensor4<float> x(is_wide ? Shape<4>{2, 3, 16, 16} : Shape<4>{6, 1, 20, 20});
+      fill_randn(x, rng);
+      net.set_training(false);
+      const Tensor2<float> eval = net.forward(x);
+      net.set_inference(true);
+      const Tensor2<float> inf = net.forward(x);
+      if (is_wide) {
+        MESSAGE("basic/cifar inference vs eval (Winograd F(4x4)): ", rel_l2(inf.data(), eval.data(), eval.size()));
+        CHECK(rel_l2(inf.data(), eval.data(), eval.size()) < 1e-5);
+        CHECK(inf != eval);  // Winograd really ran: the products are rounded differently
+      } else {
+        CHECK(inf == eval);
+      }
+      for (std::size_t i = 0; i < net.num_blocks(); ++i) CHECK(net.blocks()[i].output().size() > 0);
+      CHECK_THROWS_WITH_AS(net.backward(Tensor2<float>(inf.shape())), doctest::Contains("inference mode"),
+                           sieve::Error);
+      net.set_inference(false);
+      CHECK(net.forward(x) == eval);
+      CHECK_NOTHROW(net.backward(Tensor2<float>(inf.shape())));
+    }
+  }
+  // CNHW against NCHW in training: embedding, input gradient and every parameter gradient.
+  nn::ResNet<float> a(wide, 5);
+  perturb_bn(a, rng);
+  nn::ResNet<float> b = a;
+  a.set_layout(kernels::Layout::nchw);
+  a.set_input_grad(true), b.set_input_grad(true);
+  Tensor4<float> x({2, 3, 16, 16});
+  fill_randn(x, rng);
+  check_layouts_agree(a, b, x, rng, "basic/cifar CNHW vs NCHW");
 }

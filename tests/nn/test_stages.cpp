@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <array>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -28,6 +29,8 @@ static_assert(std::is_convertible_v<TensorRef4<float>, TensorRef4<const float>>)
 static_assert(!std::is_convertible_v<const Tensor4<float>&, TensorRef4<float>>);
 static_assert(!std::is_convertible_v<TensorRef4<const float>, TensorRef4<float>>);
 static_assert(TrainableStage<nn::Linear<float>> && TrainableStage<nn::Bottleneck<float>>);
+static_assert(TrainableStage<nn::BasicBlock<double>> && TrainableStage<nn::ResidualBlock<float>>);
+static_assert(nn::Bottleneck<float>::expansion == 4 && nn::BasicBlock<float>::expansion == 1);
 static_assert(TrainableStage<nn::ResNet<float>> && TrainableStage<nn::ResNet<double>>);
 static_assert(Chainable<nn::ResNet<float>, nn::Dropout<float>> && Chainable<nn::Dropout<float>, nn::Linear<float>>);
 static_assert(!Chainable<nn::Linear<float>, nn::ResNet<float>>);      // [N,F] does not feed [N,C,H,W]
@@ -249,6 +252,124 @@ TEST_CASE("Bottleneck: gradients with and without downsample, torchvision names"
   nn::Bottleneck<double> block(3, 2, 1, rng);
   Tensor4<double> bad({1, 4, 5, 5});
   CHECK_THROWS_AS(block.forward(bad), sieve::Error);
+}
+
+namespace {
+// Training-mode reference of torchvision's BasicBlock from the naive kernels, in double:
+// relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), parameters in params() order.
+std::vector<double> naive_basic_block(const Tensor4<double>& x, const std::vector<ParamRef<double>>& ps,
+                                      std::size_t planes, std::size_t stride) {
+  const std::size_t N = x.shape()[0], C = x.shape()[1], H = x.shape()[2], W = x.shape()[3];
+  const std::size_t OH = (H - 1) / stride + 1, OW = (W - 1) / stride + 1;
+  auto vec = [](const auto& r) { return std::vector<double>(r.begin(), r.end()); };
+  auto bn = [&](const std::vector<double>& v, std::size_t at) {
+    std::vector<double> mean, var;
+    return test::naive_batch_norm_train(v, vec(ps[at].value), vec(ps[at + 1].value), N, planes, OH * OW, 1e-5,
+                                        mean, var);
+  };
+  auto relu = [](std::vector<double> v) {
+    for (auto& e : v) e = std::max(e, 0.0);
+    return v;
+  };
+  const std::vector<double> xv = vec(x);
+  const auto h1 = relu(bn(test::naive_conv2d(xv, vec(ps[0].value), N, C, H, W, planes, 3, 3, stride, stride, 1, 1), 1));
+  const auto h2 = bn(test::naive_conv2d(h1, vec(ps[3].value), N, planes, OH, OW, planes, 3, 3, 1, 1, 1, 1), 4);
+  const auto sc = ps.size() == 9
+                      ? bn(test::naive_conv2d(xv, vec(ps[6].value), N, C, H, W, planes, 1, 1, stride, stride, 0, 0), 7)
+                      : xv;
+  std::vector<double> y(h2.size());
+  for (std::size_t i = 0; i < y.size(); ++i) y[i] = std::max(h2[i] + sc.at(i), 0.0);
+  return y;
+}
+}  // namespace
+
+TEST_CASE("BasicBlock: forward against the naive reference, gradients, sentinels, torchvision names") {
+  Rng rng(15);
+  struct Case {
+    std::size_t in, planes, stride;
+    bool ds;
+  };
+  // Identity shortcut; downsample for a channel change; downsample for a stride.
+  for (const Case c : {Case{3, 3, 1, false}, Case{3, 4, 1, true}, Case{4, 4, 2, true}}) {
+    CAPTURE(c.in);
+    CAPTURE(c.planes);
+    CAPTURE(c.stride);
+    nn::BasicBlock<double> block(c.in, c.planes, c.stride, rng);
+    CHECK(block.kind() == nn::BlockKind::basic);
+    CHECK(block.has_downsample() == c.ds);
+    auto ps = block.params();
+    REQUIRE(ps.size() == (c.ds ? 9u : 6u));
+    // Non-trivial batch-norm affine parameters (their gradients are checked too).
+    for (auto& p : ps)
+      if (p.name.find("bn") != std::string::npos || p.name.starts_with("downsample.1."))
+        for (auto& v : p.value) v = (p.name.ends_with("weight") ? 1.0 : 0.0) + 0.3 * rng.normal();
+    Tensor4<double> x({2, c.in, 5, 4});
+    fill_randn(x, rng);
+    const auto& y = block.forward(x);
+    REQUIRE(y.shape() == Shape<4>{2, c.planes, c.stride == 1 ? 5u : 3u, c.stride == 1 ? 4u : 2u});
+    const auto ref = naive_basic_block(x, ps, c.planes, c.stride);
+    CHECK(test::rel_err(y.data(), ref, ref.size()) < 1e-12);
+    gradcheck_stage(block, x, rng, c.ds ? "BasicBlock(ds)" : "BasicBlock", 60);
+
+    // Sentinel: an input gradient prefilled with NaN is fully overwritten, through the view
+    // path ResNet uses and in place over dy (the trunk) when the shapes allow.
+    Tensor4<double> dy(block.forward(x).shape());
+    fill_randn(dy, rng);
+    const Tensor4<double> dx = block.backward(dy);
+    std::array<std::size_t, nn::ResidualSlots::count> need{};
+    block.scratch_needs(need);
+    CHECK(need[nn::ResidualSlots::trunk] == x.size());
+    CHECK(need[nn::ResidualSlots::p2] == (c.ds ? x.size() : 0u));  // only the downsample's dx
+    std::vector<double> buf(x.size(), std::numeric_limits<double>::quiet_NaN());
+    block.backward_into(TensorRef4<const double>(dy), TensorRef4<double>(buf.data(), x.shape()), true);
+    CHECK(test::rel_err(buf.data(), dx.data(), dx.size()) == 0.0);
+    if (!c.ds) {
+      Tensor4<double> inplace = dy;
+      block.backward_into(TensorRef4<const double>(inplace), TensorRef4<double>(inplace), true);
+      CHECK(test::rel_err(inplace.data(), dx.data(), dx.size()) == 0.0);
+    }
+
+    // torchvision's names and shapes.
+    CHECK(ps[0].name == "conv1.weight");
+    CHECK(ps[0].shape == std::vector<std::size_t>{c.planes, c.in, 3, 3});
+    CHECK(ps[2].name == "bn1.bias");
+    CHECK(ps[3].name == "conv2.weight");
+    CHECK(ps[3].shape == std::vector<std::size_t>{c.planes, c.planes, 3, 3});
+    CHECK(ps[5].name == "bn2.bias");
+    const auto bs = block.buffers();
+    REQUIRE(bs.size() == (c.ds ? 9u : 6u));
+    CHECK(bs[3].name == "bn2.running_mean");
+    if (c.ds) {
+      CHECK(ps[6].name == "downsample.0.weight");
+      CHECK(ps[6].shape == std::vector<std::size_t>{c.planes, c.in, 1, 1});
+      CHECK(ps[7].name == "downsample.1.weight");
+      CHECK(bs[8].name == "downsample.1.num_batches_tracked");
+    }
+  }
+}
+
+TEST_CASE("BasicBlock: mismatched shapes and a backward after an inference forward throw") {
+  Rng rng(16);
+  nn::BasicBlock<double> block(3, 3, 1, rng);
+  Tensor4<double> bad({1, 4, 5, 5});
+  CHECK_THROWS_WITH_AS(block.forward(bad), doctest::Contains("has C=4"), sieve::Error);
+  Tensor4<double> x({2, 3, 5, 5});
+  fill_randn(x, rng);
+  block.forward(x);
+  Tensor4<double> bad_dy({2, 3, 5, 4});
+  CHECK_THROWS_WITH_AS(block.backward(bad_dy), doctest::Contains("dy [2,3,5,4] differs from the output [2,3,5,5]"),
+                       sieve::Error);
+  Tensor4<double> dy({2, 3, 5, 5});
+  block.backward(dy);  // reserves the scratch slots
+  std::vector<double> buf(x.size());
+  CHECK_THROWS_WITH_AS(block.backward_into(TensorRef4<const double>(dy), TensorRef4<double>(buf.data(), {2, 3, 25, 1}),
+                                           true),
+                       doctest::Contains("dx [2,3,25,1] differs from the input [2,3,5,5]"), sieve::Error);
+  // An inference-mode forward keeps nothing for backward.
+  block.set_training(false);
+  block.set_inference(true);
+  block.forward(x);
+  CHECK_THROWS_WITH_AS(block.backward(dy), doctest::Contains("inference mode"), sieve::Error);
 }
 
 TEST_CASE("BatchNorm2d with fused ReLU: output, gradients, in-place backward") {
