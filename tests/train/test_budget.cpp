@@ -290,6 +290,50 @@ TEST_CASE("trainer budget: validation before the first epoch end is timed once, 
   }
 }
 
+TEST_CASE("trainer budget: a validation grown slower than planned is skipped, so the run still ends in budget") {
+  for (const bool guard : {true, false}) {
+    CAPTURE(guard);
+    int val_calls = 0;
+    Run* self = nullptr;
+    train::TrainerOptions o{.seed = 5};
+    o.budget = train::TimeBudget{.seconds = 100, .reserve = 10.0, .skip_late_validation = guard};
+    Run run(o);
+    self = &run;
+    // 3 s in the probe (what the plan counts), 12 s afterwards.
+    run.trainer.set_validation([&](TinyMlp<float>&, std::int64_t) {
+      ++val_calls;
+      self->now += val_calls <= 2 ? 3.0 : 12.0;
+      return std::map<std::string, double>{};
+    });
+    const auto r = run.trainer.fit(run.loader);
+    REQUIRE(r.plan.has_value());
+    CHECK(r.plan->total_steps == 98);  // as planned with 3 s validations (see above)
+    CHECK(r.steps == 98);
+    if (guard) {
+      CHECK(run.now + r.plan->reserve_seconds + r.plan->margin_seconds <= 100.0);
+      CHECK(val_calls < 2 + 11);  // some of the 11 epoch ends after the plan were skipped
+      CHECK(val_calls > 2);
+    } else {
+      CHECK(val_calls == 13);
+      CHECK(run.now == 88.0 + 11 * 9.0);  // over: nothing stopped the slow validations
+    }
+  }
+}
+
+TEST_CASE("trainer budget: a clock that does not advance is refused after the probe") {
+  double frozen = 5.0;
+  TinyMlp<float> model(kIn, kHidden, kClasses, 1);
+  loss::BCEWithLogitsLoss<float> loss;
+  optim::AdamW<float> opt(model.params(), {});
+  const Sched sched{.base = 0.1};
+  Loader loader(make_data().first, make_data().second, 6, 0);
+  train::TrainerOptions o{.progress = train::Progress::off, .now_seconds = [&] { return frozen; }};
+  o.budget = train::TimeBudget{.seconds = 100, .probe_steps = 4};
+  TinyTrainer tr(model, loss, opt, sched, o);
+  CHECK_THROWS_WITH_AS(tr.fit(loader), doctest::Contains("the probe measured 0 s per step over 3 steps"), Error);
+  CHECK(tr.state().step == 4);
+}
+
 TEST_CASE("trainer budget: resume keeps the plan; interrupted runs give the bits of the uninterrupted one") {
   auto options = [](const fs::path& d, std::int64_t stop) {
     train::TrainerOptions o{.run_dir = d, .accum_steps = 2, .max_grad_norm = 1.0, .stop_after_steps = stop, .seed = 11};

@@ -23,9 +23,10 @@
 /// probe steps but the first), one validation (measured at an epoch end during the probe, else
 /// TimeBudget::validation, else one timing call of the hook after the probe, metrics
 /// discarded) and one checkpoint save (measured, or one save of last/ after the probe). If a
-/// later validation would overrun the budget anyway, the trainer skips it (logged); the
-/// schedule and the weights are unaffected. Plans are per fit() call; a resumed run takes the
-/// plan from state.json and does not re-plan (a run interrupted during the probe plans anew).
+/// later validation would overrun the budget anyway, the trainer skips it (logged; see
+/// skip_late_validation); the schedule and the weights are unaffected. Plans are per fit()
+/// call; a resumed run takes the plan from state.json and does not re-plan (a run interrupted
+/// during the probe, before its plan was saved, plans anew).
 
 #include <algorithm>
 #include <concepts>
@@ -76,6 +77,10 @@ struct TimeBudget {
   /// Data parallel: every rank must take the same number of steps. Called on every rank with
   /// its planned total, returns the total all use (e.g. the minimum over ranks); empty = as planned.
   std::function<std::int64_t(std::int64_t)> agree_total{};
+  /// Skip an epoch-end validation when elapsed + its last measured time + the planned steps
+  /// left (+ final save) would pass seconds - reserve - margin. Data parallel with a collective
+  /// validation: set false (ranks' clocks could disagree on the skip).
+  bool skip_late_validation = true;
 };
 
 /// What plan_steps needs; all times in seconds.
@@ -158,7 +163,7 @@ inline TimePlan plan_steps(const PlanInputs& in) {
   std::int64_t r = 0;
   if (available > 0.0) {
     // cost is nondecreasing in r and cost(r) >= r s: bisect on [0, hi] for the largest fit.
-    std::int64_t lo = 0, hi = static_cast<std::int64_t>(available / in.seconds_per_step) + 1;
+    std::int64_t lo = 0, hi = static_cast<std::int64_t>(std::min(available / in.seconds_per_step, 1e15)) + 1;
     while (lo < hi) {
       const std::int64_t mid = lo + (hi - lo + 1) / 2;
       if (plan_cost(in, mid) <= available) lo = mid;

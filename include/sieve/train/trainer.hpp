@@ -323,7 +323,7 @@ class Trainer {
       if (validate_) {
         // A budgeted run skips a validation that would leave too little time for the steps
         // left: elapsed + validation + (total - step) s/step + final save > B - R - M.
-        const bool skip = budgeted && plan_ && val_seconds_ >= 0.0 &&
+        const bool skip = budgeted && plan_ && o_.budget->skip_late_validation && val_seconds_ >= 0.0 &&
                           elapsed() + val_seconds_ +
                                   static_cast<double>(plan_->total_steps - st_.step) * plan_->seconds_per_step +
                                   plan_->save_seconds >
@@ -493,7 +493,9 @@ class Trainer {
       in.elapsed = elapsed();
       in.reserve = reserve;
       in.margin = b.margin_seconds + b.margin_fraction * b.seconds;
-      in.seconds_per_step = std::max(probe_seconds_per_step(probe_seconds), 1e-9);
+      in.seconds_per_step = probe_seconds_per_step(probe_seconds);
+      SIEVE_CHECK(in.seconds_per_step > 0.0, "Trainer: the probe measured ", in.seconds_per_step, " s per step over ",
+                  probe_seconds.size() - 1, " steps: is the clock (options.now_seconds) advancing?");
       in.steps_done = st_.step;
       in.min_steps = b.min_steps;
       in.steps_per_epoch = (nb + o_.accum_steps - 1) / o_.accum_steps;
