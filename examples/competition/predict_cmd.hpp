@@ -109,7 +109,7 @@ inline TestScores read_test_scores(const fs::path& path) {
 
 struct PredictCommand {
   CLI::App* app = nullptr;
-  std::string run_dir, data_dir, out, method = "head", tta = "none";
+  std::string run_dir, data_dir, out, method = "auto", tta = "run";
   std::optional<double> unknown_rate, threshold;
   std::size_t workers = 2, batch = 64;
   int threads = 0;
@@ -125,9 +125,12 @@ struct PredictCommand {
     app->add_option("--method", method, "ranking: head (sigmoid of the head), knn (max cosine to a class's train "
                                         "embeddings), centroid (cosine to class means), fusion (head/kNN blend with "
                                         "the validation-tuned weight), auto (best on validation)")
-        ->check(CLI::IsMember({"head", "knn", "centroid", "fusion", "auto"}));
-    app->add_option("--tta", tta, "test-time augmentation: none, or flip (average with the mirrored image)")
-        ->check(CLI::IsMember({"none", "flip"}));
+        ->check(CLI::IsMember({"head", "knn", "centroid", "fusion", "auto"}))
+        ->capture_default_str();
+    app->add_option("--tta", tta, "test-time augmentation: none, flip (average with the mirrored image), or run "
+                                  "(what the run was calibrated with, RUN/config.json's tta)")
+        ->check(CLI::IsMember({"none", "flip", "run"}))
+        ->capture_default_str();
     auto* ur = app->add_option("--unknown-rate", unknown_rate, "choose the threshold so that this fraction of test "
                                                                "images gets -1 first (instead of the validation one)")
                    ->check(CLI::Range(0.0, 1.0));
@@ -146,13 +149,10 @@ struct PredictCommand {
     const fs::path run(run_dir);
     const RunConfig cfg = load_config(run);
     const std::size_t K = cfg.num_classes();
+    if (tta == "run") tta = cfg.tta;
     std::optional<Calibration> cal;
     if (fs::exists(run / "calibration.json")) cal = load_calibration(run);
-    if (method == "auto") {
-      SIEVE_CHECK(cal.has_value(), (run / "calibration.json").string(),
-                  ": missing, so --method auto has no validation result to choose from");
-      method = cal->recommended;
-    }
+    if (method == "auto") method = cal ? cal->recommended : "head";  // no calibration: the head (checked below)
     const Method m = parse_method(method);
     // Fail on missing inputs before the slow part.
     SIEVE_CHECK(cal || (threshold && m != Method::fusion) || (unknown_rate && m != Method::fusion),
@@ -182,7 +182,7 @@ struct PredictCommand {
       SIEVE_CHECK(mc.weight.has_value(), (run / "calibration.json").string(), ": method 'fusion' has no 'weight'");
       weight = *mc.weight;
     }
-    const Tensor2f scores = method_scores(m, q, db ? *db : EmbeddingsFile{}, K, weight);
+    const Tensor2f scores = method_scores(m, q, db ? *db : EmbeddingsFile{}, K, weight, cfg.other_class());
 
     // The threshold and where it came from (stored in RUN/predict.json).
     json decision;

@@ -17,7 +17,7 @@ struct PrepareCommand {
   CLI::App* app = nullptr;
   CLI::App* fmnist = nullptr;
   std::string out, source = io::fashion_mnist_default_dir.string();
-  std::vector<int> distractors{8, 9};
+  std::vector<int> distractors{8, 9}, outside_classes;
   std::uint64_t seed = 0;
   bool force = false;
 
@@ -30,6 +30,9 @@ struct PrepareCommand {
     fmnist->add_option("--distractors", distractors, "classes (0..9) held out as distractors")
         ->delimiter(',')
         ->capture_default_str();
+    fmnist->add_option("--outside-classes", outside_classes, "distractor classes whose train images go to outside/ "
+                                                             "(default: all); the others are seen only in test/")
+        ->delimiter(',');
     fmnist->add_option("--seed", seed, "permutes the test ids")->capture_default_str();
     fmnist->add_option("--source", source, "folder with the IDX .gz files")->capture_default_str();
     fmnist->add_flag("--force", force, "replace a non-empty --out folder");
@@ -39,6 +42,7 @@ struct PrepareCommand {
     io::FmnistDOptions opt;
     opt.source = source;
     opt.distractors = distractors;
+    opt.outside_classes = outside_classes;
     opt.seed = seed;
     opt.force = force;
     opt.progress = ProgressLine("prepare fmnist: writing images");

@@ -65,12 +65,21 @@ using json = nlohmann::json;
 struct RunConfig {
   std::string data;                          ///< data folder, absolute
   std::vector<std::string> classes;          ///< class id -> label text
+  std::string recipe = "seed";               ///< "seed" (the seed solution's) | "fast" (see train_cmd.hpp)
   // model
   std::string arch = "resnet50";             ///< "resnet50" or "custom" (blocks/width given)
   std::vector<std::size_t> blocks{3, 4, 6, 3};
   std::size_t width = 64;
+  std::string block = "bottleneck";          ///< "bottleneck" | "basic"
+  std::string stem = "imagenet";             ///< "imagenet" (7x7/2 + max pool) | "cifar" (3x3/1)
   double dropout = 0.2;
+  /// "bce": sigmoid per class, BCE on one-hot targets (outside images all-zero); "softmax-other":
+  /// softmax over the K classes plus one "other" class that outside images train, -1 ranked by
+  /// log(p_class / p_other) (retrieval::other_class_scores).
+  std::string head = "bce";
+  double label_smoothing = 0.0;              ///< softmax-other only
   // input
+  std::size_t in_channels = 3;               ///< 3 (RGB) or 1 (gray)
   std::size_t image_size = 224;
   std::string fit = "resize";                ///< "resize" (shorter edge + centre crop) | "pad" (letterbox)
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
@@ -78,12 +87,17 @@ struct RunConfig {
   std::string augment = "crop-flip";         ///< "crop-flip" | "none"
   std::size_t crop_padding = 0;              ///< RandomCrop padding (crop-flip); 0 = image_size / 8
   // optimisation
-  std::string optimizer = "adamw";
+  std::string optimizer = "adamw";           ///< "adamw" | "sgd" (Nesterov momentum)
   double lr = 1e-3;
   double weight_decay = 1e-4;
+  double momentum = 0.9;                     ///< sgd only
+  std::string tta = "none";                  ///< test-time augmentation predict and calibration use: none | flip
   std::string schedule = "warmup-cosine";
   double warmup_epochs = 1.0;                ///< linear warmup length, in epochs (capped at total/10)
   std::int64_t epochs = 30;
+  /// > 0: the run was planned to end within this many minutes (fast recipe, --max-minutes): the
+  /// schedule spans the planned steps (train::TimeBudget) and resume continues that plan.
+  double budget_minutes = 0.0;
   std::int64_t batch = 64;
   std::int64_t patience = 6;                 ///< early stopping on val_map5
   std::uint64_t seed = 0;
@@ -97,9 +111,15 @@ struct RunConfig {
     nn::ResNetConfig c;
     c.blocks = blocks;
     c.width = width;
+    c.in_channels = in_channels;
+    c.block = block == "basic" ? nn::BlockKind::basic : nn::BlockKind::bottleneck;
+    c.stem = stem == "cifar" ? nn::StemKind::cifar : nn::StemKind::imagenet;
     return c;
   }
   std::size_t num_classes() const { return classes.size(); }
+  bool other_class() const { return head == "softmax-other"; }
+  /// Outputs of the linear head: the K classes, plus "other" for softmax-other.
+  std::size_t head_outputs() const { return classes.size() + (other_class() ? 1 : 0); }
   std::size_t effective_crop_padding() const { return crop_padding > 0 ? crop_padding : image_size / 8; }
 
   /// Requires nothing. Ensures: throws naming `where` and the field when a value is unusable.
@@ -119,12 +139,26 @@ struct RunConfig {
                 "' must be 'crop-flip' or 'none'");
     SIEVE_CHECK(freeze == "none" || freeze == "stem" || freeze == "backbone", where, ": freeze='", freeze,
                 "' must be none, stem or backbone");
-    SIEVE_CHECK(optimizer == "adamw", where, ": optimizer='", optimizer, "' (only adamw is supported)");
+    SIEVE_CHECK(recipe == "seed" || recipe == "fast", where, ": recipe='", recipe, "' must be seed or fast");
+    SIEVE_CHECK(block == "bottleneck" || block == "basic", where, ": model.block='", block,
+                "' must be bottleneck or basic");
+    SIEVE_CHECK(stem == "imagenet" || stem == "cifar", where, ": model.stem='", stem, "' must be imagenet or cifar");
+    SIEVE_CHECK(head == "bce" || head == "softmax-other", where, ": model.head='", head,
+                "' must be bce or softmax-other");
+    SIEVE_CHECK(label_smoothing >= 0.0 && label_smoothing < 1.0, where, ": label_smoothing=", label_smoothing,
+                " must be in [0, 1)");
+    SIEVE_CHECK(in_channels == 1 || in_channels == 3, where, ": input.channels=", in_channels, " must be 1 or 3");
+    SIEVE_CHECK(tta == "none" || tta == "flip", where, ": tta='", tta, "' must be none or flip");
+    SIEVE_CHECK(optimizer == "adamw" || optimizer == "sgd", where, ": optimizer='", optimizer,
+                "' must be adamw or sgd");
+    SIEVE_CHECK(momentum > 0.0 && momentum < 1.0, where, ": momentum=", momentum, " must be in (0, 1)");
     SIEVE_CHECK(schedule == "warmup-cosine", where, ": schedule='", schedule, "' (only warmup-cosine is supported)");
     SIEVE_CHECK(lr > 0.0 && std::isfinite(lr), where, ": lr=", lr, " must be > 0");
     SIEVE_CHECK(weight_decay >= 0.0, where, ": weight_decay=", weight_decay, " must be >= 0");
     SIEVE_CHECK(warmup_epochs >= 0.0, where, ": warmup_epochs=", warmup_epochs, " must be >= 0");
     SIEVE_CHECK(epochs >= 1, where, ": epochs=", epochs, " must be >= 1");
+    SIEVE_CHECK(budget_minutes >= 0.0 && std::isfinite(budget_minutes), where, ": budget_minutes=", budget_minutes,
+                " must be >= 0");
     SIEVE_CHECK(batch >= 1, where, ": batch=", batch, " must be >= 1");
     SIEVE_CHECK(patience >= 0, where, ": patience=", patience, " must be >= 0");
     SIEVE_CHECK(val_frac > 0.0 && val_frac < 1.0, where, ": val_frac=", val_frac, " must be in (0, 1)");
@@ -152,17 +186,30 @@ inline void to_json(json& j, const RunConfig& c) {
   j = json{{"format", "sieve.run v1"},
            {"data", c.data},
            {"classes", c.classes},
-           {"model", {{"arch", c.arch}, {"blocks", c.blocks}, {"width", c.width}, {"dropout", c.dropout}}},
+           {"recipe", c.recipe},
+           {"model",
+            {{"arch", c.arch},
+             {"blocks", c.blocks},
+             {"width", c.width},
+             {"block", c.block},
+             {"stem", c.stem},
+             {"dropout", c.dropout},
+             {"head", c.head},
+             {"label_smoothing", c.label_smoothing}}},
            {"input",
-            {{"image_size", c.image_size},
+            {{"channels", c.in_channels},
+             {"image_size", c.image_size},
              {"fit", c.fit},
              {"mean", short_floats(c.mean)},
              {"std", short_floats(c.std)}}},
            {"augment", c.augment},
            {"crop_padding", c.effective_crop_padding()},
-           {"optimizer", {{"name", c.optimizer}, {"lr", c.lr}, {"weight_decay", c.weight_decay}}},
+           {"optimizer",
+            {{"name", c.optimizer}, {"lr", c.lr}, {"weight_decay", c.weight_decay}, {"momentum", c.momentum}}},
+           {"tta", c.tta},
            {"schedule", {{"name", c.schedule}, {"warmup_epochs", c.warmup_epochs}}},
            {"epochs", c.epochs},
+           {"budget_minutes", c.budget_minutes},
            {"batch", c.batch},
            {"patience", c.patience},
            {"seed", c.seed},
@@ -176,12 +223,19 @@ inline void to_json(json& j, const RunConfig& c) {
 inline void from_json(const json& j, RunConfig& c) {
   c.data = j.at("data").get<std::string>();
   c.classes = j.at("classes").get<std::vector<std::string>>();
+  // Fields added with the fast recipe default to what runs written before it did.
+  c.recipe = j.value("recipe", std::string("seed"));
   const auto& m = j.at("model");
   c.arch = m.value("arch", std::string("custom"));
   c.blocks = m.at("blocks").get<std::vector<std::size_t>>();
   c.width = m.at("width").get<std::size_t>();
+  c.block = m.value("block", std::string("bottleneck"));
+  c.stem = m.value("stem", std::string("imagenet"));
   c.dropout = m.at("dropout").get<double>();
+  c.head = m.value("head", std::string("bce"));
+  c.label_smoothing = m.value("label_smoothing", 0.0);
   const auto& in = j.at("input");
+  c.in_channels = in.value("channels", std::size_t{3});
   c.image_size = in.at("image_size").get<std::size_t>();
   c.fit = in.at("fit").get<std::string>();
   c.mean = in.at("mean").get<std::array<float, 3>>();
@@ -192,10 +246,13 @@ inline void from_json(const json& j, RunConfig& c) {
   c.optimizer = o.at("name").get<std::string>();
   c.lr = o.at("lr").get<double>();
   c.weight_decay = o.at("weight_decay").get<double>();
+  c.momentum = o.value("momentum", 0.9);
+  c.tta = j.value("tta", std::string("none"));
   const auto& s = j.at("schedule");
   c.schedule = s.at("name").get<std::string>();
   c.warmup_epochs = s.at("warmup_epochs").get<double>();
   c.epochs = j.at("epochs").get<std::int64_t>();
+  c.budget_minutes = j.value("budget_minutes", 0.0);
   c.batch = j.at("batch").get<std::int64_t>();
   c.patience = j.value("patience", std::int64_t{6});
   c.seed = j.at("seed").get<std::uint64_t>();
@@ -263,7 +320,7 @@ class Model {
   explicit Model(const RunConfig& cfg) : Model(cfg, cfg.seed) {}
   Model(const RunConfig& cfg, std::uint64_t dropout_seed) : net_(make(cfg, dropout_seed)) {}
 
-  /// x [N,3,S,S] -> logits [N,K]; embedding() then holds the pooled [N,D] features.
+  /// x [N,C,S,S] -> logits [N, cfg.head_outputs()]; embedding() then holds the pooled [N,D] features.
   const Tensor2f& forward(const Tensor4f& x) { return net_.forward(x); }
   const Tensor4f& backward(const Tensor2f& dy) { return net_.backward(dy); }
   std::vector<ParamRef<float>> params() { return net_.params(); }
@@ -288,7 +345,7 @@ class Model {
   static Net make(const RunConfig& cfg, std::uint64_t dropout_seed) {
     nn::ResNet<float> backbone(cfg.resnet(), cfg.seed);
     Rng rng(derive_seed(cfg.seed, RngPurpose::init), /*stream*/ 1);  // the head's own stream
-    nn::Linear<float> fc(backbone.embedding_dim(), cfg.num_classes(), rng, "fc");
+    nn::Linear<float> fc(backbone.embedding_dim(), cfg.head_outputs(), rng, "fc");
     return pipeline(std::move(backbone), nn::Dropout<float>(cfg.dropout, dropout_seed), std::move(fc));
   }
   Net net_;
@@ -385,7 +442,8 @@ using Transform = Pipeline<FitImage, augment::RandomCrop, augment::RandomHorizon
 
 inline Transform make_transform(const RunConfig& cfg, std::size_t crop_padding, double flip_p) {
   return Transform(FitImage(cfg.image_size, cfg.fit == "pad"), augment::RandomCrop(cfg.image_size, crop_padding),
-                   augment::RandomHorizontalFlip(flip_p), augment::ToTensor{}, augment::Normalize(cfg.mean, cfg.std));
+                   augment::RandomHorizontalFlip(flip_p), augment::ToTensor(cfg.in_channels),
+                   augment::Normalize(cfg.mean, cfg.std));
 }
 /// Training input: with augment crop-flip, random crop (padding) + horizontal flip p=0.5.
 inline Transform train_transform(const RunConfig& cfg) {
@@ -398,8 +456,8 @@ inline Transform eval_transform(const RunConfig& cfg, bool flipped = false) {
 }
 /// Text identifying the inference transform (embedding-cache keys, reports).
 inline std::string eval_transform_text(const RunConfig& cfg) {
-  return str("fit_", cfg.fit, "(", cfg.image_size, ")|to_tensor|normalize(", cfg.mean[0], ",", cfg.mean[1], ",",
-             cfg.mean[2], ";", cfg.std[0], ",", cfg.std[1], ",", cfg.std[2], ")");
+  return str("fit_", cfg.fit, "(", cfg.image_size, ")|to_tensor", cfg.in_channels == 1 ? "(gray)" : "", "|normalize(",
+             cfg.mean[0], ",", cfg.mean[1], ",", cfg.mean[2], ";", cfg.std[0], ",", cfg.std[1], ",", cfg.std[2], ")");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -543,24 +601,34 @@ inline Method parse_method(const std::string& s) {
 }
 inline std::string method_name(Method m) { return method_names()[static_cast<std::size_t>(m)]; }
 
-/// The -1 threshold grid swept on validation: probabilities for head, cosines otherwise (as the
-/// reference: linspace(0,1,101) and linspace(-1,1,201)).
-inline std::vector<double> threshold_grid(Method m) {
+/// The -1 threshold grid swept on validation: probabilities for a BCE head, cosines otherwise
+/// (as the reference: linspace(0,1,101) and linspace(-1,1,201)); for a softmax-other head the
+/// log-ratio log(p_class / p_other) from -12 to 12 in steps of 0.1.
+inline std::vector<double> threshold_grid(Method m, bool other = false) {
+  if (m == Method::head && other) return retrieval::linspace(-12.0, 12.0, 241);
   return m == Method::head ? retrieval::linspace(0.0, 1.0, 101) : retrieval::linspace(-1.0, 1.0, 201);
 }
 
+/// The head's class scores [N,K]: sigmoid probabilities (BCE head) or log(p_class / p_other)
+/// (softmax-other head, logits [N,K+1]).
+inline Tensor2f head_class_scores(const Tensor2f& logits, bool other) {
+  return other ? retrieval::other_class_scores(logits) : retrieval::head_scores(logits);
+}
+
 /// Class scores [N,K] of queries `q` by method. knn/centroid compare L2-normalised embeddings
-/// with the train embeddings `db` (labels -1 skipped); fusion = w * head + (1 - w) * knn.
+/// with the train embeddings `db` (labels -1 skipped); fusion = w * head + (1 - w) * knn, with
+/// the head as probabilities (sigmoid, or the known classes' softmax for a softmax-other head).
 inline Tensor2f method_scores(Method m, const Embedded& q, const EmbeddingsFile& db, std::size_t K,
-                              double fusion_weight = 0.5) {
+                              double fusion_weight = 0.5, bool other = false) {
   switch (m) {
-    case Method::head: return retrieval::head_scores(q.logits);
+    case Method::head: return head_class_scores(q.logits, other);
     case Method::knn: return retrieval::knn_scores(q.embeddings, db.embedding, db.label, K);
     case Method::centroid:
       return retrieval::centroid_scores(q.embeddings, retrieval::class_centroids(db.embedding, db.label, K));
     case Method::fusion:
-      return retrieval::fuse_scores(retrieval::head_scores(q.logits),
-                                    retrieval::knn_scores(q.embeddings, db.embedding, db.label, K), fusion_weight);
+      return retrieval::fuse_scores(
+          other ? retrieval::known_class_probabilities(q.logits) : retrieval::head_scores(q.logits),
+          retrieval::knn_scores(q.embeddings, db.embedding, db.label, K), fusion_weight);
   }
   fail("method_scores: bad method");
 }
@@ -627,20 +695,22 @@ inline Calibration load_calibration(const fs::path& run) {
 }
 
 /// Calibrate one method: sweep the -1 threshold (and for fusion the head weight 0, 0.1 .. 1).
-inline MethodCalibration calibrate(Method m, const Embedded& val, const EmbeddingsFile& db, std::size_t K) {
+inline MethodCalibration calibrate(Method m, const Embedded& val, const EmbeddingsFile& db, std::size_t K,
+                                   bool other = false) {
   MethodCalibration out;
-  const auto grid = threshold_grid(m);
+  const auto grid = threshold_grid(m, other);
   retrieval::ThresholdSweep sweep;
   if (m == Method::fusion) {
     const auto weights = retrieval::linspace(0.0, 1.0, 11);
-    auto t = retrieval::tune_fusion(retrieval::head_scores(val.logits),
+    auto t = retrieval::tune_fusion(other ? retrieval::known_class_probabilities(val.logits)
+                                          : retrieval::head_scores(val.logits),
                                     retrieval::knn_scores(val.embeddings, db.embedding, db.label, K), val.labels,
                                     weights, grid);
     out.weight = t.weight;
     for (std::size_t i = 0; i < t.weights.size(); ++i) out.weight_sweep.push_back({t.weights[i], t.best_map5[i]});
     sweep = std::move(t.sweep);
   } else {
-    sweep = retrieval::sweep_threshold(method_scores(m, val, db, K), val.labels, grid);
+    sweep = retrieval::sweep_threshold(method_scores(m, val, db, K, 0.5, other), val.labels, grid);
   }
   out.threshold = sweep.best_threshold;
   out.val_map5 = sweep.best_map5;

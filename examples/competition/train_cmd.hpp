@@ -1,13 +1,21 @@
 #pragma once
-/// `sieve train --data DIR --out RUN [...]`: train the classifier (ResNet | Dropout | Linear,
-/// BCE-with-logits on one-hot targets, AdamW, warmup + cosine, early stopping on validation
-/// MAP@5), then calibrate the -1 threshold of every ranking method on validation with the best
-/// weights. Writes RUN/config.json, split.json, metrics.jsonl, last/, best/, calibration.json
-/// and train_embeddings.safetensors. `--resume RUN` continues from RUN/last/ exactly.
+/// `sieve train --data DIR --out RUN [...]`: train the classifier (ResNet | Dropout | Linear),
+/// then calibrate the -1 threshold of every ranking method on validation with the best (else
+/// the last) weights. Two recipes set the defaults:
+///   fast (default): input size, channels, mean and std from the images; a basic-block ResNet
+///     with the 3x3 CIFAR stem; softmax over the classes plus "other" (trained on the outside
+///     images not held for validation), label smoothing; Nesterov SGD; a warmup + cosine
+///     schedule ending at 0 (with --max-minutes planned so the whole command fits: see
+///     train/budget.hpp); no early stopping; flip test-time augmentation.
+///   seed: the seed solution's: ResNet50 at 224 px, ImageNet statistics, BCE-with-logits on
+///     one-hot targets, AdamW, warmup + cosine, early stopping on validation MAP@5.
+/// Writes RUN/config.json, split.json, metrics.jsonl, last/, best/ (early stopping),
+/// calibration.json and train_embeddings.safetensors. `--resume RUN` continues from RUN/last/
+/// exactly (a planned run keeps its plan).
 ///
 /// Validation: a seeded stratified `--val-frac` of each class of train.csv, plus outside
-/// images making up `--outside-frac` of the validation set (labelled -1). With `--negatives`
-/// the remaining outside images train as all-zero targets.
+/// images making up `--outside-frac` of the validation set (labelled -1). With negatives (fast:
+/// by default) the remaining outside images train as "other" (or as all-zero BCE targets).
 /// `--freeze backbone --augment none` takes the embedding-cache fast path: backbone features
 /// are computed once (cached under RUN/cache/) and only the head trains.
 ///
@@ -16,12 +24,13 @@
 /// seeded epoch order one process uses), gradients are averaged over the ranks, validation,
 /// calibration embeddings and a missing embedding cache are computed in shards, and rank 0
 /// alone writes RUN/ and prints. --max-minutes is refused (the ranks' clocks would stop them at
-/// different steps); use --max-steps. With N = 1 nothing changes.
+/// different steps); use --max-steps or --epochs. With N = 1 nothing changes.
 
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -31,6 +40,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -38,12 +48,16 @@
 #include "run.hpp"
 #include "sieve/dist/dist.hpp"
 #include "sieve/io/data_folder.hpp"
+#include "sieve/io/decoded_dataset.hpp"
 #include "sieve/io/file.hpp"
+#include "sieve/io/image_stats.hpp"
 #include "sieve/kernels/gemm.hpp"
 #include "sieve/loss/bce_with_logits.hpp"
+#include "sieve/loss/cross_entropy.hpp"
 #include "sieve/nn/state_dict.hpp"
 #include "sieve/optim/adamw.hpp"
 #include "sieve/optim/schedule.hpp"
+#include "sieve/optim/sgd.hpp"
 #include "sieve/retrieval/scores.hpp"
 #include "sieve/retrieval/threshold.hpp"
 #include "sieve/train/embedding_cache.hpp"
@@ -119,15 +133,17 @@ class CachedHead {
 };
 
 /// Validation MAP@5 of the head with the -1 threshold swept (the early-stopping metric), and
-/// the known-class top-1 of the held-out train images.
-inline std::map<std::string, double> head_validation(const Tensor2f& logits, const std::vector<std::int64_t>& truth) {
-  const auto sweep = retrieval::sweep_threshold(retrieval::head_scores(logits), truth, threshold_grid(Method::head));
-  const std::size_t N = logits.shape()[0], K = logits.shape()[1];
+/// the known-class top-1 of the held-out train images (among the K classes, never "other").
+inline std::map<std::string, double> head_validation(const Tensor2f& logits, const std::vector<std::int64_t>& truth,
+                                                     bool other) {
+  const auto sweep =
+      retrieval::sweep_threshold(head_class_scores(logits, other), truth, threshold_grid(Method::head, other));
+  const std::size_t N = logits.shape()[0], L = logits.shape()[1], K = other ? L - 1 : L;
   std::size_t known = 0, hit = 0;
   for (std::size_t i = 0; i < N; ++i) {
     if (truth[i] < 0) continue;
     ++known;
-    const float* r = logits.data() + i * K;
+    const float* r = logits.data() + i * L;
     hit += static_cast<std::int64_t>(std::max_element(r, r + K) - r) == truth[i];
   }
   return {{"val_map5", sweep.best_map5},
@@ -137,89 +153,123 @@ inline std::map<std::string, double> head_validation(const Tensor2f& logits, con
 
 struct TrainCommand {
   CLI::App* app = nullptr;
-  std::string data, out, resume, weights, arch = "resnet50", blocks, fit = "resize", augment = "crop-flip",
-                                              freeze = "none";
+  std::string data, out, resume, weights, recipe = "fast", arch, blocks, fit, augment, freeze = "none", head,
+                                                 optimizer, tta;
   std::vector<float> mean, stdev;
-  std::size_t image_size = 224, width = 64, workers = 2;
-  std::int64_t epochs = 30, batch = 64, patience = 6, max_steps = -1;
-  double lr = 1e-3, weight_decay = 1e-4, dropout = 0.2, outside_frac = 0.3, val_frac = 0.1, warmup_epochs = 1.0,
-         max_minutes = 0.0;
+  std::size_t image_size = 0, width = 0, channels = 0, workers = 2;
+  std::int64_t epochs = 0, batch = 0, patience = 0, max_steps = -1;
+  double lr = 0, weight_decay = 0, dropout = 0, outside_frac = 0.3, val_frac = 0.1, warmup_epochs = 1.0,
+         label_smoothing = 0, momentum = 0.9, max_minutes = 0.0;
   std::uint64_t seed = 0;
   bool negatives = false, quiet = false;
   int threads = 0;
 
   // Flags that define the run; with --resume they come from RUN/config.json instead.
   static const std::vector<std::string>& config_flags() {
-    static const std::vector<std::string> f{"--data", "--out", "--weights", "--arch", "--blocks", "--width",
-                                            "--image-size", "--fit", "--mean", "--std", "--augment", "--freeze",
-                                            "--epochs", "--batch", "--lr", "--weight-decay", "--dropout",
-                                            "--warmup-epochs", "--patience", "--seed", "--negatives",
-                                            "--outside-frac", "--val-frac"};
+    static const std::vector<std::string> f{
+        "--data",     "--out",     "--weights",       "--recipe",       "--arch",       "--blocks",   "--width",
+        "--channels", "--image-size", "--fit",        "--mean",         "--std",        "--augment",  "--freeze",
+        "--epochs",   "--batch",   "--lr",            "--weight-decay", "--dropout",    "--warmup-epochs",
+        "--patience", "--seed",    "--negatives",     "--outside-frac", "--val-frac",   "--head",
+        "--label-smoothing", "--optimizer", "--momentum", "--tta"};
     return f;
   }
 
   void add_to(CLI::App& parent) {
-    app = parent.add_subcommand("train", "Train the classifier on a data folder (ResNet backbone, dropout, linear "
-                                         "head, BCE, AdamW, warmup+cosine, early stopping on validation MAP@5), then "
-                                         "calibrate the -1 threshold of every ranking method on validation");
+    app = parent.add_subcommand("train", "Train a classifier on a data folder, then calibrate the -1 threshold of "
+                                         "every ranking method on validation. Two recipes: fast (default: a small "
+                                         "ResNet for the images' own size, softmax with an 'other' class trained "
+                                         "on outside images, SGD) and seed (ResNet50, BCE, AdamW, 224 px)");
     app->add_option("--data", data, "data folder (train.csv, train/, optional outside/; see 'sieve validate')");
     app->add_option("--out", out, "run folder to create (must not already hold a run)");
     app->add_option("--resume", resume, "continue the run in this folder from its last/ checkpoint (its "
                                         "config.json fixes every setting; only --max-minutes, --max-steps, "
                                         "--threads, --workers may be given)");
+    app->add_option("--recipe", recipe, "defaults of every setting below: fast (input size, channels, mean and std "
+                                        "from the images; cifar-resnet10; softmax-other head, label smoothing 0.1; "
+                                        "SGD lr 0.2 batch 256; outside images as negatives; flip TTA) or seed "
+                                        "(resnet50 at 224 px, ImageNet statistics, BCE, AdamW lr 1e-3 batch 64)")
+        ->check(CLI::IsMember({"fast", "seed"}))
+        ->capture_default_str();
     app->add_option("--weights", weights, "start from pretrained weights (.safetensors, torchvision or timm names; "
                                           "the head is re-initialised when its class count differs)");
-    app->add_option("--arch", arch, "backbone: resnet50 (3,4,6,3), resnet26 (2,2,2,2), resnet101 (3,4,23,3), "
-                                    "tiny (1,1,1,1 width 16); --blocks/--width override")
-        ->check(CLI::IsMember({"resnet26", "resnet50", "resnet101", "tiny"}))
-        ->capture_default_str();
-    app->add_option("--blocks", blocks, "bottleneck blocks per stage, comma-separated, 1-4 stages (e.g. 1,1)");
-    app->add_option("--width", width, "stem width (64 for resnet50); the embedding has width*2^(stages-1)*4 dims")
+    app->add_option("--arch", arch, "backbone: resnet50 (bottleneck 3,4,6,3, ImageNet stem), resnet26, resnet101, "
+                                    "tiny (bottleneck 1,1,1,1 width 16); cifar-resnet8/10/14/20 (basic blocks "
+                                    "1,1,1 / 1,1,1,1 / 2,2,2 / 3,3,3, 3x3 stem, width 16), cifar-resnet18 (basic "
+                                    "2,2,2,2, width 64); --blocks/--width override. Default: fast cifar-resnet10, "
+                                    "seed resnet50")
+        ->check(CLI::IsMember({"resnet26", "resnet50", "resnet101", "tiny", "cifar-resnet8", "cifar-resnet10",
+                               "cifar-resnet14", "cifar-resnet20", "cifar-resnet18"}));
+    app->add_option("--blocks", blocks, "residual blocks per stage, comma-separated, 1-4 stages (e.g. 1,1)");
+    app->add_option("--width", width, "stem width; the embedding has width*2^(stages-1) dims (times 4 with "
+                                      "bottleneck blocks)")
         ->check(CLI::Range(std::size_t{1}, std::size_t{512}));
-    app->add_option("--image-size", image_size, "network input size S (S x S)")
-        ->check(CLI::Range(std::size_t{8}, std::size_t{4096}))
-        ->capture_default_str();
+    app->add_option("--channels", channels, "input channels: 1 (gray) or 3 (RGB). Default: fast: 1 when every "
+                                            "image looked at is gray; seed: 3")
+        ->check(CLI::IsMember({1, 3}));
+    app->add_option("--image-size", image_size, "network input size S (S x S). Default: fast: the images' larger "
+                                                "side up to 64; seed: 224")
+        ->check(CLI::Range(std::size_t{8}, std::size_t{4096}));
     app->add_option("--fit", fit, "resize: shorter edge to S + centre crop; pad: letterbox to S x S (zero padding, "
-                                  "shrinking larger images)")
-        ->check(CLI::IsMember({"resize", "pad"}))
-        ->capture_default_str();
-    app->add_option("--mean", mean, "per-channel mean (1 or 3 values; default ImageNet's)")->expected(1, 3);
-    app->add_option("--std", stdev, "per-channel std (1 or 3 values; default ImageNet's)")->expected(1, 3);
-    app->add_option("--augment", augment, "crop-flip: random crop (padding S/8) + horizontal flip; none")
-        ->check(CLI::IsMember({"crop-flip", "none"}))
-        ->capture_default_str();
+                                  "shrinking larger images). Default: fast: pad when the images fit; seed: resize")
+        ->check(CLI::IsMember({"resize", "pad"}));
+    app->add_option("--mean", mean, "per-channel mean (1 or 3 values). Default: fast: the training images'; "
+                                    "seed: ImageNet's")
+        ->expected(1, 3);
+    app->add_option("--std", stdev, "per-channel std (1 or 3 values). Default: fast: the training images'; "
+                                    "seed: ImageNet's")
+        ->expected(1, 3);
+    app->add_option("--augment", augment, "crop-flip: random crop (padding S/14 fast, S/8 seed) + horizontal "
+                                          "flip; none")
+        ->check(CLI::IsMember({"crop-flip", "none"}));
     app->add_option("--freeze", freeze, "backbone: train only the head (with --augment none: embedding-cache fast "
                                         "path); stem: freeze conv1/bn1; none")
         ->check(CLI::IsMember({"none", "stem", "backbone"}))
         ->capture_default_str();
-    app->add_option("--epochs", epochs, "maximum epochs")->check(CLI::Range(1, 100000))->capture_default_str();
-    app->add_option("--batch", batch, "batch size")->check(CLI::Range(1, 65536))->capture_default_str();
-    app->add_option("--lr", lr, "AdamW learning rate (peak of the schedule)")
-        ->check(CLI::PositiveNumber)
-        ->capture_default_str();
-    app->add_option("--weight-decay", weight_decay, "AdamW decoupled weight decay (not on BN and biases)")
-        ->check(CLI::NonNegativeNumber)
-        ->capture_default_str();
-    app->add_option("--dropout", dropout, "dropout before the head")->check(CLI::Range(0.0, 0.99))->capture_default_str();
+    app->add_option("--head", head, "bce (sigmoid per class, one-hot targets; seed) or softmax-other (softmax "
+                                    "over the classes plus 'other' for outside images; fast)")
+        ->check(CLI::IsMember({"bce", "softmax-other"}));
+    app->add_option("--label-smoothing", label_smoothing, "softmax-other label smoothing (fast: 0.1)")
+        ->check(CLI::Range(0.0, 0.99));
+    app->add_option("--optimizer", optimizer, "sgd (Nesterov momentum; fast) or adamw (seed)")
+        ->check(CLI::IsMember({"sgd", "adamw"}));
+    app->add_option("--momentum", momentum, "SGD momentum")->check(CLI::Range(0.01, 0.999))->capture_default_str();
+    app->add_option("--epochs", epochs, "epochs (fast: 30, seed: at most 30 with early stopping); ignored with "
+                                        "--max-minutes, whose plan decides the steps")
+        ->check(CLI::Range(1, 100000));
+    app->add_option("--batch", batch, "batch size (fast: 256, seed: 64)")->check(CLI::Range(1, 65536));
+    app->add_option("--lr", lr, "peak learning rate of the schedule (fast: 0.2 SGD, seed: 1e-3 AdamW)")
+        ->check(CLI::PositiveNumber);
+    app->add_option("--weight-decay", weight_decay, "weight decay, not on BN and biases (fast: 5e-4 coupled, "
+                                                    "seed: 1e-4 decoupled)")
+        ->check(CLI::NonNegativeNumber);
+    app->add_option("--dropout", dropout, "dropout before the head (fast: 0, seed: 0.2)")->check(CLI::Range(0.0, 0.99));
     app->add_option("--warmup-epochs", warmup_epochs, "linear warmup length in epochs (at most a tenth of all "
-                                                      "steps), then cosine to 0")
+                                                      "steps), then cosine to 0; with --max-minutes the warmup "
+                                                      "is a fixed share of the planned steps")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
-    app->add_option("--patience", patience, "early stopping: epochs without a better validation MAP@5")
-        ->check(CLI::NonNegativeNumber)
-        ->capture_default_str();
+    app->add_option("--patience", patience, "early stopping (seed recipe): epochs without a better validation "
+                                            "MAP@5 (seed: 6); the fast recipe anneals to the end and keeps it")
+        ->check(CLI::NonNegativeNumber);
     app->add_option("--seed", seed, "seed of initialisation, split, order, augmentation and dropout")
         ->capture_default_str();
-    app->add_flag("--negatives", negatives, "also train on the outside images not used for validation, as "
-                                            "all-zero targets");
+    app->add_flag("--negatives,!--no-negatives", negatives, "train on the outside images not used for validation "
+                                                             "(as 'other', or all-zero BCE targets). Default: fast "
+                                                             "yes, seed no");
     app->add_option("--outside-frac", outside_frac, "fraction of the validation set made of outside images")
         ->check(CLI::Range(0.0, 0.95))
         ->capture_default_str();
     app->add_option("--val-frac", val_frac, "fraction of each class held out for validation")
         ->check(CLI::Range(0.001, 0.9))
         ->capture_default_str();
-    app->add_option("--max-minutes", max_minutes, "stop (saving last/) after this much training time in this "
-                                                  "invocation; calibration still runs")
+    app->add_option("--tta", tta, "test-time augmentation calibrated here and used by predict: none or flip "
+                                  "(fast: flip, seed: none)")
+        ->check(CLI::IsMember({"none", "flip"}));
+    app->add_option("--max-minutes", max_minutes, "fast recipe: plan the whole run (training, validation, "
+                                                  "calibration) to end within this many minutes, the learning "
+                                                  "rate annealed to 0 at the last step; seed recipe: stop (saving "
+                                                  "last/) after this much training time")
         ->check(CLI::NonNegativeNumber);
     app->add_option("--max-steps", max_steps, "stop (saving last/) after this many optimizer steps in this "
                                               "invocation; calibration still runs")
@@ -230,16 +280,43 @@ struct TrainCommand {
     app->add_flag("--quiet", quiet, "no progress lines (errors and the final summary only)");
   }
 
-  /// Configuration from the command line (a fresh run).
+  bool given(const char* flag) const { return app->count(flag) > 0; }
+
+  std::chrono::steady_clock::time_point start_{};  ///< when run() began: a budget counts from it
+  std::function<double()> reserve_estimate_;       ///< seconds calibration will take (budgeted runs)
+
+  /// Configuration from the command line (a fresh run): the recipe's defaults, then every flag
+  /// given. Input settings the fast recipe takes from the images are filled by input_from_data.
   RunConfig config_from_flags() const {
     RunConfig c;
     SIEVE_CHECK(!data.empty(), "train: --data DIR is required (or --resume RUN)");
     SIEVE_CHECK(!out.empty(), "train: --out RUN is required (or --resume RUN)");
     c.data = fs::absolute(data).lexically_normal().string();
-    c.arch = arch;
-    if (arch == "resnet26") c.blocks = {2, 2, 2, 2};
-    else if (arch == "resnet101") c.blocks = {3, 4, 23, 3};
-    else if (arch == "tiny") c.blocks = {1, 1, 1, 1}, c.width = 16;
+    c.recipe = recipe;
+    const bool fast = recipe == "fast";
+    if (fast) {
+      // The best test MAP@5 per minute measured (benchmarks/README.md, "Quality per CPU-minute").
+      c.arch = "cifar-resnet10", c.block = "basic", c.stem = "cifar", c.blocks = {1, 1, 1, 1}, c.width = 16;
+      c.head = "softmax-other", c.label_smoothing = 0.1, c.dropout = 0.0;
+      c.optimizer = "sgd", c.lr = 0.2, c.weight_decay = 5e-4, c.batch = 256, c.epochs = 30, c.patience = 0;
+      c.negatives = true, c.tta = "flip", c.fit = "pad";
+    }
+    const std::string a = given("--arch") ? arch : c.arch;
+    if (given("--arch")) {
+      c.arch = a;
+      const bool cifar = a.rfind("cifar-", 0) == 0;
+      c.block = cifar ? "basic" : "bottleneck", c.stem = cifar ? "cifar" : "imagenet";
+      c.width = a == "cifar-resnet18" ? 64 : cifar || a == "tiny" ? 16 : 64;
+      if (a == "resnet50") c.blocks = {3, 4, 6, 3};
+      else if (a == "resnet26") c.blocks = {2, 2, 2, 2};
+      else if (a == "resnet101") c.blocks = {3, 4, 23, 3};
+      else if (a == "tiny") c.blocks = {1, 1, 1, 1};
+      else if (a == "cifar-resnet8") c.blocks = {1, 1, 1};
+      else if (a == "cifar-resnet10") c.blocks = {1, 1, 1, 1};
+      else if (a == "cifar-resnet14") c.blocks = {2, 2, 2};
+      else if (a == "cifar-resnet20") c.blocks = {3, 3, 3};
+      else if (a == "cifar-resnet18") c.blocks = {2, 2, 2, 2};
+    }
     if (!blocks.empty()) {
       c.blocks.clear();
       std::size_t pos = 0;
@@ -256,28 +333,39 @@ struct TrainCommand {
                   " stages; 1 to 4 are supported");
       c.arch = "custom";
     }
-    if (app->count("--width") > 0) c.width = width, c.arch = "custom";
-    c.image_size = image_size;
-    c.fit = fit;
+    if (given("--width")) c.width = width, c.arch = "custom";
+    if (given("--channels")) c.in_channels = channels;
+    if (given("--image-size")) c.image_size = image_size;
+    if (given("--fit")) c.fit = fit;
     auto triple = [](const std::vector<float>& v, const char* flag) {
       SIEVE_CHECK(v.size() == 1 || v.size() == 3, "train: ", flag, " takes 1 or 3 values, got ", v.size());
       return v.size() == 1 ? std::array<float, 3>{v[0], v[0], v[0]} : std::array<float, 3>{v[0], v[1], v[2]};
     };
     if (!mean.empty()) c.mean = triple(mean, "--mean");
     if (!stdev.empty()) c.std = triple(stdev, "--std");
-    c.augment = augment;
-    c.epochs = epochs;
-    c.batch = batch;
-    c.lr = lr;
-    c.weight_decay = weight_decay;
-    c.dropout = dropout;
+    if (given("--augment")) c.augment = augment;
+    if (fast && c.augment == "crop-flip") c.crop_padding = 0;  // resolved with the image size (input_from_data)
+    if (given("--epochs")) c.epochs = epochs;
+    if (given("--batch")) c.batch = batch;
+    if (given("--optimizer")) c.optimizer = optimizer;
+    if (given("--lr")) c.lr = lr;
+    else if (given("--optimizer")) c.lr = optimizer == "sgd" ? 0.2 : 1e-3;
+    if (given("--weight-decay")) c.weight_decay = weight_decay;
+    else if (given("--optimizer")) c.weight_decay = optimizer == "sgd" ? 5e-4 : 1e-4;
+    c.momentum = momentum;
+    if (given("--dropout")) c.dropout = dropout;
+    if (given("--head")) c.head = head;
+    if (given("--label-smoothing")) c.label_smoothing = label_smoothing;
+    else if (given("--head")) c.label_smoothing = head == "softmax-other" ? 0.1 : 0.0;
+    if (given("--tta")) c.tta = tta;
     c.warmup_epochs = warmup_epochs;
-    c.patience = patience;
+    if (given("--patience")) c.patience = patience;
     c.seed = seed;
     c.freeze = freeze;
-    c.negatives = negatives;
+    if (given("--negatives") || given("--no-negatives")) c.negatives = negatives;
     c.outside_frac = outside_frac;
     c.val_frac = val_frac;
+    if (fast && max_minutes > 0.0) c.budget_minutes = max_minutes;  // planned; seed: a cut-off
     if (!weights.empty()) {
       SIEVE_CHECK(fs::is_regular_file(weights), "train: --weights ", weights, ": no such file");
       c.weights = fs::absolute(weights).lexically_normal().string();
@@ -285,7 +373,32 @@ struct TrainCommand {
     return c;
   }
 
+  /// The fast recipe's input settings from the training images, for those not given as flags:
+  /// channels (1 when every image looked at is gray), size (the larger side up to 64, letterboxed
+  /// when the images fit), mean and std, and the crop padding (S/14, at least 1).
+  void input_from_data(RunConfig& c, const io::DataFolder& df) const {
+    if (c.recipe != "fast") return;
+    const io::FileDataset ds(df.train);
+    const io::ImageStats st = io::image_stats(ds, 2048, c.seed);
+    const std::size_t side = std::max(st.max_height, st.max_width);
+    if (!given("--channels")) c.in_channels = st.gray ? 1 : 3;
+    if (!given("--image-size")) c.image_size = std::clamp<std::size_t>(side, 8, 64);
+    if (!given("--fit")) c.fit = side <= c.image_size ? "pad" : "resize";
+    const bool gray = c.in_channels == 1;
+    for (std::size_t k = 0; k < 3; ++k) {
+      if (mean.empty()) c.mean[k] = static_cast<float>(gray ? st.gray_mean : st.mean[k]);
+      if (stdev.empty()) c.std[k] = static_cast<float>(std::max(gray ? st.gray_std : st.std[k], 1e-3));
+    }
+    if (c.augment == "crop-flip" && c.crop_padding == 0)
+      c.crop_padding = std::max<std::size_t>(1, (c.image_size + 7) / 14);
+    say(str("train: recipe fast; input from ", st.count, " of ", ds.size(), " training images (", st.min_height,
+            "-", st.max_height, " x ", st.min_width, "-", st.max_width, " px, ", st.gray ? "gray" : "colour",
+            "): ", c.in_channels, " channel(s), ", c.image_size, " px (", c.fit, "), mean ", c.mean[0], " std ",
+            c.std[0], gray ? "" : " (R; G, B in config.json)", ", crop padding ", c.effective_crop_padding()));
+  }
+
   int run() {
+    start_ = std::chrono::steady_clock::now();
     if (threads > 0) sieve::set_threads(threads);
     dist::Communicator& comm = communicator();
     const int ranks = comm.size();
@@ -324,6 +437,7 @@ struct TrainCommand {
                   ") differ from the run's config.json (", cfg.classes.size(), "): the data folder changed");
     } else {
       cfg.classes = df.classes;
+      input_from_data(cfg, df);
     }
     cfg.validate("train");
     SIEVE_CHECK(cfg.batch % ranks == 0, "train: --batch ", cfg.batch, " is the global batch under MPI and must be a "
@@ -382,12 +496,48 @@ struct TrainCommand {
       say("train: warning: --freeze backbone without --weights trains a head on a random backbone");
 
     const bool cached = cfg.freeze == "backbone" && cfg.augment == "none";
+    // Small images are decoded once and kept (io::DecodedDataset): reading and decoding ~50,000
+    // files every epoch (and again to calibrate) costs more than training on 28x28 images.
+    constexpr std::uint64_t keep_bytes = std::uint64_t{1} << 30;
+    auto decoded = [&](const io::Dataset& ds, const char* what) -> std::optional<io::DecodedDataset> {
+      if (cached) return std::nullopt;  // the embedding cache reads each image once anyway
+      std::optional<ProgressLine> progress;
+      if (!quiet) progress.emplace(str("decode ", what, " images"));
+      auto d = io::DecodedDataset::decode(ds, keep_bytes, [&](std::size_t k, std::size_t n) {
+        if (progress) (*progress)(k, n);
+      });
+      if (!d) say(str("train: the ", what, " images take over ", keep_bytes >> 20, " MiB decoded; reading files "
+                      "every epoch instead"));
+      return d;
+    };
+    const auto train_mem = decoded(train_ds, "training");
+    const auto val_mem = train_mem ? decoded(val_ds, "validation") : std::nullopt;
+    const io::Dataset& train_src = train_mem ? static_cast<const io::Dataset&>(*train_mem) : train_ds;
+    const io::Dataset& val_src = val_mem ? static_cast<const io::Dataset&>(*val_mem) : val_ds;
+    // train_ds lists the labelled images first, then the negatives.
+    const io::RangeDataset train_labelled_src(train_src, {0, tr_labelled.size()});
+
+    // A budgeted run keeps time for calibration: embedding validation (times the TTA views) and
+    // the labelled train images, at the inference speed timed on a few validation batches.
+    const std::size_t calib_images = val_ds.size() * (cfg.tta == "flip" ? 2 : 1) + tr_labelled.size();
+    reserve_estimate_ = [&, calib_images]() {
+      const io::RangeDataset sample(val_src, {0, std::min<std::size_t>(1024, val_src.size())});
+      const auto t0 = std::chrono::steady_clock::now();
+      (void)embed_dataset(model, sample, cfg, workers, false, "time calibration", 256, true);
+      // Called mid-training (after the probe): embed_dataset left eval mode on. (The cached path
+      // keeps its frozen backbone in eval mode throughout.)
+      if (!cached) model.set_training(true);
+      const double per = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                         static_cast<double>(sample.size());
+      // Loading the best weights, the kNN scores and the sweeps: a few seconds on 50,000 images.
+      return 1.25 * per * static_cast<double>(calib_images) + 5.0;
+    };
     train::FitResult fr;
     std::string checkpoint_used;
     if (cached) {
       fr = fit_cached(model, cfg, run_dir, train_ds, val_ds, resuming);
     } else {
-      fr = fit_images(model, cfg, run_dir, train_ds, val_ds, resuming);
+      fr = fit_images(model, cfg, run_dir, train_src, val_src, resuming);
     }
     if (ranks > 1) comm.barrier("train: rank 0 saved the checkpoints");
     say(str("train: ", fr.epochs_completed, " epoch(s) this run, ", fr.steps, " optimizer steps in total",
@@ -406,8 +556,11 @@ struct TrainCommand {
       trn = from_cache(best, cached_embeddings(best, cfg, run_dir, train_ds, "calibrate: train embeddings"),
                        train_labelled_ds.samples());
     } else {
-      val = embed_sharded(comm, best, val_ds, cfg, workers, false, "calibrate: validation", 64, quiet);
-      trn = embed_sharded(comm, best, train_labelled_ds, cfg, workers, false, "calibrate: train embeddings", 64, quiet);
+      // Validation with the test-time augmentation predict will use (cfg.tta), so the thresholds
+      // fit its scores; the kNN database of train embeddings without (half the cost).
+      val = embed_sharded(comm, best, val_src, cfg, workers, cfg.tta == "flip", "calibrate: validation", 256, quiet);
+      trn = embed_sharded(comm, best, train_labelled_src, cfg, workers, false, "calibrate: train embeddings", 256,
+                          quiet);
     }
     if (!root) return 0;  // the sweeps are cheap; rank 0 calibrates and writes
     EmbeddingsFile db;
@@ -420,7 +573,7 @@ struct TrainCommand {
     cal.checkpoint = wdir.filename().string();
     double best_map = -1.0;
     for (const auto& name : method_names()) {
-      cal.methods[name] = calibrate(parse_method(name), val, db, K);
+      cal.methods[name] = calibrate(parse_method(name), val, db, K, cfg.other_class());
       if (cal.methods[name].val_map5 > best_map) best_map = cal.methods[name].val_map5, cal.recommended = name;
     }
     write_embeddings(run_dir / "train_embeddings.safetensors", db,
@@ -473,7 +626,10 @@ struct TrainCommand {
     o.max_minutes = max_minutes;
     o.throughput_scale = static_cast<double>(communicator().size());  // equal shards per rank
     o.progress = quiet ? train::Progress::off : train::Progress::automatic;
-    o.early_stopping = train::EarlyStoppingOptions{"val_map5", train::Mode::max, cfg.patience, 0.0};
+    // The seed recipe stops early on validation MAP@5; the fast recipe anneals to its last step
+    // and keeps that model (unless --patience asks for early stopping).
+    if (cfg.recipe == "seed" || cfg.patience > 0)
+      o.early_stopping = train::EarlyStoppingOptions{"val_map5", train::Mode::max, cfg.patience, 0.0};
     o.config = {{"data", cfg.data}, {"classes", std::to_string(cfg.num_classes())}, {"freeze", cfg.freeze},
                 {"augment", cfg.augment}};
     // --max-steps counts steps of this invocation; the trainer counts from the run's start.
@@ -506,26 +662,80 @@ struct TrainCommand {
   train::FitResult fit_with(M& m, const RunConfig& cfg, const fs::path& run_dir, L& loader, std::int64_t steps_per_epoch,
                             bool resuming, train::ValidationFn<M> validate,
                             const std::function<void()>& sync_from_root = {}) const {
-    loss::BCEWithLogitsLoss<float> bce;
-    if constexpr (is_data_parallel<M>) {
-      RankMeanLoss<loss::BCEWithLogitsLoss<float>> global(bce, communicator());
-      return fit_trainer(m, global, cfg, run_dir, loader, steps_per_epoch, resuming, std::move(validate), sync_from_root);
-    } else {
-      return fit_trainer(m, bce, cfg, run_dir, loader, steps_per_epoch, resuming, std::move(validate), sync_from_root);
+    auto with_loss = [&](auto& loss) {
+      if constexpr (is_data_parallel<M>) {
+        RankMeanLoss<std::remove_reference_t<decltype(loss)>> global(loss, communicator());
+        return fit_optimizer(m, global, cfg, run_dir, loader, steps_per_epoch, resuming, std::move(validate),
+                             sync_from_root);
+      } else {
+        return fit_optimizer(m, loss, cfg, run_dir, loader, steps_per_epoch, resuming, std::move(validate),
+                             sync_from_root);
+      }
+    };
+    // Both heads take the loader's one-hot / all-zero targets (see OtherClassCrossEntropyLoss).
+    if (cfg.other_class()) {
+      loss::OtherClassCrossEntropyLoss<float> ce(cfg.label_smoothing);
+      return with_loss(ce);
     }
+    loss::BCEWithLogitsLoss<float> bce;
+    return with_loss(bce);
   }
 
   template <class M, class Loss, class L>
-  train::FitResult fit_trainer(M& m, Loss& loss, const RunConfig& cfg, const fs::path& run_dir, L& loader,
-                               std::int64_t steps_per_epoch, bool resuming, train::ValidationFn<M> validate,
-                               const std::function<void()>& sync_from_root) const {
-    dist::Communicator& comm = communicator();
+  train::FitResult fit_optimizer(M& m, Loss& loss, const RunConfig& cfg, const fs::path& run_dir, L& loader,
+                                 std::int64_t steps_per_epoch, bool resuming, train::ValidationFn<M> validate,
+                                 const std::function<void()>& sync_from_root) const {
+    if (cfg.optimizer == "sgd") {
+      optim::SgdOptions so;
+      so.momentum = cfg.momentum;
+      so.nesterov = true;
+      so.weight_decay = cfg.weight_decay;
+      optim::Sgd<float> opt(m.params(), so);
+      return fit_trainer(m, loss, opt, cfg, run_dir, loader, steps_per_epoch, resuming, std::move(validate),
+                         sync_from_root);
+    }
     optim::AdamWOptions ao;
     ao.weight_decay = cfg.weight_decay;
     optim::AdamW<float> opt(m.params(), ao);
-    const auto sched = schedule(cfg, steps_per_epoch);
+    return fit_trainer(m, loss, opt, cfg, run_dir, loader, steps_per_epoch, resuming, std::move(validate),
+                       sync_from_root);
+  }
+
+  template <class M, class Loss, class Opt, class L>
+  train::FitResult fit_trainer(M& m, Loss& loss, Opt& opt, const RunConfig& cfg, const fs::path& run_dir, L& loader,
+                               std::int64_t steps_per_epoch, bool resuming, train::ValidationFn<M> validate,
+                               const std::function<void()>& sync_from_root) const {
     auto options = trainer_options(cfg, run_dir);
-    if (comm.rank() != 0) options.run_dir.clear();  // only rank 0 writes checkpoints and metrics
+    if (communicator().rank() != 0) options.run_dir.clear();  // only rank 0 writes checkpoints and metrics
+    if (cfg.budget_minutes > 0.0) {
+      // The whole train command fits in the budget: what ran before fit() (reading and decoding
+      // the data) is already spent, calibration is the reserve (estimated after the probe).
+      train::TimeBudget b;
+      const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      b.seconds = std::max(1.0, cfg.budget_minutes * 60.0 - spent);
+      if (reserve_estimate_) b.reserve = reserve_estimate_;
+      options.budget = b;
+      options.max_minutes = 0.0;  // the plan ends the run
+      const optim::PlannedWarmupCosineLR sched{.base = cfg.lr};
+      return run_trainer(m, loss, opt, sched, options, cfg, run_dir, loader, resuming, std::move(validate),
+                         sync_from_root);
+    }
+    if (cfg.recipe == "fast") {  // the same curve as a budgeted run, over the given epochs
+      const std::int64_t total = std::max<std::int64_t>(3, cfg.epochs * steps_per_epoch);
+      const optim::PlannedWarmupCosineLR base{.base = cfg.lr};
+      const auto sched = base.with_plan(0, base.warmup_for(0, total), total);
+      return run_trainer(m, loss, opt, sched, options, cfg, run_dir, loader, resuming, std::move(validate),
+                         sync_from_root);
+    }
+    return run_trainer(m, loss, opt, schedule(cfg, steps_per_epoch), options, cfg, run_dir, loader, resuming,
+                       std::move(validate), sync_from_root);
+  }
+
+  template <class M, class Loss, class Opt, class S, class L>
+  train::FitResult run_trainer(M& m, Loss& loss, Opt& opt, const S& sched, const train::TrainerOptions& options,
+                               const RunConfig& cfg, const fs::path& run_dir, L& loader, bool resuming,
+                               train::ValidationFn<M> validate, const std::function<void()>& sync_from_root) const {
+    dist::Communicator& comm = communicator();
     train::Trainer trainer(m, loss, opt, sched, options);
     trainer.set_validation(std::move(validate));
     bool resumed = false;
@@ -539,23 +749,27 @@ struct TrainCommand {
     if (resumed)
       say(str("train: resumed from ", (run_dir / "last").string(), " at epoch ", trainer.state().epoch + 1,
               ", batch ", trainer.state().batch, ", step ", trainer.state().step));
-    if (trainer.state().epoch >= cfg.epochs) {
+    if (!options.budget && trainer.state().epoch >= cfg.epochs) {
       say("train: all epochs already done; recalibrating only");
       train::FitResult r;
       r.steps = trainer.state().step;
       return r;
     }
-    if (resuming && trainer.early_stopping().should_stop()) {
+    if (resuming && !options.budget && trainer.early_stopping().should_stop()) {
       say("train: this run already stopped early; recalibrating only");
       train::FitResult r;
       r.steps = trainer.state().step;
       return r;
     }
-    return trainer.fit(loader);
+    train::FitResult r = trainer.fit(loader);
+    if (r.plan)
+      say(str("train: time plan: ", r.plan->total_steps, " steps at ", r.plan->seconds_per_step,
+              " s/step, ", r.plan->reserve_seconds, " s kept for calibration", r.plan->over_budget ? " (over budget)" : ""));
+    return r;
   }
 
-  train::FitResult fit_images(Model& model, const RunConfig& cfg, const fs::path& run_dir, const io::FileDataset& train_ds,
-                              const io::FileDataset& val_ds, bool resuming) const {
+  train::FitResult fit_images(Model& model, const RunConfig& cfg, const fs::path& run_dir, const io::Dataset& train_ds,
+                              const io::Dataset& val_ds, bool resuming) const {
     io::LoaderOptions lo;
     lo.batch_size = static_cast<std::size_t>(cfg.batch);
     lo.workers = workers;
@@ -584,7 +798,7 @@ struct TrainCommand {
       const std::size_t wk = workers;
       train::ValidationFn<dist::DataParallel<Model>> validate = [&model, &comm, &val_ds, &cfg, wk](auto&, std::int64_t epoch) {
         const Embedded e = embed_sharded(comm, model, val_ds, cfg, wk, false, str("validate epoch ", epoch + 1), 64, true);
-        return head_validation(e.logits, e.labels);
+        return head_validation(e.logits, e.labels, cfg.other_class());
       };
       return fit_with(dp, cfg, run_dir, sharded, static_cast<std::int64_t>(plan.batches()), resuming,
                       std::move(validate), [&dp] { dp.sync_from_root(); });
@@ -596,7 +810,7 @@ struct TrainCommand {
     train::ValidationFn<Model> validate = [&val_ds, &cfg, wk, q](Model& m, std::int64_t epoch) {
       const Embedded e = embed_dataset(m, val_ds, cfg, wk, false, str("validate epoch ", epoch + 1), 64, true);
       (void)q;
-      return head_validation(e.logits, e.labels);
+      return head_validation(e.logits, e.labels, cfg.other_class());
     };
     return fit_with(model, cfg, run_dir, adapter, adapter.num_batches(0), resuming, std::move(validate));
   }
@@ -683,19 +897,19 @@ struct TrainCommand {
                                  comm.size()};
       dist::ShardedInMemoryLoader<float, 2, float, 2> sharded(xtr, std::move(ytr), plan);
       dist::DataParallel dp(head, comm);
-      train::ValidationFn<dist::DataParallel<CachedHead>> validate = [&model, &xva, yva](auto&, std::int64_t) {
+      train::ValidationFn<dist::DataParallel<CachedHead>> validate = [&model, &xva, yva, other = cfg.other_class()](auto&, std::int64_t) {
         model.dropout().set_training(false);
         const Tensor2f logits = model.head().forward(model.dropout().forward(xva));
-        return head_validation(logits, yva);
+        return head_validation(logits, yva, other);
       };
       return fit_with(dp, cfg, run_dir, sharded, static_cast<std::int64_t>(plan.batches()), resuming,
                       std::move(validate), [&dp] { dp.sync_from_root(); });
     }
     train::InMemoryLoader<float, 2, float, 2> loader(xtr, std::move(ytr), static_cast<std::size_t>(cfg.batch), cfg.seed);
-    train::ValidationFn<CachedHead> validate = [&model, &xva, yva](CachedHead&, std::int64_t) {
+    train::ValidationFn<CachedHead> validate = [&model, &xva, yva, other = cfg.other_class()](CachedHead&, std::int64_t) {
       model.dropout().set_training(false);
       const Tensor2f logits = model.head().forward(model.dropout().forward(xva));
-      return head_validation(logits, yva);
+      return head_validation(logits, yva, other);
     };
     return fit_with(head, cfg, run_dir, loader, loader.num_batches(0), resuming, std::move(validate));
   }

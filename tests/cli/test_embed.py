@@ -41,7 +41,7 @@ with tempfile.TemporaryDirectory() as d:
     for i in range(4):
         img(f"{data}/test/q{i}.png", i)
         img(f"{data}/outside/o{i}.png", 5)
-    run("train", "--data", data, "--out", f"{d}/run", "--blocks", "1", "--width", "4", "--image-size", "16",
+    run("train", "--data", data, "--out", f"{d}/run", "--recipe", "seed", "--blocks", "1", "--width", "4", "--image-size", "16",
         "--batch", "8", "--max-steps", "2", "--threads", "1", "--workers", "0", "--quiet")
 
     imgs = f"{d}/imgs"

@@ -95,7 +95,7 @@ rng.shuffle(order)
 with open(os.path.join(data, "sample_submission.csv"), "w") as f:
     f.write("id,predictions\n" + "".join(f"{i},-1\n" for i in order))
 
-TINY = ["--data", data, "--arch", "tiny", "--image-size", "32", "--fit", "pad", "--workers", "1", "--threads", "1",
+TINY = ["--data", data, "--recipe", "seed", "--arch", "tiny", "--image-size", "32", "--fit", "pad", "--workers", "1", "--threads", "1",
         "--quiet", "--seed", "5"]
 # Head-only training on cached embeddings: BN never trains, so ranks and one process agree.
 EXACT = TINY + ["--freeze", "backbone", "--augment", "none", "--dropout", "0", "--epochs", "3"]

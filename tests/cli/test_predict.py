@@ -83,7 +83,7 @@ with open(os.path.join(data, "sample_submission.csv"), "w") as f:
     f.write("id,predictions\n" + "".join(f"{i},-1\n" for i in order))
 
 run = os.path.join(tmp, "run")
-rc, out, err = sieve("train", "--data", data, "--out", run, "--arch", "tiny", "--image-size", "32", "--fit", "pad",
+rc, out, err = sieve("train", "--data", data, "--out", run, "--recipe", "seed", "--arch", "tiny", "--image-size", "32", "--fit", "pad",
                      "--epochs", "2", "--batch", "8", "--augment", "none", "--workers", "1", "--threads", "1",
                      "--quiet")
 if not check(rc == 0, f"training the tiny run failed: rc={rc}\n{out}\n{err}"):
@@ -123,7 +123,7 @@ def check_submission(name, p, threshold):
 
 
 # Head with the validation threshold.
-head = predict("head")
+head = predict("head", "--method", "head")
 if head:
     check_submission("head", head, cal["methods"]["head"]["threshold"])
     s = head["scores"]
@@ -162,6 +162,11 @@ auto = predict("auto", "--method", "auto")
 if auto:
     check(auto["meta"].get("method") == cal["recommended"], f"--method auto used {auto['meta'].get('method')}, "
           f"calibration recommends {cal['recommended']}")
+default = predict("default")  # no --method, no --tta: auto, and the run's TTA (none for this seed-recipe run)
+if default:
+    check(default["meta"].get("method") == cal["recommended"] and default["meta"].get("tta") == "none",
+          f"predict without --method/--tta used {default['meta'].get('method')}/{default['meta'].get('tta')}, "
+          f"calibration recommends {cal['recommended']}, the run's tta is none")
 
 # --threshold: above every probability -> -1 first everywhere; below -> -1 after all 3 classes.
 p = predict("thr_high", "--threshold", "1.5")
@@ -185,7 +190,7 @@ ia, ib = order.index("mirror_a"), order.index("mirror_b")
 if head:
     check(np.abs(head["scores"][ia] - head["scores"][ib]).max() > 1e-6,
           "without TTA the mirrored pair scores the same (the TTA check below would prove nothing)")
-p = predict("tta", "--tta", "flip")
+p = predict("tta", "--method", "head", "--tta", "flip")
 if p:
     check(np.abs(p["scores"][ia] - p["scores"][ib]).max() < 1e-5, "--tta flip: mirrored pair scores differ "
           f"{p['scores'][ia]} vs {p['scores'][ib]}")

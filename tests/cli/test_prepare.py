@@ -46,6 +46,11 @@ with tempfile.TemporaryDirectory() as tmp:
     img = Image.open(f"{out}/test/{sol[0][0]}.png").convert("L").tobytes()
     matches = [i for i in range(10000) if px[i * 784:(i + 1) * 784] == img]
     assert matches and all(("-1" if te[i] in (2, 6) else str(te[i])) == sol[0][1] for i in matches)
+    # test_classes.csv: each test id's Fashion-MNIST class, distractors included.
+    tc = list(csv.reader(open(f"{out}/test_classes.csv")))
+    assert tc[0] == ["id", "class"] and [r[0] for r in tc[1:]] == [r[0] for r in sol]
+    assert all(l == (c if c not in ("2", "6") else "-1") for (_, c), (_, l) in zip(tc[1:], sol))
+    assert Counter(c for _, c in tc[1:]) == Counter(str(y) for y in te)
     sub = list(csv.reader(open(f"{out}/sample_submission.csv")))
     assert sub[0] == ["id", "predictions"] and [r[0] for r in sub[1:]] == [r[0] for r in sol]
     # The folder passes validation.
@@ -57,6 +62,15 @@ with tempfile.TemporaryDirectory() as tmp:
     assert r.returncode == 1 and "exists and is not empty" in r.stderr, r.stderr
     r = run("prepare", "fmnist", "--out", os.path.join(tmp, "x"), "--distractors", "3,12")
     assert r.returncode == 1 and "distractor class 12 is not in 0..9" in r.stderr, r.stderr
+    # --outside-classes: only class 6's train images in outside/; class 2 is seen only in test/.
+    part = os.path.join(tmp, "part")
+    r = run("prepare", "fmnist", "--out", part, "--distractors", "2,6", "--outside-classes", "6")
+    assert r.returncode == 0, r.stderr
+    assert len(os.listdir(f"{part}/outside")) == 6000
+    o = sorted(os.listdir(f"{part}/outside"))[0]
+    assert tr[int(o[4:9])] == 6, o
+    r = run("prepare", "fmnist", "--out", os.path.join(tmp, "z"), "--distractors", "2,6", "--outside-classes", "3")
+    assert r.returncode == 1 and "outside class 3 is not one of the distractor classes" in r.stderr, r.stderr
     r = run("prepare", "fmnist", "--out", os.path.join(tmp, "y"), "--source", tmp)
     assert r.returncode == 1 and "train-images-idx3-ubyte.gz: cannot open" in r.stderr, r.stderr
     assert not os.path.exists(os.path.join(tmp, "y"))  # nothing half-made

@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 try:
     import numpy as np
@@ -29,7 +30,8 @@ except ImportError as e:  # pragma: no cover
 EXE = os.path.abspath(sys.argv[1])
 CLASSES = ["circle", "hbar", "square", "vbar"]  # the order sieve gives text labels (sorted)
 PER_CLASS, N_OUTSIDE, N_TEST = 10, 8, 12
-SMALL = ["--blocks", "1,1", "--width", "8", "--image-size", "32", "--fit", "pad", "--batch", "8",
+# The seed recipe's settings are checked here, the fast recipe's in test_fast_recipe.
+SMALL = ["--recipe", "seed", "--blocks", "1,1", "--width", "8", "--image-size", "32", "--fit", "pad", "--batch", "8",
          "--workers", "1", "--quiet"]
 FAILURES = []
 
@@ -297,6 +299,86 @@ def test_fit_modes(tmp, data):
                   f"config records --fit {fit}, size 16, augment none")
 
 
+def test_fast_recipe(tmp, data, labels):
+    """The default recipe: input settings from the images, a basic-block CIFAR-stem ResNet,
+    softmax with an "other" class trained on the outside images, SGD with a schedule that ends
+    at 0, flip TTA; on gray images one input channel; --max-minutes plans the whole command."""
+    run = os.path.join(tmp, "run_fast")
+    net = ["--arch", "cifar-resnet8", "--width", "4", "--batch", "8", "--workers", "1", "--seed", "3"]
+    p = sieve("train", "--data", data, "--out", run, "--epochs", "2", *net)
+    if not check(p.returncode == 0, "fast recipe run exits 0"):
+        return
+    check("recipe fast; input from 40 of 40 training images" in p.stderr, "the derived input settings are printed")
+    cfg = json.load(open(os.path.join(run, "config.json")))
+    check(cfg["recipe"] == "fast" and cfg["model"]["block"] == "basic" and cfg["model"]["stem"] == "cifar"
+          and cfg["model"]["blocks"] == [1, 1, 1] and cfg["model"]["width"] == 4, f"fast model {cfg['model']}")
+    check(cfg["model"]["head"] == "softmax-other" and cfg["model"]["label_smoothing"] == 0.1
+          and cfg["model"]["dropout"] == 0.0, "softmax-other head, label smoothing 0.1, no dropout")
+    check(cfg["optimizer"]["name"] == "sgd" and cfg["optimizer"]["lr"] == 0.2 and cfg["negatives"] is True
+          and cfg["tta"] == "flip", "SGD lr 0.2, negatives, flip TTA")
+    # Input from the images: every training image (40 < 2048), colour, sizes 20..28.
+    imgs = [np.asarray(Image.open(os.path.join(data, "train", f"{i}.png")).convert("RGB"), dtype=np.float64) / 255
+            for i in labels]
+    side = max(max(a.shape[:2]) for a in imgs)
+    px = np.concatenate([a.reshape(-1, 3) for a in imgs])
+    inp = cfg["input"]
+    check(inp["channels"] == 3 and inp["image_size"] == side and inp["fit"] == "pad",
+          f"3 channels, size {side} (the larger side), letterboxed: {inp}")
+    check(np.allclose(inp["mean"], px.mean(0), atol=1e-6) and np.allclose(inp["std"], px.std(0), atol=1e-6),
+          f"mean/std of the training pixels {px.mean(0)} {px.std(0)}: {inp['mean']} {inp['std']}")
+    check(cfg["crop_padding"] == max(1, (side + 7) // 14), f"crop padding S/14: {cfg['crop_padding']}")
+    w, _ = read_safetensors(os.path.join(run, "last", "model.safetensors"))
+    check(w["conv1.weight"].shape == (4, 3, 3, 3) and "layer3.0.conv2.weight" in w and "layer1.0.conv3.weight" not in w,
+          "3x3 stem, basic blocks (conv1/conv2), three stages")
+    check(w["fc.weight"].shape == (5, 16), f"head: 4 classes + other over 16 dims: {w['fc.weight'].shape}")
+    split = json.load(open(os.path.join(run, "split.json")))
+    check(split["n_negatives"] == N_OUTSIDE - 2, "outside images not in validation train as 'other'")
+    m = metrics(run)
+    check([l["epoch"] for l in m] == [1, 2] and m[-1]["lr"] == 0.0, f"2 epochs, the last step at lr 0: {m[-1]}")
+    check(not os.path.exists(os.path.join(run, "best")), "no early stopping, so no best/")
+    cal = json.load(open(os.path.join(run, "calibration.json")))
+    sweep = np.array(cal["methods"]["head"]["sweep"])
+    check(cal["checkpoint"] == "last" and sweep.shape == (241, 2) and sweep[0, 0] == -12 and sweep[-1, 0] == 12,
+          "head threshold swept over log(p_class / p_other) in [-12, 12]")
+
+    # Gray images: one input channel, the gray statistics.
+    gray = os.path.join(tmp, "data_gray")
+    shutil.copytree(data, gray)
+    for d in ("train", "outside", "test"):
+        for f in os.listdir(os.path.join(gray, d)):
+            Image.open(os.path.join(gray, d, f)).convert("L").save(os.path.join(gray, d, f))
+    run_g = os.path.join(tmp, "run_gray")
+    p = sieve("train", "--data", gray, "--out", run_g, "--epochs", "1", *net)
+    if check(p.returncode == 0, "fast recipe on gray images exits 0"):
+        cfg = json.load(open(os.path.join(run_g, "config.json")))
+        g = np.concatenate([np.asarray(Image.open(os.path.join(gray, "train", f"{i}.png")), dtype=np.float64).ravel()
+                            for i in labels]) / 255
+        check(cfg["input"]["channels"] == 1 and abs(cfg["input"]["mean"][0] - g.mean()) < 1e-6
+              and abs(cfg["input"]["std"][0] - g.std()) < 1e-6, f"gray: 1 channel, its mean/std: {cfg['input']}")
+        w, _ = read_safetensors(os.path.join(run_g, "last", "model.safetensors"))
+        check(w["conv1.weight"].shape == (4, 1, 3, 3), "gray: the stem takes one channel")
+        sub = os.path.join(tmp, "gray_sub.csv")
+        p = sieve("predict", "--run", run_g, "--data", gray, "--out", sub, "--quiet")
+        check(p.returncode == 0 and "TTA flip" in p.stdout, f"predict uses the run's flip TTA by default: {p.stdout}")
+
+    # --max-minutes: the whole command planned to its budget, the last planned step at lr 0.
+    run_b = os.path.join(tmp, "run_budget")
+    t0 = time.monotonic()
+    p = sieve("train", "--data", data, "--out", run_b, "--max-minutes", "0.3", *net)
+    secs = time.monotonic() - t0
+    if check(p.returncode == 0, "budgeted run exits 0"):
+        st = state(run_b)
+        check(st.get("plan.budgeted") is True and st["step"] == st.get("plan.total_steps") and st["step"] > 20,
+              f"the run took exactly its planned steps: {st['step']} of {st.get('plan.total_steps')}")
+        # The plan is for what is left of the 18 s after reading the data, keeps the calibration's
+        # reserve, and the command ends near its budget (a loaded machine may stretch the steps).
+        b, pred = st["plan.budget_seconds"], st["plan.predicted_seconds"]
+        check(12 <= b <= 18 and pred + st["plan.reserve_seconds"] + st["plan.margin_seconds"] <= b + 1e-9
+              and st["plan.reserve_seconds"] > 0, f"the plan fits the budget: {b} s, predicted {pred} s")
+        check(secs <= 18 + 20, f"train --max-minutes 0.3 took {secs:.1f} s (budget 18 s)")
+        check(json.load(open(os.path.join(run_b, "config.json")))["budget_minutes"] == 0.3, "config records the budget")
+
+
 def test_errors(tmp, data, full_run):
     def err(args, *needles):
         p = sieve(*args, expect=None)
@@ -358,6 +440,7 @@ def main():
             test_cache_and_negatives(tmp, data, full_run)
             test_weights(tmp, data, full_run)
             test_fit_modes(tmp, data)
+            test_fast_recipe(tmp, data, labels)
             test_errors(tmp, data, full_run)
     finally:
         if not os.environ.get("SIEVE_KEEP_TMP"):

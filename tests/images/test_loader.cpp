@@ -2,8 +2,10 @@
 // policies, shutdown) and the Fashion-MNIST reader.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -12,7 +14,10 @@
 #include <vector>
 
 #include "sieve/augment/augment.hpp"
+#include "sieve/io/decoded_dataset.hpp"
 #include "sieve/io/fashion_mnist.hpp"
+#include "sieve/io/file.hpp"
+#include "sieve/io/image_stats.hpp"
 #include "sieve/io/loader.hpp"
 
 namespace fs = std::filesystem;
@@ -330,4 +335,106 @@ TEST_CASE("fashion-mnist: malformed IDX files give clear errors") {
   CHECK(!err([&] { read_idx_images(dir / "j.gz"); }).empty());
   CHECK(err([&] { read_idx_images(dir / "nope.gz"); }).find("nope.gz: cannot open") != std::string::npos);
   fs::remove_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoded datasets, subsets and image statistics (the fast recipe's data path)
+
+namespace {
+Image flat_image(std::size_t h, std::size_t w, std::uint8_t r, std::uint8_t g, std::uint8_t b) {
+  Image im(h, w);
+  for (std::size_t p = 0; p < h * w; ++p) im.pixels[3 * p] = r, im.pixels[3 * p + 1] = g, im.pixels[3 * p + 2] = b;
+  return im;
+}
+}  // namespace
+
+TEST_CASE("DecodedDataset: every sample as the source decodes it, ids, sources and labels kept") {
+  const auto dir = fs::temp_directory_path() / numbered("sieve_decoded_", static_cast<std::size_t>(::getpid()));
+  fs::create_directories(dir);
+  std::vector<FileSample> files;
+  for (std::size_t i = 0; i < 5; ++i) {
+    Image im = flat_image(3 + i, 4, static_cast<std::uint8_t>(10 * i), 7, 200);
+    im.at(0, 0, 1) = static_cast<std::uint8_t>(i);  // each image differs in one pixel too
+    const auto path = dir / numbered("im", i);
+    write_file(fs::path(path.string() + ".png"), encode_png(im));
+    files.push_back({numbered("id", i), fs::path(path.string() + ".png"), {static_cast<std::int32_t>(i % 2)}});
+  }
+  const FileDataset base(files);
+  std::size_t calls = 0, last = 0;
+  const auto d = DecodedDataset::decode(base, 1 << 20, [&](std::size_t k, std::size_t n) { ++calls, last = k + 10 * n; });
+  REQUIRE(d.has_value());
+  CHECK(calls >= 1);
+  CHECK(last == 5 + 10 * 5);  // the last call says all 5 of 5 are done
+  CHECK(d->size() == 5);
+  std::uint64_t bytes = 0;
+  for (std::size_t i = 0; i < 5; ++i) {
+    Image a, b;
+    base.load(i, a), d->load(i, b);
+    CHECK(a == b);
+    bytes += a.size();
+    CHECK(d->id(i) == base.id(i));
+    CHECK(d->source(i) == base.source(i));
+    CHECK(d->labels(i) == base.labels(i));
+  }
+  CHECK(d->bytes() == bytes);
+  // Over the byte budget: nothing kept, the caller reads files.
+  CHECK_FALSE(DecodedDataset::decode(base, bytes - 1).has_value());
+  // A broken file is named.
+  write_file_atomic(files[3].path, std::string_view("not an image"));
+  CHECK_THROWS_WITH_AS(DecodedDataset::decode(base, 1 << 20), doctest::Contains("id3"), sieve::Error);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("image_stats: sizes, gray, per-channel and gray mean/std, hand-computed") {
+  MemoryDataset m;
+  m.add("a", flat_image(2, 3, 0, 0, 0), {0});        // 6 black pixels
+  m.add("b", flat_image(1, 2, 255, 255, 255), {0});  // 2 white pixels
+  auto s = image_stats(m);
+  CHECK(s.count == 2);
+  CHECK(s.min_height == 1);
+  CHECK(s.max_height == 2);
+  CHECK(s.min_width == 2);
+  CHECK(s.max_width == 3);
+  CHECK(s.gray);
+  // Pixels 0 (x6) and 1 (x2): mean 1/4, std sqrt(1/4 - 1/16) = sqrt(3)/4.
+  for (std::size_t c = 0; c < 3; ++c) {
+    CHECK(s.mean[c] == doctest::Approx(0.25).epsilon(1e-12));
+    CHECK(s.std[c] == doctest::Approx(std::sqrt(3.0) / 4).epsilon(1e-12));
+  }
+  CHECK(s.gray_mean == doctest::Approx(0.25).epsilon(1e-12));
+  CHECK(s.gray_std == doctest::Approx(std::sqrt(3.0) / 4).epsilon(1e-12));
+  // One colour pixel makes the set colour; its gray value is ITU-R 601 luma.
+  m.add("c", flat_image(1, 1, 255, 0, 0), {1});
+  s = image_stats(m);
+  CHECK_FALSE(s.gray);
+  CHECK(s.mean[0] == doctest::Approx(3.0 / 9).epsilon(1e-12));
+  CHECK(s.mean[1] == doctest::Approx(2.0 / 9).epsilon(1e-12));
+  CHECK(s.gray_mean == doctest::Approx((2.0 + 0.299) / 9).epsilon(1e-12));
+  // A sample of max_images: seeded, without repetition, the same for the same seed.
+  MemoryDataset big;
+  for (std::size_t i = 0; i < 100; ++i) big.add(numbered("x", i), flat_image(1, 1, static_cast<std::uint8_t>(i), static_cast<std::uint8_t>(i), static_cast<std::uint8_t>(i)), {0});
+  const auto s1 = image_stats(big, 10, 5), s2 = image_stats(big, 10, 5), s3 = image_stats(big, 10, 6);
+  CHECK(s1.count == 10);
+  CHECK(s1.mean[0] == s2.mean[0]);
+  CHECK(s1.mean[0] != s3.mean[0]);
+  CHECK(image_stats(big, 1000).mean[0] == doctest::Approx(49.5 / 255).epsilon(1e-12));
+  CHECK_THROWS_AS(image_stats(MemoryDataset{}), sieve::Error);
+}
+
+TEST_CASE("ToTensor(1): gray pixels are their value, colour pixels luma; Normalize takes 1 channel") {
+  Image im = flat_image(1, 2, 51, 51, 51);
+  im.at(0, 1, 0) = 255, im.at(0, 1, 1) = 0, im.at(0, 1, 2) = 0;
+  ToTensor gray(1);
+  const auto& t = gray.forward(im);
+  REQUIRE(t.shape()[0] == 1);
+  CHECK(t(0, 0, 0) == 51.0f / 255.0f);  // exactly what to_tensor gives PIL's "L" image
+  CHECK(t(0, 0, 1) == doctest::Approx(0.299).epsilon(1e-6));
+  Normalize nz({0.2f, 0.9f, 0.9f}, {0.5f, 9.0f, 9.0f});
+  const auto& n = nz.forward(t);
+  REQUIRE(n.shape()[0] == 1);
+  CHECK(n(0, 0, 0) == (51.0f / 255.0f - 0.2f) / 0.5f);
+  CHECK(ToTensor{}.forward(im).shape()[0] == 3);
+  CHECK_THROWS_AS(ToTensor(2), sieve::Error);
+  sieve::Tensor3f two(sieve::Shape<3>{2, 1, 1});
+  CHECK_THROWS_WITH_AS(nz.forward(two), doctest::Contains("2 channels"), sieve::Error);
 }

@@ -411,3 +411,29 @@ TEST_CASE("head scores, fusion tuning, label strings") {
   CHECK(strs[0] == std::vector<std::string>{"boot", "-1", "shirt"});
   CHECK_THROWS_AS(sieve::retrieval::ranked_label_strings(mat({{2}}), names), sieve::Error);
 }
+
+TEST_CASE("other_class_scores: log(p_class / p_other) = logit difference; known_class_probabilities: the softmax's K columns") {
+  sieve::Tensor2<double> z(sieve::Shape<2>{2, 3});
+  z(0, 0) = 2.0, z(0, 1) = -1.0, z(0, 2) = 0.5;  // column 2 = other
+  z(1, 0) = 1000.0, z(1, 1) = 999.0, z(1, 2) = 1001.0;  // large logits: no overflow
+  const auto s = sieve::retrieval::other_class_scores(z);
+  REQUIRE(s.shape()[1] == 2);
+  CHECK(s(0, 0) == 1.5);
+  CHECK(s(0, 1) == -1.5);
+  CHECK(s(1, 0) == -1.0);
+  const auto p = sieve::retrieval::known_class_probabilities(z);
+  const double zs = std::exp(2.0) + std::exp(-1.0) + std::exp(0.5);
+  CHECK(p(0, 0) == doctest::Approx(std::exp(2.0) / zs).epsilon(1e-14));
+  CHECK(p(0, 1) == doctest::Approx(std::exp(-1.0) / zs).epsilon(1e-14));
+  const double zl = std::exp(-1.0) + std::exp(-2.0) + 1.0;
+  CHECK(p(1, 0) == doctest::Approx(std::exp(-1.0) / zl).epsilon(1e-14));
+  // log(p_c / p_other) from the probabilities equals the score.
+  CHECK(std::log(p(0, 0) / (std::exp(0.5) / zs)) == doctest::Approx(s(0, 0)).epsilon(1e-12));
+  // -1 inserted at threshold t: after every class with log(p_c / p_other) >= t.
+  const auto r = sieve::retrieval::rank_with_threshold(s, 0.0, 5);
+  CHECK(r(0, 0) == 0);
+  CHECK(r(0, 1) == -1);
+  CHECK(r(1, 0) == -1);
+  CHECK_THROWS_AS(sieve::retrieval::other_class_scores(sieve::Tensor2<double>(sieve::Shape<2>{2, 1})), sieve::Error);
+  CHECK_THROWS_AS(sieve::retrieval::known_class_probabilities(sieve::Tensor2<double>(sieve::Shape<2>{2, 1})), sieve::Error);
+}

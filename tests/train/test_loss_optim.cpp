@@ -94,6 +94,35 @@ TEST_CASE("cross_entropy with label smoothing matches torch") {
   CHECK_THROWS_WITH_AS(ce.forward(x, t), doctest::Contains("target[0]=6 outside [0, C=6)"), Error);
 }
 
+TEST_CASE("OtherClassCrossEntropyLoss: one-hot rows train their class, all-zero rows the 'other' column") {
+  // The torch fixture's logits as K+1 = 6 columns; BCE-style targets over the first 5.
+  const auto& f = train_fixtures()["ce"];
+  const std::size_t N = f["N"], C = f["C"];
+  REQUIRE(C == 6);
+  const auto x = tensor2(vec<float>(f["x"]), N, C);
+  Tensor2<float> y = xt::zeros<float>(Shape<2>{N, C - 1});
+  Tensor1<std::int64_t> t = xt::zeros<std::int64_t>(Shape<1>{N});
+  for (std::size_t i = 0; i < N; ++i) {
+    t(i) = f["target"][i].get<std::int64_t>();
+    if (t(i) < static_cast<std::int64_t>(C - 1)) y(i, static_cast<std::size_t>(t(i))) = 1.0f;  // t == 5: all zero
+  }
+  bool has_other = false;
+  for (std::size_t i = 0; i < N; ++i) has_other = has_other || t(i) == static_cast<std::int64_t>(C - 1);
+  REQUIRE(has_other);  // the case that maps an all-zero row to "other" is exercised
+  for (double ls : {0.0, 0.1}) {
+    loss::OtherClassCrossEntropyLoss<float> oc(ls);
+    loss::CrossEntropyLoss<float> ce(ls);
+    CHECK(oc.forward(x, y, 0.5) == ce.forward(x, t, 0.5));
+    for (std::size_t i = 0; i < N * C; ++i) CHECK(oc.backward().data()[i] == ce.backward().data()[i]);
+  }
+  loss::OtherClassCrossEntropyLoss<float> oc;
+  y(0, 0) = 1.0f, y(0, 1) = 1.0f;
+  CHECK_THROWS_WITH_AS(oc.forward(x, y), doctest::Contains("target row 0 has 2 classes"), Error);
+  y(0, 1) = 0.5f;
+  CHECK_THROWS_WITH_AS(oc.forward(x, y), doctest::Contains("target[0,1]=0.5"), Error);
+  CHECK_THROWS_WITH_AS(oc.forward(x, xt::zeros<float>(Shape<2>{N, C})), doctest::Contains("need targets"), Error);
+}
+
 namespace {
 // Copy into existing storage: ParamRef spans point into these vectors.
 void assign(std::vector<float>& dst, const std::vector<float>& src) {

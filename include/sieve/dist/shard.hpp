@@ -25,30 +25,9 @@ inline std::pair<std::size_t, std::size_t> shard_range(std::size_t n, int rank, 
   return {n * r / s, n * (r + 1) / s};
 }
 
-/// A contiguous slice [lo, hi) of `base` as a dataset: this rank's part of sharded inference,
-/// `RangeDataset(ds, shard_range(ds.size(), rank, ranks))`, then gather in rank order.
-class RangeDataset final : public io::Dataset {
- public:
-  /// Requires: `base` outlives this view; lo <= hi <= base.size().
-  RangeDataset(const io::Dataset& base, std::pair<std::size_t, std::size_t> range)
-      : base_(base), lo_(range.first), hi_(range.second) {
-    SIEVE_CHECK(lo_ <= hi_ && hi_ <= base.size(), "RangeDataset: [", lo_, ", ", hi_, ") outside a dataset of ",
-                base.size());
-  }
-  std::size_t size() const override { return hi_ - lo_; }
-  std::string id(std::size_t i) const override { return base_.id(at(i)); }
-  std::string source(std::size_t i) const override { return base_.source(at(i)); }
-  std::vector<std::int32_t> labels(std::size_t i) const override { return base_.labels(at(i)); }
-  void load(std::size_t i, Image& out) const override { base_.load(at(i), out); }
-
- private:
-  std::size_t at(std::size_t i) const {
-    SIEVE_CHECK(i < size(), "RangeDataset: index ", i, " out of range (size ", size(), ")");
-    return lo_ + i;
-  }
-  const io::Dataset& base_;
-  std::size_t lo_, hi_;
-};
+/// This rank's part of sharded inference is `RangeDataset(ds, shard_range(ds.size(), rank,
+/// ranks))`, then gather in rank order (the view lives in io/dataset.hpp).
+using io::RangeDataset;
 
 /// How an epoch of `n` samples is cut into global batches of `global_batch` and shared by ranks.
 struct ShardPlan {

@@ -88,6 +88,31 @@ class MemoryDataset final : public Dataset {
   std::vector<std::vector<std::int32_t>> labels_;
 };
 
+/// A contiguous slice [lo, hi) of `base` as a dataset, e.g. the labelled head of a list, or one
+/// rank's part of sharded inference (dist::shard_range).
+class RangeDataset final : public Dataset {
+ public:
+  /// Requires: `base` outlives this view; lo <= hi <= base.size().
+  RangeDataset(const Dataset& base, std::pair<std::size_t, std::size_t> range)
+      : base_(base), lo_(range.first), hi_(range.second) {
+    SIEVE_CHECK(lo_ <= hi_ && hi_ <= base.size(), "RangeDataset: [", lo_, ", ", hi_, ") outside a dataset of ",
+                base.size());
+  }
+  std::size_t size() const override { return hi_ - lo_; }
+  std::string id(std::size_t i) const override { return base_.id(at(i)); }
+  std::string source(std::size_t i) const override { return base_.source(at(i)); }
+  std::vector<std::int32_t> labels(std::size_t i) const override { return base_.labels(at(i)); }
+  void load(std::size_t i, Image& out) const override { base_.load(at(i), out); }
+
+ private:
+  std::size_t at(std::size_t i) const {
+    SIEVE_CHECK(i < size(), "RangeDataset: index ", i, " out of range (size ", size(), ")");
+    return lo_ + i;
+  }
+  const Dataset& base_;
+  std::size_t lo_, hi_;
+};
+
 /// True when the label list means "no label".
 inline bool is_unlabelled(const std::vector<std::int32_t>& labels) {
   return labels.empty() || (labels.size() == 1 && labels[0] == -1);

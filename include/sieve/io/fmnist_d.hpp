@@ -2,7 +2,9 @@
 /// FMNIST-D: Debian's Fashion-MNIST turned into a retrieval-with-distractors data folder
 /// (the protocol of shared/FMNIST-D.md). Known classes' train images go to train/ with
 /// train.csv; the distractor classes' train images to outside/; the whole test split to test/
-/// under ids that do not reveal the class; the answers to solution.csv.
+/// under ids that do not reveal the class; the answers to solution.csv, and each test image's
+/// Fashion-MNIST class (0..9, distractors included) to test_classes.csv, for scoring known and
+/// distractor classes apart.
 
 #include <algorithm>
 #include <cstddef>
@@ -28,6 +30,9 @@ inline const std::filesystem::path fashion_mnist_default_dir = "/usr/share/datas
 struct FmnistDOptions {
   std::filesystem::path source = fashion_mnist_default_dir;
   std::vector<int> distractors{8, 9};  ///< Fashion-MNIST classes held out as distractors
+  /// The distractor classes whose train images go to outside/ (empty = all of them). The others
+  /// appear only in test/: distractors nobody has seen, as in real competitions.
+  std::vector<int> outside_classes{};
   std::uint64_t seed = 0;              ///< permutes the test ids, so their order says nothing
   bool force = false;                  ///< replace an existing output folder
   /// Called as files are written: (done, total).
@@ -51,6 +56,10 @@ inline FmnistDSummary prepare_fmnist_d(const std::filesystem::path& out_arg, con
   SIEVE_CHECK(dset.size() == opt.distractors.size(), "prepare fmnist: distractor classes repeat");
   for (int d : dset) SIEVE_CHECK(d >= 0 && d <= 9, "prepare fmnist: distractor class ", d, " is not in 0..9");
   SIEVE_CHECK(dset.size() < 10, "prepare fmnist: every class is a distractor; at least one must stay known");
+  std::set<int> oset(opt.outside_classes.begin(), opt.outside_classes.end());
+  for (int o : oset)
+    SIEVE_CHECK(dset.count(o), "prepare fmnist: outside class ", o, " is not one of the distractor classes");
+  if (oset.empty()) oset = dset;
 
   std::error_code ec;
   if (fs::exists(out, ec) && !fs::is_empty(out, ec) && !opt.force)
@@ -84,8 +93,12 @@ inline FmnistDSummary prepare_fmnist_d(const std::filesystem::path& out_arg, con
   for (std::size_t i = 0; i < train.size(); ++i) {
     const int y = train.label(i);
     if (dset.count(y)) {
-      write_png_to(stage / "outside" / ("out_" + pad(i) + ".png"), train, i);
-      ++sum.outside;
+      if (oset.count(y)) {
+        write_png_to(stage / "outside" / ("out_" + pad(i) + ".png"), train, i);
+        ++sum.outside;
+      } else if (opt.progress && (++done % 2000 == 0 || done == total)) {
+        opt.progress(done, total);
+      }
     } else {
       const std::string id = "train_" + pad(i);
       write_png_to(stage / "train" / (id + ".png"), train, i);
@@ -99,25 +112,30 @@ inline FmnistDSummary prepare_fmnist_d(const std::filesystem::path& out_arg, con
   for (std::size_t i = 0; i < perm.size(); ++i) perm[i] = i;
   Rng rng(derive_seed(opt.seed, RngPurpose::split), /*stream*/ 0x464d4e49);  // "FMNI"
   for (std::size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[rng.below(i)]);
-  std::vector<std::string> solution(test.size());
+  std::vector<std::string> solution(test.size()), test_class(test.size());
   for (std::size_t k = 0; k < perm.size(); ++k) {
     const std::size_t i = perm[k];  // test image i gets id test_<k>
     const int y = test.label(i);
     write_png_to(stage / "test" / ("test_" + pad(k) + ".png"), test, i);
     solution[k] = dset.count(y) ? "-1" : std::to_string(y);
+    test_class[k] = std::to_string(y);
     (dset.count(y) ? sum.test_distractor : sum.test_known)++;
   }
-  std::string sol = "id,label\n", sample = "id,predictions\n";
+  std::string sol = "id,label\n", sample = "id,predictions\n", classes = "id,class\n";
   for (std::size_t k = 0; k < solution.size(); ++k) {
     sol += "test_" + pad(k) + "," + solution[k] + "\n";
+    classes += "test_" + pad(k) + "," + test_class[k] + "\n";
     sample += "test_" + pad(k) + ",-1\n";
   }
   auto text = [](const std::string& s) { return std::as_bytes(std::span<const char>(s.data(), s.size())); };
   write_file(stage / "train.csv", text(train_csv));
   write_file(stage / "solution.csv", text(sol));
+  write_file(stage / "test_classes.csv", text(classes));
   write_file(stage / "sample_submission.csv", text(sample));
   std::string readme = "FMNIST-D, made by `sieve prepare fmnist` from " + opt.source.string() + "\ndistractor classes:";
   for (int d : dset) readme += " " + std::to_string(d);
+  readme += "\nclasses in outside/:";
+  for (int d : oset) readme += " " + std::to_string(d);
   readme += "\nclass names: ";
   for (int c = 0; c < 10; ++c) readme += std::to_string(c) + "=" + FashionMnist::class_names[c] + (c < 9 ? ", " : "\n");
   write_file(stage / "README.txt", text(readme));

@@ -79,4 +79,47 @@ class CrossEntropyLoss {
   Tensor2<T> grad_;
 };
 
+/// Softmax cross-entropy over K classes plus one "other" class, taking the targets a BCE head
+/// takes: [N,K] one-hot rows, or all-zero rows for images of no class (outside images, which
+/// then train "other", column K of the logits). So one loader serves both heads.
+/// logits: [N,K+1] targets: [N,K] -> scalar (mean over N); backward() -> [N,K+1].
+template <class T>
+class OtherClassCrossEntropyLoss {
+ public:
+  using value_type = T;
+  using output_type = Tensor2<T>;
+  using target_type = Tensor2<T>;
+
+  explicit OtherClassCrossEntropyLoss(double label_smoothing = 0.0) : smoothing_(label_smoothing) {}
+
+  /// Requires: logits [N,K+1], targets [N,K], each target row all zeros or a single 1.
+  double forward(const Tensor2<T>& x, const Tensor2<T>& target, double grad_scale = 1.0) {
+    const std::size_t N = x.shape()[0], C = x.shape()[1];
+    SIEVE_CHECK(target.shape()[0] == N && target.shape()[1] + 1 == C, "OtherClassCrossEntropyLoss: logits [", N,
+                ",", C, "] need targets [", N, ",", C - 1, "], got [", target.shape()[0], ",", target.shape()[1], "]");
+    const std::size_t K = C - 1;
+    cls_.resize(N);
+    for (std::size_t n = 0; n < N; ++n) {
+      const T* t = target.data() + n * K;
+      std::int64_t c = static_cast<std::int64_t>(K), ones = 0;
+      for (std::size_t k = 0; k < K; ++k) {
+        if (t[k] == T(1)) c = static_cast<std::int64_t>(k), ++ones;
+        else SIEVE_CHECK(t[k] == T(0), "OtherClassCrossEntropyLoss: target[", n, ",", k, "]=", t[k],
+                         " (one-hot or all-zero rows only)");
+      }
+      SIEVE_CHECK(ones <= 1, "OtherClassCrossEntropyLoss: target row ", n, " has ", ones,
+                  " classes; a softmax head takes one label per image");
+      cls_[n] = c;
+    }
+    ensure_shape(grad_, {N, C});
+    return cross_entropy(x.data(), cls_.data(), N, C, smoothing_, Reduction::mean, grad_.data(), grad_scale);
+  }
+  const Tensor2<T>& backward() const { return grad_; }
+
+ private:
+  double smoothing_;
+  std::vector<std::int64_t> cls_;
+  Tensor2<T> grad_;
+};
+
 }  // namespace sieve::loss

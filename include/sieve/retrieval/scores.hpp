@@ -41,6 +41,42 @@ Tensor2<T> head_scores(const Tensor2<T>& logits) {
   return out;
 }
 
+/// Scores of a softmax head with one extra "other" class (trained on distractor-like images):
+/// logits [N,K+1], the last column "other" -> [N,K] with score_c = log(p_c / p_other) =
+/// logit_c - logit_other (the softmax normaliser cancels). Inserting -1 at threshold t ranks it
+/// where p_other * e^t would stand among the class probabilities: a per-image distractor score
+/// instead of one global probability cut.
+/// Requires: logits with at least 2 columns.
+template <class T>
+Tensor2<T> other_class_scores(const Tensor2<T>& logits) {
+  const std::size_t N = logits.shape()[0], K1 = logits.shape()[1];
+  SIEVE_CHECK(K1 >= 2, "other_class_scores: logits [", N, ",", K1, "] need K >= 1 classes plus the other column");
+  const std::size_t K = K1 - 1;
+  Tensor2<T> out = Tensor2<T>::from_shape({N, K});
+  for (std::size_t i = 0; i < N; ++i) {
+    const T* x = logits.data() + i * K1;
+    for (std::size_t c = 0; c < K; ++c) out(i, c) = x[c] - x[K];
+  }
+  return out;
+}
+
+/// Softmax probabilities of the K known classes of a head with an "other" column: logits
+/// [N,K+1] -> [N,K] (rows sum to 1 - p_other). Stable for any finite logits.
+template <class T>
+Tensor2<T> known_class_probabilities(const Tensor2<T>& logits) {
+  const std::size_t N = logits.shape()[0], K1 = logits.shape()[1];
+  SIEVE_CHECK(K1 >= 2, "known_class_probabilities: logits [", N, ",", K1, "] need K >= 1 classes plus the other column");
+  Tensor2<T> out = Tensor2<T>::from_shape({N, K1 - 1});
+  for (std::size_t i = 0; i < N; ++i) {
+    const T* x = logits.data() + i * K1;
+    const double mx = static_cast<double>(*std::max_element(x, x + K1));
+    double z = 0.0;
+    for (std::size_t c = 0; c < K1; ++c) z += std::exp(static_cast<double>(x[c]) - mx);
+    for (std::size_t c = 0; c + 1 < K1; ++c) out(i, c) = static_cast<T>(std::exp(static_cast<double>(x[c]) - mx) / z);
+  }
+  return out;
+}
+
 /// Scale each row of x [N,D] to unit L2 norm in place (all-zero rows stay zero).
 template <class T>
 void l2_normalize_rows(Tensor2<T>& x) {
