@@ -410,6 +410,10 @@ TEST_CASE("image_stats: sizes, gray, per-channel and gray mean/std, hand-compute
   CHECK(s.mean[0] == doctest::Approx(3.0 / 9).epsilon(1e-12));
   CHECK(s.mean[1] == doctest::Approx(2.0 / 9).epsilon(1e-12));
   CHECK(s.gray_mean == doctest::Approx((2.0 + 0.299) / 9).epsilon(1e-12));
+  // Any channel differing makes a pixel colour, also when R = G.
+  MemoryDataset rg;
+  rg.add("d", flat_image(1, 1, 10, 10, 200), {0});
+  CHECK_FALSE(image_stats(rg).gray);
   // A sample of max_images: seeded, without repetition, the same for the same seed.
   MemoryDataset big;
   for (std::size_t i = 0; i < 100; ++i) big.add(numbered("x", i), flat_image(1, 1, static_cast<std::uint8_t>(i), static_cast<std::uint8_t>(i), static_cast<std::uint8_t>(i)), {0});
