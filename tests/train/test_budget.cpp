@@ -18,8 +18,10 @@
 #include "sieve/train/memory_loader.hpp"
 #include "sieve/train/trainer.hpp"
 #include "tiny_model.hpp"
+#include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
+using sieve_test::TempDir;
 using namespace sieve;
 using sieve_test::TinyMlp;
 
@@ -113,15 +115,6 @@ TEST_CASE("PlannedWarmupCosineLR: probe LR, warmup, annealing to exactly eta_min
 }
 
 namespace {
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("sieve_budget_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
 constexpr std::size_t kIn = 12, kHidden = 16, kClasses = 3, kSamples = 40;
 
 std::pair<Tensor4<float>, Tensor2<float>> make_data() {

@@ -16,22 +16,14 @@
 #include "sieve/core/rng.hpp"
 #include "sieve/train/checkpoint.hpp"
 #include "sieve/train/detail/flat_json.hpp"
+#include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
+using sieve_test::TempDir;
 using namespace sieve;
 using namespace sieve::train;
 
 namespace {
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("sieve_train_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
 std::vector<std::byte> bytes_of(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data()) + s.size()};
 }
@@ -69,7 +61,7 @@ std::size_t count_entries(const fs::path& dir) {
 }  // namespace
 
 TEST_CASE("checkpoint: save, load, replace; nothing left behind") {
-  TempDir run("ckpt_basic");
+  TempDir run("ckpt_basic", true);
   save_checkpoint_files(run.path, "last", generation_files(1, 1000));
   CHECK(generation_of(load_checkpoint_files(run.path / "last")) == 1);
   save_checkpoint_files(run.path, "last", generation_files(2, 1000));
@@ -86,7 +78,7 @@ TEST_CASE("checkpoint: save, load, replace; nothing left behind") {
 }
 
 TEST_CASE("checkpoint: corrupted, truncated, incomplete checkpoints are refused naming the file") {
-  TempDir run("ckpt_bad");
+  TempDir run("ckpt_bad", true);
   save_checkpoint_files(run.path, "last", generation_files(5, 5000));
   const fs::path model = run.path / "last" / "model.safetensors";
   const auto good = load_checkpoint_files(run.path / "last");
@@ -140,7 +132,7 @@ TEST_CASE("checkpoint: corrupted, truncated, incomplete checkpoints are refused 
 }
 
 TEST_CASE("checkpoint: every crash point of the two-rename fallback recovers a complete last/") {
-  TempDir run("ckpt_recover");
+  TempDir run("ckpt_recover", true);
   save_checkpoint_files(run.path, "last", generation_files(1, 100));
   SUBCASE("crash between 'last -> .last.old-X' and 'tmp -> last'") {
     fs::rename(run.path / "last", run.path / ".last.old-abc123");
@@ -197,7 +189,7 @@ TEST_CASE("checkpoint writer child (does nothing unless SIEVE_CKPT_CHILD_DIR is 
 }
 
 TEST_CASE("checkpoint: kill -9 at random moments during saves always leaves a loadable last/") {
-  TempDir tmp("ckpt_kill");
+  TempDir tmp("ckpt_kill", true);
   const fs::path run = tmp.path / "run";
   save_checkpoint_files(run, "last", generation_files(1, 300000));
   Rng rng(2026, 11);

@@ -21,21 +21,14 @@
 #include "sieve/train/memory_loader.hpp"
 #include "sieve/train/trainer.hpp"
 #include "tiny_model.hpp"
+#include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
+using sieve_test::TempDir;
 using namespace sieve;
 using sieve_test::TinyMlp;
 
 namespace {
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("sieve_train_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
-
 constexpr std::size_t kIn = 12, kHidden = 16, kClasses = 3, kSamples = 40;
 
 // Inputs [M,2,3,2]; multi-hot targets from a fixed random teacher (one row all-zero).
