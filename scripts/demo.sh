@@ -43,7 +43,7 @@ echo "== report"
 
 map5=$(awk '/^MAP@5/ { print $2 }' "$dir/score.txt")
 echo
-echo "demo: test MAP@5 $map5 after $minutes minutes of training (reference: the fast PyTorch recipe,"
+echo "demo: test MAP@5 $map5 from a $minutes-minute train command (reference: the fast PyTorch recipe,"
 echo "      ../shared/reference/fmnist_d_fast_torch.py, reached 0.962 in 10 minutes on 2 cores;"
 echo "      the seed recipe in PyTorch 0.917 on a GPU)"
 echo "demo: submission      $dir/submission.csv"
