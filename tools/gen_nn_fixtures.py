@@ -13,6 +13,11 @@ Small basic-block fixtures (committed, tests/data/nn/small_basic_{gray,rgb}.safe
   The same SmallResNet layout built from torchvision's own BasicBlock with the CIFAR stem
   (conv1 3x3/1 pad 1, bn1, relu, no max pool), width 4; gray: blocks [1,1,1], 1 input channel,
   12x12 and 11x13 images; rgb: blocks [2,2], 3 channels, 10x10 and 9x12. Float64, as above.
+Small PoolNet fixture (committed, tests/data/nn/small_pool_net.safetensors):
+    /usr/bin/python3 tools/gen_nn_fixtures.py --pool-net tests/data/nn/small_pool_net.safetensors
+  sieve's nn::PoolNet layout (conv1 3x3, bn1, relu; per stage conv1 3x3, max pool 2x2/2, bn1,
+  relu, conv2 3x3, bn2, relu; global average pool), width 4, 2 stages, 1 input channel,
+  12x12 and 11x13 images (the odd sides exercise the pool's floor). Float64, as above.
 ResNet50 fixture (generated at test time by the e2e suite, never committed):
     /usr/bin/python3 tools/gen_nn_fixtures.py --resnet50 OUT.safetensors
   torchvision.models.resnet50() with random weights (seeded), batch 2, 3x64x64 and 3x48x80,
@@ -76,6 +81,40 @@ class SmallResNet(nn.Module):
         for s in range(self.nstages):
             x = getattr(self, f"layer{s + 1}")(x)
         emb = torch.flatten(self.avgpool(x), 1)
+        return self.fc(emb), emb
+
+
+class PoolStage(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(nn.functional.max_pool2d(self.conv1(x), 2)))
+        return torch.relu(self.bn2(self.conv2(x)))
+
+
+class SmallPoolNet(nn.Module):
+    """sieve's nn::PoolNet under the same names: the stem at full size, then stages that widen
+    before they pool."""
+
+    def __init__(self, stages, width, classes, in_channels=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        for s in range(1, stages + 1):
+            setattr(self, f"layer{s}", PoolStage(width << (s - 1), width << s))
+        self.nstages = stages
+        self.fc = nn.Linear(width << stages, classes)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        for s in range(1, self.nstages + 1):
+            x = getattr(self, f"layer{s}")(x)
+        emb = x.mean(dim=(2, 3))
         return self.fc(emb), emb
 
 
@@ -143,6 +182,7 @@ def main(argv):
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--small", metavar="OUT")
     g.add_argument("--small-basic", metavar="OUT")
+    g.add_argument("--pool-net", metavar="OUT")
     g.add_argument("--resnet50", metavar="OUT")
     ap.add_argument("--in-channels", type=int, default=1, help="--small-basic: input channels (1 or 3)")
     ap.add_argument("--blocks", default="1,1,1", help="--small-basic: blocks per stage")
@@ -167,6 +207,13 @@ def main(argv):
         cases = {"a": (2, ch, 12, 12), "b": (3, ch, 11, 13)} if ch == 1 else {"a": (2, ch, 10, 10), "b": (3, ch, 9, 12)}
         out = build(model, model.forward, cases, classes, gen, torch.float64, ("eval", "train"), ("a",))
         path = args.small_basic
+    elif args.pool_net:
+        blocks, width, classes = [1, 1], 4, 5
+        model = SmallPoolNet(len(blocks), width, classes)
+        perturb_bn(model, gen)
+        cases = {"a": (2, 1, 12, 12), "b": (3, 1, 11, 13)}
+        out = build(model, model.forward, cases, classes, gen, torch.float64, ("eval", "train"), ("a",))
+        path = args.pool_net
     else:
         blocks, width, classes = [3, 4, 6, 3], 64, 7
         model = torchvision.models.resnet50(num_classes=classes)
@@ -183,6 +230,8 @@ def main(argv):
             "torch": torch.__version__, "torchvision": torchvision.__version__}
     if args.small_basic:
         meta.update({"in_channels": str(args.in_channels), "block": "basic", "stem": "cifar"})
+    if args.pool_net:
+        meta.update({"in_channels": "1", "block": "pool", "stem": "cifar"})
     tmp = path + ".tmp"
     stp.save(out, tmp, metadata=meta)
     os.replace(tmp, path)

@@ -44,6 +44,7 @@
 #include "sieve/io/image.hpp"
 #include "sieve/io/loader.hpp"
 #include "sieve/io/safetensors.hpp"
+#include "sieve/nn/backbone.hpp"
 #include "sieve/nn/activation.hpp"
 #include "sieve/nn/freeze.hpp"
 #include "sieve/nn/linear.hpp"
@@ -70,7 +71,9 @@ struct RunConfig {
   std::string arch = "resnet50";             ///< "resnet50" or "custom" (blocks/width given)
   std::vector<std::size_t> blocks{3, 4, 6, 3};
   std::size_t width = 64;
-  std::string block = "bottleneck";          ///< "bottleneck" | "basic"
+  /// "bottleneck" | "basic" (ResNets) | "pool" (nn::PoolNet: one stage per entry of blocks,
+  /// each 1; the CIFAR stem)
+  std::string block = "bottleneck";
   std::string stem = "imagenet";             ///< "imagenet" (7x7/2 + max pool) | "cifar" (3x3/1)
   double dropout = 0.2;
   /// "bce": sigmoid per class, BCE on one-hot targets (outside images all-zero); "softmax-other":
@@ -116,6 +119,12 @@ struct RunConfig {
     c.stem = stem == "cifar" ? nn::StemKind::cifar : nn::StemKind::imagenet;
     return c;
   }
+  nn::PoolNetConfig pool_net() const { return {width, blocks.size(), in_channels}; }
+  /// The backbone this configuration names, initialised from seed.
+  nn::Backbone<float> backbone() const {
+    if (block == "pool") return nn::Backbone<float>(nn::PoolNet<float>(pool_net(), seed));
+    return nn::Backbone<float>(nn::ResNet<float>(resnet(), seed));
+  }
   std::size_t num_classes() const { return classes.size(); }
   bool other_class() const { return head == "softmax-other"; }
   /// Outputs of the linear head: the K classes, plus "other" for softmax-other.
@@ -140,8 +149,13 @@ struct RunConfig {
     SIEVE_CHECK(freeze == "none" || freeze == "stem" || freeze == "backbone", where, ": freeze='", freeze,
                 "' must be none, stem or backbone");
     SIEVE_CHECK(recipe == "seed" || recipe == "fast", where, ": recipe='", recipe, "' must be seed or fast");
-    SIEVE_CHECK(block == "bottleneck" || block == "basic", where, ": model.block='", block,
-                "' must be bottleneck or basic");
+    SIEVE_CHECK(block == "bottleneck" || block == "basic" || block == "pool", where, ": model.block='", block,
+                "' must be bottleneck, basic or pool");
+    if (block == "pool") {
+      for (auto b : blocks)
+        SIEVE_CHECK(b == 1, where, ": model.block 'pool' takes one unit per stage (model.blocks all 1), got ", b);
+      SIEVE_CHECK(stem == "cifar", where, ": model.block 'pool' needs model.stem 'cifar', got '", stem, "'");
+    }
     SIEVE_CHECK(stem == "imagenet" || stem == "cifar", where, ": model.stem='", stem, "' must be imagenet or cifar");
     SIEVE_CHECK(head == "bce" || head == "softmax-other", where, ": model.head='", head,
                 "' must be bce or softmax-other");
@@ -304,11 +318,11 @@ inline void save_config(const fs::path& run, const RunConfig& c) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Model: ResNet backbone | Dropout | Linear head, one compile-time Pipeline
+// Model: backbone (ResNet or PoolNet) | Dropout | Linear head, one compile-time Pipeline
 
-using Net = Pipeline<nn::ResNet<float>, nn::Dropout<float>, nn::Linear<float>>;
+using Net = Pipeline<nn::Backbone<float>, nn::Dropout<float>, nn::Linear<float>>;
 
-/// The classifier: `ResNet<float> | Dropout | Linear` (torchvision names: backbone tensors as
+/// The classifier: `Backbone<float> | Dropout | Linear` (torchvision names: backbone tensors as
 /// in resnet50, head `fc.*`), with accessors for its parts.
 class Model {
  public:
@@ -328,13 +342,13 @@ class Model {
   void zero_grad() { net_.zero_grad(); }
   void set_training(bool t) { net_.set_training(t); }
   void set_random_step(std::uint64_t s) { net_.set_random_step(s); }
-  /// Inference mode of the backbone (see nn::ResNet::set_inference).
+  /// Inference mode of the backbone (see nn::ResNet::set_inference, nn::PoolNet::set_inference).
   void set_inference(bool on) { net_.set_inference(on); }
   bool inference() const { return net_.get<0>().inference(); }
 
   /// Pooled backbone features of the last forward, [N, D] (not normalised).
   const Tensor2f& embedding() const { return net_.get<0>().output(); }
-  nn::ResNet<float>& backbone() { return net_.get<0>(); }
+  nn::Backbone<float>& backbone() { return net_.get<0>(); }
   nn::Dropout<float>& dropout() { return net_.get<1>(); }
   nn::Linear<float>& head() { return net_.get<2>(); }
   std::size_t embedding_dim() const { return net_.get<0>().embedding_dim(); }
@@ -343,7 +357,7 @@ class Model {
 
  private:
   static Net make(const RunConfig& cfg, std::uint64_t dropout_seed) {
-    nn::ResNet<float> backbone(cfg.resnet(), cfg.seed);
+    nn::Backbone<float> backbone = cfg.backbone();
     Rng rng(derive_seed(cfg.seed, RngPurpose::init), /*stream*/ 1);  // the head's own stream
     nn::Linear<float> fc(backbone.embedding_dim(), cfg.head_outputs(), rng, "fc");
     return pipeline(std::move(backbone), nn::Dropout<float>(cfg.dropout, dropout_seed), std::move(fc));

@@ -196,10 +196,11 @@ struct TrainCommand {
     app->add_option("--arch", arch, "backbone: resnet50 (bottleneck 3,4,6,3, ImageNet stem), resnet26, resnet101, "
                                     "tiny (bottleneck 1,1,1,1 width 16); cifar-resnet8/10/14/20 (basic blocks "
                                     "1,1,1 / 1,1,1,1 / 2,2,2 / 3,3,3, 3x3 stem, width 16), cifar-resnet18 (basic "
-                                    "2,2,2,2, width 64); --blocks/--width override. Default: fast cifar-resnet10, "
-                                    "seed resnet50")
+                                    "2,2,2,2, width 64); poolnet (plain 3x3 convolutions widening before each 2x2 "
+                                    "max pool, 3 stages, width 16: 16-32-64-128); --blocks/--width override. "
+                                    "Default: fast cifar-resnet10, seed resnet50")
         ->check(CLI::IsMember({"resnet26", "resnet50", "resnet101", "tiny", "cifar-resnet8", "cifar-resnet10",
-                               "cifar-resnet14", "cifar-resnet20", "cifar-resnet18"}));
+                               "cifar-resnet14", "cifar-resnet20", "cifar-resnet18", "poolnet"}));
     app->add_option("--blocks", blocks, "residual blocks per stage, comma-separated, 1-4 stages (e.g. 1,1)");
     app->add_option("--width", width, "stem width; the embedding has width*2^(stages-1) dims (times 4 with "
                                       "bottleneck blocks)")
@@ -304,8 +305,8 @@ struct TrainCommand {
     const std::string a = given("--arch") ? arch : c.arch;
     if (given("--arch")) {
       c.arch = a;
-      const bool cifar = a.rfind("cifar-", 0) == 0;
-      c.block = cifar ? "basic" : "bottleneck", c.stem = cifar ? "cifar" : "imagenet";
+      const bool cifar = a.rfind("cifar-", 0) == 0 || a == "poolnet";
+      c.block = a == "poolnet" ? "pool" : cifar ? "basic" : "bottleneck", c.stem = cifar ? "cifar" : "imagenet";
       c.width = a == "cifar-resnet18" ? 64 : cifar || a == "tiny" ? 16 : 64;
       if (a == "resnet50") c.blocks = {3, 4, 6, 3};
       else if (a == "resnet26") c.blocks = {2, 2, 2, 2};
@@ -316,6 +317,7 @@ struct TrainCommand {
       else if (a == "cifar-resnet14") c.blocks = {2, 2, 2};
       else if (a == "cifar-resnet20") c.blocks = {3, 3, 3};
       else if (a == "cifar-resnet18") c.blocks = {2, 2, 2, 2};
+      else if (a == "poolnet") c.blocks = {1, 1, 1};
     }
     if (!blocks.empty()) {
       c.blocks.clear();

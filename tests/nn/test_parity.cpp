@@ -77,12 +77,18 @@ void check_parity(const std::string& path, const Tolerances& tol) {
     return it == meta.end() ? fallback : it->second;
   };
   const std::string block = meta_or("block", "bottleneck"), stem = meta_or("stem", "imagenet");
-  REQUIRE((block == "bottleneck" || block == "basic"));
+  REQUIRE((block == "bottleneck" || block == "basic" || block == "pool"));
   REQUIRE((stem == "imagenet" || stem == "cifar"));
   const nn::ResNetConfig cfg{parse_list(meta.at("blocks")), std::stoul(meta.at("width")),
                              std::stoul(meta_or("in_channels", "3")),
                              block == "basic" ? nn::BlockKind::basic : nn::BlockKind::bottleneck,
                              stem == "cifar" ? nn::StemKind::cifar : nn::StemKind::imagenet};
+  // The "pool" fixtures hold an nn::PoolNet: one stage per entry of blocks.
+  auto make_net = [&](std::uint64_t seed) {
+    if (block == "pool")
+      return nn::Backbone<T>(nn::PoolNet<T>(nn::PoolNetConfig{cfg.width, cfg.blocks.size(), cfg.in_channels}, seed));
+    return nn::Backbone<T>(nn::ResNet<T>(cfg, seed));
+  };
   const std::size_t classes = std::stoul(meta.at("classes"));
   const auto grad_cases = split(meta.at("grad_cases"));
   const auto grad_modes = split(meta.at("grad_modes"));
@@ -90,7 +96,7 @@ void check_parity(const std::string& path, const Tolerances& tol) {
 
   // The state_dict order: params() and buffers() follow the file's (torchvision's) order.
   {
-    nn::ResNet<T> net(cfg, 0);
+    nn::Backbone<T> net = make_net(0);
     nn::Linear<T> fc(net.embedding_dim(), classes, rng);
     auto model = std::move(net) | std::move(fc);
     std::vector<std::string> file_params, file_buffers;
@@ -114,7 +120,7 @@ void check_parity(const std::string& path, const Tolerances& tol) {
     for (const std::string mode : {"eval", "train"}) {
       CAPTURE(c);
       CAPTURE(mode);
-      nn::ResNet<T> net(cfg, 1);
+      nn::Backbone<T> net = make_net(1);
       nn::Linear<T> fc(net.embedding_dim(), classes, rng);
       auto model = std::move(net) | std::move(fc);
       load_params(model, st);
@@ -201,6 +207,12 @@ TEST_CASE("parity with PyTorch: small basic-block CIFAR-stem ResNets, double") {
     CAPTURE(f);
     check_parity<double>(std::string(SIEVE_NN_DATA) + f, {1e-10, 1e-8, 1e-8, 1e-12});
   }
+}
+
+// nn::PoolNet (width 4, 2 stages, gray; 11x13 images pool with the floor to 5x6 and 2x3).
+TEST_CASE("parity with PyTorch: small PoolNet, double and float") {
+  check_parity<double>(SIEVE_NN_DATA "/small_pool_net.safetensors", {1e-10, 1e-8, 1e-8, 1e-12});
+  check_parity<float>(SIEVE_NN_DATA "/small_pool_net.safetensors", {1e-5, 1e-4, 1e-4, 1e-6});
 }
 
 TEST_CASE("parity with PyTorch: small basic-block CIFAR-stem ResNets, float") {

@@ -1,0 +1,183 @@
+// PoolNet tests: structure and names, an end-to-end gradient check in double through Dropout,
+// Linear and BCE-with-logits (both layouts, train and eval), freezing, inference mode, and the
+// Backbone that holds either network.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "sieve/core/pipeline.hpp"
+#include "sieve/nn/nn.hpp"
+#include "support/gradcheck.hpp"
+#include "support/naive.hpp"
+
+using namespace sieve;
+using sieve::test::check_gradient;
+
+namespace {
+template <class T, std::size_t R>
+void fill_randn(Tensor<T, R>& t, Rng& rng, double scale = 1.0) {
+  for (auto& v : t) v = static_cast<T>(rng.normal() * scale);
+}
+double rel_l2(const float* p, const float* q, std::size_t n) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < n; ++i) num += (double(p[i]) - q[i]) * (double(p[i]) - q[i]), den += double(q[i]) * q[i];
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+// Width 3, two stages on 11x11 gray images: planes 11, 5 (floor of 11/2), 2.
+const nn::PoolNetConfig small{3, 2, 1};
+}  // namespace
+
+TEST_CASE("PoolNet structure: names, shapes, embedding, errors") {
+  nn::PoolNet<float> net(nn::PoolNetConfig{}, 1);  // the peer's 16-32-64-128
+  CHECK(net.embedding_dim() == 128);
+  std::vector<std::string> names;
+  std::vector<Shape<4>> conv_shapes;
+  for (auto& p : net.params()) {
+    names.push_back(p.name);
+    if (p.name.ends_with("conv1.weight") || p.name.ends_with("conv2.weight"))
+      conv_shapes.push_back({p.shape[0], p.shape[1], p.shape[2], p.shape[3]});
+  }
+  REQUIRE(names.size() == 3 * 7);
+  CHECK(names[0] == "conv1.weight");
+  CHECK(names[1] == "bn1.weight");
+  CHECK(names[3] == "layer1.conv1.weight");
+  CHECK(names[6] == "layer1.conv2.weight");
+  CHECK(names[8] == "layer1.bn2.bias");
+  CHECK(names.back() == "layer3.bn2.bias");
+  const std::vector<Shape<4>> want{{16, 1, 3, 3},   {32, 16, 3, 3}, {32, 32, 3, 3},  {64, 32, 3, 3},
+                                   {64, 64, 3, 3}, {128, 64, 3, 3}, {128, 128, 3, 3}};
+  CHECK(conv_shapes == want);
+  CHECK(net.buffers().size() == 3 * 7);  // running mean, var, num_batches_tracked per bn
+  CHECK(net.forward(Tensor4<float>({2, 1, 28, 28})).shape() == Shape<2>{2, 128});
+  CHECK(net.forward(Tensor4<float>({2, 1, 8, 8})).shape() == Shape<2>{2, 128});  // 8 -> 4 -> 2 -> 1
+  CHECK_THROWS_WITH_AS(net.forward(Tensor4<float>({2, 1, 7, 8})), doctest::Contains("too small for 3 2x2 poolings"),
+                       sieve::Error);
+  CHECK_THROWS_WITH_AS(net.forward(Tensor4<float>({2, 3, 28, 28})), doctest::Contains("expected 1"), sieve::Error);
+  CHECK_THROWS_WITH_AS(nn::PoolNet<float>(nn::PoolNetConfig{16, 0, 1}), doctest::Contains("1 to 4 supported"),
+                       sieve::Error);
+}
+
+TEST_CASE("PoolNet + Dropout + Linear + BCE: end-to-end gradient check in double") {
+  for (kernels::Layout layout : {kernels::Layout::cnhw, kernels::Layout::nchw})
+    for (bool train : {true, false}) {
+      CAPTURE(train);
+      CAPTURE(std::string(kernels::layout_name(layout)));
+      Rng rng(31);
+      nn::PoolNet<double> net(small, 3);
+      CHECK(net.layout() == kernels::Layout::cnhw);  // the default
+      net.set_layout(layout);
+      net.set_input_grad(true);
+      nn::Linear<double> fc(net.embedding_dim(), 4, rng);
+      auto model = std::move(net) | nn::Dropout<double>(0.3, 8) | std::move(fc);
+      for (auto& p : model.params())  // non-trivial batch-norm affine parameters
+        if (p.name.find("bn") != std::string::npos)
+          for (auto& v : p.value) v += 0.2 * rng.normal();
+      const Shape<4> xs{3, 1, 11, 11};
+      Tensor4<double> x(xs);
+      fill_randn(x, rng);
+      if (!train) {  // realistic running statistics
+        Tensor4<double> warm(xs);
+        for (int i = 0; i < 15; ++i) {
+          fill_randn(warm, rng);
+          model.get<0>().forward(warm);
+        }
+      }
+      model.set_training(train);
+      Tensor2<double> target({3, 4});
+      for (auto& v : target) v = rng.bernoulli(0.4) ? 1.0 : 0.0;
+      Tensor2<double> dz({3, 4});
+      auto loss = [&] {
+        model.get<1>().set_step(7);
+        const auto& z = model.forward(x);
+        return test::naive_bce_with_logits(z.data(), target.data(), z.size(), dz.data());
+      };
+      loss();
+      model.zero_grad();
+      const Tensor4<double> dx = model.backward(dz);
+      REQUIRE(dx.shape() == xs);
+      auto r = check_gradient("poolnet input", std::span<double>(x.data(), x.size()),
+                              std::span<const double>(dx.data(), dx.size()), loss, rng, 40);
+      CHECK_MESSAGE(r.ok(), r.report());
+      std::size_t checked = r.checked, retried = r.retried;
+      for (auto& p : model.params()) {
+        std::vector<double> g(p.grad.begin(), p.grad.end());
+        double norm = 0;
+        for (double v : g) norm += v * v;
+        CHECK_MESSAGE(norm > 0, p.name, " has an all-zero gradient: the check would be vacuous");
+        auto rp = check_gradient(p.name, p.value, g, loss, rng, 16);
+        CHECK_MESSAGE(rp.ok(), rp.report());
+        checked += rp.checked;
+        retried += rp.retried;
+      }
+      MESSAGE("poolnet e2e gradcheck (", std::string(train ? "train" : "eval"), "): ", checked, " elements, ",
+              retried, " matched only at eps/10");
+      CHECK(retried * 10 < checked);  // max-pool and ReLU kinks are rare with random inputs
+    }
+}
+
+TEST_CASE("PoolNet freezing: frozen units get no gradient, trainable ones the full one") {
+  Rng rng(32);
+  nn::PoolNet<double> net(small, 4);
+  nn::Linear<double> fc(net.embedding_dim(), 3, rng);
+  auto model = std::move(net) | std::move(fc);
+  Tensor4<double> x({2, 1, 11, 11});
+  fill_randn(x, rng);
+  Tensor2<double> dz({2, 3});
+  fill_randn(dz, rng);
+  model.forward(x);
+  model.zero_grad();
+  model.backward(dz);
+  std::vector<std::vector<double>> full;
+  for (auto& p : model.params()) full.emplace_back(p.grad.begin(), p.grad.end());
+  CHECK(nn::freeze_all_but(model, {"layer2.", "fc."}) == 6 + 2);
+  model.zero_grad();
+  model.forward(x);
+  model.backward(dz);
+  auto ps = model.params();
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    const bool trainable = ps[i].name.starts_with("layer2.") || ps[i].name.starts_with("fc.");
+    CAPTURE(ps[i].name);
+    double diff = 0;
+    for (std::size_t j = 0; j < full[i].size(); ++j)
+      diff = std::max(diff, std::abs(ps[i].grad[j] - (trainable ? full[i][j] : 0.0)));
+    CHECK(diff <= 1e-12);
+  }
+}
+
+TEST_CASE("PoolNet inference mode agrees with eval; Backbone forwards to the network it holds") {
+  Rng rng(33);
+  for (const std::size_t width : {4, 32}) {  // width 32 at 16x16: Winograd with kept weights
+    CAPTURE(width);
+    nn::PoolNet<float> net(nn::PoolNetConfig{width, 2, 3}, 9);
+    for (auto& p : net.params())
+      if (p.name.find("bn") != std::string::npos)
+        for (auto& v : p.value) v = static_cast<float>(p.name.ends_with("weight") ? 1 + 0.3 * rng.normal() : 0.2 * rng.normal());
+    Tensor4<float> x({4, 3, 16, 16});
+    fill_randn(x, rng);
+    for (int i = 0; i < 3; ++i) net.forward(x);  // running statistics
+    nn::Backbone<float> bb(net);
+    net.set_training(false);
+    const Tensor2<float> eval = net.forward(x);
+    net.set_inference(true);
+    const Tensor2<float> inf = net.forward(x);
+    CHECK(rel_l2(inf.data(), eval.data(), eval.size()) < 1e-5);
+    CHECK_THROWS_WITH_AS(net.backward(Tensor2<float>(inf.shape())), doctest::Contains("inference mode"),
+                         sieve::Error);
+    net.set_inference(false);
+    CHECK(net.forward(x) == eval);
+
+    REQUIRE(bb.pool_net() != nullptr);
+    CHECK(bb.resnet() == nullptr);
+    CHECK(bb.embedding_dim() == net.embedding_dim());
+    bb.set_training(false);
+    CHECK(bb.forward(x) == eval);
+    CHECK(bb.output() == eval);
+    CHECK(bb.params().size() == net.params().size());
+  }
+  nn::Backbone<float> rb(nn::ResNet<float>(nn::ResNetConfig{{1}, 4, 1, nn::BlockKind::basic, nn::StemKind::cifar}, 1));
+  REQUIRE(rb.resnet() != nullptr);
+  CHECK(rb.params().front().name == "conv1.weight");
+  CHECK(rb.forward(Tensor4<float>({1, 1, 8, 8})).shape() == Shape<2>{1, 4});
+}
