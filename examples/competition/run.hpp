@@ -340,7 +340,9 @@ class Model {
   std::vector<ParamRef<float>> params() { return net_.params(); }
   std::vector<BufferRef<float>> buffers() { return net_.buffers(); }
   void zero_grad() { net_.zero_grad(); }
-  void set_training(bool t) { net_.set_training(t); }
+  void set_training(bool t) { net_.set_training(t), training_ = t; }
+  /// The mode the last set_training chose (a new model trains).
+  bool training() const { return training_; }
   void set_random_step(std::uint64_t s) { net_.set_random_step(s); }
   /// Inference mode of the backbone (see nn::ResNet::set_inference, nn::PoolNet::set_inference).
   void set_inference(bool on) { net_.set_inference(on); }
@@ -363,6 +365,7 @@ class Model {
     return pipeline(std::move(backbone), nn::Dropout<float>(cfg.dropout, dropout_seed), std::move(fc));
   }
   Net net_;
+  bool training_ = true;
 };
 
 /// Apply cfg.freeze: "backbone" trains only `fc.*`; "stem" freezes conv1/bn1; "none" all train.
@@ -494,15 +497,18 @@ inline Embedded embed_dataset(Model& model, const io::Dataset& ds, const RunConf
                               bool quiet = false) {
   const std::size_t N = ds.size(), D = model.embedding_dim(), K = model.num_classes();
   SIEVE_CHECK(N > 0, what, ": no images to embed");
-  model.set_training(false);
-  // Nothing here runs backward: inference mode (batch norm folded into the convolutions,
-  // Winograd F(4x4,3x3): faster, equal to eval mode to rounding),
-  // and leave the model's mode as it was found (a training run goes on after validation).
-  struct InferenceScope {
+  // Eval mode, and since nothing here runs backward, inference mode (batch norm folded into
+  // the convolutions, Winograd F(4x4,3x3): faster, equal to eval mode to rounding); both
+  // modes are left as they were found (a training run goes on after a mid-run embedding).
+  struct ModeScope {
     Model& m;
-    bool was;
-    ~InferenceScope() { m.set_inference(was); }
-  } scope{model, model.inference()};
+    bool training, inference;
+    ~ModeScope() {
+      m.set_inference(inference);
+      m.set_training(training);
+    }
+  } scope{model, model.training(), model.inference()};
+  model.set_training(false);
   model.set_inference(true);
   Embedded out;
   out.embeddings = xt::zeros<float>({N, D});

@@ -198,7 +198,7 @@ struct TrainCommand {
                                     "1,1,1 / 1,1,1,1 / 2,2,2 / 3,3,3, 3x3 stem, width 16), cifar-resnet18 (basic "
                                     "2,2,2,2, width 64); poolnet (plain 3x3 convolutions widening before each 2x2 "
                                     "max pool, 3 stages, width 16: 16-32-64-128); --blocks/--width override. "
-                                    "Default: fast cifar-resnet10, seed resnet50")
+                                    "Default: fast poolnet, seed resnet50")
         ->check(CLI::IsMember({"resnet26", "resnet50", "resnet101", "tiny", "cifar-resnet8", "cifar-resnet10",
                                "cifar-resnet14", "cifar-resnet20", "cifar-resnet18", "poolnet"}));
     app->add_option("--blocks", blocks, "residual blocks per stage, comma-separated, 1-4 stages (e.g. 1,1)");
@@ -297,7 +297,7 @@ struct TrainCommand {
     const bool fast = recipe == "fast";
     if (fast) {
       // The best test MAP@5 per minute measured (benchmarks/README.md, "Quality per CPU-minute").
-      c.arch = "cifar-resnet10", c.block = "basic", c.stem = "cifar", c.blocks = {1, 1, 1, 1}, c.width = 16;
+      c.arch = "poolnet", c.block = "pool", c.stem = "cifar", c.blocks = {1, 1, 1}, c.width = 16;
       c.head = "softmax-other", c.label_smoothing = 0.1, c.dropout = 0.0;
       c.optimizer = "sgd", c.lr = 0.2, c.weight_decay = 5e-4, c.batch = 256, c.epochs = 30, c.patience = 0;
       c.negatives = true, c.tta = "flip", c.fit = "pad";
@@ -525,10 +525,7 @@ struct TrainCommand {
     reserve_estimate_ = [&, calib_images]() {
       const io::RangeDataset sample(val_src, {0, std::min<std::size_t>(1024, val_src.size())});
       const auto t0 = std::chrono::steady_clock::now();
-      (void)embed_dataset(model, sample, cfg, workers, false, "time calibration", 256, true);
-      // Called mid-training (after the probe): embed_dataset left eval mode on. (The cached path
-      // keeps its frozen backbone in eval mode throughout.)
-      if (!cached) model.set_training(true);
+      (void)embed_dataset(model, sample, cfg, workers, false, "time calibration", 256, true);  // modes kept
       const double per = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
                          static_cast<double>(sample.size());
       // Loading the best weights, the kNN scores and the sweeps: a few seconds on 50,000 images.

@@ -341,6 +341,21 @@ def test_fast_recipe(tmp, data, labels):
     check(cal["checkpoint"] == "last" and sweep.shape == (241, 2) and sweep[0, 0] == -12 and sweep[-1, 0] == 12,
           "head threshold swept over log(p_class / p_other) in [-12, 12]")
 
+    # The default network: PoolNet 16-32-64-128 (a plain conv net that widens before each pool).
+    run_d = os.path.join(tmp, "run_default_net")
+    p = sieve("train", "--data", data, "--out", run_d, "--epochs", "1", "--batch", "8", "--workers", "1")
+    if check(p.returncode == 0, "fast recipe with its default network exits 0"):
+        cfg = json.load(open(os.path.join(run_d, "config.json")))
+        check(cfg["model"]["arch"] == "poolnet" and cfg["model"]["block"] == "pool" and cfg["model"]["blocks"] == [1, 1, 1]
+              and cfg["model"]["width"] == 16, f"default network: poolnet 16, 3 stages: {cfg['model']}")
+        w, _ = read_safetensors(os.path.join(run_d, "last", "model.safetensors"))
+        check(w["conv1.weight"].shape == (16, 3, 3, 3) and w["layer1.conv1.weight"].shape == (32, 16, 3, 3)
+              and w["layer3.conv2.weight"].shape == (128, 128, 3, 3) and "layer4.conv1.weight" not in w
+              and w["fc.weight"].shape == (5, 128), "poolnet tensors: stem 16, stages 32/64/128, head over 128")
+        sub = os.path.join(tmp, "default_net_sub.csv")
+        p = sieve("predict", "--run", run_d, "--data", data, "--out", sub, "--quiet")
+        check(p.returncode == 0 and os.path.exists(sub), f"predict with a poolnet run: {p.stderr[-300:]}")
+
     # Gray images: one input channel, the gray statistics.
     gray = os.path.join(tmp, "data_gray")
     shutil.copytree(data, gray)

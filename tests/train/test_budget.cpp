@@ -136,8 +136,11 @@ struct ClockedLoader {
   double per_batch;
   std::int64_t num_batches(std::int64_t e) const { return inner.num_batches(e); }
   void start_epoch(std::int64_t e, std::int64_t first) { inner.start_epoch(e, first); }
+  double per_batch_later = -1.0;  // >= 0: the time per batch after `switch_after` batches
+  std::int64_t switch_after = 0, drawn = 0;
   const Loader::Batch& next_batch() {
-    *now += per_batch;
+    *now += per_batch_later >= 0.0 && drawn >= switch_after ? per_batch_later : per_batch;
+    ++drawn;
     return inner.next_batch();
   }
 };
@@ -186,7 +189,8 @@ TEST_CASE("trainer budget: the plan fills the budget, the LR ends at 0 on the la
   const auto& p = *r.plan;
   CHECK(run.reserve_calls == 1);
   CHECK(p.seconds_per_step == 0.5);
-  CHECK(p.elapsed_at_plan == 10.0);
+  CHECK(p.refined);
+  CHECK(p.elapsed_at_plan == 18.0);  // refined after the 16 warmup steps: the same 176 steps
   CHECK(p.reserve_seconds == 10.0);
   CHECK(p.margin_seconds == 2.0);
   CHECK(p.total_steps == 176);
@@ -226,6 +230,43 @@ TEST_CASE("trainer budget: the plan fills the budget, the LR ends at 0 on the la
   CHECK(again.reserve_calls == 0);
 }
 
+TEST_CASE("trainer budget: the plan is refined once at the end of the warmup from the warmup's step times") {
+  for (const bool refine : {true, false}) {
+    CAPTURE(refine);
+    TempDir dir("refine");
+    train::TrainerOptions o{.run_dir = dir.path, .seed = 5};
+    o.budget = train::TimeBudget{.seconds = 100, .reserve = 10.0};
+    o.budget->refine_after_warmup = refine;
+    Run run(o);
+    // The probe's 20 steps take 0.5 s, every later one 0.25 s (caches warm, the machine quiet).
+    run.loader.per_batch_later = 0.25, run.loader.switch_after = 20;
+    const auto r = run.trainer.fit(run.loader);
+    REQUIRE(r.plan.has_value());
+    CHECK(r.plan->refined);
+    CHECK(r.plan->probe_steps == 20);
+    CHECK(r.plan->warmup_steps == 16);  // planned after the probe (round(0.1 * 156)), kept
+    if (refine) {
+      // At step 36: E = 20 * 0.5 + 16 * 0.25 = 14, A = 100 - 14 - 10 - 2 = 74 -> 296 more steps.
+      CHECK(r.plan->seconds_per_step == 0.25);
+      CHECK(r.plan->elapsed_at_plan == 14.0);
+      CHECK(r.plan->total_steps == 332);
+      CHECK(run.now == 88.0);  // the budget used up to B - R - M
+    } else {
+      CHECK(r.plan->total_steps == 176);  // the probe's plan: 156 steps at 0.5 s, taken at 0.25 s
+      CHECK(run.now == 49.0);             // 39 s of the budget left unused
+    }
+    CHECK(r.steps == r.plan->total_steps);
+    CHECK(run.trainer.state().last_lr == 0.0);
+    // The warmup is unchanged and the cosine starts from base right after it.
+    CHECK(run.trainer.lr_at(19) == 0.02 * 0.1);
+    CHECK(run.trainer.lr_at(36) == 0.02);
+    for (std::int64_t k = 0; k + 1 < r.plan->total_steps; ++k) REQUIRE(run.trainer.lr_at(k) > 0.0);
+    const auto st = state_of(dir.path / "last");
+    CHECK(st["plan.total_steps"].get<std::int64_t>() == r.plan->total_steps);
+    CHECK(st["plan.refined"].get<bool>());
+  }
+}
+
 TEST_CASE("trainer budget: validation cost measured at the probe's epoch ends is planned for") {
   TempDir dir("val");
   int val_calls = 0;
@@ -243,7 +284,7 @@ TEST_CASE("trainer budget: validation cost measured at the probe's epoch ends is
   REQUIRE(r.plan.has_value());
   // Epoch ends at steps 7 and 14 in the probe: E = 20 * 0.5 + 2 * 3 = 16, q = 6, V = 3;
   // A = 72, cost(r) = 0.5 r + 3 floor((5 + r) / 7): cost(78) = 39 + 33 = 72, cost(79) = 75.5.
-  CHECK(r.plan->elapsed_at_plan == 16.0);
+  CHECK(r.plan->elapsed_at_plan == 26.0);  // refined after the 8-step warmup (16 + 8 * 0.5 + 2 * 3)
   CHECK(r.plan->epoch_end_seconds == 3.0);
   CHECK(r.plan->total_steps == 98);
   CHECK(r.steps == 98);
@@ -274,7 +315,8 @@ TEST_CASE("trainer budget: validation before the first epoch end is timed once, 
     CHECK(r.plan->epoch_end_seconds == 4.0);
     // E = 2.5 (+ 4 for the timing call), q = 5, A = 100 - E - 2 = 95.5 or 91.5, cost(r) =
     // 0.5 r + 4 floor((4 + r) / 20): cost(135) = 67.5 + 24 = 91.5, cost(136) = 68 + 28 = 96.
-    CHECK(r.plan->elapsed_at_plan == (estimate ? 2.5 : 6.5));
+    // Refined after the 14-step warmup (7 s more), to the same total.
+    CHECK(r.plan->elapsed_at_plan == (estimate ? 9.5 : 13.5));
     CHECK(r.plan->total_steps == 140);
     CHECK(r.plan->predicted_seconds == (estimate ? 94.0 : 98.0));
     CHECK(val_calls == r.epochs_completed + (estimate ? 0 : 1));
@@ -290,6 +332,7 @@ TEST_CASE("trainer budget: a validation grown slower than planned is skipped, so
     Run* self = nullptr;
     train::TrainerOptions o{.seed = 5};
     o.budget = train::TimeBudget{.seconds = 100, .reserve = 10.0, .skip_late_validation = guard};
+    o.budget->refine_after_warmup = false;  // the skip guards the rest of the run, refined or not
     Run run(o);
     self = &run;
     // 3 s in the probe (what the plan counts), 12 s afterwards.

@@ -18,15 +18,21 @@
 /// right after the probe (time an eval batch there). `epochs` is ignored under a budget; early
 /// stopping and restore_best_at_end do not apply (the annealed model is the one to keep).
 ///
-/// The plan is made once and never changed (the LR curve depends on its total), so everything
-/// the trainer will spend is measured or estimated before it: per-step time (median of the
-/// probe steps but the first), one validation (measured at an epoch end during the probe, else
-/// TimeBudget::validation, else one timing call of the hook after the probe, metrics
-/// discarded) and one checkpoint save (measured, or one save of last/ after the probe). If a
-/// later validation would overrun the budget anyway, the trainer skips it (logged; see
-/// skip_late_validation); the schedule and the weights are unaffected. Plans are per fit()
-/// call; a resumed run takes the plan from state.json and does not re-plan (a run interrupted
-/// during the probe, before its plan was saved, plans anew).
+/// The plan is made after the probe from everything the trainer will spend, measured or
+/// estimated: per-step time (median of the probe steps but the first), one validation
+/// (measured at an epoch end during the probe, else TimeBudget::validation, else one timing
+/// call of the hook after the probe, metrics discarded) and one checkpoint save (measured, or
+/// one save of last/ after the probe). It is refined once, when the warmup ends
+/// (refine_after_warmup): the total is planned again from the median of the warmup's step
+/// times and the validation measured at an epoch end, which the 20 probe steps estimate
+/// poorly (measured 2026-12-07: a probe at 0.245 s/step against 0.22 steady ended a 30-minute
+/// run 3 minutes early; another at 0.215 against 0.239 overran its plan by 23 s). Only the
+/// total changes: the probe and warmup LRs are already spent and the cosine starts after
+/// them, so the LR curve stays continuous. If a later validation would overrun the budget
+/// anyway, the trainer skips it (logged; see skip_late_validation); the schedule and the
+/// weights are unaffected. Plans are per fit() call; a resumed run takes the plan from
+/// state.json and follows it as it is, refined or not (a run interrupted during the probe
+/// plans anew, and refines that plan after its warmup).
 
 #include <algorithm>
 #include <concepts>
@@ -81,6 +87,8 @@ struct TimeBudget {
   /// left (+ final save) would pass seconds - reserve - margin. Data parallel with a collective
   /// validation: set false (ranks' clocks could disagree on the skip).
   bool skip_late_validation = true;
+  /// Plan the total again once the warmup is over (see the top of this file).
+  bool refine_after_warmup = true;
 };
 
 /// What plan_steps needs; all times in seconds.
@@ -113,6 +121,7 @@ struct TimePlan {
   double elapsed_at_plan = 0.0;    ///< E
   double predicted_seconds = 0.0;  ///< predicted fit() duration: E + cost(r) + C
   bool over_budget = false;        ///< the budget had no room for min_steps more steps
+  bool refined = false;  ///< no further change: planned again after the warmup, or continued by a resume
 };
 
 /// Median seconds per step of the probe, leaving out the first step (it warms caches and

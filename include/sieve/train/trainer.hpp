@@ -235,6 +235,7 @@ class Trainer {
     FitResult r;
     const bool budgeted = o_.budget.has_value();
     std::vector<double> probe_seconds;  // durations of this run's steps before the plan
+    std::vector<double> warmup_seconds;  // and after it, until the plan is refined
     val_seconds_ = -1.0;
     save_seconds_ = -1.0;
     stage_set_training(model_, true);
@@ -254,6 +255,9 @@ class Trainer {
       while (st_.batch < nb) {
         if (budgeted && !plan_ && st_.step >= o_.budget->probe_steps && probe_seconds.size() >= 2)
           make_plan(probe_seconds, nb, elapsed);
+        if (budgeted && plan_ && !plan_->refined && st_.step >= plan_->probe_steps + plan_->warmup_steps &&
+            warmup_seconds.size() >= 2)
+          refine_plan(warmup_seconds, nb, elapsed());
         const double step_t0 = now();
         // A step averages `group` micro-batches; the last group of an epoch may be short.
         const std::int64_t group = std::min(o_.accum_steps, nb - st_.batch);
@@ -300,6 +304,7 @@ class Trainer {
         ++st_.step;
         const double secs = elapsed();
         if (budgeted && !plan_) probe_seconds.push_back(now() - step_t0);
+        else if (budgeted && !plan_->refined) warmup_seconds.push_back(now() - step_t0);
         st_.wall_seconds = wall_before + secs;
         show_step(nb, group_loss, images_this_run, secs, st_.step - step_at_start);
         const bool limit = (o_.stop_after_steps >= 0 && st_.step >= o_.stop_after_steps) ||
@@ -424,6 +429,7 @@ class Trainer {
       j.set("plan.elapsed_at_plan", plan_->elapsed_at_plan);
       j.set("plan.predicted_seconds", plan_->predicted_seconds);
       j.set("plan.over_budget", plan_->over_budget);
+      j.set("plan.refined", plan_->refined);
     }
     for (const auto& [k, v] : o_.config) j.set_string("config." + k, v);
     const std::string text = j.dump();
@@ -524,6 +530,46 @@ class Trainer {
     }
   }
 
+  /// At the end of the warmup: the total planned again from the warmup's step times (median,
+  /// the first left out) and the validation and save measured so far; probe and warmup kept.
+  /// `spent`: seconds of this fit() call so far (the budget's clock).
+  void refine_plan(const std::vector<double>& step_seconds, std::int64_t nb, double spent) {
+    if constexpr (optim::PlannableSchedule<Schedule>) {
+      TimePlan& old = *plan_;
+      old.refined = true;  // whatever happens below, once
+      if (!o_.budget->refine_after_warmup) return;
+      PlanInputs in;
+      in.budget = old.budget_seconds;
+      in.elapsed = spent;
+      in.reserve = old.reserve_seconds;
+      in.margin = old.margin_seconds;
+      in.seconds_per_step = probe_seconds_per_step(step_seconds);
+      in.steps_done = st_.step;
+      in.min_steps = std::max<std::int64_t>(2, o_.budget->min_steps);
+      in.steps_per_epoch = (nb + o_.accum_steps - 1) / o_.accum_steps;
+      in.steps_into_epoch = (st_.batch + o_.accum_steps - 1) / o_.accum_steps;
+      const double save_s = save_seconds_ >= 0.0 ? save_seconds_ : old.save_seconds;
+      const double val_s = val_seconds_ >= 0.0 ? val_seconds_ : old.epoch_end_seconds - old.save_seconds;
+      in.epoch_end_seconds = (validate_ ? std::max(val_s, 0.0) : 0.0) + save_s;
+      in.save_every_steps = o_.checkpoint_every_steps;
+      in.save_seconds = save_s;
+      TimePlan p = plan_steps(in);
+      if (o_.budget->agree_total) p.total_steps = o_.budget->agree_total(p.total_steps);
+      p.total_steps = std::max(p.total_steps, st_.step + 2);  // at least 2 annealing steps remain
+      const std::int64_t was = old.total_steps;
+      const double was_s = old.seconds_per_step;
+      p.probe_steps = old.probe_steps;
+      p.warmup_steps = old.warmup_steps;
+      p.refined = true;
+      planned_ = schedule_.with_plan(p.probe_steps, p.warmup_steps, p.total_steps);
+      plan_ = p;
+      line(str("plan refined after the warmup: ", p.total_steps, " steps (was ", was, ") at ", p.seconds_per_step,
+               " s/step (probe ", was_s, "); epoch end ", p.epoch_end_seconds, " s; predicted ",
+               hms(p.predicted_seconds), " of the ", hms(p.budget_seconds), " budget",
+               p.over_budget ? " (OVER BUDGET)" : ""));
+    }
+  }
+
   /// resume_from: continue the checkpoint's plan (never re-plan), refusing a budget mismatch.
   void restore_plan(const detail::FlatJson& j, const std::filesystem::path& dir) {
     const bool was_budgeted = j.has("plan.budgeted") && j.get_bool("plan.budgeted");
@@ -547,6 +593,10 @@ class Trainer {
       p.elapsed_at_plan = j.get_double("plan.elapsed_at_plan");
       p.predicted_seconds = j.get_double("plan.predicted_seconds");
       p.over_budget = j.get_bool("plan.over_budget");
+      // A resumed run follows the saved plan as it is, refined or not: refining needs this
+      // fit() call's own clock from the probe on (and checkpoints written before refinement
+      // existed have no flag).
+      p.refined = true;
       planned_ = schedule_.with_plan(p.probe_steps, p.warmup_steps, p.total_steps);
       plan_ = p;
       if (j.has("schedule"))
