@@ -1,5 +1,5 @@
 // Whole-model throughput of the small-image networks (basic-block ResNets with the 3x3 CIFAR
-// stem) + a linear head with an "other" class: eval = inference-mode forward; train = forward
+// stem, and PoolNet, the fast recipe's default) + a linear head with an "other" class: eval = inference-mode forward; train = forward
 // in train mode, softmax cross-entropy with label smoothing, backward, and a Nesterov SGD
 // step (the fast recipe's step). items_per_second = images/s; GFLOPs = nominal multiply-adds
 // x 2 of a direct convolution (x 3 for a training step: forward, input and weight gradients),
@@ -22,11 +22,13 @@ using namespace sieve;
 
 struct SmallNet {
   const char* name;
-  std::vector<std::size_t> blocks;
+  std::vector<std::size_t> blocks;  // PoolNet: one entry per stage
   std::size_t width;
+  bool pool = false;  // nn::PoolNet instead of a basic-block ResNet
 };
 
 const SmallNet kNets[] = {
+    {"poolnetw16", {1, 1, 1}, 16, true}, {"poolnetw24", {1, 1, 1}, 24, true},
     {"resnet8w16", {1, 1, 1}, 16},  {"resnet8w32", {1, 1, 1}, 32},   {"resnet8w64", {1, 1, 1}, 64},
     {"resnet10w16", {1, 1, 1, 1}, 16}, {"resnet10w24", {1, 1, 1, 1}, 24}, {"resnet10w32", {1, 1, 1, 1}, 32},
     {"resnet14w32", {2, 2, 2}, 32}, {"resnet20w16", {3, 3, 3}, 16},  {"resnet18w64", {2, 2, 2, 2}, 64},
@@ -36,9 +38,33 @@ nn::ResNetConfig config(const SmallNet& n, std::size_t channels) {
   return {n.blocks, n.width, channels, nn::BlockKind::basic, nn::StemKind::cifar};
 }
 
+nn::Backbone<float> make_net(const SmallNet& n, std::size_t channels) {
+  if (n.pool) return nn::Backbone<float>(nn::PoolNet<float>(nn::PoolNetConfig{n.width, n.blocks.size(), channels}, 1));
+  return nn::Backbone<float>(nn::ResNet<float>(config(n, channels), 1));
+}
+
+double conv_macs(double hw, double cin, double cout, double k) { return hw * cin * cout * k * k; }
+
+// PoolNet: the stem and each stage's first convolution at the stage's input size, the second
+// after the 2x2 pool.
+double pool_net_macs(const SmallNet& n, std::size_t channels, std::size_t size, std::size_t classes) {
+  double macs = conv_macs(static_cast<double>(size * size), static_cast<double>(channels), static_cast<double>(n.width), 3);
+  std::size_t in = n.width, s = size;
+  for (std::size_t st = 1; st <= n.blocks.size(); ++st) {
+    const std::size_t out = n.width << st;
+    macs += conv_macs(static_cast<double>(s * s), static_cast<double>(in), static_cast<double>(out), 3);
+    s /= 2;
+    macs += conv_macs(static_cast<double>(s * s), static_cast<double>(out), static_cast<double>(out), 3);
+    in = out;
+  }
+  return macs + static_cast<double>(in * classes);
+}
+
 // Multiply-adds of one forward of a direct convolution, summed over the network.
-double nominal_macs(const nn::ResNetConfig& c, std::size_t size, std::size_t classes) {
-  auto conv = [](double hw, double cin, double cout, double k) { return hw * cin * cout * k * k; };
+double nominal_macs(const SmallNet& n, std::size_t channels, std::size_t size, std::size_t classes) {
+  if (n.pool) return pool_net_macs(n, channels, size, classes);
+  const nn::ResNetConfig c = config(n, channels);
+  const auto conv = conv_macs;
   double macs = conv(static_cast<double>(size * size), static_cast<double>(c.in_channels),
                      static_cast<double>(c.width), 3);
   std::size_t in = c.width, s = size;
@@ -63,7 +89,7 @@ void BM_small(benchmark::State& state, bool train, const SmallNet& n, std::size_
   set_threads(env ? std::atoi(env) : 2);
   Rng rng(7);
   const std::size_t classes = 9;  // FMNIST-D: 8 known classes + other
-  nn::ResNet<float> net(config(n, channels), 1);
+  nn::Backbone<float> net = make_net(n, channels);
   nn::Linear<float> fc(net.embedding_dim(), classes, rng);
   auto model = std::move(net) | std::move(fc);
   model.set_training(train);
@@ -91,7 +117,7 @@ void BM_small(benchmark::State& state, bool train, const SmallNet& n, std::size_
   const double images = static_cast<double>(state.iterations() * batch);
   state.SetItemsProcessed(static_cast<int64_t>(images));
   state.counters["GFLOPs"] = benchmark::Counter(
-      images * 2.0 * nominal_macs(config(n, channels), size, classes) * (train ? 3.0 : 1.0) * 1e-9,
+      images * 2.0 * nominal_macs(n, channels, size, classes) * (train ? 3.0 : 1.0) * 1e-9,
       benchmark::Counter::kIsRate);
 }
 

@@ -33,6 +33,14 @@ TEST_CASE("budget: probe_seconds_per_step is the median without the first step")
   CHECK_THROWS_WITH_AS(train::probe_seconds_per_step(one), doctest::Contains("1 step durations (need >= 2"), Error);
 }
 
+TEST_CASE("budget: mean_seconds_per_step is the mean without the first step, slow steps counted") {
+  const std::vector<double> steps{10.0, 0.2, 0.2, 0.2, 1.0};  // median 0.2, but 1.6 s for 4 steps
+  CHECK(train::mean_seconds_per_step(steps) == doctest::Approx(0.4).epsilon(1e-15));
+  const std::vector<double> one{1.0}, bad{1.0, -1.0};
+  CHECK_THROWS_WITH_AS(train::mean_seconds_per_step(one), doctest::Contains("1 step durations (need >= 2"), Error);
+  CHECK_THROWS_WITH_AS(train::mean_seconds_per_step(bad), doctest::Contains("a step took -1 seconds"), Error);
+}
+
 TEST_CASE("budget: plan_steps on hand-computed cases") {
   // B=100, E=5, R=10, M=5, s=0.5, P=20: A = 80 -> r = 160, total 180, ends at exactly B - R - M.
   train::PlanInputs in{.budget = 100, .elapsed = 5, .reserve = 10, .margin = 5, .seconds_per_step = 0.5, .steps_done = 20};
@@ -138,8 +146,11 @@ struct ClockedLoader {
   void start_epoch(std::int64_t e, std::int64_t first) { inner.start_epoch(e, first); }
   double per_batch_later = -1.0;  // >= 0: the time per batch after `switch_after` batches
   std::int64_t switch_after = 0, drawn = 0;
+  std::int64_t slow_at = -1;  // this batch takes slow_extra seconds more
+  double slow_extra = 0.0;
   const Loader::Batch& next_batch() {
     *now += per_batch_later >= 0.0 && drawn >= switch_after ? per_batch_later : per_batch;
+    if (drawn == slow_at) *now += slow_extra;
     ++drawn;
     return inner.next_batch();
   }
@@ -238,23 +249,28 @@ TEST_CASE("trainer budget: the plan is refined once at the end of the warmup fro
     o.budget = train::TimeBudget{.seconds = 100, .reserve = 10.0};
     o.budget->refine_after_warmup = refine;
     Run run(o);
-    // The probe's 20 steps take 0.5 s, every later one 0.25 s (caches warm, the machine quiet).
+    // The probe's 20 steps take 0.5 s, every later one 0.25 s (caches warm, the machine quiet)
+    // but step 30, in the warmup, which takes 1.75 s (the loader was late).
     run.loader.per_batch_later = 0.25, run.loader.switch_after = 20;
+    run.loader.slow_at = 30, run.loader.slow_extra = 1.5;
     const auto r = run.trainer.fit(run.loader);
     REQUIRE(r.plan.has_value());
     CHECK(r.plan->refined);
     CHECK(r.plan->probe_steps == 20);
     CHECK(r.plan->warmup_steps == 16);  // planned after the probe (round(0.1 * 156)), kept
     if (refine) {
-      // At step 36: E = 20 * 0.5 + 16 * 0.25 = 14, A = 100 - 14 - 10 - 2 = 74 -> 296 more steps.
-      CHECK(r.plan->seconds_per_step == 0.25);
-      CHECK(r.plan->elapsed_at_plan == 14.0);
-      CHECK(r.plan->total_steps == 332);
-      CHECK(run.now == 88.0);  // the budget used up to B - R - M
+      // At step 36: the mean of steps 21..35 is (14 * 0.25 + 1.75) / 15 = 0.35 s (the median
+      // would say 0.25); E = 20 * 0.5 + 16 * 0.25 + 1.5 = 15.5, A = 100 - 15.5 - 10 - 2 = 72.5
+      // -> 207 more steps.
+      CHECK(r.plan->seconds_per_step == doctest::Approx(0.35).epsilon(1e-12));
+      CHECK(r.plan->elapsed_at_plan == 15.5);
+      CHECK(r.plan->total_steps == 243);
+      CHECK(run.now == 15.5 + 207 * 0.25);
     } else {
       CHECK(r.plan->total_steps == 176);  // the probe's plan: 156 steps at 0.5 s, taken at 0.25 s
-      CHECK(run.now == 49.0);             // 39 s of the budget left unused
+      CHECK(run.now == 50.5);             // half the budget left unused
     }
+    CHECK(run.now + r.plan->reserve_seconds + r.plan->margin_seconds <= 100.0);
     CHECK(r.steps == r.plan->total_steps);
     CHECK(run.trainer.state().last_lr == 0.0);
     // The warmup is unchanged and the cosine starts from base right after it.
@@ -376,18 +392,35 @@ TEST_CASE("trainer budget: resume keeps the plan; interrupted runs give the bits
     o.budget = train::TimeBudget{.seconds = 60, .reserve = 5.0};
     return o;
   };
-  TempDir a("resume_a");
-  Run straight(options(a.path, -1));
-  const auto ra = straight.trainer.fit(straight.loader);
-  REQUIRE(ra.plan.has_value());
-  const auto want = straight.model.snapshot();
-  // 4 steps per epoch (2 + 2 + 2 + 1 batches of 0.5 s): median 1 s/step; E = 5 epochs * 3.5 s =
-  // 17.5; A = 60 - 17.5 - 5 - 1.2 = 36.3 -> 36 more steps.
-  CHECK(ra.plan->seconds_per_step == 1.0);
-  CHECK(ra.plan->total_steps == 56);
-  CHECK(ra.steps == 56);
-  for (const std::vector<std::int64_t>& stops : {std::vector<std::int64_t>{21}, {30}, {24, 41}, {55}}) {
+  // Two uninterrupted runs: the probe's plan kept, and refined after the warmup (the default).
+  // 4 steps per epoch (2 + 2 + 2 + 1 batches of 0.5 s): the probe's median 1 s/step; E = 5
+  // epochs * 3.5 s = 17.5; A = 60 - 17.5 - 5 - 1.2 = 36.3 -> 36 more steps, warmup 4 (to step
+  // 24). At step 24 the mean of steps 21..23 (1, 0.5, 1 s) is 5/6 s: 63 steps in all.
+  TempDir a_plain("resume_a_plain"), a_refined("resume_a_refined");
+  auto plain_options = [&](const fs::path& d, std::int64_t stop) {
+    auto o = options(d, stop);
+    o.budget->refine_after_warmup = false;
+    return o;
+  };
+  Run plain(plain_options(a_plain.path, -1)), refined(options(a_refined.path, -1));
+  const auto rp = plain.trainer.fit(plain.loader), rr = refined.trainer.fit(refined.loader);
+  REQUIRE((rp.plan.has_value() && rr.plan.has_value()));
+  CHECK(rp.plan->seconds_per_step == 1.0);
+  CHECK(rp.plan->total_steps == 56);
+  CHECK(rp.steps == 56);
+  CHECK(rr.plan->seconds_per_step == doctest::Approx(5.0 / 6.0).epsilon(1e-12));
+  CHECK(rr.plan->total_steps == 63);
+  CHECK(rr.steps == 63);
+  // Interrupted at these steps and resumed: a run stopped before its refinement (step 24)
+  // follows the probe's plan from then on (bits of `plain`), one stopped after it the refined
+  // plan (bits of `refined`).
+  for (const std::vector<std::int64_t>& stops : {std::vector<std::int64_t>{21}, {24, 41}, {30}, {55}}) {
     CAPTURE(stops.front());
+    const bool before_refining = stops.front() <= 24;
+    Run& straight = before_refining ? plain : refined;
+    const fs::path& a = before_refining ? a_plain.path : a_refined.path;
+    const std::int64_t total = before_refining ? 56 : 63;
+    const auto want = straight.model.snapshot();
     TempDir b("resume_b");
     for (const auto k : stops) {
       Run part(options(b.path, k), 0.5);
@@ -396,23 +429,23 @@ TEST_CASE("trainer budget: resume keeps the plan; interrupted runs give the bits
       CHECK(r.stopped_by_limit);
       CHECK(r.steps == k);
       REQUIRE(r.plan.has_value());
-      CHECK(r.plan->total_steps == 56);
+      CHECK(r.plan->total_steps == (k <= 24 ? 56 : total));
     }
     // A slower clock after the resume: a re-plan would take fewer steps; the saved plan does not.
     Run rest(options(b.path, -1), 5.0);
     REQUIRE(rest.trainer.resume());
     REQUIRE(rest.trainer.plan().has_value());
-    CHECK(rest.trainer.plan()->total_steps == 56);
+    CHECK(rest.trainer.plan()->total_steps == total);
     const auto r = rest.trainer.fit(rest.loader);
     CHECK(r.stopped_by_plan);
-    CHECK(r.steps == 56);
-    for (std::int64_t k = 0; k < 56; ++k) REQUIRE(rest.trainer.lr_at(k) == straight.trainer.lr_at(k));
+    CHECK(r.steps == total);
+    for (std::int64_t k = 0; k < total; ++k) REQUIRE(rest.trainer.lr_at(k) == straight.trainer.lr_at(k));
     const auto got = rest.model.snapshot();
     REQUIRE(got.size() == want.size());
     std::size_t differing = 0;
     for (std::size_t i = 0; i < got.size(); ++i) differing += got[i] != want[i];
     CHECK_MESSAGE(differing == 0, differing, " of ", got.size(), " values differ from the uninterrupted run");
-    CHECK(io::read_file(b.path / "last" / "optimizer.safetensors") == io::read_file(a.path / "last" / "optimizer.safetensors"));
+    CHECK(io::read_file(b.path / "last" / "optimizer.safetensors") == io::read_file(a / "last" / "optimizer.safetensors"));
   }
 }
 

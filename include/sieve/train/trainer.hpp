@@ -530,7 +530,7 @@ class Trainer {
     }
   }
 
-  /// At the end of the warmup: the total planned again from the warmup's step times (median,
+  /// At the end of the warmup: the total planned again from the warmup's step times (mean,
   /// the first left out) and the validation and save measured so far; probe and warmup kept.
   /// `spent`: seconds of this fit() call so far (the budget's clock).
   void refine_plan(const std::vector<double>& step_seconds, std::int64_t nb, double spent) {
@@ -543,7 +543,7 @@ class Trainer {
       in.elapsed = spent;
       in.reserve = old.reserve_seconds;
       in.margin = old.margin_seconds;
-      in.seconds_per_step = probe_seconds_per_step(step_seconds);
+      in.seconds_per_step = mean_seconds_per_step(step_seconds);
       in.steps_done = st_.step;
       in.min_steps = std::max<std::int64_t>(2, o_.budget->min_steps);
       in.steps_per_epoch = (nb + o_.accum_steps - 1) / o_.accum_steps;
