@@ -10,18 +10,14 @@ Usage: /usr/bin/python3 benchmarks/torch_resnet50.py [CASE ...] [--channels-last
 """
 
 import argparse
-import resource
-import time
 
 import torch
 import torchvision
 
+from torch_timing import time_steps  # beside this script (its folder is on sys.path)
+
 CASES = ["eval/224/16", "eval/64/64", "eval/32/64", "train/224/16", "train/64/64", "train/32/64"]
 
-
-def peak_rss_mib():
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(case, channels_last, min_time, rss):
@@ -49,19 +45,7 @@ def run(case, channels_last, min_time, rss):
         loss.backward()
         opt.step()
 
-    step()  # warm-up, as the C++ benchmark; also creates AdamW's moment buffers
-    n, start = 0, time.perf_counter()
-    while True:
-        step()
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            break
-    ms = 1000 * elapsed / n
-    line = f"{case:14s} {ms:10.1f} ms/iter {batch * n / elapsed:9.2f} images/s ({n} iterations)"
-    if rss:
-        line += f" peak RSS {peak_rss_mib():.0f} MiB"
-    print(line, flush=True)
+    time_steps(case, step, batch, min_time, rss, width=14)
 
 
 def main():

@@ -14,13 +14,13 @@ Usage: /usr/bin/python3 benchmarks/torch_small.py [CASE ...] [--channels-last] [
 """
 
 import argparse
-import resource
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock
+
+from torch_timing import time_steps  # beside this script (its folder is on sys.path)
 
 NETS = {  # name: (kind, blocks, width) as bench_small.cpp's kNets
     "poolnetw16": ("pool", [1, 1, 1], 16), "poolnetw24": ("pool", [1, 1, 1], 24),
@@ -73,9 +73,6 @@ def cases():
     return out
 
 
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
 
 def run(case, channels_last, min_time, rss):
     mode, net, shape, batch = case.split("/")
@@ -103,19 +100,7 @@ def run(case, channels_last, min_time, rss):
         loss.backward()
         opt.step()
 
-    step()  # warm-up, as the C++ benchmark; also creates the momentum buffers
-    n, start = 0, time.perf_counter()
-    while True:
-        step()
-        n += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            break
-    ms = 1000 * elapsed / n
-    line = f"{case:28s} {ms:10.1f} ms/iter {batch * n / elapsed:9.2f} images/s ({n} iterations)"
-    if rss:
-        line += f" peak RSS {peak_rss_mib():.0f} MiB"
-    print(line, flush=True)
+    time_steps(case, step, batch, min_time, rss, width=28)
 
 
 def main():
