@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "sieve/core/check.hpp"
+#include "sieve/io/detail/text.hpp"
 #include "sieve/io/file.hpp"
 
 namespace sieve::io {
@@ -61,28 +62,6 @@ struct CsvCursor {
     fail(source, ":", line, ":", col, ": ", what);
   }
 };
-
-/// Length of the valid UTF-8 sequence starting at s[i], or 0 if invalid (overlong forms,
-/// surrogates and code points above U+10FFFF are invalid).
-inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
-  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const unsigned char c = b(0);
-  if (c < 0x80) return 1;
-  std::size_t n;
-  std::uint32_t cp;
-  if ((c & 0xE0) == 0xC0) n = 2, cp = c & 0x1F;
-  else if ((c & 0xF0) == 0xE0) n = 3, cp = c & 0x0F;
-  else if ((c & 0xF8) == 0xF0) n = 4, cp = c & 0x07;
-  else return 0;
-  if (i + n > s.size()) return 0;
-  for (std::size_t k = 1; k < n; ++k) {
-    if ((b(k) & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (b(k) & 0x3F);
-  }
-  static constexpr std::uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
-}
 
 /// Check encoding, control bytes and line lengths in one pass.
 inline void csv_prescan(const CsvCursor& cur, std::size_t start, const CsvLimits& lim) {
