@@ -84,7 +84,7 @@ TEST_CASE("every structural problem is reported with its file and line") {
   CHECK(mentions(r.errors, "train.csv:4: id contains a path separator"));
   CHECK(mentions(r.errors, "train.csv:5: label -1 is reserved"));
   CHECK(mentions(r.errors, "train.csv:6: no image file train/missing"));
-  CHECK(mentions(r.errors, "train.csv:7: empty label"));
+  CHECK(mentions(r.errors, "train.csv:7: label '' is empty"));
   CHECK(mentions(r.errors, "orphan.jpg: image file has no row in train.csv"));
   CHECK(mentions(r.errors, "t2.png"));  // undecodable, named
   CHECK(mentions(r.warnings, "single class"));
@@ -106,4 +106,44 @@ TEST_CASE("missing pieces and hostile CSVs give errors, not crashes") {
   d.png("train/a.png");
   d.text("sample_submission.csv", "id,predictions\nghost,-1\n");
   CHECK(mentions(validate_data_folder(d.path).errors, "sample_submission.csv:2: no image file test/ghost"));
+}
+
+TEST_CASE("labels and ids a submission cannot hold are refused when the folder is read, naming file and row") {
+  TempDir d("rules");
+  d.text("train.csv", "id,label\na,golden retriever\nb,cat\nc,\"x\ty\"\n");
+  for (auto id : {"a", "b", "c"}) d.png(std::string("train/") + id + ".png");
+  d.png("test/t1.png");
+  sieve::io::write_png(d.path / "test" / "t\xff.png", sieve::Image(4, 5, 7));  // not UTF-8: no submission id
+
+  const auto r = validate_data_folder(d.path);
+  CHECK(mentions(r.errors, "train.csv:2: label 'golden retriever' contains a space"));
+  CHECK(mentions(r.errors, "train.csv:4: label 'x\\x09y' contains a tab"));
+  CHECK(mentions(r.errors, "t\\xff.png: id is not valid UTF-8 (byte 1)"));
+  CHECK(r.errors.size() == 3);
+  // train and predict open the folder the same way: refused before any work.
+  CHECK_THROWS_WITH_AS(open_data_folder(d.path), doctest::Contains("train.csv:2: label 'golden retriever'"),
+                       sieve::Error);
+}
+
+TEST_CASE("near-duplicate labels are named with a line of each") {
+  using sieve::io::detail::label_fold_key;
+  CHECK(label_fold_key("Cat") == "cat");
+  CHECK(label_fold_key("007") == "7");
+  CHECK(label_fold_key("-007") == "-7");
+  CHECK(label_fold_key("0") == "0");
+  CHECK(label_fold_key("000") == "0");
+  CHECK(label_fold_key("007a") == "007a");                     // not an integer: zeros kept
+  CHECK(label_fold_key("caf\xC3\xA9") == "cafe");              // NFC e-acute
+  CHECK(label_fold_key("cafe\xCC\x81") == "cafe");             // NFD e + combining acute
+  CHECK(label_fold_key("\xC3\x97") == "\xC3\x97");             // the multiplication sign is no letter
+
+  TempDir d("near");
+  d.text("train.csv", "id,label\na,cat\nb,1\nc,Cat\nd,01\ne,dog\n");
+  for (auto id : {"a", "b", "c", "d", "e"}) d.png(std::string("train/") + id + ".png");
+  d.png("test/t1.png");
+  const auto r = validate_data_folder(d.path);
+  CHECK(r.ok());  // a warning, not an error: they may really be two classes
+  CHECK(mentions(r.warnings, "train.csv: labels 'Cat' (line 4) and 'cat' (line 2) differ only in case"));
+  CHECK(mentions(r.warnings, "labels '01' (line 5) and '1' (line 3)"));
+  CHECK(r.warnings.size() == 2);
 }

@@ -175,9 +175,42 @@ TEST_CASE("submission: atomic write, read back, align and score") {
       sieve::io::write_submission(dir / "s.csv", std::vector<SubmissionRow>{{"x", {"a"}}, {"x", {"b"}}}),
       doctest::Contains("duplicate id"), sieve::Error);
   CHECK_THROWS_WITH_AS(sieve::io::write_submission(dir / "s.csv", std::vector<SubmissionRow>{{"x", {"a b"}}}),
-                       doctest::Contains("holds whitespace"), sieve::Error);
+                       doctest::Contains("row 0 (id 'x'): label 1 'a b' contains a space"), sieve::Error);
   CHECK(sieve::io::read_submission(dir / "s.csv").size() == 3);
   fs::remove_all(dir);
+}
+
+TEST_CASE("submission: one rule for ids and labels, and the writer names the row and the value") {
+  using sieve::io::label_problem;
+  using sieve::io::submission_id_problem;
+  CHECK(label_problem("golden_retriever").empty());
+  CHECK(label_problem("-1").empty());
+  CHECK(label_problem("\xC3\xA9t\xC3\xA9").empty());  // UTF-8 is fine
+  CHECK(label_problem("") == "is empty");
+  CHECK(label_problem("golden retriever").rfind("contains a space", 0) == 0);
+  CHECK(label_problem("a\tb").rfind("contains a tab", 0) == 0);
+  CHECK(label_problem("a\xff") == "is not valid UTF-8 (byte 1)");
+  CHECK(submission_id_problem("img 1,\"x\"").empty());  // the CSV writer quotes these
+  CHECK(submission_id_problem("") == "is empty");
+  CHECK(submission_id_problem("t\xff.x") == "is not valid UTF-8 (byte 1)");
+  CHECK(submission_id_problem("a\nb") == "contains a control character");
+  // The writer reports the row, the id (escaped) and the label instead of a CSV-level error.
+  const auto error_of = [](std::vector<SubmissionRow> rows) {
+    try {
+      (void)sieve::io::format_submission(rows);
+    } catch (const sieve::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK(error_of({{"a", {"x"}}, {"t\xff", {"x"}}}) ==
+        "submission writer: 1 problem:\n  row 1 (id 't\\xff'): id is not valid UTF-8 (byte 1)");
+  CHECK(error_of({{"a", {"golden retriever"}}}).find("row 0 (id 'a'): label 1 'golden retriever' contains a space") !=
+        std::string::npos);
+  // Readers apply the same rule.
+  CHECK(sub_error("id,predictions\na,x\xff\n").rfind("s.csv:2:", 0) == 0);  // the CSV layer refuses it first
+  CHECK_THROWS_WITH_AS(sieve::io::parse_solution("id,label\na,\"b c\"\n", "sol.csv"),
+                       doctest::Contains("line 2: label 'b c' contains a space"), sieve::Error);
 }
 
 TEST_CASE("submission: malformed files give line-numbered errors") {

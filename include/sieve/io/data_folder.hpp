@@ -1,12 +1,14 @@
 #pragma once
 /// The Kaggle-style data folder of the retrieval-with-distractors task:
 ///
-///   DATA/train.csv              id,label          (label: any string or integer; never -1)
+///   DATA/train.csv              id,label          (label: text without spaces (label_problem); never -1)
 ///   DATA/train/<id>.<jpg|png>
 ///   DATA/test/<id>.<jpg|png>
 ///   DATA/sample_submission.csv  id,predictions    (optional: defines the test ids and order)
 ///   DATA/outside/*.<jpg|png>    optional distractor images (validation, training negatives)
 ///
+/// Ids and labels obey the submission's rules (submission_id_problem, label_problem in
+/// submission.hpp): whatever a submission could not hold is refused here, before training.
 /// open_data_folder() reads the structure strictly and fast (no pixel is decoded);
 /// validate_data_folder() checks everything, decodes every image and reports all problems.
 
@@ -27,7 +29,9 @@
 #include "sieve/core/check.hpp"
 #include "sieve/io/csv.hpp"
 #include "sieve/io/dataset.hpp"
+#include "sieve/io/detail/text.hpp"
 #include "sieve/io/image.hpp"
+#include "sieve/io/submission.hpp"
 
 namespace sieve::io {
 
@@ -51,17 +55,45 @@ struct DataFolder {
 
 namespace detail {
 
-/// Why an id cannot be used as a file name, or empty when it can.
+/// Why an id cannot be used as a file name and a submission id, or empty when it can.
 inline std::string unsafe_id_reason(std::string_view id) {
-  if (id.empty()) return "empty id";
+  if (const auto why = submission_id_problem(id); !why.empty()) return "id " + why;
   if (id.size() > 200) return "id longer than 200 bytes";
   if (id == "." || id == "..") return "id is '.' or '..'";
   if (id.find_first_of("/\\") != std::string_view::npos) return "id contains a path separator";
   if (id.find("..") != std::string_view::npos) return "id contains '..'";
   if (id.front() == '.' || id.front() == '-') return "id starts with '.' or '-'";
-  for (char c : id)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return "id contains a control character";
   return {};
+}
+
+/// The key under which labels count as near-duplicates: ASCII case folded, Latin-1 accented
+/// letters and combining accents (U+0300-U+036F) reduced to their base letter, so NFC and NFD
+/// spellings meet, and leading zeros of an integer dropped. (Whitespace needs no folding: a
+/// label holding any is refused outright, see label_problem.)
+inline std::string label_fold_key(std::string_view label) {
+  // U+00C0..U+00FF -> base letter, '*' = keep as is.
+  static constexpr std::string_view latin1 = "aaaaaaaceeeeiiiidnooooo*ouuuuy**aaaaaaaceeeeiiiidnooooo*ouuuuy*y";
+  static_assert(latin1.size() == 64);
+  std::string k;
+  for (std::size_t i = 0; i < label.size(); ++i) {
+    const auto c = static_cast<unsigned char>(label[i]);
+    const auto next = i + 1 < label.size() ? static_cast<unsigned char>(label[i + 1]) : 0u;
+    if ((c == 0xCC && next >= 0x80 && next <= 0xBF) || (c == 0xCD && next >= 0x80 && next <= 0xAF)) {
+      ++i;  // a combining accent: dropped
+    } else if (c == 0xC3 && next >= 0x80 && next <= 0xBF && latin1[next - 0x80] != '*') {
+      k += latin1[next - 0x80];
+      ++i;
+    } else {
+      k += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : static_cast<char>(c);
+    }
+  }
+  const std::size_t sign = !k.empty() && (k[0] == '-' || k[0] == '+') ? 1 : 0;
+  const bool integer = k.size() > sign && k.find_first_not_of("0123456789", sign) == std::string::npos;
+  if (integer) {
+    const std::size_t nz = std::min(k.find_first_not_of('0', sign), k.size() - 1);
+    k.erase(sign, nz - sign);
+  }
+  return k;
 }
 
 inline bool is_image_extension(std::string ext) {
@@ -80,11 +112,11 @@ inline std::map<std::string, std::filesystem::path> list_images(const std::files
     if (!e.is_regular_file(ec)) continue;
     const auto& p = e.path();
     if (!is_image_extension(p.extension().string())) {
-      if (others && p.filename().string().front() != '.') others->push_back(p.filename().string());
+      if (others && p.filename().string().front() != '.') others->push_back(printable(p.filename().string()));
       continue;
     }
     const auto [it, fresh] = out.emplace(p.stem().string(), p);
-    if (!fresh && dupes) dupes->push_back(p.stem().string());
+    if (!fresh && dupes) dupes->push_back(printable(p.stem().string()));
   }
   if (ec) fail(dir.string(), ": cannot list: ", ec.message());
   return out;
@@ -132,6 +164,7 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
   if (!fs::is_directory(root / "train", ec)) error((root / "train").string(), ": missing directory");
   std::vector<std::pair<std::string, std::string>> rows;  // id, label
   std::set<std::string> labels;
+  std::map<std::string, std::size_t> label_line;  // first line of each label
   try {
     const auto t = read_csv_table(train_csv);
     const bool header_ok = t.header.size() == 2 && t.header[0] == "id" && t.header[1] == "label";
@@ -144,19 +177,20 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
         const auto& label = r.fields[1];
         const std::string where = str(train_csv.string(), ":", r.line, ": ");
         if (const auto why = unsafe_id_reason(id); !why.empty()) {
-          error(where, why, " ('", id, "')");
+          error(where, why, " ('", printable(id), "')");
           continue;
         }
-        if (label.empty()) {
-          error(where, "empty label for id '", id, "'");
+        // Seen before the label checks: a row with a bad label still accounts for its image.
+        if (const auto [it, fresh] = seen.emplace(id, r.line); !fresh) {
+          error(where, "duplicate id '", id, "' (first on line ", it->second, ")");
+          continue;
+        }
+        if (const auto why = label_problem(label); !why.empty()) {
+          error(where, "label '", printable(label), "' ", why, " (id '", id, "')");
           continue;
         }
         if (label == distractor_label) {
           error(where, "label -1 is reserved for distractors (id '", id, "'); put such images in outside/");
-          continue;
-        }
-        if (const auto [it, fresh] = seen.emplace(id, r.line); !fresh) {
-          error(where, "duplicate id '", id, "' (first on line ", it->second, ")");
           continue;
         }
         if (!train_files.count(id)) {
@@ -165,9 +199,18 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
         }
         rows.emplace_back(id, label);
         labels.insert(label);
+        label_line.emplace(label, r.line);
       }
       for (const auto& [stem, path] : train_files)
-        if (!seen.count(stem)) error(path.string(), ": image file has no row in train.csv");
+        if (!seen.count(stem)) error(printable(path.string()), ": image file has no row in train.csv");
+      // Near-duplicate labels become separate classes: name each pair with a line of each.
+      std::map<std::string, std::vector<std::string>> by_key;
+      for (const auto& [label, line] : label_line) by_key[label_fold_key(label)].push_back(label);
+      for (const auto& [key, group] : by_key)
+        for (std::size_t i = 1; i < group.size(); ++i)
+          warn(train_csv.string(), ": labels '", group[0], "' (line ", label_line.at(group[0]), ") and '", group[i],
+               "' (line ", label_line.at(group[i]), ") differ only in case, accents or leading zeros; they are ",
+               "two classes");
       if (t.rows.empty()) error(train_csv.string(), ": no rows");
     }
   } catch (const Error& e) {
@@ -197,7 +240,7 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
           const auto& id = r.fields[0];
           const std::string where = str(sample.string(), ":", r.line, ": ");
           if (const auto why = unsafe_id_reason(id); !why.empty()) {
-            error(where, why, " ('", id, "')");
+            error(where, why, " ('", printable(id), "')");
             continue;
           }
           if (const auto [it, fresh] = seen.emplace(id, r.line); !fresh) {
@@ -211,7 +254,7 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
           s.folder.test.push_back({id, test_files.at(id), {}});
         }
         for (const auto& [stem, path] : test_files)
-          if (!seen.count(stem)) warn(path.string(), ": test image not listed in sample_submission.csv (ignored)");
+          if (!seen.count(stem)) warn(printable(path.string()), ": test image not listed in sample_submission.csv (ignored)");
       }
     } catch (const Error& e) {
       error(e.what());
@@ -219,7 +262,7 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
   } else {
     for (const auto& [stem, path] : test_files) {
       if (const auto why = unsafe_id_reason(stem); !why.empty()) {
-        error(path.string(), ": ", why);
+        error(printable(path.string()), ": ", why);
         continue;
       }
       s.folder.test.push_back({stem, path, {}});

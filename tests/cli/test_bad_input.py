@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""Bad inputs are named before any work starts (issue 22), by validate and by the command that
+would otherwise fail late, hang or pay gigabytes:
+- a label a submission cannot hold (`golden retriever`): validate names train.csv and the row,
+  train refuses before creating its run folder;
+- a test file name that is not UTF-8: validate names it (escaped), predict refuses before
+  embedding anything.
+
+Usage: test_bad_input.py SIEVE_EXE SOURCE_ROOT   (needs numpy and PIL; about 15 s)
+"""
+import os
+import shutil
+import sys
+import tempfile
+
+EXE, ROOT = os.path.abspath(sys.argv[1]), sys.argv[2]
+try:
+    import numpy as np
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from cli_util import make_shapes_folder, run_sieve  # noqa: E402
+except ImportError as e:
+    print(f"SKIP: {e}")
+    sys.exit(77)
+
+failures = []
+TINY = ["--recipe", "seed", "--arch", "tiny", "--image-size", "32", "--fit", "pad", "--epochs", "1", "--batch", "8",
+        "--augment", "none", "--workers", "1", "--threads", "1", "--quiet"]
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, flush=True)
+    return cond
+
+
+def sieve(*args, timeout=120):
+    return run_sieve(EXE, *args, timeout=timeout)
+
+
+def copy_data(src, name):
+    dst = os.path.join(tmp, name)
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def refused(args, *needles, rc_wanted=1):
+    """Runs sieve; checks it exits rc_wanted with every needle in stdout+stderr."""
+    rc, out, err = sieve(*args)
+    text = out + err
+    ok = rc == rc_wanted and all(n in text for n in needles)
+    check(ok, f"{' '.join(args)}: exit {rc}, wanted {rc_wanted} naming {needles}:\n{text[-1500:]}")
+    return text
+
+
+tmp = tempfile.mkdtemp(prefix="sieve_bad_input_")
+try:
+    data = os.path.join(tmp, "data")
+    make_shapes_folder(data, np.random.default_rng(3), n_train=6, n_outside=4, n_test_per=2)
+    run = os.path.join(tmp, "run")
+    rc, out, err = sieve("train", "--data", data, "--out", run, *TINY, timeout=300)
+    if not check(rc == 0, f"training the tiny run failed: rc={rc}\n{out}\n{err}"):
+        raise SystemExit(1)
+
+    # One rule for labels: a space is refused at the start, naming the file and the row.
+    spaced = copy_data(data, "spaced")
+    lines = open(os.path.join(spaced, "train.csv")).read().splitlines()
+    lines[3] = lines[3].split(",")[0] + ",golden retriever"
+    open(os.path.join(spaced, "train.csv"), "w").write("\n".join(lines) + "\n")
+    needle = "train.csv:4: label 'golden retriever' contains a space"
+    refused(["validate", "--data", spaced], needle)
+    spaced_run = os.path.join(tmp, "spaced_run")
+    refused(["train", "--data", spaced, "--out", spaced_run, *TINY], needle)
+    check(not os.path.exists(spaced_run) or not os.listdir(spaced_run), "a refused train leaves no run folder")
+
+    # A test file name that is not UTF-8 cannot be a submission id: named before predict embeds.
+    latin = copy_data(data, "latin1")
+    os.remove(os.path.join(latin, "sample_submission.csv"))  # test ids from the file names
+    shutil.copy(os.path.join(latin, "test", "q000.png"), os.fsencode(os.path.join(latin, "test")) + b"/caf\xe9.png")
+    needle = "caf\\xe9.png: id is not valid UTF-8 (byte 3)"
+    refused(["validate", "--data", latin], needle)
+    sub = os.path.join(tmp, "latin1.csv")
+    refused(["predict", "--run", run, "--data", latin, "--out", sub, "--workers", "1", "--quiet"], needle)
+    check(not os.path.exists(sub), "a refused predict writes no submission")
+finally:
+    if not os.environ.get("SIEVE_KEEP_TMP"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+if failures:
+    print(f"FAIL: {len(failures)} problem(s)")
+    sys.exit(1)
+print("bad input: ok")
