@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
 
@@ -146,4 +147,29 @@ TEST_CASE("near-duplicate labels are named with a line of each") {
   CHECK(mentions(r.warnings, "train.csv: labels 'Cat' (line 4) and 'cat' (line 2) differ only in case"));
   CHECK(mentions(r.warnings, "labels '01' (line 5) and '1' (line 3)"));
   CHECK(r.warnings.size() == 2);
+}
+
+TEST_CASE("one pass names every problem: CSV syntax, rows, files and images together") {
+  TempDir d("onepass");
+  // Line 3 is ragged, line 4 holds invalid UTF-8, line 5 a stray quote; the rest still count.
+  d.text("train.csv", "id,label\na,cat\nb,dog,extra\nc,\xff\nd,x\"y\na,cat\nghost,dog\ne,dog\n");
+  for (auto id : {"a", "b", "c", "d", "e"}) d.png(std::string("train/") + id + ".png");
+  d.text("test/t1.png", "not a png");
+  d.png("train/orphan.png");
+
+  const auto r = validate_data_folder(d.path);
+  CHECK(mentions(r.errors, "train.csv:3: 3 fields but the header has 2"));
+  CHECK(mentions(r.errors, "train.csv:4:3: invalid UTF-8"));
+  CHECK(mentions(r.errors, "train.csv:5:4: quote inside an unquoted field"));
+  CHECK(mentions(r.errors, "train.csv:6: duplicate id 'a' (first on line 2)"));
+  CHECK(mentions(r.errors, "train.csv:7: no image file train/ghost"));
+  CHECK(mentions(r.errors, "orphan.png: image file has no row in train.csv"));
+  CHECK(mentions(r.errors, "t1.png"));
+  REQUIRE(r.error_kinds.size() == r.errors.size());
+  using sieve::io::ProblemKind;
+  CHECK(std::count(r.error_kinds.begin(), r.error_kinds.end(), ProblemKind::csv) == 3);
+  CHECK(std::count(r.error_kinds.begin(), r.error_kinds.end(), ProblemKind::image) == 1);
+  // b, c and d have image files but lost their rows to the syntax problems: named as well.
+  CHECK(r.errors.size() == 3 + 1 + 1 + 4 + 1);
+  CHECK(r.folder.train.size() == 2);  // a and e
 }

@@ -35,6 +35,20 @@
 
 namespace sieve::io {
 
+/// What a data-folder problem is about, so a report can list a few of each kind.
+enum class ProblemKind { csv, id, file, image };
+
+/// Plural noun of a kind, for "... and 12 more image problems".
+inline const char* problem_kind_name(ProblemKind k) {
+  switch (k) {
+    case ProblemKind::csv: return "CSV";
+    case ProblemKind::id: return "id and label";
+    case ProblemKind::file: return "file";
+    case ProblemKind::image: return "image";
+  }
+  return "other";
+}
+
 /// The distractor label of submissions and solutions.
 inline constexpr std::string_view distractor_label = "-1";
 
@@ -140,6 +154,7 @@ inline std::vector<std::string> order_classes(std::set<std::string> labels) {
 struct FolderScan {
   DataFolder folder;
   std::vector<std::string> errors;
+  std::vector<ProblemKind> error_kinds;  // error_kinds[i] is errors[i]'s
   std::vector<std::string> warnings;
 };
 
@@ -147,12 +162,22 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
   namespace fs = std::filesystem;
   FolderScan s;
   s.folder.root = root;
-  auto error = [&](auto&&... parts) { s.errors.push_back(str(parts...)); };
+  auto error = [&](ProblemKind kind, auto&&... parts) {
+    s.errors.push_back(str(parts...));
+    s.error_kinds.push_back(kind);
+  };
+  // A CSV's syntax problems are all reported, and its sound rows still checked.
+  auto read_csv = [&](const fs::path& path) {
+    std::vector<std::string> problems;
+    auto t = read_csv_table_lenient(path, problems);
+    for (auto& p : problems) error(ProblemKind::csv, std::move(p));
+    return t;
+  };
   auto warn = [&](auto&&... parts) { s.warnings.push_back(str(parts...)); };
 
   std::error_code ec;
   if (!fs::is_directory(root, ec)) {
-    error(root.string(), ": not a directory");
+    error(ProblemKind::file, root.string(), ": not a directory");
     return s;
   }
 
@@ -160,16 +185,18 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
   const fs::path train_csv = root / "train.csv";
   std::vector<std::string> dupes, others;
   const auto train_files = list_images(root / "train", &dupes, &others);
-  for (const auto& d : dupes) error(str((root / "train").string(), ": two image files for id '", d, "'"));
-  if (!fs::is_directory(root / "train", ec)) error((root / "train").string(), ": missing directory");
+  for (const auto& d : dupes) error(ProblemKind::file, str((root / "train").string(), ": two image files for id '", d, "'"));
+  if (!fs::is_directory(root / "train", ec)) error(ProblemKind::file, (root / "train").string(), ": missing directory");
   std::vector<std::pair<std::string, std::string>> rows;  // id, label
   std::set<std::string> labels;
   std::map<std::string, std::size_t> label_line;  // first line of each label
   try {
-    const auto t = read_csv_table(train_csv);
+    const auto t = read_csv(train_csv);
     const bool header_ok = t.header.size() == 2 && t.header[0] == "id" && t.header[1] == "label";
-    if (!header_ok) {
-      error(train_csv.string(), ":1: header must be 'id,label'");
+    if (t.header.empty()) {
+      // an empty file, already reported
+    } else if (!header_ok) {
+      error(ProblemKind::csv, train_csv.string(), ":1: header must be 'id,label'");
     } else {
       std::unordered_map<std::string, std::size_t> seen;
       for (const auto& r : t.rows) {
@@ -177,24 +204,24 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
         const auto& label = r.fields[1];
         const std::string where = str(train_csv.string(), ":", r.line, ": ");
         if (const auto why = unsafe_id_reason(id); !why.empty()) {
-          error(where, why, " ('", printable(id), "')");
+          error(ProblemKind::id, where, why, " ('", printable(id), "')");
           continue;
         }
         // Seen before the label checks: a row with a bad label still accounts for its image.
         if (const auto [it, fresh] = seen.emplace(id, r.line); !fresh) {
-          error(where, "duplicate id '", id, "' (first on line ", it->second, ")");
+          error(ProblemKind::id, where, "duplicate id '", id, "' (first on line ", it->second, ")");
           continue;
         }
         if (const auto why = label_problem(label); !why.empty()) {
-          error(where, "label '", printable(label), "' ", why, " (id '", id, "')");
+          error(ProblemKind::id, where, "label '", printable(label), "' ", why, " (id '", id, "')");
           continue;
         }
         if (label == distractor_label) {
-          error(where, "label -1 is reserved for distractors (id '", id, "'); put such images in outside/");
+          error(ProblemKind::id, where, "label -1 is reserved for distractors (id '", id, "'); put such images in outside/");
           continue;
         }
         if (!train_files.count(id)) {
-          error(where, "no image file train/", id, ".png|.jpg for id '", id, "'");
+          error(ProblemKind::file, where, "no image file train/", id, ".png|.jpg for id '", id, "'");
           continue;
         }
         rows.emplace_back(id, label);
@@ -202,7 +229,7 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
         label_line.emplace(label, r.line);
       }
       for (const auto& [stem, path] : train_files)
-        if (!seen.count(stem)) error(printable(path.string()), ": image file has no row in train.csv");
+        if (!seen.count(stem)) error(ProblemKind::file, printable(path.string()), ": image file has no row in train.csv");
       // Near-duplicate labels become separate classes: name each pair with a line of each.
       std::map<std::string, std::vector<std::string>> by_key;
       for (const auto& [label, line] : label_line) by_key[label_fold_key(label)].push_back(label);
@@ -211,10 +238,10 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
           warn(train_csv.string(), ": labels '", group[0], "' (line ", label_line.at(group[0]), ") and '", group[i],
                "' (line ", label_line.at(group[i]), ") differ only in case, accents or leading zeros; they are ",
                "two classes");
-      if (t.rows.empty()) error(train_csv.string(), ": no rows");
+      if (t.rows.empty()) error(ProblemKind::csv, train_csv.string(), ": no rows");
     }
   } catch (const Error& e) {
-    error(e.what());
+    error(ProblemKind::csv, e.what());
   }
   s.folder.classes = order_classes(labels);
   std::unordered_map<std::string, std::int32_t> class_of;
@@ -224,31 +251,33 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
   // test/ and the optional sample_submission.csv.
   dupes.clear();
   const auto test_files = list_images(root / "test", &dupes, &others);
-  for (const auto& d : dupes) error((root / "test").string(), ": two image files for id '", d, "'");
+  for (const auto& d : dupes) error(ProblemKind::file, (root / "test").string(), ": two image files for id '", d, "'");
   if (!fs::is_directory(root / "test", ec)) {
-    if (require_test) error((root / "test").string(), ": missing directory");
+    if (require_test) error(ProblemKind::file, (root / "test").string(), ": missing directory");
   }
   const fs::path sample = root / "sample_submission.csv";
   if (fs::exists(sample, ec)) {
     try {
-      const auto t = read_csv_table(sample);
-      if (t.header.empty() || t.header[0] != "id") {
-        error(sample.string(), ":1: header must start with 'id'");
+      const auto t = read_csv(sample);
+      if (t.header.empty()) {
+        // an empty file, already reported
+      } else if (t.header[0] != "id") {
+        error(ProblemKind::csv, sample.string(), ":1: header must start with 'id'");
       } else {
         std::unordered_map<std::string, std::size_t> seen;
         for (const auto& r : t.rows) {
           const auto& id = r.fields[0];
           const std::string where = str(sample.string(), ":", r.line, ": ");
           if (const auto why = unsafe_id_reason(id); !why.empty()) {
-            error(where, why, " ('", printable(id), "')");
+            error(ProblemKind::id, where, why, " ('", printable(id), "')");
             continue;
           }
           if (const auto [it, fresh] = seen.emplace(id, r.line); !fresh) {
-            error(where, "duplicate id '", id, "' (first on line ", it->second, ")");
+            error(ProblemKind::id, where, "duplicate id '", id, "' (first on line ", it->second, ")");
             continue;
           }
           if (!test_files.count(id)) {
-            error(where, "no image file test/", id, ".png|.jpg for id '", id, "'");
+            error(ProblemKind::file, where, "no image file test/", id, ".png|.jpg for id '", id, "'");
             continue;
           }
           s.folder.test.push_back({id, test_files.at(id), {}});
@@ -257,19 +286,19 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
           if (!seen.count(stem)) warn(printable(path.string()), ": test image not listed in sample_submission.csv (ignored)");
       }
     } catch (const Error& e) {
-      error(e.what());
+      error(ProblemKind::csv, e.what());
     }
   } else {
     for (const auto& [stem, path] : test_files) {
       if (const auto why = unsafe_id_reason(stem); !why.empty()) {
-        error(printable(path.string()), ": ", why);
+        error(ProblemKind::id, printable(path.string()), ": ", why);
         continue;
       }
       s.folder.test.push_back({stem, path, {}});
     }
   }
   if (require_test && s.folder.test.empty() && fs::is_directory(root / "test", ec))
-    error((root / "test").string(), ": no test images");
+    error(ProblemKind::file, (root / "test").string(), ": no test images");
 
   // outside/: optional distractors.
   for (const auto& [stem, path] : list_images(root / "outside", nullptr, &others))
@@ -303,19 +332,21 @@ inline DataFolder open_data_folder(const std::filesystem::path& root, bool requi
 /// What validate_data_folder found.
 struct FolderReport {
   DataFolder folder;
-  std::vector<std::string> errors;
+  std::vector<std::string> errors;       ///< every problem, one line each, naming its file (and row)
+  std::vector<ProblemKind> error_kinds;  ///< error_kinds[i] is the kind of errors[i]
   std::vector<std::string> warnings;
   std::map<std::string, std::size_t> label_counts;  ///< train images per label
   bool ok() const { return errors.empty(); }
 };
 
-/// Check a data folder completely: its structure (as open_data_folder), then decode every image
-/// under `limits`, naming each undecodable or oversized file with the reason. Never throws for
-/// problems in the folder; `progress(done, total)` is called as images are checked.
+/// Check a data folder completely, in one pass: its structure (as open_data_folder; every CSV
+/// syntax problem, not just the first, with the sound rows still checked), then decode every
+/// image under `limits`, naming each undecodable or oversized file with the reason. Never throws
+/// for problems in the folder; `progress(done, total)` is called as images are checked.
 inline FolderReport validate_data_folder(const std::filesystem::path& root, const DecodeLimits& limits = {},
                                          const std::function<void(std::size_t, std::size_t)>& progress = {}) {
   auto s = detail::scan_data_folder(root, /*require_test*/ true);
-  FolderReport r{std::move(s.folder), std::move(s.errors), std::move(s.warnings), {}};
+  FolderReport r{std::move(s.folder), std::move(s.errors), std::move(s.error_kinds), std::move(s.warnings), {}};
   for (const auto& t : r.folder.train) ++r.label_counts[r.folder.classes[static_cast<std::size_t>(t.labels[0])]];
   const std::size_t total = r.folder.train.size() + r.folder.test.size() + r.folder.outside.size();
   std::size_t done = 0;
@@ -326,6 +357,7 @@ inline FolderReport validate_data_folder(const std::filesystem::path& root, cons
         read_image_into(smp.path, img, limits);
       } catch (const std::exception& e) {
         r.errors.push_back(e.what());
+        r.error_kinds.push_back(ProblemKind::image);
       }
       if (progress && (++done % 256 == 0 || done == total)) progress(done, total);
     }
