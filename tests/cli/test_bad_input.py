@@ -4,12 +4,15 @@ would otherwise fail late, hang or pay gigabytes:
 - a label a submission cannot hold (`golden retriever`): validate names train.csv and the row,
   train refuses before creating its run folder;
 - a test file name that is not UTF-8: validate names it (escaped), predict refuses before
-  embedding anything.
+  embedding anything;
+- a FIFO as train.csv or as a weights file: named at once (it used to hang every command);
+- a symbolic link from train/ to a file outside the data folder: refused, named by validate.
 
 Usage: test_bad_input.py SIEVE_EXE SOURCE_ROOT   (needs numpy and PIL; about 15 s)
 """
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -34,7 +37,7 @@ def check(cond, what):
     return cond
 
 
-def sieve(*args, timeout=120):
+def sieve(*args, timeout=60):
     return run_sieve(EXE, *args, timeout=timeout)
 
 
@@ -82,6 +85,33 @@ try:
     sub = os.path.join(tmp, "latin1.csv")
     refused(["predict", "--run", run, "--data", latin, "--out", sub, "--workers", "1", "--quiet"], needle)
     check(not os.path.exists(sub), "a refused predict writes no submission")
+
+    # A FIFO where a file is expected: named at once instead of waited on forever.
+    fifo = copy_data(data, "fifo")
+    os.remove(os.path.join(fifo, "train.csv"))
+    os.mkfifo(os.path.join(fifo, "train.csv"))
+    needle = "train.csv: not a regular file (a FIFO)"
+    for args in (["validate", "--data", fifo], ["train", "--data", fifo, "--out", os.path.join(tmp, "fifo_run"), *TINY]):
+        try:
+            refused(args, needle)
+        except subprocess.TimeoutExpired:
+            check(False, f"{args[0]} hangs on a FIFO train.csv")
+    weights_fifo = os.path.join(tmp, "weights.safetensors")
+    os.mkfifo(weights_fifo)
+    try:
+        refused(["inspect", weights_fifo], "weights.safetensors: not a regular file (a FIFO)")
+    except subprocess.TimeoutExpired:
+        check(False, "inspect hangs on a FIFO")
+
+    # A symbolic link from train/ to a file outside the data folder is refused and named.
+    linked = copy_data(data, "linked")
+    secret = os.path.join(tmp, "secret.png")
+    shutil.copy(os.path.join(data, "train", "t0_0.png"), secret)
+    os.remove(os.path.join(linked, "train", "t0_0.png"))
+    os.symlink(secret, os.path.join(linked, "train", "t0_0.png"))
+    needle = f"t0_0.png: symbolic link to {secret}, outside the data folder"
+    refused(["validate", "--data", linked], needle)
+    refused(["train", "--data", linked, "--out", os.path.join(tmp, "linked_run"), *TINY], needle)
 finally:
     if not os.environ.get("SIEVE_KEEP_TMP"):
         shutil.rmtree(tmp, ignore_errors=True)

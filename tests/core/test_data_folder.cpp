@@ -173,3 +173,27 @@ TEST_CASE("one pass names every problem: CSV syntax, rows, files and images toge
   CHECK(r.errors.size() == 3 + 1 + 1 + 4 + 1);
   CHECK(r.folder.train.size() == 2);  // a and e
 }
+
+TEST_CASE("a symbolic link leaving the data folder is refused and named; links inside it are fine") {
+  TempDir d("links");
+  TempDir elsewhere("links-elsewhere");
+  elsewhere.png("train/secret.png");
+  d.text("train.csv", "id,label\na,cat\nb,dog\nc,dog\n");
+  d.png("train/a.png");
+  fs::create_directories(d.path / "outside");
+  d.png("outside/o1.png");
+  fs::create_symlink(elsewhere.path / "train" / "secret.png", d.path / "train" / "b.png");  // leaves: refused
+  fs::create_symlink(d.path / "outside" / "o1.png", d.path / "train" / "c.png");            // stays inside: fine
+  fs::create_symlink(elsewhere.path / "train" / "secret.png", d.path / "test" / "t1.png");
+  d.png("test/t2.png");
+
+  const auto r = validate_data_folder(d.path.string() + "/");  // a trailing slash changes nothing
+  const std::string want = (d.path / "train" / "b.png").string() + ": symbolic link to " +
+                           (elsewhere.path / "train" / "secret.png").string() + ", outside the data folder";
+  CHECK(mentions(r.errors, want));
+  CHECK(mentions(r.errors, "t1.png: symbolic link to"));
+  CHECK(r.errors.size() == 2);  // b's row is not reported again as missing its file
+  REQUIRE(r.folder.train.size() == 2);
+  CHECK(r.folder.train[1].id == "c");
+  CHECK_THROWS_WITH_AS(open_data_folder(d.path), doctest::Contains("outside the data folder"), sieve::Error);
+}

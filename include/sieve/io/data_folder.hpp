@@ -115,19 +115,42 @@ inline bool is_image_extension(std::string ext) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
 }
 
+/// Is `p` (canonical) inside the directory `dir` (canonical)?
+inline bool path_is_under(const std::filesystem::path& p, const std::filesystem::path& dir) {
+  const auto [d, q] = std::mismatch(dir.begin(), dir.end(), p.begin(), p.end());
+  return d == dir.end();
+}
+
 /// Image files of a directory by stem; a stem with two image files is reported in `dupes`.
+/// Confinement: a symbolic link whose target lies outside both the data folder `root` and
+/// `dir` itself (so a linked-in train/ directory is fine, a link from it to /etc is not) is
+/// left out and its stem reported in `refused` with the reason (no confinement when null).
 inline std::map<std::string, std::filesystem::path> list_images(const std::filesystem::path& dir,
+                                                                 const std::filesystem::path& root,
                                                                  std::vector<std::string>* dupes,
-                                                                 std::vector<std::string>* others) {
-  std::map<std::string, std::filesystem::path> out;
+                                                                 std::vector<std::string>* others,
+                                                                 std::map<std::string, std::string>* refused) {
+  namespace fs = std::filesystem;
+  std::map<std::string, fs::path> out;
   std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) return out;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+  if (!fs::is_directory(dir, ec)) return out;
+  const fs::path real_root = fs::canonical(root, ec), real_dir = fs::canonical(dir, ec);
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
     if (!e.is_regular_file(ec)) continue;
     const auto& p = e.path();
     if (!is_image_extension(p.extension().string())) {
       if (others && p.filename().string().front() != '.') others->push_back(printable(p.filename().string()));
       continue;
+    }
+    if (refused != nullptr && e.is_symlink(ec)) {
+      std::error_code ec2;
+      const fs::path target = fs::canonical(p, ec2);
+      if (ec2 || !(path_is_under(target, real_root) || path_is_under(target, real_dir))) {
+        refused->emplace(p.stem().string(), str(printable(p.string()), ": symbolic link to ",
+                                                printable(ec2 ? p.string() : target.string()),
+                                                ", outside the data folder (refused; copy the file in)"));
+        continue;
+      }
     }
     const auto [it, fresh] = out.emplace(p.stem().string(), p);
     if (!fresh && dupes) dupes->push_back(printable(p.stem().string()));
@@ -184,7 +207,9 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
   // train.csv -> ids and labels.
   const fs::path train_csv = root / "train.csv";
   std::vector<std::string> dupes, others;
-  const auto train_files = list_images(root / "train", &dupes, &others);
+  std::map<std::string, std::string> refused;  // stem -> why its file is refused (already reported)
+  const auto train_files = list_images(root / "train", root, &dupes, &others, &refused);
+  for (const auto& [stem, why] : refused) error(ProblemKind::file, why);
   for (const auto& d : dupes) error(ProblemKind::file, str((root / "train").string(), ": two image files for id '", d, "'"));
   if (!fs::is_directory(root / "train", ec)) error(ProblemKind::file, (root / "train").string(), ": missing directory");
   std::vector<std::pair<std::string, std::string>> rows;  // id, label
@@ -221,6 +246,7 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
           continue;
         }
         if (!train_files.count(id)) {
+          if (refused.count(id)) continue;
           error(ProblemKind::file, where, "no image file train/", id, ".png|.jpg for id '", id, "'");
           continue;
         }
@@ -250,7 +276,9 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
 
   // test/ and the optional sample_submission.csv.
   dupes.clear();
-  const auto test_files = list_images(root / "test", &dupes, &others);
+  refused.clear();
+  const auto test_files = list_images(root / "test", root, &dupes, &others, &refused);
+  for (const auto& [stem, why] : refused) error(ProblemKind::file, why);
   for (const auto& d : dupes) error(ProblemKind::file, (root / "test").string(), ": two image files for id '", d, "'");
   if (!fs::is_directory(root / "test", ec)) {
     if (require_test) error(ProblemKind::file, (root / "test").string(), ": missing directory");
@@ -277,6 +305,7 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
             continue;
           }
           if (!test_files.count(id)) {
+            if (refused.count(id)) continue;
             error(ProblemKind::file, where, "no image file test/", id, ".png|.jpg for id '", id, "'");
             continue;
           }
@@ -301,8 +330,10 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
     error(ProblemKind::file, (root / "test").string(), ": no test images");
 
   // outside/: optional distractors.
-  for (const auto& [stem, path] : list_images(root / "outside", nullptr, &others))
+  refused.clear();
+  for (const auto& [stem, path] : list_images(root / "outside", root, nullptr, &others, &refused))
     s.folder.outside.push_back({stem, path, {-1}});
+  for (const auto& [stem, why] : refused) error(ProblemKind::file, why);
   for (const auto& o : others) warn("ignored non-image file '", o, "'");
   return s;
 }
