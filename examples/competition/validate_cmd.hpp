@@ -16,7 +16,7 @@ namespace sieve::cli {
 struct ValidateCommand {
   CLI::App* app = nullptr;
   std::string data;
-  std::size_t max_side = 8192;
+  std::size_t max_side = io::DecodeLimits{}.max_width;  // the library's limits, not a copy
   std::size_t max_listed = 50;
 
   void add_to(CLI::App& parent) {

@@ -6,19 +6,24 @@ would otherwise fail late, hang or pay gigabytes:
 - a test file name that is not UTF-8: validate names it (escaped), predict refuses before
   embedding anything;
 - a FIFO as train.csv or as a weights file: named at once (it used to hang every command);
-- a symbolic link from train/ to a file outside the data folder: refused, named by validate.
+- a symbolic link from train/ to a file outside the data folder: refused, named by validate;
+- a 16-bit 8192x8192 PNG of 130 KB and a small JPEG patched to 8192x8192: refused from the
+  header (DecodeLimits::max_decoded_bytes), named by validate, never decoded.
 
 Usage: test_bad_input.py SIEVE_EXE SOURCE_ROOT   (needs numpy and PIL; about 15 s)
 """
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 
 EXE, ROOT = os.path.abspath(sys.argv[1]), sys.argv[2]
 try:
     import numpy as np
+    from PIL import Image
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from cli_util import make_shapes_folder, run_sieve  # noqa: E402
 except ImportError as e:
@@ -56,10 +61,23 @@ def refused(args, *needles, rc_wanted=1):
     return text
 
 
+def zero_png16(w, h):
+    """A valid 16-bit gray PNG of zeros, deflated row by row (8192x8192 in about 130 KB)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z, row, idat = zlib.compressobj(6), bytes(1 + 2 * w), []
+    for _ in range(h):
+        idat.append(z.compress(row))
+    idat.append(z.flush())
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0)) +
+            chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b""))
+
+
 tmp = tempfile.mkdtemp(prefix="sieve_bad_input_")
 try:
     data = os.path.join(tmp, "data")
     make_shapes_folder(data, np.random.default_rng(3), n_train=6, n_outside=4, n_test_per=2)
+    Image.new("RGB", (8, 8), (90, 30, 200)).save(os.path.join(tmp, "small.jpg"), quality=90)
     run = os.path.join(tmp, "run")
     rc, out, err = sieve("train", "--data", data, "--out", run, *TINY, timeout=300)
     if not check(rc == 0, f"training the tiny run failed: rc={rc}\n{out}\n{err}"):
@@ -112,6 +130,19 @@ try:
     needle = f"t0_0.png: symbolic link to {secret}, outside the data folder"
     refused(["validate", "--data", linked], needle)
     refused(["train", "--data", linked, "--out", os.path.join(tmp, "linked_run"), *TINY], needle)
+
+    # Images that declare a huge decoded size in a small file are refused from their header.
+    huge = copy_data(data, "huge")
+    with open(os.path.join(huge, "outside", "png16.png"), "wb") as f:
+        f.write(zero_png16(8192, 8192))
+    check(os.path.getsize(os.path.join(huge, "outside", "png16.png")) < 1 << 20, "the 16-bit PNG is small")
+    jpg = bytearray(open(os.path.join(tmp, "small.jpg"), "rb").read())
+    sof = jpg.index(b"\xff\xc0")
+    jpg[sof + 5:sof + 9] = b"\x20\x00\x20\x00"  # height and width 8192
+    open(os.path.join(huge, "outside", "patched.jpg"), "wb").write(jpg)
+    text = refused(["validate", "--data", huge],
+                   "png16.png: PNG is 8192x8192 with 1 channel of 16 bits: 384 MiB decoded, over the limit of 128 MiB",
+                   "patched.jpg: JPEG is 8192x8192 with 3 channels of 8 bits: 192 MiB decoded, over the limit")
 finally:
     if not os.environ.get("SIEVE_KEEP_TMP"):
         shutil.rmtree(tmp, ignore_errors=True)
