@@ -5,6 +5,7 @@ would otherwise fail late, hang or pay gigabytes:
   train refuses before creating its run folder;
 - a test file name that is not UTF-8: validate names it (escaped), predict refuses before
   embedding anything;
+- predict --threshold nan|inf, --unknown-rate nan: refused as flags;
 - a FIFO as train.csv or as a weights file: named at once (it used to hang every command);
 - a symbolic link from train/ to a file outside the data folder: refused, named by validate;
 - a 16-bit 8192x8192 PNG of 130 KB and a small JPEG patched to 8192x8192: refused from the
@@ -102,6 +103,11 @@ try:
     refused(["validate", "--data", latin], needle)
     sub = os.path.join(tmp, "latin1.csv")
     refused(["predict", "--run", run, "--data", latin, "--out", sub, "--workers", "1", "--quiet"], needle)
+    check(not os.path.exists(sub), "a refused predict writes no submission")
+
+    # Non-finite numbers are refused where a number must be finite (CLI::Range lets NaN through).
+    for flag, value in (("--threshold", "nan"), ("--threshold", "inf"), ("--unknown-rate", "nan")):
+        refused(["predict", "--run", run, "--data", data, "--out", sub, "--quiet", flag, value], flag, "not a finite number")
     check(not os.path.exists(sub), "a refused predict writes no submission")
 
     # A FIFO where a file is expected: named at once instead of waited on forever.
