@@ -46,7 +46,7 @@ struct EmbedCommand {
     const RunConfig cfg = load_config(run_dir);
     std::vector<std::string> dupes;
     std::vector<io::FileSample> samples;
-    for (const auto& [id, path] : io::detail::list_images(images, &dupes, nullptr)) samples.push_back({id, path, {}});
+    for (const auto& [id, path] : io::detail::list_images(images, images, &dupes, nullptr, nullptr)) samples.push_back({id, path, {}});
     SIEVE_CHECK(dupes.empty(), images, ": two image files share the id '", dupes.empty() ? "" : dupes[0], "'");
     SIEVE_CHECK(!samples.empty(), images, ": no .png or .jpg images");
 

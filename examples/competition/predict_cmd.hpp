@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "flags.hpp"
 #include "parallel.hpp"
 #include "run.hpp"
 #include "sieve/io/data_folder.hpp"
@@ -133,9 +134,10 @@ struct PredictCommand {
         ->capture_default_str();
     auto* ur = app->add_option("--unknown-rate", unknown_rate, "choose the threshold so that this fraction of test "
                                                                "images gets -1 first (instead of the validation one)")
-                   ->check(CLI::Range(0.0, 1.0));
+                   ->check(finite_number & CLI::Range(0.0, 1.0));
     app->add_option("--threshold", threshold, "use this threshold for -1 (instead of the validation one)")
-        ->excludes(ur);
+        ->excludes(ur)
+        ->check(finite_number);
     app->add_option("--workers", workers, "image decoding threads")->check(CLI::Range(std::size_t{0}, std::size_t{64}));
     app->add_option("--batch", batch, "inference batch size")->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
     app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <map>
 #include <string>
 
 #include "progress.hpp"
@@ -15,15 +16,17 @@ namespace sieve::cli {
 struct ValidateCommand {
   CLI::App* app = nullptr;
   std::string data;
-  std::size_t max_side = 8192;
-  std::size_t max_listed = 200;
+  std::size_t max_side = io::DecodeLimits{}.max_width;  // the library's limits, not a copy
+  std::size_t max_listed = 50;
 
   void add_to(CLI::App& parent) {
     app = parent.add_subcommand("validate", "Check a data folder: CSV syntax, unsafe ids, missing or unlisted "
                                             "files, duplicates, undecodable or oversized images, label counts");
     app->add_option("--data", data, "the data folder")->required();
     app->add_option("--max-side", max_side, "largest image width or height accepted")->capture_default_str();
-    app->add_option("--max-listed", max_listed, "problems printed before '... and N more'")->capture_default_str();
+    app->add_option("--max-listed", max_listed, "problems of each kind (CSV, id and label, file, image) printed "
+                                                "before '... and N more'")
+        ->capture_default_str();
   }
 
   int run() {
@@ -39,9 +42,16 @@ struct ValidateCommand {
       std::cout << "\n";
     }
     for (const auto& w : r.warnings) std::cout << "warning: " << w << "\n";
-    for (std::size_t i = 0; i < r.errors.size() && i < max_listed; ++i) std::cout << "error: " << r.errors[i] << "\n";
-    if (r.errors.size() > max_listed) std::cout << "... and " << r.errors.size() - max_listed << " more errors\n";
-    std::cout << (r.ok() ? "ok: the data folder is clean\n" : str(r.errors.size(), " problem(s) found\n"));
+    // Every kind gets its first max_listed lines, so a flood of one kind hides no other.
+    std::map<io::ProblemKind, std::size_t> per_kind;
+    for (std::size_t i = 0; i < r.errors.size(); ++i)
+      if (per_kind[r.error_kinds[i]]++ < max_listed) std::cout << "error: " << r.errors[i] << "\n";
+    std::string counts;
+    for (const auto& [kind, n] : per_kind) {
+      if (n > max_listed) std::cout << "... and " << n - max_listed << " more " << io::problem_kind_name(kind) << " problems\n";
+      counts += str(counts.empty() ? "" : ", ", n, " ", io::problem_kind_name(kind));
+    }
+    std::cout << (r.ok() ? "ok: the data folder is clean\n" : str(r.errors.size(), " problem(s) found (", counts, ")\n"));
     return r.ok() ? 0 : 1;
   }
 };

@@ -40,16 +40,25 @@ with tempfile.TemporaryDirectory() as d:
     r = run("validate", "--data", d, "--max-side", "100")
     assert r.returncode == 1, r.stdout
     out = r.stdout
-    for needle in ("train.csv:", "fields but the header has"):
+    # One pass names them all: the ragged row does not hide the rows, files and images.
+    needles = ("train.csv:7: 3 fields but the header has 2", "train.csv:3: duplicate id 'a'",
+               "train.csv:4: id contains a path separator", "train.csv:5: label -1 is reserved",
+               "train.csv:6: no image file train/ghost", "orphan.png: image file has no row", "t2.jpg", "wide.png")
+    for needle in needles:
         assert needle in out, (needle, out)
-    # The ragged row stops the CSV parse; fix it and the row-level checks appear.
-    with open(f"{d}/train.csv", "w") as f:
-        f.write('id,label\na,cat\na,dog\n../evil,cat\nb,-1\nghost,cat\n')
-    out = run("validate", "--data", d, "--max-side", "100").stdout
-    for needle in ("train.csv:3: duplicate id 'a'", "train.csv:4: id contains a path separator",
-                   "train.csv:5: label -1 is reserved", "train.csv:6: no image file train/ghost",
-                   "orphan.png: image file has no row", "t2.jpg", "wide.png", "problem(s) found"):
+    errors = [l for l in out.splitlines() if l.startswith("error: ")]
+    assert f"{len(errors)} problem(s) found (1 CSV, 3 id and label, 3 file, 2 image)" in out, out
+
+    # A flood of one kind is cut per kind, and hides no other kind; the total counts them all.
+    for i in range(30):
+        open(f"{d}/test/junk{i:02d}.png", "wb").write(b"not a png")
+    out = run("validate", "--data", d, "--max-side", "100", "--max-listed", "5").stdout
+    for needle in needles[:6]:
         assert needle in out, (needle, out)
+    assert "... and 27 more image problems" in out, out
+    assert "39 problem(s) found (1 CSV, 3 id and label, 3 file, 32 image)" in out, out
+    for i in range(30):
+        os.remove(f"{d}/test/junk{i:02d}.png")
 
     # Random garbage in every file never crashes it.
     rng = random.Random(7)

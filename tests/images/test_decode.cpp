@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -133,6 +134,85 @@ TEST_CASE("decode: limits are enforced before decoding") {
   CHECK_THROWS_WITH_AS(decode_image(png, lim), doctest::Contains("<memory>: encoded image is"), sieve::Error);
   lim.max_bytes = png.size();
   CHECK(decode_image(png, lim) == img);
+}
+
+namespace {
+// A valid PNG of W x H zero samples (colour type 0 gray, 2 RGB, 4 gray+alpha, 6 RGBA), deflated
+// row by row: a 16-bit 8192x8192 image fits in about 130 KB.
+std::vector<std::byte> zero_png(std::uint32_t W, std::uint32_t H, unsigned colour, unsigned depth) {
+  const unsigned channels = colour == 2 ? 3 : colour == 4 ? 2 : colour == 6 ? 4 : 1;
+  std::vector<unsigned char> row(1 + std::size_t{W} * channels * depth / 8, 0), idat(1 << 20);
+  std::vector<std::byte> out;
+  auto put32 = [&](std::uint32_t v) {
+    for (int i = 3; i >= 0; --i) out.push_back(std::byte((v >> (8 * i)) & 255));
+  };
+  auto chunk = [&](const char* type, const unsigned char* data, std::size_t n) {
+    put32(static_cast<std::uint32_t>(n));
+    const std::size_t start = out.size();
+    for (int i = 0; i < 4; ++i) out.push_back(std::byte(type[i]));
+    for (std::size_t i = 0; i < n; ++i) out.push_back(std::byte(data[i]));
+    put32(static_cast<std::uint32_t>(
+        ::crc32(::crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(out.data() + start), static_cast<uInt>(n + 4))));
+  };
+  for (char c : std::string_view("\x89PNG\r\n\x1A\n", 8)) out.push_back(static_cast<std::byte>(c));
+  const unsigned char ihdr[13] = {static_cast<unsigned char>(W >> 24), static_cast<unsigned char>(W >> 16),
+                                  static_cast<unsigned char>(W >> 8),  static_cast<unsigned char>(W),
+                                  static_cast<unsigned char>(H >> 24), static_cast<unsigned char>(H >> 16),
+                                  static_cast<unsigned char>(H >> 8),  static_cast<unsigned char>(H),
+                                  static_cast<unsigned char>(depth),   static_cast<unsigned char>(colour),
+                                  0, 0, 0};
+  chunk("IHDR", ihdr, 13);
+  z_stream z{};
+  REQUIRE(deflateInit(&z, 6) == Z_OK);
+  std::vector<unsigned char> deflated;
+  for (std::uint32_t y = 0; y <= H; ++y) {
+    z.next_in = row.data();
+    z.avail_in = y < H ? static_cast<uInt>(row.size()) : 0;
+    int rc;
+    do {
+      z.next_out = idat.data();
+      z.avail_out = static_cast<uInt>(idat.size());
+      rc = deflate(&z, y < H ? Z_NO_FLUSH : Z_FINISH);
+      deflated.insert(deflated.end(), idat.data(), idat.data() + (idat.size() - z.avail_out));
+    } while (z.avail_out == 0 || (y == H && rc != Z_STREAM_END));
+  }
+  deflateEnd(&z);
+  chunk("IDAT", deflated.data(), deflated.size());
+  chunk("IEND", nullptr, 0);
+  return out;
+}
+
+std::string decode_error(std::span<const std::byte> bytes, std::string_view name, const DecodeLimits& lim = {}) {
+  try {
+    (void)decode_image(bytes, lim, name);
+  } catch (const sieve::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("decode: the decoded size is capped from the header, before any pixel is decoded") {
+  // The files: a 16-bit 8192x8192 PNG of 130 KB (1 GB to decode) and a JPEG of a few
+  // hundred bytes whose frame header claims 8192x8192 (stb decodes it "cleanly": 393 MB).
+  const auto png16 = zero_png(8192, 8192, 0, 16);
+  CHECK(png16.size() < (std::size_t{1} << 20));
+  CHECK(decode_error(png16, "big.png") ==
+        "big.png: PNG is 8192x8192 with 1 channel of 16 bits: 384 MiB decoded, over the limit of 128 MiB");
+  auto jpg = encode_jpeg(noise_image(8, 8, 5));
+  std::size_t sof = 2;
+  while (!(jpg[sof] == std::byte{0xFF} && jpg[sof + 1] == std::byte{0xC0})) ++sof;
+  for (std::size_t k : {5, 6, 7, 8}) jpg[sof + k] = static_cast<std::byte>(k % 2 ? 0x20 : 0x00);  // height, width = 0x2000
+  CHECK(decode_error(jpg, "big.jpg") ==
+        "big.jpg: JPEG is 8192x8192 with 3 channels of 8 bits: 192 MiB decoded, over the limit of 128 MiB");
+  // The cap is exact, and counts 16-bit samples twice and gray as RGB (what the decoder fills).
+  const auto small16 = zero_png(64, 32, 4, 16);  // gray+alpha: 3 channels of 2 bytes
+  DecodeLimits lim;
+  lim.max_decoded_bytes = 64 * 32 * 3 * 2;
+  const Image black = decode_image(small16, lim);
+  CHECK(black == Image(32, 64, 0));
+  lim.max_decoded_bytes -= 1;
+  CHECK(decode_error(small16, "s.png", lim).find("s.png: PNG is 64x32 with 2 channels of 16 bits") == 0);
 }
 
 TEST_CASE("decode: a huge but valid file over the default 64 MiB cap is refused by size") {

@@ -138,6 +138,54 @@ TEST_CASE("csv: random bytes never crash; random fields round-trip through the w
                        doctest::Contains("control byte 0"), sieve::Error);
 }
 
+TEST_CASE("csv: a lenient read names every problem and keeps the sound records") {
+  Strings problems;
+  const auto t = sieve::io::parse_csv_table_lenient(
+      "id,label\na,1\nb,2,3\nc,\xff\nd,\"x\"y\ne,5\n\nf,\"6\n", "t.csv", problems);
+  REQUIRE(t.header == Strings{"id", "label"});
+  REQUIRE(t.rows.size() == 2);
+  CHECK(t.rows[0].fields == Strings{"a", "1"});
+  CHECK(t.rows[1].fields == Strings{"e", "5"});
+  CHECK(t.rows[1].line == 6);
+  CHECK(problems == Strings{"t.csv:4:3: invalid UTF-8",
+                            "t.csv:5:6: text after a closing quote (a quoted field must end at ',' or the line end)",
+                            "t.csv:7:1: empty line", "t.csv:8:3: quote opened on line 8 is never closed",
+                            "t.csv:3: 3 fields but the header has 2"});
+
+  // A flood of bad lines stops at the cap, and says so.
+  sieve::io::CsvLimits lim;
+  lim.max_problems = 3;
+  problems.clear();
+  std::string flood = "id,label\n";
+  for (int i = 0; i < 50; ++i) flood += "a,\x01\n";
+  (void)sieve::io::parse_csv_table_lenient(flood, "f.csv", problems, lim);
+  REQUIRE(problems.size() == 3);
+  CHECK(problems[2] == "f.csv:4:3: control byte 0x01 (binary data is not CSV) (stopped reading: too many problems)");
+  problems.clear();
+  (void)sieve::io::parse_csv_table_lenient("", "e.csv", problems);
+  CHECK(problems == Strings{"e.csv: empty file (expected a header line)"});
+
+  // On random bytes: what the strict reader accepts, the lenient one returns unchanged and
+  // silently; what it refuses, the lenient one reports (and never throws).
+  sieve::Rng rng(99, 2);
+  const char alphabet[] = {'a', ',', '"', '\n', '\r', '\0', '\xC3', '\xA9', '\xFF', '1'};
+  for (int c = 0; c < 3000; ++c) {
+    std::string text(rng.below(40), ' ');
+    for (auto& ch : text) ch = alphabet[rng.below(sizeof alphabet)];
+    Strings found;
+    const auto lenient = sieve::io::parse_csv_lenient(text, "fuzz", found);
+    try {
+      const auto strict = parse_csv(text, "fuzz");
+      REQUIRE(found.empty());
+      REQUIRE(lenient.size() == strict.size());
+      for (std::size_t i = 0; i < strict.size(); ++i) CHECK(lenient[i].fields == strict[i].fields);
+    } catch (const sieve::Error& e) {
+      REQUIRE_FALSE(found.empty());
+      for (const auto& f : found) CHECK(f.rfind("fuzz:", 0) == 0);
+    }
+  }
+}
+
 TEST_CASE("submission: atomic write, read back, align and score") {
   const fs::path dir = temp_dir("sub");
   const std::vector<SubmissionRow> rows = {
@@ -175,9 +223,42 @@ TEST_CASE("submission: atomic write, read back, align and score") {
       sieve::io::write_submission(dir / "s.csv", std::vector<SubmissionRow>{{"x", {"a"}}, {"x", {"b"}}}),
       doctest::Contains("duplicate id"), sieve::Error);
   CHECK_THROWS_WITH_AS(sieve::io::write_submission(dir / "s.csv", std::vector<SubmissionRow>{{"x", {"a b"}}}),
-                       doctest::Contains("holds whitespace"), sieve::Error);
+                       doctest::Contains("row 0 (id 'x'): label 1 'a b' contains a space"), sieve::Error);
   CHECK(sieve::io::read_submission(dir / "s.csv").size() == 3);
   fs::remove_all(dir);
+}
+
+TEST_CASE("submission: one rule for ids and labels, and the writer names the row and the value") {
+  using sieve::io::label_problem;
+  using sieve::io::submission_id_problem;
+  CHECK(label_problem("golden_retriever").empty());
+  CHECK(label_problem("-1").empty());
+  CHECK(label_problem("\xC3\xA9t\xC3\xA9").empty());  // UTF-8 is fine
+  CHECK(label_problem("") == "is empty");
+  CHECK(label_problem("golden retriever").rfind("contains a space", 0) == 0);
+  CHECK(label_problem("a\tb").rfind("contains a tab", 0) == 0);
+  CHECK(label_problem("a\xff") == "is not valid UTF-8 (byte 1)");
+  CHECK(submission_id_problem("img 1,\"x\"").empty());  // the CSV writer quotes these
+  CHECK(submission_id_problem("") == "is empty");
+  CHECK(submission_id_problem("t\xff.x") == "is not valid UTF-8 (byte 1)");
+  CHECK(submission_id_problem("a\nb") == "contains a control character");
+  // The writer reports the row, the id (escaped) and the label instead of a CSV-level error.
+  const auto error_of = [](std::vector<SubmissionRow> rows) {
+    try {
+      (void)sieve::io::format_submission(rows);
+    } catch (const sieve::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK(error_of({{"a", {"x"}}, {"t\xff", {"x"}}}) ==
+        "submission writer: 1 problem:\n  row 1 (id 't\\xff'): id is not valid UTF-8 (byte 1)");
+  CHECK(error_of({{"a", {"golden retriever"}}}).find("row 0 (id 'a'): label 1 'golden retriever' contains a space") !=
+        std::string::npos);
+  // Readers apply the same rule.
+  CHECK(sub_error("id,predictions\na,x\xff\n").rfind("s.csv:2:", 0) == 0);  // the CSV layer refuses it first
+  CHECK_THROWS_WITH_AS(sieve::io::parse_solution("id,label\na,\"b c\"\n", "sol.csv"),
+                       doctest::Contains("line 2: label 'b c' contains a space"), sieve::Error);
 }
 
 TEST_CASE("submission: malformed files give line-numbered errors") {

@@ -42,21 +42,48 @@ inline void fsync_dir(const std::filesystem::path& dir) {
 }
 }  // namespace detail
 
-/// Read a whole file. Throws sieve::Error naming the file when it cannot be opened or read,
-/// or when it is larger than `max_bytes`.
-inline std::vector<std::byte> read_file(const std::filesystem::path& path,
-                                        std::uint64_t max_bytes = std::uint64_t{1} << 34) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+/// What a file is when it is not a regular one ("a FIFO", "a directory", ...), for errors.
+inline const char* file_type_name(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+/// Open `path` (symlinks followed) for reading only if it is a regular file, filling `st`.
+/// A FIFO or device named where a file is expected would make a plain open() or read() wait
+/// forever: the file is opened non-blocking, checked with fstat (no window between a check and
+/// the open), and only then switched to blocking reads.
+/// Ensures: a descriptor the caller closes. Throws sieve::Error naming the path and what it is.
+inline int open_regular_file(const std::filesystem::path& path, struct ::stat& st) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   if (fd < 0) fail(path.string(), ": cannot open: ", detail::errno_text());
-  struct ::stat st {};
   if (::fstat(fd, &st) != 0) {
+    const std::string why = detail::errno_text();
     ::close(fd);
-    fail(path.string(), ": cannot stat: ", detail::errno_text());
+    fail(path.string(), ": cannot stat: ", why);
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    fail(path.string(), ": not a regular file");
+    fail(path.string(), ": not a regular file (", file_type_name(st.st_mode), ")");
   }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    const std::string why = detail::errno_text();
+    ::close(fd);
+    fail(path.string(), ": cannot set blocking reads: ", why);
+  }
+  return fd;
+}
+
+/// Read a whole file. Throws sieve::Error naming the file when it cannot be opened or read,
+/// when it is not a regular file (see open_regular_file), or when it is larger than `max_bytes`.
+inline std::vector<std::byte> read_file(const std::filesystem::path& path,
+                                        std::uint64_t max_bytes = std::uint64_t{1} << 34) {
+  struct ::stat st {};
+  const int fd = open_regular_file(path, st);
   const auto size = static_cast<std::uint64_t>(st.st_size);
   if (size > max_bytes) {
     ::close(fd);

@@ -4,13 +4,16 @@
 /// Decoding runs three gates before stb_image touches pixel data: a size cap on the encoded
 /// bytes, a structural pre-check written for sieve (JPEG: every marker segment, Huffman and
 /// quantisation tables, scan headers, the EOI marker; PNG: every chunk's length and CRC,
-/// IHDR, IEND), and stbi_info_from_memory against DecodeLimits. The pre-check is the guard
-/// for CVE-2022-28041/28042 (stb_image 2.27 JPEG Huffman out-of-bounds / assert abort): a DHT
-/// whose code counts sum past 256, or that over-subscribes the code space, or a DC table with
-/// symbols > 15, or a scan that uses a table never defined, is rejected here.
+/// IHDR, IEND) that also reads the declared size, channels and bit depth, checked against
+/// DecodeLimits (sides, pixels, decoded bytes), then stbi_info_from_memory against the same.
+/// The pre-check is the guard for CVE-2022-28041/28042 (stb_image 2.27 JPEG Huffman
+/// out-of-bounds / assert abort): a DHT whose code counts sum past 256, or that over-subscribes
+/// the code space, or a DC table with symbols > 15, or a scan that uses a table never defined,
+/// is rejected here.
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -55,11 +58,18 @@ struct Image {
 
 namespace io {
 
-/// Caps applied before any pixel is decoded. Defaults fit a 224-px training pipeline.
+/// Caps applied before any pixel is decoded, from the file's own header (sieve's pre-check, then
+/// stb's). The one home of sieve's image limits: loaders, datasets and `sieve validate` take
+/// these defaults. Defaults fit a 224-px training pipeline with room for camera photos.
 struct DecodeLimits {
   std::size_t max_width = 8192;
   std::size_t max_height = 8192;
   std::uint64_t max_pixels = std::uint64_t{8192} * 8192;
+  /// Decoded size: width x height x max(channels in the file, 3) x (2 for 16-bit samples, else
+  /// 1), the buffer the decoder fills before conversion to 8-bit RGB (about half its peak use).
+  /// 128 MiB admits a 44-megapixel 8-bit photo and refuses an 8192x8192 JPEG (192 MiB) or a
+  /// 16-bit 8192x8192 PNG (384-512 MiB) that a file of under 1 MB can declare.
+  std::uint64_t max_decoded_bytes = std::uint64_t{128} << 20;
   std::uint64_t max_bytes = std::uint64_t{64} << 20;  ///< 64 MiB of encoded data
 };
 
@@ -112,9 +122,21 @@ inline std::uint32_t be32(std::span<const std::byte> b, std::size_t i) {
          std::uint32_t{u8(b, i + 3)};
 }
 
+/// What a JPEG or PNG header declares, read before any pixel is decoded.
+struct ImageHeader {
+  std::size_t width = 0, height = 0;
+  unsigned channels = 0;  ///< in the file: 1 gray, 2 gray+alpha, 3 RGB or YCbCr, 4 RGBA or CMYK
+  unsigned bits = 8;      ///< per sample (PNG 1-16; JPEG 8)
+
+  /// Bytes of the decoder's pixel buffer (see DecodeLimits::max_decoded_bytes).
+  std::uint64_t decoded_bytes() const {
+    return std::uint64_t{width} * height * std::max(channels, 3u) * (bits > 8 ? 2u : 1u);
+  }
+};
+
 /// Walk a JPEG's marker segments and validate what stb_image 2.27 trusts. Throws sieve::Error
 /// naming `name`, the marker and its offset.
-inline std::array<std::size_t, 2> jpeg_precheck(std::span<const std::byte> b, std::string_view name) {
+inline ImageHeader jpeg_precheck(std::span<const std::byte> b, std::string_view name) {
   const std::size_t n = b.size();
   auto bad = [&](std::size_t at, auto&&... why) {
     fail(name, ": corrupt JPEG at byte ", at, ": ", std::forward<decltype(why)>(why)...);
@@ -124,7 +146,7 @@ inline std::array<std::size_t, 2> jpeg_precheck(std::span<const std::byte> b, st
   bool sof_seen = false, progressive = false, eoi_seen = false;
   std::array<unsigned, 4> comp_ids{};
   unsigned ncomp = 0;
-  std::array<std::size_t, 2> dims{};  // {width, height} from SOF
+  ImageHeader head;  // from SOF
   std::size_t pos = 2;  // after SOI
   while (pos < n && !eoi_seen) {
     if (u8(b, pos) != 0xFF) bad(pos, "expected a marker (0xFF), found 0x", std::hex, u8(b, pos));
@@ -154,7 +176,7 @@ inline std::array<std::size_t, 2> jpeg_precheck(std::span<const std::byte> b, st
       ncomp = u8(b, seg + 5);
       if (precision != 8) fail(name, ": unsupported JPEG: ", precision, "-bit samples (only 8-bit)");
       if (height == 0 || width == 0) bad(mpos, "SOF declares ", width, "x", height, " pixels");
-      dims = {width, height};
+      head = {width, height, ncomp, precision};
       if (!(ncomp == 1 || ncomp == 3 || ncomp == 4)) bad(mpos, "SOF declares ", ncomp, " components");
       if (len != 8 + 3 * ncomp) bad(mpos, "SOF length ", len, " does not match ", ncomp, " components");
       for (unsigned c = 0; c < ncomp; ++c) {
@@ -246,13 +268,13 @@ inline std::array<std::size_t, 2> jpeg_precheck(std::span<const std::byte> b, st
   }
   if (!sof_seen) fail(name, ": corrupt JPEG: no SOF (frame header) marker");
   if (!eoi_seen) fail(name, ": truncated JPEG: no EOI marker (", n, " bytes)");
-  return dims;
+  return head;
 }
 
 /// Walk a PNG's chunks: lengths, CRC-32 of every chunk, IHDR first and sane, IEND present.
-inline std::array<std::size_t, 2> png_precheck(std::span<const std::byte> b, std::string_view name) {
+inline ImageHeader png_precheck(std::span<const std::byte> b, std::string_view name) {
   const std::size_t n = b.size();
-  std::array<std::size_t, 2> dims{};  // {width, height} from IHDR
+  ImageHeader head;  // from IHDR
   std::size_t pos = 8;
   bool first = true, iend = false;
   while (!iend) {
@@ -286,13 +308,17 @@ inline std::array<std::size_t, 2> png_precheck(std::span<const std::byte> b, std
       if (type != "IHDR" || len != 13) fail(name, ": corrupt PNG: first chunk is '", shown, "', not a 13-byte IHDR");
       const std::uint32_t w = be32(b, pos + 8), h = be32(b, pos + 12);
       if (w == 0 || h == 0) fail(name, ": corrupt PNG: IHDR declares ", w, "x", h, " pixels");
-      dims = {w, h};
+      const unsigned depth = u8(b, pos + 16), colour = u8(b, pos + 17);
+      // Colour types 0 gray, 2 RGB, 3 palette (expanded to RGB), 4 gray+alpha, 6 RGBA; stb
+      // refuses any other, after this check.
+      const unsigned channels = colour == 4 ? 2 : colour == 6 ? 4 : colour == 0 ? 1 : 3;
+      head = {w, h, channels, colour == 3 ? 8u : depth};
       first = false;
     }
     iend = type == "IEND";
     pos += 12 + std::size_t{len};
   }
-  return dims;
+  return head;
 }
 
 struct StbFree {
@@ -320,11 +346,11 @@ inline void decode_image_into(std::span<const std::byte> bytes, Image& out, cons
     fail(name, ": encoded image is ", bytes.size(), " bytes, over the limit of ", limits.max_bytes);
   if (bytes.size() > 0x7FFFFFFFu) fail(name, ": encoded image is ", bytes.size(), " bytes, over stb's 2 GiB limit");
   const ImageFormat fmt = sniff_format(bytes);
-  std::array<std::size_t, 2> dims{};
+  detail::ImageHeader head;
   if (fmt == ImageFormat::jpeg)
-    dims = detail::jpeg_precheck(bytes, name);
+    head = detail::jpeg_precheck(bytes, name);
   else if (fmt == ImageFormat::png)
-    dims = detail::png_precheck(bytes, name);
+    head = detail::png_precheck(bytes, name);
   else if (fmt == ImageFormat::tga_or_unknown)
     fail(name, ": not a JPEG or PNG file (unrecognised signature, ", bytes.size(), " bytes)");
   else
@@ -335,7 +361,11 @@ inline void decode_image_into(std::span<const std::byte> bytes, Image& out, cons
       fail(name, ": ", format_name(fmt), " is ", W, "x", H, " pixels, over the limit of ", limits.max_width, "x",
            limits.max_height, " (", limits.max_pixels, " pixels)");
   };
-  check_dims(dims[0], dims[1]);  // from the headers sieve parsed, before stb reads anything
+  check_dims(head.width, head.height);  // from the headers sieve parsed, before stb reads anything
+  if (head.decoded_bytes() > limits.max_decoded_bytes)
+    fail(name, ": ", format_name(fmt), " is ", head.width, "x", head.height, " with ", head.channels, " channel",
+         head.channels == 1 ? "" : "s", " of ", head.bits, " bits: ", head.decoded_bytes() >> 20,
+         " MiB decoded, over the limit of ", limits.max_decoded_bytes >> 20, " MiB");
 
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int size = static_cast<int>(bytes.size());
@@ -345,8 +375,9 @@ inline void decode_image_into(std::span<const std::byte> bytes, Image& out, cons
   if (w <= 0 || h <= 0) fail(name, ": ", format_name(fmt), " declares ", w, "x", h, " pixels");
   const auto W = static_cast<std::size_t>(w), H = static_cast<std::size_t>(h);
   check_dims(W, H);
-  if (W != dims[0] || H != dims[1])
-    fail(name, ": ", format_name(fmt), " header parsed as ", dims[0], "x", dims[1], " but stb reads ", W, "x", H);
+  if (W != head.width || H != head.height)
+    fail(name, ": ", format_name(fmt), " header parsed as ", head.width, "x", head.height, " but stb reads ", W, "x",
+         H);
 
   detail::stbi_failed_assertion = nullptr;
   int w2 = 0, h2 = 0, comp2 = 0;

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "sieve/core/check.hpp"
+#include "sieve/io/detail/text.hpp"
 #include "sieve/io/file.hpp"
 
 namespace sieve::io {
@@ -180,41 +181,6 @@ inline bool mul_ok(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
   return true;
 }
 
-/// Byte offset of the first invalid UTF-8 sequence in `s`, or nullopt when valid
-/// (rejects overlong forms, surrogates and code points above U+10FFFF).
-inline std::optional<std::size_t> utf8_invalid_at(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  std::size_t i = 0;
-  while (i < n) {
-    const unsigned c = p[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len;
-    std::uint32_t cp;
-    std::uint32_t min;
-    if ((c & 0xe0) == 0xc0) {
-      len = 2; cp = c & 0x1f; min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-      len = 3; cp = c & 0x0f; min = 0x800;
-    } else if ((c & 0xf8) == 0xf0) {
-      len = 4; cp = c & 0x07; min = 0x10000;
-    } else {
-      return i;
-    }
-    if (n - i < len) return i;
-    for (std::size_t k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xc0) != 0x80) return i;
-      cp = (cp << 6) | (p[i + k] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
-    i += len;
-  }
-  return std::nullopt;
-}
-
 inline void append_utf8(std::string& out, std::uint32_t cp) {
   if (cp < 0x80) {
     out += static_cast<char>(cp);
@@ -231,24 +197,6 @@ inline void append_utf8(std::string& out, std::uint32_t cp) {
     out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
     out += static_cast<char>(0x80 | (cp & 0x3f));
   }
-}
-
-/// A name as it may be shown in an error: printable ASCII kept, the rest escaped, truncated.
-inline std::string printable(std::string_view s) {
-  std::string out;
-  for (char ch : s.substr(0, 200)) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c >= 0x20 && c < 0x7f) {
-      out += ch;
-    } else {
-      static constexpr char hex[] = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  if (s.size() > 200) out += "...";
-  return out;
 }
 
 /// JSON string literal for the writer (escapes quotes, backslashes and control characters).

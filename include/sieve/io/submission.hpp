@@ -16,6 +16,7 @@
 
 #include "sieve/core/check.hpp"
 #include "sieve/io/csv.hpp"
+#include "sieve/io/detail/text.hpp"
 #include "sieve/io/file.hpp"
 
 namespace sieve::io {
@@ -32,6 +33,33 @@ struct SubmissionRules {
   bool allow_empty = false;       ///< accept rows with no label (they score 0)
   std::size_t max_reported = 20;  ///< problems listed in one error before "... and N more"
 };
+
+/// Why `id` cannot be a submission id, or empty when it can: an id is non-empty, valid UTF-8
+/// and free of control characters (what the CSV writer can write and a reader gets back).
+/// The reason completes "id '...' " (the caller names the id, escaped with detail::printable).
+inline std::string submission_id_problem(std::string_view id) {
+  if (id.empty()) return "is empty";
+  if (const auto bad = detail::utf8_invalid_at(id)) return str("is not valid UTF-8 (byte ", *bad, ")");
+  for (char ch : id)
+    if (const auto c = static_cast<unsigned char>(ch); c < 0x20 || c == 0x7F) return "contains a control character";
+  return {};
+}
+
+/// Why `label` cannot be a class label in a submission's predictions, or empty when it can:
+/// a label is non-empty, valid UTF-8, without spaces (they separate a row's labels) and
+/// without other whitespace or control characters. The one rule for labels: the data folder
+/// applies it to train.csv before training, the submission writer and readers at the end.
+/// The reason completes "label '...' " (the caller names the label).
+inline std::string label_problem(std::string_view label) {
+  if (label.empty()) return "is empty";
+  if (const auto bad = detail::utf8_invalid_at(label)) return str("is not valid UTF-8 (byte ", *bad, ")");
+  if (label.find(' ') != std::string_view::npos)
+    return "contains a space (a submission separates labels by spaces)";
+  for (char ch : label)
+    if (const auto c = static_cast<unsigned char>(ch); c < 0x20 || c == 0x7F)
+      return "contains a tab, line break or control character";
+  return {};
+}
 
 namespace detail {
 
@@ -54,10 +82,6 @@ class Problems {
   std::size_t max_, count_ = 0;
 };
 
-inline bool label_is_clean(std::string_view s) {
-  return !s.empty() && s.find_first_of(" \t\r\n") == std::string_view::npos;
-}
-
 /// Split a predictions field on runs of spaces (leading/trailing spaces ignored).
 inline std::vector<std::string> split_labels(std::string_view s) {
   std::vector<std::string> out;
@@ -77,7 +101,8 @@ inline void check_labels(Problems& p, std::string_view where, const std::vector<
   if (labels.size() > rules.max_labels)
     p.add(where, ": ", labels.size(), " labels, at most ", rules.max_labels, " allowed");
   for (std::size_t i = 0; i < labels.size(); ++i) {
-    if (!label_is_clean(labels[i])) p.add(where, ": label ", i + 1, " is empty or holds whitespace");
+    if (const auto why = label_problem(labels[i]); !why.empty())
+      p.add(where, ": label ", i + 1, " '", printable(labels[i]), "' ", why);
     for (std::size_t j = 0; j < i; ++j)
       if (labels[j] == labels[i]) {
         p.add(where, ": label '", labels[i], "' appears twice (positions ", j + 1, " and ", i + 1, ")");
@@ -125,8 +150,8 @@ inline std::string format_submission(std::span<const SubmissionRow> rows, const 
   std::unordered_map<std::string_view, std::size_t> seen;
   std::string out = "id,predictions\n";
   for (std::size_t r = 0; r < rows.size(); ++r) {
-    const std::string where = str("row ", r, " (id '", rows[r].id, "')");
-    if (rows[r].id.empty()) p.add("row ", r, ": empty id");
+    const std::string where = str("row ", r, " (id '", detail::printable(rows[r].id), "')");
+    if (const auto why = submission_id_problem(rows[r].id); !why.empty()) p.add(where, ": id ", why);
     auto [it, fresh] = seen.emplace(rows[r].id, r);
     if (!fresh) p.add(where, ": duplicate id (first at row ", it->second, ")");
     detail::check_labels(p, where, rows[r].labels, rules);
@@ -210,7 +235,8 @@ inline std::vector<SolutionRow> parse_solution(std::string_view text, std::strin
   detail::Problems p(source, SubmissionRules{}.max_reported);
   std::vector<SolutionRow> rows;
   for (const auto& rec : t.rows) {
-    if (!detail::label_is_clean(rec.fields[1])) p.add("line ", rec.line, ": label is empty or holds whitespace");
+    if (const auto why = label_problem(rec.fields[1]); !why.empty())
+      p.add("line ", rec.line, ": label '", detail::printable(rec.fields[1]), "' ", why);
     rows.push_back({rec.fields[0], rec.fields[1]});
   }
   detail::check_ids(

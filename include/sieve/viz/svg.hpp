@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "sieve/core/check.hpp"
-#include "sieve/io/csv.hpp"  // utf8_sequence_length
+#include "sieve/io/detail/text.hpp"  // utf8_sequence_length
 
 namespace sieve::viz {
 

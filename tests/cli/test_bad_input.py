@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""Bad inputs are named before any work starts (issue 22), by validate and by the command that
+would otherwise fail late, hang or pay gigabytes:
+- a label a submission cannot hold (`golden retriever`): validate names train.csv and the row,
+  train refuses before creating its run folder;
+- a test file name that is not UTF-8: validate names it (escaped), predict refuses before
+  embedding anything;
+- predict --threshold nan|inf, --unknown-rate nan: refused as flags;
+- a FIFO as train.csv or as a weights file: named at once (it used to hang every command);
+- a symbolic link from train/ to a file outside the data folder: refused, named by validate;
+- a 16-bit 8192x8192 PNG of 130 KB and a small JPEG patched to 8192x8192: refused from the
+  header (DecodeLimits::max_decoded_bytes), named by validate, never decoded.
+
+Usage: test_bad_input.py SIEVE_EXE SOURCE_ROOT   (needs numpy and PIL; about 15 s)
+"""
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+
+EXE, ROOT = os.path.abspath(sys.argv[1]), sys.argv[2]
+try:
+    import numpy as np
+    from PIL import Image
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from cli_util import make_shapes_folder, run_sieve  # noqa: E402
+except ImportError as e:
+    print(f"SKIP: {e}")
+    sys.exit(77)
+
+failures = []
+TINY = ["--recipe", "seed", "--arch", "tiny", "--image-size", "32", "--fit", "pad", "--epochs", "1", "--batch", "8",
+        "--augment", "none", "--workers", "1", "--threads", "1", "--quiet"]
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, flush=True)
+    return cond
+
+
+def sieve(*args, timeout=60):
+    return run_sieve(EXE, *args, timeout=timeout)
+
+
+def copy_data(src, name):
+    dst = os.path.join(tmp, name)
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def refused(args, *needles, rc_wanted=1):
+    """Runs sieve; checks it exits rc_wanted with every needle in stdout+stderr."""
+    rc, out, err = sieve(*args)
+    text = out + err
+    ok = rc == rc_wanted and all(n in text for n in needles)
+    check(ok, f"{' '.join(args)}: exit {rc}, wanted {rc_wanted} naming {needles}:\n{text[-1500:]}")
+    return text
+
+
+def zero_png16(w, h):
+    """A valid 16-bit gray PNG of zeros, deflated row by row (8192x8192 in about 130 KB)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z, row, idat = zlib.compressobj(6), bytes(1 + 2 * w), []
+    for _ in range(h):
+        idat.append(z.compress(row))
+    idat.append(z.flush())
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0)) +
+            chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b""))
+
+
+tmp = tempfile.mkdtemp(prefix="sieve_bad_input_")
+try:
+    data = os.path.join(tmp, "data")
+    make_shapes_folder(data, np.random.default_rng(3), n_train=6, n_outside=4, n_test_per=2)
+    Image.new("RGB", (8, 8), (90, 30, 200)).save(os.path.join(tmp, "small.jpg"), quality=90)
+    run = os.path.join(tmp, "run")
+    rc, out, err = sieve("train", "--data", data, "--out", run, *TINY, timeout=300)
+    if not check(rc == 0, f"training the tiny run failed: rc={rc}\n{out}\n{err}"):
+        raise SystemExit(1)
+
+    # One rule for labels: a space is refused at the start, naming the file and the row.
+    spaced = copy_data(data, "spaced")
+    lines = open(os.path.join(spaced, "train.csv")).read().splitlines()
+    lines[3] = lines[3].split(",")[0] + ",golden retriever"
+    open(os.path.join(spaced, "train.csv"), "w").write("\n".join(lines) + "\n")
+    needle = "train.csv:4: label 'golden retriever' contains a space"
+    refused(["validate", "--data", spaced], needle)
+    spaced_run = os.path.join(tmp, "spaced_run")
+    refused(["train", "--data", spaced, "--out", spaced_run, *TINY], needle)
+    check(not os.path.exists(spaced_run) or not os.listdir(spaced_run), "a refused train leaves no run folder")
+
+    # A test file name that is not UTF-8 cannot be a submission id: named before predict embeds.
+    latin = copy_data(data, "latin1")
+    os.remove(os.path.join(latin, "sample_submission.csv"))  # test ids from the file names
+    shutil.copy(os.path.join(latin, "test", "q000.png"), os.fsencode(os.path.join(latin, "test")) + b"/caf\xe9.png")
+    needle = "caf\\xe9.png: id is not valid UTF-8 (byte 3)"
+    refused(["validate", "--data", latin], needle)
+    sub = os.path.join(tmp, "latin1.csv")
+    refused(["predict", "--run", run, "--data", latin, "--out", sub, "--workers", "1", "--quiet"], needle)
+    check(not os.path.exists(sub), "a refused predict writes no submission")
+
+    # Non-finite numbers are refused where a number must be finite (CLI::Range lets NaN through).
+    for flag, value in (("--threshold", "nan"), ("--threshold", "inf"), ("--unknown-rate", "nan")):
+        refused(["predict", "--run", run, "--data", data, "--out", sub, "--quiet", flag, value], flag, "not a finite number")
+    check(not os.path.exists(sub), "a refused predict writes no submission")
+
+    # A FIFO where a file is expected: named at once instead of waited on forever.
+    fifo = copy_data(data, "fifo")
+    os.remove(os.path.join(fifo, "train.csv"))
+    os.mkfifo(os.path.join(fifo, "train.csv"))
+    needle = "train.csv: not a regular file (a FIFO)"
+    for args in (["validate", "--data", fifo], ["train", "--data", fifo, "--out", os.path.join(tmp, "fifo_run"), *TINY]):
+        try:
+            refused(args, needle)
+        except subprocess.TimeoutExpired:
+            check(False, f"{args[0]} hangs on a FIFO train.csv")
+    weights_fifo = os.path.join(tmp, "weights.safetensors")
+    os.mkfifo(weights_fifo)
+    try:
+        refused(["inspect", weights_fifo], "weights.safetensors: not a regular file (a FIFO)")
+    except subprocess.TimeoutExpired:
+        check(False, "inspect hangs on a FIFO")
+
+    # A symbolic link from train/ to a file outside the data folder is refused and named.
+    linked = copy_data(data, "linked")
+    secret = os.path.join(tmp, "secret.png")
+    shutil.copy(os.path.join(data, "train", "t0_0.png"), secret)
+    os.remove(os.path.join(linked, "train", "t0_0.png"))
+    os.symlink(secret, os.path.join(linked, "train", "t0_0.png"))
+    needle = f"t0_0.png: symbolic link to {secret}, outside the data folder"
+    refused(["validate", "--data", linked], needle)
+    refused(["train", "--data", linked, "--out", os.path.join(tmp, "linked_run"), *TINY], needle)
+
+    # Images that declare a huge decoded size in a small file are refused from their header.
+    huge = copy_data(data, "huge")
+    with open(os.path.join(huge, "outside", "png16.png"), "wb") as f:
+        f.write(zero_png16(8192, 8192))
+    check(os.path.getsize(os.path.join(huge, "outside", "png16.png")) < 1 << 20, "the 16-bit PNG is small")
+    jpg = bytearray(open(os.path.join(tmp, "small.jpg"), "rb").read())
+    sof = jpg.index(b"\xff\xc0")
+    jpg[sof + 5:sof + 9] = b"\x20\x00\x20\x00"  # height and width 8192
+    open(os.path.join(huge, "outside", "patched.jpg"), "wb").write(jpg)
+    text = refused(["validate", "--data", huge],
+                   "png16.png: PNG is 8192x8192 with 1 channel of 16 bits: 384 MiB decoded, over the limit of 128 MiB",
+                   "patched.jpg: JPEG is 8192x8192 with 3 channels of 8 bits: 192 MiB decoded, over the limit")
+finally:
+    if not os.environ.get("SIEVE_KEEP_TMP"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+if failures:
+    print(f"FAIL: {len(failures)} problem(s)")
+    sys.exit(1)
+print("bad input: ok")
