@@ -44,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "flags.hpp"
 #include "parallel.hpp"
 #include "run.hpp"
 #include "sieve/dist/dist.hpp"
@@ -231,24 +232,27 @@ struct TrainCommand {
                                     "over the classes plus 'other' for outside images; fast)")
         ->check(CLI::IsMember({"bce", "softmax-other"}));
     app->add_option("--label-smoothing", label_smoothing, "softmax-other label smoothing (fast: 0.1)")
-        ->check(CLI::Range(0.0, 0.99));
+        ->check(finite_number & CLI::Range(0.0, 0.99));
     app->add_option("--optimizer", optimizer, "sgd (Nesterov momentum; fast) or adamw (seed)")
         ->check(CLI::IsMember({"sgd", "adamw"}));
-    app->add_option("--momentum", momentum, "SGD momentum")->check(CLI::Range(0.01, 0.999))->capture_default_str();
+    app->add_option("--momentum", momentum, "SGD momentum")
+        ->check(finite_number & CLI::Range(0.01, 0.999))
+        ->capture_default_str();
     app->add_option("--epochs", epochs, "epochs (fast: 30, seed: at most 30 with early stopping); ignored with "
                                         "--max-minutes, whose plan decides the steps")
         ->check(CLI::Range(1, 100000));
     app->add_option("--batch", batch, "batch size (fast: 256, seed: 64)")->check(CLI::Range(1, 65536));
     app->add_option("--lr", lr, "peak learning rate of the schedule (fast: 0.2 SGD, seed: 1e-3 AdamW)")
-        ->check(CLI::PositiveNumber);
+        ->check(finite_number & CLI::PositiveNumber);
     app->add_option("--weight-decay", weight_decay, "weight decay, not on BN and biases (fast: 5e-4 coupled, "
                                                     "seed: 1e-4 decoupled)")
-        ->check(CLI::NonNegativeNumber);
-    app->add_option("--dropout", dropout, "dropout before the head (fast: 0, seed: 0.2)")->check(CLI::Range(0.0, 0.99));
+        ->check(finite_number & CLI::NonNegativeNumber);
+    app->add_option("--dropout", dropout, "dropout before the head (fast: 0, seed: 0.2)")
+        ->check(finite_number & CLI::Range(0.0, 0.99));
     app->add_option("--warmup-epochs", warmup_epochs, "linear warmup length in epochs (at most a tenth of all "
                                                       "steps), then cosine to 0; with --max-minutes the warmup "
                                                       "is a fixed share of the planned steps")
-        ->check(CLI::NonNegativeNumber)
+        ->check(finite_number & CLI::NonNegativeNumber)
         ->capture_default_str();
     app->add_option("--patience", patience, "early stopping (seed recipe): epochs without a better validation "
                                             "MAP@5 (seed: 6); the fast recipe anneals to the end and keeps it")
@@ -259,10 +263,10 @@ struct TrainCommand {
                                                              "(as 'other', or all-zero BCE targets). Default: fast "
                                                              "yes, seed no");
     app->add_option("--outside-frac", outside_frac, "fraction of the validation set made of outside images")
-        ->check(CLI::Range(0.0, 0.95))
+        ->check(finite_number & CLI::Range(0.0, 0.95))
         ->capture_default_str();
     app->add_option("--val-frac", val_frac, "fraction of each class held out for validation")
-        ->check(CLI::Range(0.001, 0.9))
+        ->check(finite_number & CLI::Range(0.001, 0.9))
         ->capture_default_str();
     app->add_option("--tta", tta, "test-time augmentation calibrated here and used by predict: none or flip "
                                   "(fast: flip, seed: none)")
@@ -271,7 +275,7 @@ struct TrainCommand {
                                                   "calibration) to end within this many minutes, the learning "
                                                   "rate annealed to 0 at the last step; seed recipe: stop (saving "
                                                   "last/) after this much training time")
-        ->check(CLI::NonNegativeNumber);
+        ->check(finite_number & CLI::NonNegativeNumber);
     app->add_option("--max-steps", max_steps, "stop (saving last/) after this many optimizer steps in this "
                                               "invocation; calibration still runs")
         ->check(CLI::PositiveNumber);

@@ -5,7 +5,8 @@ would otherwise fail late, hang or pay gigabytes:
   train refuses before creating its run folder;
 - a test file name that is not UTF-8: validate names it (escaped), predict refuses before
   embedding anything;
-- predict --threshold nan|inf, --unknown-rate nan: refused as flags;
+- predict --threshold nan|inf, --unknown-rate nan, train --lr nan and the other real-valued
+  train flags: refused as flags;
 - a FIFO as train.csv or as a weights file: named at once (it used to hang every command);
 - a symbolic link from train/ to a file outside the data folder: refused, named by validate;
 - a 16-bit 8192x8192 PNG of 130 KB and a small JPEG patched to 8192x8192: refused from the
@@ -109,6 +110,11 @@ try:
     for flag, value in (("--threshold", "nan"), ("--threshold", "inf"), ("--unknown-rate", "nan")):
         refused(["predict", "--run", run, "--data", data, "--out", sub, "--quiet", flag, value], flag, "not a finite number")
     check(not os.path.exists(sub), "a refused predict writes no submission")
+    for flag, value in (("--lr", "nan"), ("--max-minutes", "nan"), ("--label-smoothing", "nan"),
+                        ("--val-frac", "inf"), ("--weight-decay", "nan")):
+        bad_run = os.path.join(tmp, "nan_run")
+        refused(["train", "--data", data, "--out", bad_run, flag, value], flag, "not a finite number")
+        check(not os.path.exists(bad_run), f"train {flag} {value}: no run folder")
 
     # A FIFO where a file is expected: named at once instead of waited on forever.
     fifo = copy_data(data, "fifo")
