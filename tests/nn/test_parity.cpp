@@ -3,9 +3,11 @@
 // fixture is generated at test time and checked by the e2e suite (`nn_resnet50_parity`).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "sieve/core/pipeline.hpp"
@@ -64,6 +66,16 @@ void load_buffers(M& model, const io::SafeTensors& st) {
       std::copy(v.begin(), v.end(), b.value.begin());
     }
   }
+}
+
+// The fixture's input of case c ("input.<c>", NCHW).
+template <class T>
+Tensor4<T> load_input(const io::SafeTensors& st, const std::string& c) {
+  const auto& xi = st.info("input." + c);
+  Tensor4<T> x(Shape<4>{xi.shape[0], xi.shape[1], xi.shape[2], xi.shape[3]});
+  const auto xv = st.doubles("input." + c);
+  std::copy(xv.begin(), xv.end(), x.begin());
+  return x;
 }
 
 template <class T>
@@ -126,10 +138,7 @@ void check_parity(const std::string& path, const Tolerances& tol) {
       load_params(model, st);
       load_buffers(model.template get<0>(), st);
       model.set_training(mode == "train");
-      const auto& xi = st.info("input." + c);
-      Tensor4<T> x(Shape<4>{xi.shape[0], xi.shape[1], xi.shape[2], xi.shape[3]});
-      const auto xv = st.doubles("input." + c);
-      std::copy(xv.begin(), xv.end(), x.begin());
+      const auto x = load_input<T>(st, c);
       const auto target = st.doubles("target." + c);
       const auto& z = model.forward(x);
       const std::string pre = mode + "." + c + ".";
@@ -243,4 +252,106 @@ TEST_CASE("parity with PyTorch: ResNet50 in float (fixture generated at test tim
   const char* path = std::getenv("SIEVE_NN_R50");
   REQUIRE_MESSAGE(path != nullptr, "set SIEVE_NN_R50 to the file tools/gen_nn_fixtures.py --resnet50 wrote");
   check_parity<float>(path, {1e-4, 2e-2, 0.1, 2e-4});
+}
+
+namespace {
+
+// Train-mode float gradients held to PyTorch float32's own accuracy, tensor by tensor (issue
+// 24): the fixture (tools/gen_nn_fixtures.py --resnet50-grads) holds the float64 truth of every
+// parameter gradient and every block's input gradient, and PyTorch float32's relative distance
+// to it. sieve's float build must be within 3x that distance, or within 1e-5.
+//
+// The fixture keeps every ReLU input and the stem pool's runner-ups clear of float32's forward
+// error, because a kink decides more than any rounding (measured 2026-12-07 on the same
+// network with its BN biases left near zero, batch 3): at 64x64 one bn1 output of layer4.2 is
+// -4.5e-5 in float64; both forwards are as accurate as each other (every block's output within
+// 1.0-1.04x PyTorch float32's distance), but sieve's lands at +6e-6 and PyTorch NCHW's at
+// -2e-5, so sieve's layer4.2 bn1.bias gradient was 1.8e-2 from the truth against PyTorch's
+// 1.3e-4 (145x). PyTorch float32 in channels-last lands on the same side as sieve and is 145.6x
+// its own NCHW distance on that tensor: a coin toss, not a weaker pass. Kink-free, sieve's
+// worst tensor is 1.2-1.6x PyTorch float32's distance (it was 1.7-2.1x before the batch-norm
+// backward took x - mean first, see kernels/batch_norm.hpp).
+void check_grad_accuracy(const std::string& path, kernels::Layout layout) {
+  const auto st = io::SafeTensors::load(path);
+  const auto& meta = st.metadata();
+  const nn::ResNetConfig cfg{parse_list(meta.at("blocks")), std::stoul(meta.at("width"))};
+  const std::size_t classes = std::stoul(meta.at("classes"));
+  Rng rng(0);
+  nn::ResNet<float> net(cfg, 1);
+  net.set_layout(layout);
+  nn::Linear<float> fc(net.embedding_dim(), classes, rng);
+  auto model = std::move(net) | std::move(fc);
+  load_params(model, st);
+  load_buffers(model.get<0>(), st);
+  auto& resnet = model.get<0>();
+  const auto names = resnet.block_names();
+  // Every block's input gradient, copied to NCHW as the backward passes it down.
+  std::vector<std::vector<float>> dinput(names.size());
+  resnet.set_block_grad_hook([&](std::size_t i, TensorRef4<const float> g) {
+    const auto [N, C, H, W] = g.shape;
+    auto& out = dinput[i];
+    out.resize(g.size());
+    for (std::size_t n = 0; n < N; ++n)
+      for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t p = 0; p < H * W; ++p)
+          out[(n * C + c) * H * W + p] =
+              g.data[(layout == kernels::Layout::cnhw ? c * N + n : n * C + c) * H * W + p];
+  });
+  std::size_t checked = 0;
+  for (const auto& c : split(meta.at("cases"))) {
+    CAPTURE(c);
+    model.set_training(true);
+    const auto x = load_input<float>(st, c);
+    const auto target = st.doubles("target." + c);
+    const auto& z = model.forward(x);
+    std::vector<double> zd(z.begin(), z.end()), dzd(z.size());
+    test::naive_bce_with_logits(zd.data(), target.data(), zd.size(), dzd.data());
+    Tensor2<float> dz(Shape<2>{z.shape()[0], z.shape()[1]});
+    std::copy(dzd.begin(), dzd.end(), dz.begin());
+    model.zero_grad();
+    std::fill(dinput.begin(), dinput.end(), std::vector<float>{});
+    model.backward(dz);
+    // (tensor, sieve's distance, PyTorch float32's distance)
+    std::vector<std::tuple<std::string, double, double>> rows;
+    for (auto& p : model.params()) {
+      const auto truth = st.doubles("train." + c + ".grad." + p.name);
+      REQUIRE(truth.size() == p.grad.size());
+      rows.emplace_back("grad." + p.name, rel_err(p.grad.data(), truth, truth.size()),
+                        st.doubles("torch32." + c + ".grad." + p.name).at(0));
+    }
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      const std::string block = names[i].substr(0, names[i].size() - 1);  // "layer4.2." -> "layer4.2"
+      const auto truth = st.doubles("train." + c + ".dinput." + block);
+      INFO(block);
+      REQUIRE(dinput[i].size() == truth.size());
+      rows.emplace_back("dinput." + block, rel_err(dinput[i].data(), truth, truth.size()),
+                        st.doubles("torch32." + c + ".dinput." + block).at(0));
+    }
+    // The stem's gradients pass the max pool, whose closest call may be within float32's
+    // error of a tie: checked only where the fixture found every window's winner clear.
+    const bool stem = st.doubles("margin." + c + ".pool").at(0) >= std::stod(meta.at("pool_margin_min"));
+    double worst = 0;
+    for (const auto& [name, ours, torch32] : rows) {
+      if (!stem && (name.starts_with("grad.conv1.") || name.starts_with("grad.bn1."))) continue;
+      CHECK_MESSAGE(ours <= std::max(3 * torch32, 1e-5), c, " ", name, ": sieve float ", ours,
+                    " from the float64 truth, PyTorch float32 ", torch32);
+      worst = std::max(worst, ours / std::max(torch32, 1e-5 / 3));
+      ++checked;
+    }
+    MESSAGE(c, ": worst ratio of sieve's distance to PyTorch float32's (floor 1e-5/3): ", worst);
+  }
+  CHECK(checked >= split(meta.at("cases")).size() * (model.params().size() + names.size() - 3));
+}
+
+}  // namespace
+
+// Fixture: tools/gen_nn_fixtures.py --resnet50-grads (generated at test time, e2e suite).
+TEST_CASE("float gradients as accurate as PyTorch float32: ResNet50 train mode (fixture at test time)" *
+          doctest::skip()) {
+  const char* path = std::getenv("SIEVE_NN_R50_GRADS");
+  REQUIRE_MESSAGE(path != nullptr, "set SIEVE_NN_R50_GRADS to the file tools/gen_nn_fixtures.py --resnet50-grads wrote");
+  for (const auto layout : {kernels::Layout::cnhw, kernels::Layout::nchw}) {
+    CAPTURE(std::string(kernels::layout_name(layout)));
+    check_grad_accuracy(path, layout);
+  }
 }

@@ -274,6 +274,41 @@ TEST_CASE("freezing by prefix: frozen layers get no gradient, layers below are s
  }
 }
 
+// The values are checked against PyTorch's per block by the e2e test nn_resnet50_grad_accuracy.
+TEST_CASE("block gradient hook: each block's input gradient, top down, only where computed") {
+  Rng rng(23);
+  nn::ResNet<double> net(nn::ResNetConfig{{2, 1}, 4, 3}, 4);
+  nn::Linear<double> fc(net.embedding_dim(), 3, rng);
+  auto model = std::move(net) | std::move(fc);
+  Tensor4<double> x({2, 3, 32, 32});
+  fill_randn(x, rng);
+  Tensor2<double> dz({2, 3});
+  fill_randn(dz, rng);
+  auto& resnet = model.get<0>();
+  std::vector<std::size_t> calls;
+  resnet.set_block_grad_hook([&](std::size_t i, TensorRef4<const double> g) {
+    calls.push_back(i);
+    CHECK(g.shape == resnet.blocks()[i].input_shape());
+    double sq = 0;
+    for (std::size_t k = 0; k < g.size(); ++k) sq += g.data[k] * g.data[k];
+    CHECK(sq > 0);
+  });
+  model.forward(x);
+  model.backward(dz);
+  CHECK(calls == std::vector<std::size_t>{2, 1, 0});
+  // A copy does not report to the original's observer.
+  auto copy = resnet;
+  calls.clear();
+  copy.forward(x);
+  copy.backward(Tensor2<double>(resnet.output()));
+  CHECK(calls.empty());
+  // Nothing below the last stage trains: no input gradient is computed, none reported.
+  nn::freeze_all_but(model, {"layer2.", "fc."});
+  model.forward(x);
+  model.backward(dz);
+  CHECK(calls.empty());
+}
+
 TEST_CASE("train and eval modes: BN statistics, num_batches_tracked, deterministic eval") {
  for (const NetCase& nc : net_cases) {
   CAPTURE(nc.name);

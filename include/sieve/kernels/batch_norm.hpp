@@ -238,11 +238,17 @@ void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* mean,
       if (dbeta) dbeta[c] += static_cast<T>(sdy);
       if (dgamma) dgamma[c] += static_cast<T>(sdyx);
       if (!dx) continue;
-      // dx = k*dy - k*mean(dy) - k*xhat*mean(dy*xhat), xhat = (x - m)*is
+      // dx = k*dy - k*mean(dy) - k*xhat*mean(dy*xhat), xhat = (x - m)*is, computed as
+      // a*dy + e*(x - m) + b: the deviation first, as PyTorch does. Folding -e*m into b
+      // (a*dy + e*x + b') cancels terms |m|/std times larger than dx: float dx drifted to 1.7e-6
+      // from the double result at a mean 1000 std from zero, against 7e-8 this way (the unit
+      // test "channels whose mean is far from their spread"), and the ResNet50 gradient-accuracy
+      // test's worst tensor went from 2.1x PyTorch float32's distance to 1.6x.
       const double k = gamma[c] * is;
       const T a = static_cast<T>(k);
-      const T b = batch_stats ? static_cast<T>(-k * sdy / n + k * is * m * sdyx / n) : T(0);
+      const T b = batch_stats ? static_cast<T>(-k * sdy / n) : T(0);
       const T e = batch_stats ? static_cast<T>(-k * is * sdyx / n) : T(0);
+      const T mc = mean[c];
       detail::bn_channel_runs(d, c, [&](std::size_t o, std::size_t count, std::size_t) {
         T* dxc = dx + o;
         const T* xc = x + o;
@@ -252,7 +258,7 @@ void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* mean,
           if (batch_stats) {
             for (std::size_t p = 0; p < count; ++p) {
               const T dv = dyc[p];
-              dxc[p] = a * (yc[p] > T(0) ? dv : T(0)) + e * xc[p] + b;
+              dxc[p] = a * (yc[p] > T(0) ? dv : T(0)) + e * (xc[p] - mc) + b;
             }
           } else {
             for (std::size_t p = 0; p < count; ++p) {
@@ -261,7 +267,7 @@ void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* mean,
             }
           }
         } else if (batch_stats) {
-          for (std::size_t p = 0; p < count; ++p) dxc[p] = a * dyc[p] + e * xc[p] + b;
+          for (std::size_t p = 0; p < count; ++p) dxc[p] = a * dyc[p] + e * (xc[p] - mc) + b;
         } else {
           for (std::size_t p = 0; p < count; ++p) dxc[p] = a * dyc[p];
         }

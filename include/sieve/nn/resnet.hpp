@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -136,6 +137,7 @@ class ResNet {
       const TensorRef4<T> dx = scratch_->view(S::trunk, blocks_[i].input_shape());
       blocks_[i].backward_into(g, dx, below[i] != 0);
       if (!below[i]) return dx_empty();
+      if (block_grad_hook_) block_grad_hook_(i, dx);
       g = dx;
     }
     const TensorRef4<T> gs = scratch_->view(pooled() ? S::dsum : S::trunk, stem_shape);
@@ -200,6 +202,15 @@ class ResNet {
     avgpool_.set_layout(l);
   }
   kernels::Layout layout() const { return layout_; }
+
+  /// Observer of the gradient on its way down the trunk (torch's Tensor.register_hook, for
+  /// analysis and tests): backward calls it with block i (named block_names()[i]) and the
+  /// gradient with respect to that block's input, whenever that gradient is computed (something
+  /// below the block trains, or input_grad()). The view has the NCHW shape and layout()'s
+  /// memory order and lives until the next backward. Empty (the default) = none; a copy of
+  /// the network does not carry the hook (it would report the copy's gradients as ours).
+  using BlockGradHook = std::function<void(std::size_t, TensorRef4<const T>)>;
+  void set_block_grad_hook(BlockGradHook h) { block_grad_hook_ = std::move(h); }
 
   /// Whether backward computes the gradient with respect to the input image (default off).
   void set_input_grad(bool on) { input_grad_ = on; }
@@ -271,6 +282,7 @@ class ResNet {
   ScratchHandle<T> scratch_;
   std::vector<char> below_;
   std::vector<T> stem_affine_;
+  BlockGradHook block_grad_hook_;
   kernels::Layout layout_ = kernels::Layout::cnhw;
   bool input_grad_ = false, inference_ = false, inferred_ = false;
 };
