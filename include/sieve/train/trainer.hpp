@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -25,6 +24,7 @@
 #include "sieve/core/rng.hpp"
 #include "sieve/core/stage.hpp"
 #include "sieve/core/xt.hpp"
+#include "sieve/io/file.hpp"
 #include "sieve/io/safetensors.hpp"
 #include "sieve/optim/param_groups.hpp"
 #include "sieve/optim/schedule.hpp"
@@ -32,6 +32,7 @@
 #include "sieve/train/checkpoint.hpp"
 #include "sieve/train/detail/flat_json.hpp"
 #include "sieve/train/early_stopping.hpp"
+#include "sieve/train/metrics_log.hpp"
 #include "sieve/train/weights.hpp"
 
 namespace sieve::train {
@@ -188,6 +189,7 @@ class Trainer {
 
   /// Load weights, optimizer state and training position from a checkpoint directory.
   /// Throws naming the file when it is incomplete, truncated, corrupted or from another seed.
+  /// Ensures: RUN/metrics.jsonl holds only the checkpoint's epochs (truncate_metrics_log).
   void resume_from(const std::filesystem::path& dir) {
     const auto files = load_checkpoint_files(dir);
     auto need = [&](const char* name) -> const std::vector<std::byte>& {
@@ -221,6 +223,15 @@ class Trainer {
     es_.restore(j.get_bool("early_stopping.has_best"), j.get_double("early_stopping.best"),
                 j.get_i64("early_stopping.best_epoch"), j.get_i64("early_stopping.wait"));
     restore_plan(j, dir);
+    // Lines logged after this checkpoint was saved would be logged twice by the resumed run.
+    if (!o_.run_dir.empty()) {
+      const auto path = o_.run_dir / "metrics.jsonl";
+      const MetricsTruncation t = truncate_metrics_log(path, st_.epoch);
+      if (t.changed())
+        out() << "resume: " << path.string() << " cut back to the checkpoint's " << st_.epoch << " epoch(s): "
+              << t.kept << " line(s) kept, " << t.dropped << " logged after it dropped"
+              << (t.torn ? ", a torn last line dropped" : "") << "\n" << std::flush;
+    }
   }
 
   /// Train until `epochs` are done, early stopping triggers, or a step/time limit is hit; with
@@ -713,10 +724,8 @@ class Trainer {
       text += (i ? ", " : "") + detail::FlatJson::quote(j.items()[i].first) + ": " + j.items()[i].second;
     text += "}\n";
     std::filesystem::create_directories(o_.run_dir);
-    std::ofstream f(o_.run_dir / "metrics.jsonl", std::ios::app);
-    f << text;
-    f.flush();
-    SIEVE_CHECK(f.good(), "Trainer: cannot append to ", (o_.run_dir / "metrics.jsonl").string());
+    // Durable before the checkpoint that counts this epoch; see metrics_log.hpp for the rules.
+    io::append_file_durable(o_.run_dir / "metrics.jsonl", text);
   }
 
   Model& model_;
