@@ -11,7 +11,8 @@
 ///     one-hot targets, AdamW, warmup + cosine, early stopping on validation MAP@5.
 /// Writes RUN/config.json, split.json, metrics.jsonl, last/, best/ (early stopping),
 /// calibration.json and train_embeddings.safetensors. `--resume RUN` continues from RUN/last/
-/// exactly (a planned run keeps its plan).
+/// exactly (a planned run keeps its plan; metrics.jsonl is cut back to that checkpoint).
+/// Crash safety: the run folder is locked (RUN/.lock, flock) while a train uses it.
 ///
 /// Validation: a seeded stratified `--val-frac` of each class of train.csv, plus outside
 /// images making up `--outside-frac` of the validation set (labelled -1). With negatives (fast:
@@ -64,6 +65,7 @@
 #include "sieve/train/embedding_cache.hpp"
 #include "sieve/train/loader_adapter.hpp"
 #include "sieve/train/memory_loader.hpp"
+#include "sieve/train/run_lock.hpp"
 #include "sieve/train/trainer.hpp"
 
 namespace sieve::cli {
@@ -415,6 +417,7 @@ struct TrainCommand {
                   "would stop on its own clock, at different steps; use --max-steps");
     RunConfig cfg;
     fs::path run_dir;
+    std::optional<train::RunLock> lock;  // rank 0 holds the run folder until the command ends
     const bool resuming = !resume.empty();
     if (resuming) {
       for (const auto& f : config_flags())
@@ -422,6 +425,7 @@ struct TrainCommand {
                                         "fixes it; start a new run with --out to change it)");
       run_dir = resume;
       cfg = load_config(run_dir);
+      if (root) lock.emplace(run_dir);  // before anything reads last/ or metrics.jsonl
       if (ranks > 1) {
         // An interrupted checkpoint rename is repaired by one writer before any rank reads last/.
         if (root) train::recover_slot(run_dir, "last");
@@ -432,7 +436,7 @@ struct TrainCommand {
       run_dir = out;
       if (fs::exists(run_dir)) {
         SIEVE_CHECK(fs::is_directory(run_dir), "train: --out ", run_dir.string(), " exists and is not a directory");
-        SIEVE_CHECK(fs::is_empty(run_dir), "train: --out ", run_dir.string(),
+        SIEVE_CHECK(train::RunLock::folder_is_empty(run_dir), "train: --out ", run_dir.string(),
                     " is not empty; continue that run with --resume ", run_dir.string(), " or choose a new folder");
       }
     }
@@ -470,6 +474,12 @@ struct TrainCommand {
     // rank 0 creates anything.
     if (ranks > 1) comm.barrier("train: inputs checked on every rank");
     if (!resuming && root) {
+      // Two trains into one --out both saw it empty: the first to lock it writes the run.
+      fs::create_directories(run_dir);
+      lock.emplace(run_dir);
+      SIEVE_CHECK(train::RunLock::folder_is_empty(run_dir), "train: --out ", run_dir.string(),
+                  " was filled by another process since it was checked; continue that run with --resume ",
+                  run_dir.string(), " or choose a new folder");
       save_config(run_dir, cfg);
       write_json_file(run_dir / "split.json", split_json);
     }
