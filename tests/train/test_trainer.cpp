@@ -236,6 +236,76 @@ TEST_CASE("trainer: resume cuts metrics.jsonl back to the checkpoint (lines logg
   }
 }
 
+TEST_CASE("trainer: stop_requested stops at the step boundary with last/ saved; resuming gives the straight run") {
+  TempDir a("stop_straight");
+  std::vector<float> want;
+  {
+    Setup s({.run_dir = a.path, .epochs = 3, .accum_steps = 2, .seed = 6});
+    s.trainer.fit(s.loader);
+    want = s.model.snapshot();
+  }
+  // 4 steps per epoch; polled after each step and each epoch end: the 3rd poll follows step 3
+  // (mid-epoch 1), the 5th the end of epoch 1 (step 4), the 7th step 6 (mid-epoch 2).
+  for (const auto& [last_poll, at] : std::vector<std::pair<std::int64_t, std::int64_t>>{{3, 3}, {5, 4}, {7, 6}}) {
+    CAPTURE(last_poll);
+    TempDir b("stop_resumed");
+    std::int64_t polls = 0;
+    {
+      Setup s({.run_dir = b.path, .epochs = 3, .accum_steps = 2,
+               .stop_requested = [&] { return ++polls >= last_poll; }, .seed = 6});
+      const auto r = s.trainer.fit(s.loader);
+      CHECK(r.stopped_by_request);
+      CHECK_FALSE(r.stopped_by_limit);
+      CHECK(r.steps == at);
+      CHECK(s.trainer.state().step == at);
+    }
+    Setup s({.run_dir = b.path, .epochs = 3, .accum_steps = 2, .seed = 6});
+    REQUIRE(s.trainer.resume());
+    CHECK(s.trainer.state().step == at);  // last/ is the stop's step
+    const auto r = s.trainer.fit(s.loader);
+    CHECK_FALSE(r.stopped_by_request);
+    CHECK(s.model.snapshot() == want);
+    CHECK(file_bytes(b.path / "last" / "model.safetensors") == file_bytes(a.path / "last" / "model.safetensors"));
+    CHECK(epoch_losses(b.path) == epoch_losses(a.path));
+  }
+}
+
+TEST_CASE("trainer: checkpoint_every_minutes saves last/ mid-epoch on the clock") {
+  // A crash (the loader throws) at batch 6 of epoch 1; the clock advances 10 s per batch served.
+  struct CrashingLoader {
+    Loader& inner;
+    std::int64_t& served;
+    std::int64_t crash_at;
+    std::int64_t num_batches(std::int64_t e) const { return inner.num_batches(e); }
+    void start_epoch(std::int64_t e, std::int64_t first) { inner.start_epoch(e, first); }
+    const Loader::Batch& next_batch() {
+      if (served == crash_at) throw std::runtime_error("simulated crash");
+      ++served;
+      return inner.next_batch();
+    }
+  };
+  for (const double minutes : {0.0, 0.5}) {
+    CAPTURE(minutes);
+    TempDir d("ckpt_minutes");
+    std::int64_t served = 0;
+    Setup s({.run_dir = d.path, .epochs = 2, .checkpoint_every_minutes = minutes, .seed = 2,
+             .now_seconds = [&] { return 10.0 * static_cast<double>(served); }});
+    CrashingLoader crashing{s.loader, served, 5};
+    CHECK_THROWS_WITH(s.trainer.fit(crashing), "simulated crash");
+    if (minutes == 0.0) {
+      CHECK_FALSE(fs::exists(d.path / "last"));  // epoch-end checkpoints only: nothing yet
+      continue;
+    }
+    // 30 s between saves: after step 3 (30 s); the next would follow step 6, whose batch crashes.
+    Setup r({.run_dir = d.path, .epochs = 2, .seed = 2});
+    REQUIRE(r.trainer.resume());
+    CHECK(r.trainer.state().step == 3);
+    CHECK(r.trainer.state().batch == 3);
+  }
+  CHECK_THROWS_WITH_AS(Setup({.checkpoint_every_minutes = std::nan("")}), doctest::Contains("checkpoint_every_minutes=nan"),
+                       Error);
+}
+
 TEST_CASE("truncate_metrics_log: keeps the checkpoint's epochs, leaves a clean log untouched, refuses a corrupt line") {
   TempDir d("metrics_log", true);
   const fs::path p = d.path / "metrics.jsonl";
