@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "sieve/train/run_lock.hpp"
+#include "support/child_process.hpp"
 #include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -53,19 +54,9 @@ TEST_CASE("run lock: kill -9 of the holder leaves no stale lock") {
   TempDir tmp("run_lock_kill", true);
   const fs::path run = tmp.path / "run";
   fs::create_directories(run);
-  const pid_t pid = ::fork();
+  const pid_t pid = sieve_test::spawn_test_case("run lock holder child*", {{"SIEVE_LOCK_CHILD_DIR", run.string()}});
   REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::setenv("SIEVE_LOCK_CHILD_DIR", run.c_str(), 1);
-    ::execl("/proc/self/exe", "test_train", "--test-case=run lock holder child*", "--no-intro", "--no-version",
-            static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  const fs::path marker = tmp.path / "locked";
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!fs::exists(marker) && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  const bool locked = fs::exists(marker);
+  const bool locked = sieve_test::wait_for_file(tmp.path / "locked");
   if (locked)
     CHECK_THROWS_WITH_AS(train::RunLock{run}, doctest::Contains(("pid " + std::to_string(pid) + ",").c_str()), Error);
   ::kill(pid, SIGKILL);
