@@ -22,6 +22,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -36,6 +37,7 @@
 #include "sieve/io/submission.hpp"
 #include "sieve/kernels/gemm.hpp"
 #include "sieve/metrics/summary.hpp"
+#include "sieve/train/metrics_log.hpp"
 #include "sieve/viz/html.hpp"
 #include "sieve/viz/svg.hpp"
 #include "sieve/viz/umap.hpp"
@@ -51,17 +53,17 @@ struct MetricsTable {
 };
 
 /// Epoch lines of RUN/metrics.jsonl (lines with "epoch" and "loss"; step lines, which carry
-/// "type": "step", are skipped). Malformed lines are errors naming the line.
-inline MetricsTable read_metrics(const fs::path& path) {
+/// "type": "step", are skipped). A torn last line (no newline: an interrupted run) is skipped
+/// and a warning added to `notes`; a malformed complete line is an error naming the line.
+inline MetricsTable read_metrics(const fs::path& path, std::vector<std::string>& notes) {
   MetricsTable t;
   const auto bytes = io::read_file(path, std::size_t{256} << 20);
-  const std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-  std::size_t pos = 0, line_no = 0;
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  const train::MetricsLogText log = train::split_metrics_log(text);
+  if (!log.torn.empty()) notes.push_back(train::torn_line_warning(path, log.torn));
+  std::size_t line_no = 0;
   std::vector<json> lines;
-  while (pos < text.size()) {
-    const std::size_t end = std::min(text.find('\n', pos), text.size());
-    const std::string line = text.substr(pos, end - pos);
-    pos = end + 1;
+  for (const std::string_view line : log.lines) {
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     json j;
@@ -329,7 +331,7 @@ struct ReportCommand {
       page.paragraph("No metrics.jsonl in the run folder.");
       return;
     }
-    const auto t = report_detail::read_metrics(path);
+    const auto t = report_detail::read_metrics(path, notes);
     if (t.epoch.empty()) {
       page.paragraph("metrics.jsonl holds no epoch line yet.");
       return;

@@ -11,7 +11,10 @@
 ///     one-hot targets, AdamW, warmup + cosine, early stopping on validation MAP@5.
 /// Writes RUN/config.json, split.json, metrics.jsonl, last/, best/ (early stopping),
 /// calibration.json and train_embeddings.safetensors. `--resume RUN` continues from RUN/last/
-/// exactly (a planned run keeps its plan).
+/// exactly (a planned run keeps its plan; metrics.jsonl is cut back to that checkpoint).
+/// Crash safety: the run folder is locked (RUN/.lock, flock) while a train uses it; last/ is
+/// also saved every --checkpoint-minutes; the first SIGINT/SIGTERM stops at the next step
+/// boundary with last/ saved and exits 130/143, a second exits at once (one process only).
 ///
 /// Validation: a seeded stratified `--val-frac` of each class of train.csv, plus outside
 /// images making up `--outside-frac` of the validation set (labelled -1). With negatives (fast:
@@ -47,6 +50,7 @@
 #include "flags.hpp"
 #include "parallel.hpp"
 #include "run.hpp"
+#include "stop_signal.hpp"
 #include "sieve/dist/dist.hpp"
 #include "sieve/io/data_folder.hpp"
 #include "sieve/io/decoded_dataset.hpp"
@@ -64,6 +68,7 @@
 #include "sieve/train/embedding_cache.hpp"
 #include "sieve/train/loader_adapter.hpp"
 #include "sieve/train/memory_loader.hpp"
+#include "sieve/train/run_lock.hpp"
 #include "sieve/train/trainer.hpp"
 
 namespace sieve::cli {
@@ -160,7 +165,7 @@ struct TrainCommand {
   std::size_t image_size = 0, width = 0, channels = 0, workers = 2;
   std::int64_t epochs = 0, batch = 0, patience = 0, max_steps = -1;
   double lr = 0, weight_decay = 0, dropout = 0, outside_frac = 0.3, val_frac = 0.1, warmup_epochs = 1.0,
-         label_smoothing = 0, momentum = 0.9, max_minutes = 0.0;
+         label_smoothing = 0, momentum = 0.9, max_minutes = 0.0, checkpoint_minutes = 10.0;
   std::uint64_t seed = 0;
   bool negatives = false, quiet = false;
   int threads = 0;
@@ -185,7 +190,7 @@ struct TrainCommand {
     app->add_option("--out", out, "run folder to create (must not already hold a run)");
     app->add_option("--resume", resume, "continue the run in this folder from its last/ checkpoint (its "
                                         "config.json fixes every setting; only --max-minutes, --max-steps, "
-                                        "--threads, --workers may be given)");
+                                        "--checkpoint-minutes, --threads, --workers may be given)");
     app->add_option("--recipe", recipe, "defaults of every setting below: fast (input size, channels, mean and std "
                                         "from the images; cifar-resnet10; softmax-other head, label smoothing 0.1; "
                                         "SGD lr 0.2 batch 256; outside images as negatives; flip TTA) or seed "
@@ -279,6 +284,11 @@ struct TrainCommand {
     app->add_option("--max-steps", max_steps, "stop (saving last/) after this many optimizer steps in this "
                                               "invocation; calibration still runs")
         ->check(CLI::PositiveNumber);
+    app->add_option("--checkpoint-minutes", checkpoint_minutes, "also save last/ mid-epoch when this many minutes "
+                                                                "passed since the last save (0 = only at epoch "
+                                                                "ends and stops); resuming from it is exact")
+        ->check(finite_number & CLI::NonNegativeNumber)
+        ->capture_default_str();
     app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
     app->add_option("--workers", workers, "image loading threads (0 = load on the training thread)")
         ->capture_default_str();
@@ -415,6 +425,7 @@ struct TrainCommand {
                   "would stop on its own clock, at different steps; use --max-steps");
     RunConfig cfg;
     fs::path run_dir;
+    std::optional<train::RunLock> lock;  // rank 0 holds the run folder until the command ends
     const bool resuming = !resume.empty();
     if (resuming) {
       for (const auto& f : config_flags())
@@ -422,6 +433,7 @@ struct TrainCommand {
                                         "fixes it; start a new run with --out to change it)");
       run_dir = resume;
       cfg = load_config(run_dir);
+      if (root) lock.emplace(run_dir);  // before anything reads last/ or metrics.jsonl
       if (ranks > 1) {
         // An interrupted checkpoint rename is repaired by one writer before any rank reads last/.
         if (root) train::recover_slot(run_dir, "last");
@@ -432,7 +444,7 @@ struct TrainCommand {
       run_dir = out;
       if (fs::exists(run_dir)) {
         SIEVE_CHECK(fs::is_directory(run_dir), "train: --out ", run_dir.string(), " exists and is not a directory");
-        SIEVE_CHECK(fs::is_empty(run_dir), "train: --out ", run_dir.string(),
+        SIEVE_CHECK(train::RunLock::folder_is_empty(run_dir), "train: --out ", run_dir.string(),
                     " is not empty; continue that run with --resume ", run_dir.string(), " or choose a new folder");
       }
     }
@@ -470,6 +482,12 @@ struct TrainCommand {
     // rank 0 creates anything.
     if (ranks > 1) comm.barrier("train: inputs checked on every rank");
     if (!resuming && root) {
+      // Two trains into one --out both saw it empty: the first to lock it writes the run.
+      fs::create_directories(run_dir);
+      lock.emplace(run_dir);
+      SIEVE_CHECK(train::RunLock::folder_is_empty(run_dir), "train: --out ", run_dir.string(),
+                  " was filled by another process since it was checked; continue that run with --resume ",
+                  run_dir.string(), " or choose a new folder");
       save_config(run_dir, cfg);
       write_json_file(run_dir / "split.json", split_json);
     }
@@ -537,10 +555,22 @@ struct TrainCommand {
     };
     train::FitResult fr;
     std::string checkpoint_used;
-    if (cached) {
-      fr = fit_cached(model, cfg, run_dir, train_ds, val_ds, resuming);
-    } else {
-      fr = fit_images(model, cfg, run_dir, train_src, val_src, resuming);
+    {
+      // One process: SIGINT/SIGTERM stop at a step boundary with last/ saved. Under MPI the
+      // ranks would see a signal at different steps and stop apart: the defaults stay.
+      std::optional<StopOnSignal> on_signal;
+      if (ranks == 1) on_signal.emplace();
+      if (cached) {
+        fr = fit_cached(model, cfg, run_dir, train_ds, val_ds, resuming);
+      } else {
+        fr = fit_images(model, cfg, run_dir, train_src, val_src, resuming);
+      }
+      if (const int sig = StopOnSignal::received(); ranks == 1 && sig != 0) {
+        std::cerr << "sieve train: stopped by " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << " after step "
+                  << fr.steps << "; " << (run_dir / "last").string() << " saved (exactly resumable). Continue with: "
+                  << "sieve train --resume " << run_dir.string() << "\n" << std::flush;
+        return 128 + sig;
+      }
     }
     if (ranks > 1) comm.barrier("train: rank 0 saved the checkpoints");
     say(str("train: ", fr.epochs_completed, " epoch(s) this run, ", fr.steps, " optimizer steps in total",
@@ -627,6 +657,8 @@ struct TrainCommand {
     o.epochs = cfg.epochs;
     o.seed = cfg.seed;
     o.max_minutes = max_minutes;
+    o.checkpoint_every_minutes = checkpoint_minutes;
+    if (communicator().size() == 1) o.stop_requested = [] { return StopOnSignal::received() != 0; };
     o.throughput_scale = static_cast<double>(communicator().size());  // equal shards per rank
     o.progress = quiet ? train::Progress::off : train::Progress::automatic;
     // The seed recipe stops early on validation MAP@5; the fast recipe anneals to its last step

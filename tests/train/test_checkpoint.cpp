@@ -16,6 +16,7 @@
 #include "sieve/core/rng.hpp"
 #include "sieve/train/checkpoint.hpp"
 #include "sieve/train/detail/flat_json.hpp"
+#include "support/child_process.hpp"
 #include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -196,23 +197,13 @@ TEST_CASE("checkpoint: kill -9 at random moments during saves always leaves a lo
   std::uint64_t next_gen = 2, last_seen = 1;
   int kills = 0, progressed = 0;
   for (int round = 0; round < 12; ++round) {
-    const pid_t pid = ::fork();
+    const pid_t pid = sieve_test::spawn_test_case(
+        "checkpoint writer child*", {{"SIEVE_CKPT_CHILD_DIR", run.string()}, {"SIEVE_CKPT_CHILD_GEN", std::to_string(next_gen)}});
     REQUIRE(pid >= 0);
-    if (pid == 0) {
-      const std::string gen = std::to_string(next_gen);
-      ::setenv("SIEVE_CKPT_CHILD_DIR", run.c_str(), 1);
-      ::setenv("SIEVE_CKPT_CHILD_GEN", gen.c_str(), 1);
-      ::execl("/proc/self/exe", "test_train", "--test-case=checkpoint writer child*", "--no-intro", "--no-version",
-              static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    // Wait until the child has completed one save in this round (slow under sanitizers and
-    // load), then kill it at a random moment of the following saves.
+    // Wait until the child has completed one save in this round, then kill it at a random
+    // moment of the following saves.
     const fs::path marker = tmp.path / "saved_gen";
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!fs::exists(marker) && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    const bool saved_once = fs::exists(marker);
+    const bool saved_once = sieve_test::wait_for_file(marker);
     std::this_thread::sleep_for(std::chrono::microseconds(rng.below(40000)));
     ::kill(pid, SIGKILL);
     int status = 0;

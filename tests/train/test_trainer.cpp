@@ -19,6 +19,7 @@
 #include "sieve/train/embedding_cache.hpp"
 #include "sieve/train/loader_adapter.hpp"
 #include "sieve/train/memory_loader.hpp"
+#include "sieve/train/metrics_log.hpp"
 #include "sieve/train/trainer.hpp"
 #include "tiny_model.hpp"
 #include "support/temp_dir.hpp"
@@ -184,6 +185,148 @@ TEST_CASE("trainer: exact resume — k steps, stop, resume, k more == 2k straigh
   // Resuming a run with another seed is refused (it could not be exact).
   Setup wrong({.run_dir = a.path, .epochs = 3, .seed = 99});
   CHECK_THROWS_WITH_AS(wrong.trainer.resume(), doctest::Contains("trained with seed 11 but this run has seed 99"), Error);
+}
+
+namespace {
+// The "epoch" and "loss" of every line of RUN/metrics.jsonl (every line must parse).
+std::vector<std::pair<int, double>> epoch_losses(const fs::path& run) {
+  std::vector<std::pair<int, double>> out;
+  std::ifstream f(run / "metrics.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    const auto j = nlohmann::json::parse(line);
+    out.emplace_back(j["epoch"].get<int>(), j["loss"].get<double>());
+  }
+  return out;
+}
+void append_text(const fs::path& p, const std::string& text) {
+  std::ofstream f(p, std::ios::app);
+  f << text;
+}
+}  // namespace
+
+TEST_CASE("trainer: resume cuts metrics.jsonl back to the checkpoint (lines logged after it, a torn last line)") {
+  // 7 batches per epoch; a kill between an epoch's metrics line and its last/ save leaves a line
+  // the resumed run writes again. Simulated: stop at a step, append what the killed run had logged.
+  TempDir a("metrics_straight");
+  {
+    Setup s({.run_dir = a.path, .epochs = 3, .seed = 4});
+    s.trainer.fit(s.loader);
+  }
+  const auto want = epoch_losses(a.path);
+  REQUIRE(want.size() == 3);
+  // Stops: mid-epoch 2 (step 10); the last step of epoch 1 (step 7: last/ is at batch 7 of 7 with
+  // the epoch end still to run, so a line with step 7 is after the checkpoint: a step rule fails).
+  for (const std::int64_t stop : {10, 7}) {
+    CAPTURE(stop);
+    TempDir b("metrics_resumed");
+    {
+      Setup s({.run_dir = b.path, .epochs = 3, .stop_after_steps = stop, .seed = 4});
+      s.trainer.fit(s.loader);
+    }
+    const int completed = stop == 10 ? 1 : 0;
+    REQUIRE(epoch_losses(b.path).size() == static_cast<std::size_t>(completed));
+    append_text(b.path / "metrics.jsonl", str("{\"epoch\": ", completed + 1, ", \"step\": 7, \"loss\": 9.5}\n{\"epo"));
+    std::ostringstream said;
+    Setup s({.run_dir = b.path, .epochs = 3, .seed = 4, .out = &said});
+    REQUIRE(s.trainer.resume());
+    CHECK(said.str().find("1 logged after it dropped, a torn last line dropped") != std::string::npos);
+    CHECK(epoch_losses(b.path).size() == static_cast<std::size_t>(completed));
+    s.trainer.fit(s.loader);
+    CHECK(epoch_losses(b.path) == want);
+  }
+}
+
+TEST_CASE("trainer: stop_requested stops at the step boundary with last/ saved; resuming gives the straight run") {
+  TempDir a("stop_straight");
+  std::vector<float> want;
+  {
+    Setup s({.run_dir = a.path, .epochs = 3, .accum_steps = 2, .seed = 6});
+    s.trainer.fit(s.loader);
+    want = s.model.snapshot();
+  }
+  // 4 steps per epoch; polled after each step and each epoch end: the 3rd poll follows step 3
+  // (mid-epoch 1), the 5th the end of epoch 1 (step 4), the 7th step 6 (mid-epoch 2).
+  for (const auto& [last_poll, at] : std::vector<std::pair<std::int64_t, std::int64_t>>{{3, 3}, {5, 4}, {7, 6}}) {
+    CAPTURE(last_poll);
+    TempDir b("stop_resumed");
+    std::int64_t polls = 0;
+    {
+      Setup s({.run_dir = b.path, .epochs = 3, .accum_steps = 2,
+               .stop_requested = [&] { return ++polls >= last_poll; }, .seed = 6});
+      const auto r = s.trainer.fit(s.loader);
+      CHECK(r.stopped_by_request);
+      CHECK_FALSE(r.stopped_by_limit);
+      CHECK(r.steps == at);
+      CHECK(s.trainer.state().step == at);
+    }
+    Setup s({.run_dir = b.path, .epochs = 3, .accum_steps = 2, .seed = 6});
+    REQUIRE(s.trainer.resume());
+    CHECK(s.trainer.state().step == at);  // last/ is the stop's step
+    const auto r = s.trainer.fit(s.loader);
+    CHECK_FALSE(r.stopped_by_request);
+    CHECK(s.model.snapshot() == want);
+    CHECK(file_bytes(b.path / "last" / "model.safetensors") == file_bytes(a.path / "last" / "model.safetensors"));
+    CHECK(epoch_losses(b.path) == epoch_losses(a.path));
+  }
+}
+
+TEST_CASE("trainer: checkpoint_every_minutes saves last/ mid-epoch on the clock") {
+  // A crash (the loader throws) at batch 6 of epoch 1; the clock advances 10 s per batch served.
+  struct CrashingLoader {
+    Loader& inner;
+    std::int64_t& served;
+    std::int64_t crash_at;
+    std::int64_t num_batches(std::int64_t e) const { return inner.num_batches(e); }
+    void start_epoch(std::int64_t e, std::int64_t first) { inner.start_epoch(e, first); }
+    const Loader::Batch& next_batch() {
+      if (served == crash_at) throw std::runtime_error("simulated crash");
+      ++served;
+      return inner.next_batch();
+    }
+  };
+  for (const double minutes : {0.0, 0.5}) {
+    CAPTURE(minutes);
+    TempDir d("ckpt_minutes");
+    std::int64_t served = 0;
+    Setup s({.run_dir = d.path, .epochs = 2, .checkpoint_every_minutes = minutes, .seed = 2,
+             .now_seconds = [&] { return 10.0 * static_cast<double>(served); }});
+    CrashingLoader crashing{s.loader, served, 5};
+    CHECK_THROWS_WITH(s.trainer.fit(crashing), "simulated crash");
+    if (minutes == 0.0) {
+      CHECK_FALSE(fs::exists(d.path / "last"));  // epoch-end checkpoints only: nothing yet
+      continue;
+    }
+    // 30 s between saves: after step 3 (30 s); the next would follow step 6, whose batch crashes.
+    Setup r({.run_dir = d.path, .epochs = 2, .seed = 2});
+    REQUIRE(r.trainer.resume());
+    CHECK(r.trainer.state().step == 3);
+    CHECK(r.trainer.state().batch == 3);
+  }
+  CHECK_THROWS_WITH_AS(Setup({.checkpoint_every_minutes = std::nan("")}), doctest::Contains("checkpoint_every_minutes=nan"),
+                       Error);
+}
+
+TEST_CASE("truncate_metrics_log: keeps the checkpoint's epochs, leaves a clean log untouched, refuses a corrupt line") {
+  TempDir d("metrics_log", true);
+  const fs::path p = d.path / "metrics.jsonl";
+  CHECK_FALSE(train::truncate_metrics_log(p, 3).changed());  // no log yet: nothing to do
+  CHECK_FALSE(fs::exists(p));
+  const std::string clean = "{\"epoch\": 1, \"loss\": 0.5}\n{\"note\": \"no epoch\"}\n{\"epoch\": 2, \"loss\": 0.25}\n";
+  append_text(p, clean);
+  auto r = train::truncate_metrics_log(p, 2);
+  CHECK((r.kept == 3 && r.dropped == 0 && !r.torn));
+  CHECK(io::read_file(p).size() == clean.size());
+  append_text(p, "{\"epoch\": 3, \"loss\": 0.125}\n{\"epoch\": 4, \"lo");
+  r = train::truncate_metrics_log(p, 1);
+  CHECK((r.kept == 2 && r.dropped == 2 && r.torn));
+  const auto kept = io::read_file(p);
+  CHECK(std::string(reinterpret_cast<const char*>(kept.data()), kept.size()) ==
+        "{\"epoch\": 1, \"loss\": 0.5}\n{\"note\": \"no epoch\"}\n");
+  // Corruption in the middle is not a crash artefact: refused, naming the file and the line.
+  append_text(p, "{not json\n{\"epoch\": 2}\n");
+  CHECK_THROWS_WITH_AS(train::truncate_metrics_log(p, 5), doctest::Contains("metrics.jsonl:3: malformed JSON"), Error);
+  const auto split = train::split_metrics_log("a\nb\nc");
+  CHECK((split.lines.size() == 2 && split.lines[1] == "b" && split.torn == "c"));
 }
 
 TEST_CASE("trainer: a corrupted last/ is refused on resume, naming the file") {

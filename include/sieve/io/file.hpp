@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sieve/core/check.hpp"
@@ -141,6 +142,22 @@ inline void write_file(const std::filesystem::path& path, std::span<const std::b
   if (fd < 0) fail(path.string(), ": cannot create: ", detail::errno_text());
   try {
     detail::write_all(fd, data.data(), data.size(), path);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (::close(fd) != 0) fail(path.string(), ": close failed: ", detail::errno_text());
+}
+
+/// Append `text` to `path` (created if missing) and fsync it: for logs whose lines must be on
+/// disk before a checkpoint that counts them. A crash mid-write can leave a torn last line;
+/// readers of such logs skip a last line without its '\n'. Throws sieve::Error naming the file.
+inline void append_file_durable(const std::filesystem::path& path, std::string_view text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail(path.string(), ": cannot open to append: ", detail::errno_text());
+  try {
+    detail::write_all(fd, reinterpret_cast<const std::byte*>(text.data()), text.size(), path);
+    if (::fsync(fd) != 0) fail(path.string(), ": fsync failed: ", detail::errno_text());
   } catch (...) {
     ::close(fd);
     throw;

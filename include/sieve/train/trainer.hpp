@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -25,6 +24,7 @@
 #include "sieve/core/rng.hpp"
 #include "sieve/core/stage.hpp"
 #include "sieve/core/xt.hpp"
+#include "sieve/io/file.hpp"
 #include "sieve/io/safetensors.hpp"
 #include "sieve/optim/param_groups.hpp"
 #include "sieve/optim/schedule.hpp"
@@ -32,6 +32,7 @@
 #include "sieve/train/checkpoint.hpp"
 #include "sieve/train/detail/flat_json.hpp"
 #include "sieve/train/early_stopping.hpp"
+#include "sieve/train/metrics_log.hpp"
 #include "sieve/train/weights.hpp"
 
 namespace sieve::train {
@@ -72,8 +73,16 @@ struct TrainerOptions {
   /// the LR schedule does not shift. After this many in a row the trainer throws.
   std::int64_t max_nonfinite_in_row = 5;
   std::int64_t checkpoint_every_steps = 0;  ///< > 0: also save last/ every K optimizer steps
+  /// > 0: also save last/ after a step when this many minutes passed since the last save of
+  /// this fit() call (or its start). Mid-epoch checkpoints resume exactly (see BatchLoader).
+  double checkpoint_every_minutes = 0.0;
   double max_minutes = 0.0;               ///< > 0: save last/ and return once this much wall time passed
   std::int64_t stop_after_steps = -1;     ///< >= 0: save last/ and return after this many optimizer steps
+  /// Polled after every optimizer step and every epoch end: when it returns true, fit() saves
+  /// last/ (exactly resumable, mid-epoch too) and returns with FitResult::stopped_by_request.
+  /// For SIGINT/SIGTERM the caller's handler sets an atomic flag this reads; the library
+  /// installs no handler and keeps no global state.
+  std::function<bool()> stop_requested{};
   std::uint64_t seed = 0;                 ///< keys dropout randomness (and is checked on resume)
   Progress progress = Progress::automatic;
   double plain_every_seconds = 60.0;       ///< plain progress: a step line at most this often (0 = none)
@@ -115,6 +124,7 @@ struct FitResult {
   bool early_stopped = false;
   bool stopped_by_limit = false;  ///< stop_after_steps or max_minutes
   bool stopped_by_plan = false;   ///< a budgeted run took all its planned steps
+  bool stopped_by_request = false;  ///< options.stop_requested returned true (last/ saved)
   std::optional<TimePlan> plan{}; ///< the time plan followed (budgeted runs, once made)
   std::int64_t nonfinite_skipped = 0;
   double last_epoch_loss = 0.0;
@@ -145,6 +155,8 @@ class Trainer {
   Trainer(Model& model, Loss& loss, Opt& optimizer, const Schedule& schedule, TrainerOptions options)
       : model_(model), loss_(loss), opt_(optimizer), schedule_(schedule), o_(std::move(options)),
         params_(model.params()), es_(o_.early_stopping.value_or(EarlyStoppingOptions{})) {
+    SIEVE_CHECK(o_.checkpoint_every_minutes >= 0.0 && std::isfinite(o_.checkpoint_every_minutes),
+                "Trainer: checkpoint_every_minutes=", o_.checkpoint_every_minutes, " (need a finite value >= 0)");
     SIEVE_CHECK(o_.epochs >= 0 && o_.accum_steps >= 1 && o_.max_nonfinite_in_row >= 1,
                 "Trainer: epochs=", o_.epochs, " accum_steps=", o_.accum_steps, " max_nonfinite_in_row=",
                 o_.max_nonfinite_in_row, " (need >= 0, >= 1, >= 1)");
@@ -188,6 +200,7 @@ class Trainer {
 
   /// Load weights, optimizer state and training position from a checkpoint directory.
   /// Throws naming the file when it is incomplete, truncated, corrupted or from another seed.
+  /// Ensures: RUN/metrics.jsonl holds only the checkpoint's epochs (truncate_metrics_log).
   void resume_from(const std::filesystem::path& dir) {
     const auto files = load_checkpoint_files(dir);
     auto need = [&](const char* name) -> const std::vector<std::byte>& {
@@ -221,6 +234,15 @@ class Trainer {
     es_.restore(j.get_bool("early_stopping.has_best"), j.get_double("early_stopping.best"),
                 j.get_i64("early_stopping.best_epoch"), j.get_i64("early_stopping.wait"));
     restore_plan(j, dir);
+    // Lines logged after this checkpoint was saved would be logged twice by the resumed run.
+    if (!o_.run_dir.empty()) {
+      const auto path = o_.run_dir / "metrics.jsonl";
+      const MetricsTruncation t = truncate_metrics_log(path, st_.epoch);
+      if (t.changed())
+        out() << "resume: " << path.string() << " cut back to the checkpoint's " << st_.epoch << " epoch(s): "
+              << t.kept << " line(s) kept, " << t.dropped << " logged after it dropped"
+              << (t.torn ? ", a torn last line dropped" : "") << "\n" << std::flush;
+    }
   }
 
   /// Train until `epochs` are done, early stopping triggers, or a step/time limit is hit; with
@@ -238,6 +260,7 @@ class Trainer {
     std::vector<double> warmup_seconds;  // and after it, until the plan is refined
     val_seconds_ = -1.0;
     save_seconds_ = -1.0;
+    last_save_at_ = t0;
     stage_set_training(model_, true);
     model_.zero_grad();
     const std::uint64_t dropout_key = derive_seed(o_.seed, RngPurpose::dropout);
@@ -310,17 +333,21 @@ class Trainer {
         const bool limit = (o_.stop_after_steps >= 0 && st_.step >= o_.stop_after_steps) ||
                            (o_.max_minutes > 0.0 && secs >= o_.max_minutes * 60.0);
         const bool done = plan_ && st_.step >= plan_->total_steps;
-        if (limit || done) {
+        const bool requested = !done && !limit && o_.stop_requested && o_.stop_requested();
+        if (limit || done || requested) {
           timed_save("last");
           r.stopped_by_limit = limit && !done;
           r.stopped_by_plan = done;
+          r.stopped_by_request = requested;
           if (done)
             line(str("plan complete: ", st_.step, " steps in ", hms(elapsed()), " (planned ",
                      hms(plan_->predicted_seconds), "), last lr ", lr));
           stop = true;
           break;
         }
-        if (o_.checkpoint_every_steps > 0 && st_.step % o_.checkpoint_every_steps == 0) timed_save("last");
+        if ((o_.checkpoint_every_steps > 0 && st_.step % o_.checkpoint_every_steps == 0) ||
+            (o_.checkpoint_every_minutes > 0.0 && now() - last_save_at_ >= o_.checkpoint_every_minutes * 60.0))
+          timed_save("last");
       }
       if (stop) break;
       // End of epoch: validate, log, maybe save best, advance, save last.
@@ -367,9 +394,13 @@ class Trainer {
                  es_.wait(), " epochs; best ", es_.best(), " at epoch ", es_.best_epoch() + 1));
         break;
       }
+      if ((budgeted || st_.epoch < o_.epochs) && o_.stop_requested && o_.stop_requested()) {
+        r.stopped_by_request = true;  // last/ is this epoch's end
+        break;
+      }
     }
-    if (!budgeted && !r.stopped_by_limit && o_.restore_best_at_end && !o_.run_dir.empty() && o_.early_stopping &&
-        es_.has_best() && std::filesystem::exists(o_.run_dir / "best")) {
+    if (!budgeted && !r.stopped_by_limit && !r.stopped_by_request && o_.restore_best_at_end && !o_.run_dir.empty() &&
+        o_.early_stopping && es_.has_best() && std::filesystem::exists(o_.run_dir / "best")) {
       const auto files = load_checkpoint_files(o_.run_dir / "best");
       tensors_from_safetensors<T>(io::SafeTensors::parse(files.at("model.safetensors"), (o_.run_dir / "best/model.safetensors").string()),
                                   params_, buffers_of<T>(model_));
@@ -442,6 +473,7 @@ class Trainer {
   void save(const std::string& slot) {
     if (o_.run_dir.empty()) return;
     save_checkpoint_files(o_.run_dir, slot, checkpoint_files());
+    if (slot == "last") last_save_at_ = now();
   }
 
  private:
@@ -713,10 +745,8 @@ class Trainer {
       text += (i ? ", " : "") + detail::FlatJson::quote(j.items()[i].first) + ": " + j.items()[i].second;
     text += "}\n";
     std::filesystem::create_directories(o_.run_dir);
-    std::ofstream f(o_.run_dir / "metrics.jsonl", std::ios::app);
-    f << text;
-    f.flush();
-    SIEVE_CHECK(f.good(), "Trainer: cannot append to ", (o_.run_dir / "metrics.jsonl").string());
+    // Durable before the checkpoint that counts this epoch; see metrics_log.hpp for the rules.
+    io::append_file_durable(o_.run_dir / "metrics.jsonl", text);
   }
 
   Model& model_;
@@ -736,6 +766,7 @@ class Trainer {
   std::optional<Schedule> planned_;   ///< schedule_ with the plan filled in (plannable schedules)
   double val_seconds_ = -1.0;         ///< slowest validation call of this fit() (-1 = none yet)
   double save_seconds_ = -1.0;        ///< slowest checkpoint save of this fit() (-1 = none yet)
+  double last_save_at_ = 0.0;         ///< now() of the last save of last/ (or fit()'s start)
 };
 
 }  // namespace sieve::train
