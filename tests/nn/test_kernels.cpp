@@ -869,7 +869,7 @@ TEST_CASE("max pool: ties and NaN pick the first maximum in scan order, every ge
   for (const k::Conv2dGeom g : {k::Conv2dGeom{3, 3, 2, 2, 1, 1}, k::Conv2dGeom{2, 2, 2, 2, 0, 0},
                                 k::Conv2dGeom{3, 3, 1, 1, 1, 1}, k::Conv2dGeom{5, 5, 3, 2, 2, 2},
                                 k::Conv2dGeom{3, 2, 1, 3, 0, 1}}) {
-    for (const std::size_t H : {5u, 8u, 13u}) {
+    for (const std::size_t H : {5u, 8u, 13u, 21u}) {  // W = H + 3: 2x2/2 rows of 4, 5, 8 and 12 outputs
       const std::size_t W = H + 3, NC = 3;
       CAPTURE(g.kh); CAPTURE(g.kw); CAPTURE(g.sh); CAPTURE(g.sw); CAPTURE(g.ph); CAPTURE(H);
       std::vector<float> x(NC * H * W);

@@ -10,6 +10,7 @@
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/parallel.hpp"
+#include "sieve/core/simd.hpp"
 #include "sieve/kernels/conv2d.hpp"
 #include "sieve/kernels/layout.hpp"
 
@@ -38,6 +39,70 @@ template <class T>
 inline bool pool_is_max(T v, T best) {
   return v == best || (best != best && v != v);
 }
+
+#if SIEVE_AVX2_FMA
+// The 2x2/2 windows of one output row, 8 at a time: rows r0, r1 (16 inputs each) split into
+// even and odd columns, the four taps taken in scan order with max_pool2d_forward's rule (a tap
+// replaces the maximum when larger, or when it is a NaN and the maximum is not), the argmax
+// (flat index in the plane: i0 / i1 are rows 2*oh and 2*oh+1's offsets) carried alongside as
+// int32 bits in the same blends. The row's last (OW mod 8) windows take masked loads and stores:
+// PoolNet's later planes (14 and 7 wide at 28 px) are mostly tail, and a scalar tail, compiled
+// into branches, kept this kernel at 5% of a training step. Results are bit-identical to the
+// scalar loop's.
+// With ar null (inference) the argmax is neither computed nor stored.
+inline void max_pool_2x2_row_avx2(const float* r0, const float* r1, std::size_t OW, std::int32_t i0,
+                                  std::int32_t i1, float* yr, std::int32_t* ar) {
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i lane2 = _mm256_add_epi32(lanes, lanes);
+  const __m256i one = _mm256_set1_epi32(1);
+  // Inputs [p, p+16) of one row, or the first `valid` of them (masked: nothing past is read).
+  auto split = [&](const float* p, std::size_t valid, __m256& even, __m256& odd) {
+    __m256 a, b;
+    if (valid >= 16) {
+      a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    } else {
+      const __m256i n = _mm256_set1_epi32(static_cast<int>(valid));
+      a = _mm256_maskload_ps(p, _mm256_cmpgt_epi32(n, lanes));
+      b = _mm256_maskload_ps(p + 8, _mm256_cmpgt_epi32(_mm256_sub_epi32(n, _mm256_set1_epi32(8)), lanes));
+    }
+    // shuffle gives [a0 a2 b0 b2 | a4 a6 b4 b6]; the 64-bit permute puts the pairs in order.
+    even = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
+    odd = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), 0xD8));
+  };
+  for (std::size_t ow = 0; ow < OW; ow += 8) {
+    const std::size_t n = std::min<std::size_t>(8, OW - ow);
+    __m256 t0, t1, t2, t3;
+    split(r0 + 2 * ow, 2 * n, t0, t1);
+    split(r1 + 2 * ow, 2 * n, t2, t3);
+    const auto w = static_cast<std::int32_t>(2 * ow);
+    const __m256i base0 = _mm256_add_epi32(_mm256_set1_epi32(i0 + w), lane2);
+    const __m256i base1 = _mm256_add_epi32(_mm256_set1_epi32(i1 + w), lane2);
+    __m256 best = t0;
+    __m256 at = _mm256_castsi256_ps(base0);
+    auto tap = [&](__m256 v, __m256i idx) {
+      const __m256 larger = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
+      const __m256 nan_over_number =
+          _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(best, best, _CMP_ORD_Q));
+      const __m256 take = _mm256_or_ps(larger, nan_over_number);
+      best = _mm256_blendv_ps(best, v, take);
+      if (ar) at = _mm256_blendv_ps(at, _mm256_castsi256_ps(idx), take);
+    };
+    tap(t1, _mm256_add_epi32(base0, one));
+    tap(t2, base1);
+    tap(t3, _mm256_add_epi32(base1, one));
+    if (n == 8) {
+      _mm256_storeu_ps(yr + ow, best);
+      if (ar) _mm256_storeu_si256(reinterpret_cast<__m256i*>(ar + ow), _mm256_castps_si256(at));
+    } else {
+      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), lanes);
+      _mm256_maskstore_ps(yr + ow, m, best);
+      if (ar) _mm256_maskstore_epi32(ar + ow, m, _mm256_castps_si256(at));
+    }
+  }
+}
+#endif
 }  // namespace detail
 
 /// y[n,c,oh,ow] = max over the window of x (padding counts as -inf, as PyTorch);
@@ -64,7 +129,8 @@ void max_pool2d_forward(const T* x, std::size_t NC, std::size_t H, std::size_t W
     // 2x2/2 without padding (PoolNet's downsampling): every window whole, its four taps
     // compared in scan order with the same rules, values and argmax in one pass. The general
     // path below spends per output row what these windows need per element: it took 10% of a
-    // PoolNet training step (perf, 2026-12-07).
+    // PoolNet training step (perf, 2026-12-07); this scalar loop 5% of bench_small's
+    // train/poolnetw16/1x28/512, the AVX2 rows (float) 2.2%.
     parallel_for(NC, pool_plane_grain(H * W), [&](std::size_t nc0, std::size_t nc1) {
       for (std::size_t nc = nc0; nc < nc1; ++nc) {
         const T* xp = x + nc * H * W;
@@ -74,6 +140,13 @@ void max_pool2d_forward(const T* x, std::size_t NC, std::size_t H, std::size_t W
           const T* r0 = xp + 2 * oh * W;
           const T* r1 = r0 + W;
           T* yr = yp + oh * OW;
+#if SIEVE_AVX2_FMA
+          if constexpr (std::is_same_v<T, float>) {
+            const auto i0 = static_cast<std::int32_t>(2 * oh * W), i1 = static_cast<std::int32_t>((2 * oh + 1) * W);
+            detail::max_pool_2x2_row_avx2(r0, r1, OW, i0, i1, yr, ap ? ap + oh * OW : nullptr);
+            continue;
+          }
+#endif
           if (!ap) {
             for (std::size_t ow = 0; ow < OW; ++ow)
               yr[ow] = detail::pool_max(detail::pool_max(detail::pool_max(r0[2 * ow], r0[2 * ow + 1]), r1[2 * ow]),
