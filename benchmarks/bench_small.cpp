@@ -64,9 +64,8 @@ double pool_net_macs(const SmallNet& n, std::size_t channels, std::size_t size, 
 double nominal_macs(const SmallNet& n, std::size_t channels, std::size_t size, std::size_t classes) {
   if (n.pool) return pool_net_macs(n, channels, size, classes);
   const nn::ResNetConfig c = config(n, channels);
-  const auto conv = conv_macs;
-  double macs = conv(static_cast<double>(size * size), static_cast<double>(c.in_channels),
-                     static_cast<double>(c.width), 3);
+  double macs = conv_macs(static_cast<double>(size * size), static_cast<double>(c.in_channels),
+                          static_cast<double>(c.width), 3);
   std::size_t in = c.width, s = size;
   for (std::size_t st = 0; st < c.blocks.size(); ++st) {
     const std::size_t planes = c.width << st;
@@ -74,9 +73,9 @@ double nominal_macs(const SmallNet& n, std::size_t channels, std::size_t size, s
       const std::size_t stride = (b == 0 && st > 0) ? 2 : 1;
       const std::size_t o = (s + 2 - 3) / stride + 1;
       const double hw = static_cast<double>(o * o);
-      macs += conv(hw, static_cast<double>(in), static_cast<double>(planes), 3) +
-              conv(hw, static_cast<double>(planes), static_cast<double>(planes), 3);
-      if (stride != 1 || in != planes) macs += conv(hw, static_cast<double>(in), static_cast<double>(planes), 1);
+      macs += conv_macs(hw, static_cast<double>(in), static_cast<double>(planes), 3) +
+              conv_macs(hw, static_cast<double>(planes), static_cast<double>(planes), 3);
+      if (stride != 1 || in != planes) macs += conv_macs(hw, static_cast<double>(in), static_cast<double>(planes), 1);
       in = planes, s = o;
     }
   }

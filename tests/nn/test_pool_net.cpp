@@ -14,17 +14,9 @@
 
 using namespace sieve;
 using sieve::test::check_gradient;
+using sieve::test::fill_randn;
 
 namespace {
-template <class T, std::size_t R>
-void fill_randn(Tensor<T, R>& t, Rng& rng, double scale = 1.0) {
-  for (auto& v : t) v = static_cast<T>(rng.normal() * scale);
-}
-double rel_l2(const float* p, const float* q, std::size_t n) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < n; ++i) num += (double(p[i]) - q[i]) * (double(p[i]) - q[i]), den += double(q[i]) * q[i];
-  return std::sqrt(num / std::max(den, 1e-300));
-}
 // Width 3, two stages on 11x11 gray images: planes 11, 5 (floor of 11/2), 2.
 const nn::PoolNetConfig small{3, 2, 1};
 }  // namespace
@@ -162,7 +154,7 @@ TEST_CASE("PoolNet inference mode agrees with eval; Backbone forwards to the net
     const Tensor2<float> eval = net.forward(x);
     net.set_inference(true);
     const Tensor2<float> inf = net.forward(x);
-    CHECK(rel_l2(inf.data(), eval.data(), eval.size()) < 1e-5);
+    CHECK(test::rel_err(inf.data(), eval.data(), eval.size()) < 1e-5);
     CHECK_THROWS_WITH_AS(net.backward(Tensor2<float>(inf.shape())), doctest::Contains("inference mode"),
                          sieve::Error);
     net.set_inference(false);

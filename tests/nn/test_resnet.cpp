@@ -17,12 +17,9 @@
 
 using namespace sieve;
 using sieve::test::check_gradient;
+using sieve::test::fill_randn;
 
 namespace {
-template <class T, std::size_t R>
-void fill_randn(Tensor<T, R>& t, Rng& rng, double scale = 1.0) {
-  for (auto& v : t) v = static_cast<T>(rng.normal() * scale);
-}
 nn::ResNetConfig tiny() { return nn::ResNetConfig{{1, 1, 1, 1}, 4, 3}; }
 // Basic blocks and the CIFAR stem on gray images: layer1.0 has an identity shortcut,
 // layer2.0 and layer3.0 downsample; 12x12 inputs give 12, 6 and 3 pixel planes.
@@ -40,12 +37,6 @@ const NetCase net_cases[] = {
     {"basic/cifar", tiny_basic(), {2, 1, 12, 12}, "layer3.", 9},
 };
 
-// ||p - q|| / ||q|| over n floats, accumulated in double.
-double rel_l2(const float* p, const float* q, std::size_t n) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < n; ++i) num += (double(p[i]) - q[i]) * (double(p[i]) - q[i]), den += double(q[i]) * q[i];
-  return std::sqrt(num / std::max(den, 1e-300));
-}
 
 // Non-trivial batch-norm parameters and running statistics.
 void perturb_bn(nn::ResNet<float>& net, Rng& rng) {
@@ -67,23 +58,23 @@ void check_layouts_agree(nn::ResNet<float>& a, nn::ResNet<float>& b, const Tenso
   REQUIRE(a.layout() == kernels::Layout::nchw);
   REQUIRE(b.layout() == kernels::Layout::cnhw);
   const Tensor2<float> ya = a.forward(x), yb = b.forward(x);
-  CHECK(rel_l2(yb.data(), ya.data(), ya.size()) < 1e-5);
+  CHECK(test::rel_err(yb.data(), ya.data(), ya.size()) < 1e-5);
   Tensor2<float> dz(ya.shape());
   fill_randn(dz, rng);
   a.zero_grad(), b.zero_grad();
   const Tensor4<float> dxa = a.backward(dz), dxb = b.backward(dz);
-  CHECK(rel_l2(dxb.data(), dxa.data(), dxa.size()) < 1e-4);
+  CHECK(test::rel_err(dxb.data(), dxa.data(), dxa.size()) < 1e-4);
   auto pa = a.params(), pb = b.params();
   REQUIRE(pa.size() == pb.size());
   double worst = 0;
   for (std::size_t i = 0; i < pa.size(); ++i) {
     CAPTURE(pa[i].name);
-    const double r = rel_l2(pb[i].grad.data(), pa[i].grad.data(), pa[i].grad.size());
+    const double r = test::rel_err(pb[i].grad.data(), pa[i].grad.data(), pa[i].grad.size());
     CHECK(r < 1e-4);
     worst = std::max(worst, r);
   }
-  MESSAGE(what, ": embedding ", rel_l2(yb.data(), ya.data(), ya.size()), ", input gradient ",
-          rel_l2(dxb.data(), dxa.data(), dxa.size()), ", worst parameter gradient ", worst);
+  MESSAGE(what, ": embedding ", test::rel_err(yb.data(), ya.data(), ya.size()), ", input gradient ",
+          test::rel_err(dxb.data(), dxa.data(), dxa.size()), ", worst parameter gradient ", worst);
 }
 }  // namespace
 
@@ -516,8 +507,8 @@ TEST_CASE("batch-folded layout: CNHW and NCHW networks agree in float, Winograd 
   const Tensor2<float> ye = b.forward(x);
   b.set_inference(true);
   const Tensor2<float> yi = b.forward(x);
-  MESSAGE("inference vs eval mode: embedding ", rel_l2(yi.data(), ye.data(), ye.size()));
-  CHECK(rel_l2(yi.data(), ye.data(), ye.size()) < 1e-5);
+  MESSAGE("inference vs eval mode: embedding ", test::rel_err(yi.data(), ye.data(), ye.size()));
+  CHECK(test::rel_err(yi.data(), ye.data(), ye.size()) < 1e-5);
 }
 
 TEST_CASE("basic blocks, CIFAR stem: inference mode agrees with eval, CNHW with NCHW") {
@@ -544,8 +535,8 @@ TEST_CASE("basic blocks, CIFAR stem: inference mode agrees with eval, CNHW with 
       net.set_inference(true);
       const Tensor2<float> inf = net.forward(x);
       if (is_wide) {
-        MESSAGE("basic/cifar inference vs eval (Winograd F(4x4)): ", rel_l2(inf.data(), eval.data(), eval.size()));
-        CHECK(rel_l2(inf.data(), eval.data(), eval.size()) < 1e-5);
+        MESSAGE("basic/cifar inference vs eval (Winograd F(4x4)): ", test::rel_err(inf.data(), eval.data(), eval.size()));
+        CHECK(test::rel_err(inf.data(), eval.data(), eval.size()) < 1e-5);
         CHECK(inf != eval);  // Winograd really ran: the products are rounded differently
       } else {
         CHECK(inf == eval);

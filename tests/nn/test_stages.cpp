@@ -18,6 +18,7 @@
 
 using namespace sieve;
 using sieve::test::check_gradient;
+using sieve::test::fill_randn;
 
 static_assert(TrainableStage<nn::Conv2d<float>> && TrainableStage<nn::BatchNorm2d<double>>);
 static_assert(TrainableStage<nn::ReLU<float>> && TrainableStage<nn::MaxPool2d<float>>);
@@ -40,10 +41,6 @@ static_assert(PlainForward<nn::Dropout<float>>);  // dropout keys its mask by it
 
 namespace {
 
-template <class T, std::size_t R>
-void fill_randn(Tensor<T, R>& t, Rng& rng, double scale = 1.0) {
-  for (auto& v : t) v = static_cast<T>(rng.normal() * scale);
-}
 
 template <std::size_t R>
 double dot(const Tensor<double, R>& a, const Tensor<double, R>& b) {

@@ -12,8 +12,15 @@
 #include <vector>
 
 #include "sieve/core/rng.hpp"
+#include "sieve/core/xt.hpp"
 
 namespace sieve::test {
+
+// Every element of t from N(0, scale^2).
+template <class T, std::size_t R>
+void fill_randn(Tensor<T, R>& t, Rng& rng, double scale = 1.0) {
+  for (auto& v : t) v = static_cast<T>(rng.normal() * scale);
+}
 
 struct GradCheck {
   std::string name;
