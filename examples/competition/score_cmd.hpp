@@ -1,12 +1,15 @@
 #pragma once
 /// `sieve score --submission S.csv --solution L.csv`: MAP@5 of a submission against the
-/// answers, plus known-class top-1 and distractor recall. A malformed submission (bad header,
-/// too many or repeated labels, unknown, duplicate or missing ids) is an error listing every
-/// problem with its line number, never a score.
+/// answers, plus known-class top-1 and distractor recall. Rows Kaggle's evaluator scores (an
+/// empty row, a repeated label, more than 5 labels) are scored the same way, with a warning
+/// naming their lines; `--strict` refuses them. A malformed submission (bad header, bad
+/// labels, unknown, duplicate or missing ids) is an error listing every problem with its line
+/// number, never a score.
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <iostream>
@@ -44,7 +47,7 @@ inline nlohmann::ordered_json score_json(const metrics::ScoreSummary<std::string
 struct ScoreCommand {
   CLI::App* app = nullptr;
   std::string submission, solution, json_out;
-  bool per_class = false;
+  bool per_class = false, strict = false;
 
   void add_to(CLI::App& parent) {
     app = parent.add_subcommand("score", "Score a submission against the answers: MAP@5, known-class top-1, "
@@ -52,6 +55,9 @@ struct ScoreCommand {
     app->add_option("--submission", submission, "submission CSV: id,predictions (up to 5 distinct "
                                                 "space-separated labels, best first; -1 = distractor)")
         ->required();
+    app->add_flag("--strict", strict, "refuse rows Kaggle's evaluator would score: empty predictions (0), a "
+                                      "repeated label (counted once, at its first position), more than 5 labels "
+                                      "(the rest ignored); without it they are scored so and named in a warning");
     app->add_option("--solution", solution, "answers CSV: id,label (-1 for a distractor), e.g. DATA/solution.csv")
         ->required();
     app->add_flag("--per-class", per_class, "also print a table per true label: count, first-choice hits, MAP@5");
@@ -70,7 +76,16 @@ struct ScoreCommand {
     }
     // Validating against the solution's ids reports unknown, duplicate and missing ids together
     // with the row problems, each with its line, before any number is computed.
-    const auto sub = io::read_submission(submission, std::span<const std::string>(ids));
+    std::vector<std::string> notes;
+    const auto sub = io::read_submission(submission, std::span<const std::string>(ids),
+                                         strict ? io::SubmissionRules{} : io::SubmissionRules::kaggle(), &notes);
+    if (!notes.empty()) {
+      std::cerr << "sieve score: warning: " << submission << ": " << notes.size()
+                << " row problem(s) scored as Kaggle's evaluator does (--strict refuses them):\n";
+      const std::size_t shown = std::min<std::size_t>(notes.size(), 10);
+      for (std::size_t i = 0; i < shown; ++i) std::cerr << "  " << notes[i] << "\n";
+      if (notes.size() > shown) std::cerr << "  ... and " << notes.size() - shown << " more\n";
+    }
     const auto rows = io::align_to_solution(sub, sol);
     const auto s = metrics::score_summary(rows, truth, std::string(io::distractor_label), 5);
 

@@ -296,4 +296,21 @@ TEST_CASE("submission: malformed files give line-numbered errors") {
   sieve::io::SubmissionRules lax;
   lax.allow_empty = true;
   CHECK(parse_submission("id,predictions\na,\n", "s.csv", std::nullopt, lax)[0].labels.empty());
+  // Kaggle's rules accept what its evaluator scores (an empty row, a repeated label, more than 5
+  // labels), naming each such row in the notes; the default refuses the same rows.
+  const std::string odd = "id,predictions\na,2 2 0\nb,\nc,1 2 3 4 5 6\n";
+  Strings notes;
+  const auto rows = parse_submission(odd, "s.csv", std::nullopt, sieve::io::SubmissionRules::kaggle(), &notes);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0].labels == Strings{"2", "2", "0"});
+  CHECK(notes == Strings{"line 2: label '2' appears twice (positions 1 and 2)",
+                         "line 3: empty predictions (at least one label is required)",
+                         "line 4: 6 labels, at most 5 allowed"});
+  CHECK(sub_error(odd).rfind("s.csv: 3 problems:", 0) == 0);
+  // Scored as Kaggle's apk does: the first 0 of "2 2 0" is at position 3, the empty row and
+  // a true label in sixth place score 0.
+  std::vector<Strings> labels;
+  for (const auto& r : rows) labels.push_back(r.labels);
+  const Strings truth{"0", "1", "6"};
+  CHECK(sieve::metrics::map_at_5(labels, truth) == doctest::Approx((1.0 / 3) / 3));
 }

@@ -31,7 +31,18 @@ struct SubmissionRow {
 struct SubmissionRules {
   std::size_t max_labels = 5;
   bool allow_empty = false;       ///< accept rows with no label (they score 0)
+  bool allow_repeated = false;    ///< accept a label repeated in a row (it counts at its first position)
+  bool allow_extra = false;       ///< accept more than max_labels labels (those past it count for nothing)
   std::size_t max_reported = 20;  ///< problems listed in one error before "... and N more"
+
+  /// What Kaggle's MAP@5 evaluator scores rather than refuses: an empty row (0), a repeated
+  /// label (once, at its first position), labels past the fifth (ignored); metrics::map_at_k
+  /// scores such rows the same way.
+  static SubmissionRules kaggle() {
+    SubmissionRules r;
+    r.allow_empty = r.allow_repeated = r.allow_extra = true;
+    return r;
+  }
 };
 
 /// Why `id` cannot be a submission id, or empty when it can: an id is non-empty, valid UTF-8
@@ -95,17 +106,24 @@ inline std::vector<std::string> split_labels(std::string_view s) {
   return out;
 }
 
-inline void check_labels(Problems& p, std::string_view where, const std::vector<std::string>& labels,
-                         const SubmissionRules& rules) {
-  if (labels.empty() && !rules.allow_empty) p.add(where, ": empty predictions (at least one label is required)");
+// Problems of one row's labels. What `rules` allows is not a problem: it goes to `notes` (when
+// given) with the same wording, so a lenient reader can say what it accepted.
+inline void check_labels(Problems& p, std::vector<std::string>* notes, std::string_view where,
+                         const std::vector<std::string>& labels, const SubmissionRules& rules) {
+  auto report = [&](bool allowed, auto&&... pieces) {
+    if (!allowed) p.add(where, pieces...);
+    else if (notes) notes->push_back(str(where, pieces...));
+  };
+  if (labels.empty()) report(rules.allow_empty, ": empty predictions (at least one label is required)");
   if (labels.size() > rules.max_labels)
-    p.add(where, ": ", labels.size(), " labels, at most ", rules.max_labels, " allowed");
+    report(rules.allow_extra, ": ", labels.size(), " labels, at most ", rules.max_labels, " allowed");
   for (std::size_t i = 0; i < labels.size(); ++i) {
     if (const auto why = label_problem(labels[i]); !why.empty())
       p.add(where, ": label ", i + 1, " '", printable(labels[i]), "' ", why);
     for (std::size_t j = 0; j < i; ++j)
       if (labels[j] == labels[i]) {
-        p.add(where, ": label '", labels[i], "' appears twice (positions ", j + 1, " and ", i + 1, ")");
+        report(rules.allow_repeated, ": label '", labels[i], "' appears twice (positions ", j + 1, " and ", i + 1,
+               ")");
         break;
       }
   }
@@ -154,7 +172,7 @@ inline std::string format_submission(std::span<const SubmissionRow> rows, const 
     if (const auto why = submission_id_problem(rows[r].id); !why.empty()) p.add(where, ": id ", why);
     auto [it, fresh] = seen.emplace(rows[r].id, r);
     if (!fresh) p.add(where, ": duplicate id (first at row ", it->second, ")");
-    detail::check_labels(p, where, rows[r].labels, rules);
+    detail::check_labels(p, nullptr, where, rows[r].labels, rules);
   }
   p.throw_if_any();
   for (const auto& row : rows) {
@@ -178,11 +196,13 @@ inline void write_submission(const std::filesystem::path& path, std::span<const 
 
 /// Parse and validate submission text: header exactly `id,predictions`, two fields per row,
 /// no empty or duplicate ids, labels as SubmissionRules says, and, when `expected_ids` is
-/// given, no unknown and no missing ids. Rows are returned in file order.
+/// given, no unknown and no missing ids. Rows are returned in file order; what the rules allow
+/// but a strict reading would refuse is described in `notes` (when given), one line each.
 /// Throws sieve::Error listing every problem with its line number.
 inline std::vector<SubmissionRow> parse_submission(std::string_view text, std::string_view source,
                                                    std::optional<std::span<const std::string>> expected_ids = {},
-                                                   const SubmissionRules& rules = {}) {
+                                                   const SubmissionRules& rules = {},
+                                                   std::vector<std::string>* notes = nullptr) {
   const CsvTable t = parse_csv_table(text, source);
   if (t.header != std::vector<std::string>{"id", "predictions"}) {
     std::string got;
@@ -197,7 +217,7 @@ inline std::vector<SubmissionRow> parse_submission(std::string_view text, std::s
     lines.push_back(rec.line);
     if (rec.fields[1].find_first_of("\t\r\n") != std::string::npos)
       p.add("line ", rec.line, ": predictions hold a tab or line break (labels are separated by spaces)");
-    detail::check_labels(p, str("line ", rec.line), rows.back().labels, rules);
+    detail::check_labels(p, notes, str("line ", rec.line), rows.back().labels, rules);
   }
   std::vector<std::size_t> idx(rows.size());
   for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
@@ -211,10 +231,11 @@ inline std::vector<SubmissionRow> parse_submission(std::string_view text, std::s
 /// Read and validate a submission file (see parse_submission); errors name the file.
 inline std::vector<SubmissionRow> read_submission(const std::filesystem::path& path,
                                                   std::optional<std::span<const std::string>> expected_ids = {},
-                                                  const SubmissionRules& rules = {}) {
+                                                  const SubmissionRules& rules = {},
+                                                  std::vector<std::string>* notes = nullptr) {
   const auto bytes = read_file(path, CsvLimits{}.max_file_bytes);
   return parse_submission(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
-                          path.string(), expected_ids, rules);
+                          path.string(), expected_ids, rules, notes);
 }
 
 /// One solution row: an id and its true label (`-1` for a distractor).
