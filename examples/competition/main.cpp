@@ -19,6 +19,7 @@
 #include "parallel.hpp"
 #include "sieve/core/check.hpp"
 #include "sieve/core/parallel.hpp"
+#include "sieve/core/simd.hpp"
 #include "sieve/dist/dist.hpp"
 
 // The subcommands: one header each, each a type with `CLI::App* app`, `void add_to(CLI::App&)`
@@ -36,6 +37,45 @@
 using Commands = std::tuple<sieve::cli::ForwardCommand, sieve::cli::InspectCommand, sieve::cli::ScoreCommand, sieve::cli::PrepareCommand, sieve::cli::ValidateCommand, sieve::cli::TrainCommand, sieve::cli::PredictCommand, sieve::cli::ReportCommand, sieve::cli::EmbedCommand>;
 
 namespace {
+#ifndef SIEVE_VERSION
+#define SIEVE_VERSION "unknown"
+#endif
+
+// `sieve --version`: the version and what the build compiled in, for bug reports and for
+// knowing whether a binary may be copied to another machine (kernels built for AVX2/AVX-512
+// stop with an illegal instruction on CPUs without them).
+std::string version_text() {
+  std::string isa;
+#if defined(__AVX512F__)
+  isa += " AVX-512F";
+#endif
+#if defined(__AVX2__)
+  isa += " AVX2";
+#endif
+#if defined(__FMA__)
+  isa += " FMA";
+#endif
+  std::string text = std::string("sieve ") + SIEVE_VERSION + "\n";
+  text += "instruction sets compiled in:" + (isa.empty() ? std::string(" baseline x86-64 only") : isa) +
+          (SIEVE_AVX2_FMA ? " (vector kernels on; the CPU must have these)" : " (portable loops)") + "\n";
+#ifdef SIEVE_WITH_MPI
+  text += "MPI: yes (mpirun -np N sieve train|predict|embed)\n";
+#else
+  text += "MPI: no (configure with -Dmpi=enabled)\n";
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+  text += "compiler: GCC " + std::to_string(__GNUC__) + "." + std::to_string(__GNUC_MINOR__);
+#elif defined(__clang__)
+  text += "compiler: clang " + std::to_string(__clang_major__) + "." + std::to_string(__clang_minor__);
+#endif
+#ifdef NDEBUG
+  text += ", optimised (NDEBUG)";
+#else
+  text += ", debug (assertions on)";
+#endif
+  return text;
+}
+
 int error(const std::string& what) {
   const auto& comm = sieve::cli::communicator();
   std::cerr << "sieve: " << (comm.size() > 1 ? comm.who() + ": " : std::string()) << "error: " << what << std::endl;
@@ -59,7 +99,7 @@ int main(int argc, char** argv) {
   try {
     CLI::App app{"sieve: train and run image-retrieval models (ResNet50, BCE multilabel head) on the CPU"};
     app.name("sieve");
-    app.set_version_flag("--version", "sieve 0.1.0");
+    app.set_version_flag("--version", version_text());
     app.require_subcommand(1, 1);
     Commands commands;
     std::apply([&](auto&... c) { (c.add_to(app), ...); }, commands);

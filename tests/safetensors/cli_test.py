@@ -43,7 +43,7 @@ def expect_error(exe, args, *texts):
 def main(exe):
     expect_ok(exe, ["--help"], "Usage: sieve", "forward")
     expect_ok(exe, ["forward", "--help"], "--weights", "--input", "--out", "--target", "--train", "--double")
-    expect_ok(exe, ["--version"], "sieve 0.1.0")
+    expect_ok(exe, ["--version"], "sieve 0.1.0", "instruction sets compiled in:", "MPI: ", "compiler: ")
     expect_ok(exe, ["inspect", "--help"], "--values")
     good = os.path.join(ROOT, "tests/data/safetensors/good/torch_all_dtypes.safetensors")
     expect_ok(exe, ["inspect", good, "--values", "3"], "__metadata__ producer = torch", "f16 F16 [2, 13] [",
