@@ -39,7 +39,7 @@ echo "== predict (the best ranking method on validation, the run's test-time aug
 "$sieve" score --submission "$dir/submission.csv" --solution "$data/solution.csv" | tee "$dir/score.txt"
 
 echo "== report"
-"$sieve" report --run "$run" --data "$data" --solution "$data/solution.csv"
+"$sieve" report --run "$run" --predict "$dir/submission.csv" --data "$data" --solution "$data/solution.csv"
 
 map5=$(awk '/^MAP@5/ { print $2 }' "$dir/score.txt")
 echo

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds, and runs every test: the release build (all suites) and the
 # unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer. Ends with the line
-# 'N passed, N failed'; exits non-zero if anything failed.
+# 'N passed, N failed, N skipped' (skipped: tests that exit 77, e.g. without mpirun or torch);
+# exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 jobs=${SIEVE_JOBS:-$(nproc)}
 
-bash scripts/setup-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+bash scripts/setup-deps.sh || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 
 status=0
 configure() {  # configure DIR [options...]: set up once, reconfigure afterwards

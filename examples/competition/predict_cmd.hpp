@@ -3,8 +3,10 @@
 /// run's best weights, rank the classes by the chosen method (head, knn, centroid, fusion),
 /// insert -1 at the threshold chosen on validation (or one giving a target unknown rate, or a
 /// given one), write the submission atomically, re-read and validate it against the test ids.
-/// For the report it also stores, in RUN: test_scores.safetensors (scores and ranking),
-/// test_embeddings.safetensors (L2-normalised) and predict.json (what was decided and why).
+/// The run folder is only read (a shared, read-only model works). For the report it also
+/// stores, beside the submission SUB.csv: SUB.scores.safetensors (scores and ranking),
+/// SUB.embeddings.safetensors (L2-normalised) and SUB.predict.json (what was decided and why).
+/// --out is checked to be writable before any image is embedded.
 /// Under `mpirun -np N` each rank embeds a block of the test images; rank 0 gathers, ranks and writes.
 
 #include <CLI/CLI.hpp>
@@ -28,6 +30,7 @@
 #include "run.hpp"
 #include "sieve/io/data_folder.hpp"
 #include "sieve/io/dataset.hpp"
+#include "sieve/io/file.hpp"
 #include "sieve/io/safetensors.hpp"
 #include "sieve/io/submission.hpp"
 #include "sieve/kernels/gemm.hpp"
@@ -36,7 +39,18 @@
 
 namespace sieve::cli {
 
-/// RUN/test_scores.safetensors (written by `sieve predict`): the ranking behind a submission.
+/// What `sieve predict --out SUB.csv` writes beside the submission for `sieve report --predict`.
+struct PredictFiles {
+  fs::path scores;      ///< SUB.scores.safetensors: TestScores
+  fs::path embeddings;  ///< SUB.embeddings.safetensors: the test embeddings (L2-normalised)
+  fs::path decision;    ///< SUB.predict.json: method, threshold and where it came from
+};
+inline PredictFiles predict_files(const fs::path& submission) {
+  const std::string base = (submission.parent_path() / submission.stem()).string();
+  return {base + ".scores.safetensors", base + ".embeddings.safetensors", base + ".predict.json"};
+}
+
+/// SUB.scores.safetensors (written by `sieve predict`): the ranking behind a submission.
 /// `scores` [N,K] F32 (the chosen method's class scores), `ranked` [N,W] I64 (class ids best
 /// first, -1 = distractor), metadata: ids (JSON array, row order), method, threshold, tta.
 struct TestScores {
@@ -48,7 +62,7 @@ struct TestScores {
   std::string tta = "none";
 };
 
-/// Write RUN/test_scores.safetensors. Requires: scores, ranked and ids with the same N.
+/// Write SUB.scores.safetensors. Requires: scores, ranked and ids with the same N.
 inline void write_test_scores(const fs::path& path, const TestScores& t) {
   const std::size_t N = t.scores.shape()[0];
   SIEVE_CHECK(t.ranked.shape()[0] == N && t.ids.size() == N, "write_test_scores(", path.string(), "): ", N,
@@ -65,7 +79,7 @@ inline void write_test_scores(const fs::path& path, const TestScores& t) {
   w.write(path);
 }
 
-/// Read RUN/test_scores.safetensors.
+/// Read SUB.scores.safetensors.
 /// Requires: a file written by write_test_scores. Ensures: consistent shapes and ranked ids in
 /// [-1, K), or an error naming the file and the inconsistency.
 inline TestScores read_test_scores(const fs::path& path) {
@@ -122,7 +136,10 @@ struct PredictCommand {
     app->add_option("--run", run_dir, "run folder written by 'sieve train'")->required();
     app->add_option("--data", data_dir, "data folder with test/ (and sample_submission.csv for the id order)")
         ->required();
-    app->add_option("--out", out, "submission CSV to write (atomically; re-read and validated)")->required();
+    app->add_option("--out", out, "submission CSV to write (atomically; re-read and validated); beside it, for "
+                                  "'sieve report --predict': SUB.scores.safetensors, SUB.embeddings.safetensors, "
+                                  "SUB.predict.json")
+        ->required();
     app->add_option("--method", method, "ranking: head (sigmoid of the head), knn (max cosine to a class's train "
                                         "embeddings), centroid (cosine to class means), fusion (head/kNN blend with "
                                         "the validation-tuned weight), auto (best on validation)")
@@ -149,6 +166,9 @@ struct PredictCommand {
     dist::Communicator& comm = communicator();
     if (comm.rank() != 0) quiet = true;
     const fs::path run(run_dir);
+    const PredictFiles files = predict_files(out);
+    // Where the results go is checked before any image is embedded (rank 0 writes them).
+    if (comm.rank() == 0) io::check_can_write(out, "predict: --out");
     const RunConfig cfg = load_config(run);
     const std::size_t K = cfg.num_classes();
     if (tta == "run") tta = cfg.tta;
@@ -186,7 +206,7 @@ struct PredictCommand {
     }
     const Tensor2f scores = method_scores(m, q, db ? *db : EmbeddingsFile{}, K, weight, cfg.other_class());
 
-    // The threshold and where it came from (stored in RUN/predict.json).
+    // The threshold and where it came from (stored in SUB.predict.json).
     json decision;
     double t = 0.0;
     if (threshold) {
@@ -224,7 +244,7 @@ struct PredictCommand {
       SIEVE_CHECK(back[i].id == rows[i].id && back[i].labels == rows[i].labels, out, ": row ", i + 2,
                   " reads back differently from what was written (id '", back[i].id, "')");
 
-    // For the report: scores, ranking, embeddings and the decision, in the run folder.
+    // For the report: scores, ranking, embeddings and the decision, beside the submission.
     TestScores ts;
     ts.scores = scores;
     ts.ranked = ranked;
@@ -232,13 +252,13 @@ struct PredictCommand {
     ts.method = method;
     ts.threshold = t;
     ts.tta = tta;
-    write_test_scores(run / "test_scores.safetensors", ts);
+    write_test_scores(files.scores, ts);
     EmbeddingsFile te;
     te.embedding = q.embeddings;
     retrieval::l2_normalize_rows(te.embedding);
     te.label.assign(ids.size(), -1);
     te.ids = ids;
-    write_embeddings(run / "test_embeddings.safetensors", te,
+    write_embeddings(files.embeddings, te,
                      {{"producer", "sieve predict"}, {"normalised", "yes"}, {"tta", tta}});
     decision["method"] = method;
     decision["threshold"] = t;
@@ -248,7 +268,7 @@ struct PredictCommand {
     decision["submission"] = fs::absolute(out).string();
     decision["n_test"] = rows.size();
     decision["minus1_first"] = minus1_first;
-    write_json_file(run / "predict.json", decision);
+    write_json_file(files.decision, decision);
 
     char buf[200];
     std::snprintf(buf, sizeof buf, "%.4g", t);

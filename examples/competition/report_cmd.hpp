@@ -203,7 +203,7 @@ inline Image thumbnail_strip(const std::vector<const Image*>& left, const std::v
 
 struct ReportCommand {
   CLI::App* app = nullptr;
-  std::string run_dir, data_dir, solution;
+  std::string run_dir, data_dir, solution, predicted;
   std::size_t umap_points = 2000, grid_classes = 6, grid_images = 8, thumb = 64;
   std::uint64_t seed = 0;
   int threads = 0;
@@ -215,6 +215,10 @@ struct ReportCommand {
     app->add_option("--run", run_dir, "run folder written by 'sieve train' (and 'sieve predict' for the test "
                                       "sections)")
         ->required();
+    app->add_option("--predict", predicted, "submission written by 'sieve predict --out SUB.csv': the test sections "
+                                            "read SUB.scores.safetensors, SUB.embeddings.safetensors and "
+                                            "SUB.predict.json beside it (default: RUN/test_scores.safetensors... "
+                                            "of runs predicted by older versions, if any)");
     app->add_option("--data", data_dir, "data folder for the image grids (default: the one in RUN/config.json)");
     app->add_option("--solution", solution, "answers CSV (id,label): adds the test score and per-class table");
     app->add_option("--umap-points", umap_points, "at most this many train points per UMAP plot (test points: "
@@ -246,8 +250,15 @@ struct ReportCommand {
 
     std::optional<Calibration> cal;
     if (fs::exists(run / "calibration.json")) cal = load_calibration(run);
+    // Older versions of predict wrote its files into the run folder; it now only reads it.
+    const PredictFiles pf = predicted.empty() ? PredictFiles{run / "test_scores.safetensors",
+                                                             run / "test_embeddings.safetensors", run / "predict.json"}
+                                              : predict_files(predicted);
+    if (!predicted.empty())
+      SIEVE_CHECK(fs::exists(pf.scores), "report: --predict ", predicted, ": no ", pf.scores.string(),
+                  " beside it (written by 'sieve predict --out ", predicted, "')");
     std::optional<TestScores> test;
-    if (fs::exists(run / "test_scores.safetensors")) test = read_test_scores(run / "test_scores.safetensors");
+    if (fs::exists(pf.scores)) test = read_test_scores(pf.scores);
 
     summary_section(page, cfg, cal, test);
     curves_section(page, run, notes);
@@ -267,8 +278,8 @@ struct ReportCommand {
 
     if (test) {
       std::string source;
-      if (fs::exists(run / "predict.json")) {
-        const json d = read_json_file(run / "predict.json");
+      if (fs::exists(pf.decision)) {
+        const json d = read_json_file(pf.decision);
         if (d.contains("threshold_source") && d["threshold_source"].is_string())
           source = d["threshold_source"].get<std::string>();
       }
@@ -276,10 +287,11 @@ struct ReportCommand {
       if (!solution.empty()) score_section(page, cfg, *test);
       if (folder) grid_section(page, out_dir, cfg, *test, *folder);
     } else {
-      notes.push_back("no RUN/test_scores.safetensors: run 'sieve predict --run RUN ...' for the test sections");
+      notes.push_back("no test predictions: run 'sieve predict --run RUN --out SUB.csv ...', then 'sieve report "
+                      "--predict SUB.csv', for the test sections");
       page.section("Test predictions").paragraph("Not available yet: run 'sieve predict' on this run first.");
     }
-    if (!no_umap) umap_section(page, run, cfg, notes);
+    if (!no_umap) umap_section(page, run, pf.embeddings, cfg, notes);
 
     if (!notes.empty()) {
       page.section("Notes");
@@ -602,7 +614,7 @@ struct ReportCommand {
     if (unreadable.size() > 10) page.paragraph(str("... and ", unreadable.size() - 10, " more unreadable images"));
   }
 
-  void umap_section(viz::HtmlPage& page, const fs::path& run, const RunConfig& cfg,
+  void umap_section(viz::HtmlPage& page, const fs::path& run, const fs::path& test_file, const RunConfig& cfg,
                     std::vector<std::string>& notes) const {
     page.section("Embeddings: UMAP projections computed by sieve");
     const fs::path train_file = run / "train_embeddings.safetensors";
@@ -659,10 +671,9 @@ struct ReportCommand {
     } else {
       page.paragraph(str("20 random classes: the run has ", K, " classes, so the train plot shows them all."));
     }
-    const fs::path test_file = run / "test_embeddings.safetensors";
     if (!fs::exists(test_file)) {
       emit();
-      page.paragraph("Train with test: no test_embeddings.safetensors yet (written by 'sieve predict').");
+      page.paragraph("Train with test: no test embeddings (written by 'sieve predict'; pass --predict SUB.csv).");
       return;
     }
     std::cerr << "report: UMAP of train with test\n";

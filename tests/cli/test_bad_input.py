@@ -9,6 +9,7 @@ would otherwise fail late, hang or pay gigabytes:
   train flags: refused as flags;
 - a FIFO as train.csv or as a weights file: named at once (it used to hang every command);
 - a symbolic link from train/ to a file outside the data folder: refused, named by validate;
+- --weights holding +Inf: refused at load, naming the file and the tensor;
 - a 16-bit 8192x8192 PNG of 130 KB and a small JPEG patched to 8192x8192: refused from the
   header (DecodeLimits::max_decoded_bytes), named by validate, never decoded.
 
@@ -28,6 +29,8 @@ try:
     from PIL import Image
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from cli_util import make_shapes_folder, run_sieve  # noqa: E402
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import safetensors_py as stp  # noqa: E402
 except ImportError as e:
     print(f"SKIP: {e}")
     sys.exit(77)
@@ -142,6 +145,17 @@ try:
     needle = f"t0_0.png: symbolic link to {secret}, outside the data folder"
     refused(["validate", "--data", linked], needle)
     refused(["train", "--data", linked, "--out", os.path.join(tmp, "linked_run"), *TINY], needle)
+
+    # Initial weights holding +Inf are refused at load, naming the file and the tensor, before
+    # any step (they used to give exit 0 with every step skipped and the initial model saved).
+    w, _ = stp.load_numpy(os.path.join(run, "last", "model.safetensors"))
+    w["conv1.weight"] = w["conv1.weight"].copy()
+    w["conv1.weight"].flat[2] = np.inf
+    inf_weights = os.path.join(tmp, "inf.safetensors")
+    stp.save(w, inf_weights)
+    text = refused(["train", "--data", data, "--out", os.path.join(tmp, "inf_run"), *TINY, "--weights", inf_weights],
+                   inf_weights, "non-finite [conv1.weight (1 of ", "the first inf at index 2)")
+    check("epoch 1" not in text, f"training started with non-finite weights:\n{text[-800:]}")
 
     # Images that declare a huge decoded size in a small file are refused from their header.
     huge = copy_data(data, "huge")

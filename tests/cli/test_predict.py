@@ -8,12 +8,17 @@
   calibration.json; --method auto takes calibration's recommendation;
 - --threshold and --unknown-rate move -1 where they must; --tta flip gives a mirrored pair of
   test images identical scores (and without it they differ);
-- bad invocations fail with named errors and leave no partial submission.
+- bad invocations fail with named errors and leave no partial submission; an unusable --out is
+  refused before any image is embedded, naming the path;
+- the run folder is only read (a shared read-only model): nothing in it changes, and the report's
+  files (SUB.scores/embeddings.safetensors, SUB.predict.json) are written beside the submission,
+  where `sieve report --predict SUB.csv` reads them.
 
 Usage: test_predict.py SIEVE_EXE SOURCE_ROOT   (needs numpy and PIL; about 10 s)
 """
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -90,6 +95,15 @@ if not check(rc == 0, f"training the tiny run failed: rc={rc}\n{out}\n{err}"):
     print("FAIL:", failures[0])
     sys.exit(1)
 cal = json.load(open(os.path.join(run, "calibration.json")))
+
+
+def snapshot(folder):
+    """Every file below `folder` with its size and mtime: predict must change none of them."""
+    return sorted((os.path.relpath(os.path.join(d, f), folder), os.stat(os.path.join(d, f)).st_size,
+                   os.stat(os.path.join(d, f)).st_mtime_ns) for d, _, fs in os.walk(folder) for f in fs)
+
+
+run_before = snapshot(run)
 check(json.load(open(os.path.join(run, "config.json")))["classes"] == CLASSES, "run classes")
 
 
@@ -104,9 +118,9 @@ def predict(name, *extra):
     rc, out, err = sieve("predict", "--run", run, "--data", data, "--out", out_csv, "--workers", "1", "--quiet", *extra)
     if not check(rc == 0, f"predict {name} {extra}: rc={rc}\n{out}\n{err}"):
         return None
-    t, meta = stp.load_numpy(os.path.join(run, "test_scores.safetensors"))
+    t, meta = stp.load_numpy(os.path.join(tmp, f"{name}.scores.safetensors"))
     return {"rows": read_submission(out_csv), "scores": t["scores"], "ranked": t["ranked"], "meta": meta,
-            "decision": json.load(open(os.path.join(run, "predict.json"))), "stdout": out}
+            "decision": json.load(open(os.path.join(tmp, f"{name}.predict.json"))), "stdout": out}
 
 
 def check_submission(name, p, threshold):
@@ -135,7 +149,7 @@ if head:
 db, _ = stp.load_numpy(os.path.join(run, "train_embeddings.safetensors"))
 E, L = db["embedding"].astype(np.float64), db["label"]
 E /= np.linalg.norm(E, axis=1, keepdims=True)
-te_all, te_meta = stp.load_numpy(os.path.join(run, "test_embeddings.safetensors"))
+te_all, te_meta = stp.load_numpy(os.path.join(tmp, "head.embeddings.safetensors"))
 te = te_all["embedding"].astype(np.float64)
 check(np.allclose(np.linalg.norm(te, axis=1), 1, atol=1e-5), "test embeddings are not L2-normalised")
 sims = te @ E.T
@@ -200,6 +214,36 @@ if p:
 rc, out, err = sieve("score", "--submission", os.path.join(tmp, "head.csv"), "--solution",
                      os.path.join(data, "solution.csv"))
 check(rc == 0 and "MAP@5" in out, f"score of the predicted submission: rc={rc}\n{err}")
+
+# The run folder was only read by all the predictions above (root ignores a chmod, so compare).
+check(snapshot(run) == run_before, "predict changed the run folder: "
+      f"{sorted(set(snapshot(run)) ^ set(run_before))}")
+# A read-only run folder (mode 0555 down the tree) predicts; only matters when not root.
+ro = os.path.join(tmp, "run_ro")
+shutil.copytree(run, ro)
+for d_, dirs, files in os.walk(ro):
+    for f in files:
+        os.chmod(os.path.join(d_, f), 0o444)
+    os.chmod(d_, 0o555)
+rc, out, err = sieve("predict", "--run", ro, "--data", data, "--out", os.path.join(tmp, "ro.csv"), "--quiet")
+check(rc == 0 and os.path.exists(os.path.join(tmp, "ro.csv")), f"predict with a read-only run folder: rc={rc}\n{err}")
+for d_, dirs, files in os.walk(ro):
+    os.chmod(d_, 0o755)
+
+# The report reads predict's files beside the submission.
+rc, out, err = sieve("report", "--run", run, "--predict", os.path.join(tmp, "head.csv"), "--no-umap")
+page = open(os.path.join(run, "report", "index.html")).read() if rc == 0 else ""
+check(rc == 0 and "Not available yet" not in page and "predict" not in err,
+      f"report --predict head.csv: rc={rc}\n{err}")
+rc, out, err = sieve("report", "--run", run, "--predict", os.path.join(tmp, "never.csv"), "--no-umap")
+check(rc == 1 and "never.scores.safetensors" in err, f"report --predict never.csv: rc={rc}\n{err}")
+
+# An unusable --out is refused before any image is embedded (no progress line), naming the path:
+# a missing folder, and a path under a regular file (refused for root too).
+for bad in (os.path.join(tmp, "no_dir", "s.csv"), os.path.join(data, "train.csv", "s.csv")):
+    rc, out, err = sieve("predict", "--run", run, "--data", data, "--out", bad)
+    check(rc == 1 and bad in err and not re.search(r"predict: \d+/\d+ \(", out + err),
+          f"predict --out {bad}: rc={rc}\n{out}\n{err}")
 
 # Errors, with no partial output.
 bad_out = os.path.join(tmp, "bad.csv")

@@ -246,7 +246,7 @@ shutil.copytree(run, run2, ignore=shutil.ignore_patterns("test_*", "report"))
 rc, out, err = run_report("--run", run2, "--no-umap")
 text2 = open(os.path.join(run2, "report", "index.html")).read() if rc == 0 else ""
 check(rc == 0 and "run &#39;sieve predict&#39;" in text2 and "grid_0.png" not in text2 and "UMAP" not in text2
-      and "test_scores" in err, f"report without predict: rc={rc}\n{err}")
+      and "--predict SUB.csv" in err, f"report without predict: rc={rc}\n{err}")
 # Without a data folder: grids skipped with a note.
 rc, out, err = run_report("--run", run, "--data", os.path.join(tmp, "nowhere"), "--no-umap")
 check(rc == 0 and "not found" in err, f"report without data: rc={rc}\n{err}")

@@ -75,7 +75,7 @@ got = json.load(open(score_json))
 check(abs(got["map5"] - want) < 1e-12, f"sieve score MAP@5 {got['map5']:.6f} equals the reference {want:.6f}")
 check(re.search(r"MAP@5\s+" + f"{want:.4f}", out) is not None, "the printed MAP@5 is the reference value")
 
-step("report", "report", "--run", run, "--solution", os.path.join(data, "solution.csv"), "--umap-points", "40")
+step("report", "report", "--run", run, "--predict", sub, "--solution", os.path.join(data, "solution.csv"), "--umap-points", "40")
 page = os.path.join(run, "report", "index.html")
 if check(os.path.isfile(page), "report/index.html exists"):
     html = open(page).read()

@@ -57,3 +57,30 @@ TEST_CASE("a FIFO where a file is expected is refused at once, not waited on") {
   CHECK(reader.get() == fifo.string() + ": not a regular file (a FIFO)");
   fs::remove_all(dir);
 }
+
+TEST_CASE("check_can_write: a missing folder, a file as folder, a directory as target, a read-only folder") {
+  const fs::path dir = fs::temp_directory_path() / ("sieve-test-canwrite-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  sieve::io::check_can_write(dir / "sub.csv", "--out");  // a writable folder: fine, and nothing left there
+  CHECK(fs::is_empty(dir));
+  const std::string missing = "--out " + (dir / "nope" / "sub.csv").string() + ": its folder " +
+                              (dir / "nope").string() + " does not exist";
+  CHECK_THROWS_WITH_AS(sieve::io::check_can_write(dir / "nope" / "sub.csv", "--out"),
+                       doctest::Contains(missing.c_str()), sieve::Error);
+  sieve::io::write_file_atomic(dir / "file", std::string_view("x"));
+  const std::string not_dir = (dir / "file").string() + " is not a directory";
+  CHECK_THROWS_WITH_AS(sieve::io::check_can_write(dir / "file" / "sub.csv", "--out"),
+                       doctest::Contains(not_dir.c_str()), sieve::Error);
+  CHECK_THROWS_WITH_AS(sieve::io::check_can_write(dir, "--out"), doctest::Contains("is a directory, not a file"),
+                       sieve::Error);
+  if (::geteuid() != 0) {  // root writes into a mode-0555 folder anyway
+    fs::create_directories(dir / "ro");
+    fs::permissions(dir / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+    const std::string denied = "cannot create a file in " + (dir / "ro").string();
+    CHECK_THROWS_WITH_AS(sieve::io::check_can_write(dir / "ro" / "sub.csv", "--out"),
+                         doctest::Contains(denied.c_str()), sieve::Error);
+    fs::permissions(dir / "ro", fs::perms::owner_all);
+  }
+  fs::remove_all(dir);
+}

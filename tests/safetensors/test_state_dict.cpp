@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <filesystem>
 #include <numeric>
 #include <string>
@@ -172,6 +174,25 @@ TEST_CASE("state_dict: missing, unexpected, mis-shaped and wrongly typed tensors
   }
   CHECK(load_error(m, SafeTensors::parse(w2.to_bytes(), "f.safetensors"))
             .find("wrong dtype [bn.num_batches_tracked (file F32, model I64)]") != std::string::npos);
+}
+
+TEST_CASE("state_dict: NaN or Inf weights are refused at load, naming the file and every such tensor") {
+  Tiny<float> src(3, 0.0f);
+  src.conv_w[3] = std::numeric_limits<float>::infinity();
+  src.conv_w[5] = -std::numeric_limits<float>::infinity();
+  src.bn_rv[1] = std::nanf("");
+  const auto st = to_file(src, "poisoned.safetensors");
+  Tiny<float> m(3, 1.0f);
+  const Tiny<float> before = m;
+  const std::string msg = load_error(m, st);
+  CAPTURE(msg);
+  CHECK(msg.find("load_state_dict: poisoned.safetensors cannot be loaded: 2 non-finite [") != std::string::npos);
+  CHECK(msg.find("conv.weight (2 of 6 values non-finite, the first inf at index 3)") != std::string::npos);
+  CHECK(msg.find("bn.running_var (1 of 2 values non-finite, the first nan at index 1)") != std::string::npos);
+  CHECK(m == before);  // nothing copied
+  src.conv_w[3] = src.conv_w[5] = 0.5f;
+  src.bn_rv[1] = 1.0f;
+  CHECK(load_error(m, to_file(src)).empty());
 }
 
 TEST_CASE("state_dict: allowed conversions: F16/BF16 widen; F64 into float only when allowed") {

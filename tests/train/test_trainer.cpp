@@ -359,6 +359,17 @@ TEST_CASE("trainer: non-finite guard skips poisoned steps, and stops after N in 
     CHECK_THROWS_WITH_AS(s.trainer.fit(pl), doctest::Contains("3 optimizer steps in a row had a non-finite loss"), Error);
     CHECK(s.model.snapshot() == before);  // weights and buffers untouched
   }
+  SUBCASE("a run shorter than max_nonfinite_in_row with every step skipped is an error, not a trained model") {
+    Setup s({.epochs = 1, .max_nonfinite_in_row = 100, .seed = 2});
+    PoisonLoader pl{s.loader, {}, true};
+    CHECK_THROWS_WITH_AS(s.trainer.fit(pl), doctest::Contains("all 7 optimizer steps were skipped"), Error);
+  }
+  SUBCASE("one applied step is training: no error") {
+    Setup s({.epochs = 1, .max_nonfinite_in_row = 100, .seed = 2});
+    PoisonLoader pl{s.loader, {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {0, 4}, {0, 5}}};
+    const auto r = s.trainer.fit(pl);
+    CHECK((r.steps == 7 && r.nonfinite_skipped == 6));
+  }
 }
 
 TEST_CASE("trainer: accumulating 2 micro-batches of 3 equals one batch of 6 (no shuffle, no dropout)") {

@@ -135,6 +135,26 @@ inline void write_file_atomic(const std::filesystem::path& path, std::span<const
   detail::fsync_dir(dir);
 }
 
+/// Check, before slow work that ends by writing `path` with write_file_atomic, that it can be
+/// written: its folder exists, is a directory and accepts a new file (a temporary file is
+/// created there and removed; this also catches a read-only mount and root's EROFS), and `path`
+/// is not a directory. Throws sieve::Error naming `what`, the path and the problem.
+inline void check_can_write(const std::filesystem::path& path, std::string_view what) {
+  const auto dir = path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+  struct ::stat st{};
+  if (::stat(dir.c_str(), &st) != 0)
+    fail(what, " ", path.string(), ": its folder ", dir.string(),
+         errno == ENOENT ? std::string(" does not exist") : ": " + detail::errno_text());
+  if (!S_ISDIR(st.st_mode)) fail(what, " ", path.string(), ": ", dir.string(), " is not a directory");
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    fail(what, " ", path.string(), " is a directory, not a file");
+  std::string tmpl = (dir / ".sieve-write-check.tmp.XXXXXX").string();
+  const int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) fail(what, " ", path.string(), ": cannot create a file in ", dir.string(), ": ", detail::errno_text());
+  ::close(fd);
+  ::unlink(tmpl.c_str());
+}
+
 /// Write `data` to `path` (created or truncated) without fsync: for bulk output that is made
 /// durable as a whole (written into a staging directory, synced once, then renamed).
 inline void write_file(const std::filesystem::path& path, std::span<const std::byte> data) {

@@ -611,6 +611,18 @@ class SafeTensors {
   /// Values as double (exact for every floating dtype).
   std::vector<double> doubles(const std::string& name) const { return convert<double>(name); }
 
+  /// Weights must be finite: "" when every value of tensor `name` is (or it is not floating),
+  /// else what is wrong, e.g. "2 of 6 values non-finite, the first inf at index 3".
+  std::string nonfinite_text(const std::string& name) const {
+    if (!dtype_is_float(info(name).dtype)) return "";
+    const auto v = doubles(name);
+    std::size_t n = 0, first = 0;
+    for (std::size_t k = v.size(); k-- > 0;)
+      if (!std::isfinite(v[k])) ++n, first = k;
+    if (n == 0) return "";
+    return str(n, " of ", v.size(), " values non-finite, the first ", v[first], " at index ", first);
+  }
+
   /// Values of an I64 tensor.
   /// Requires: dtype I64, else sieve::Error naming the tensor.
   std::vector<std::int64_t> ints(const std::string& name) const {

@@ -142,7 +142,7 @@ std::vector<StateEntry<T>> state_order(const std::vector<ParamRef<T>>& params, c
 /// Requires: unique names in params/buffers.
 /// Ensures: every model tensor loaded (or defaulted/skipped as `opts` allows and the report
 /// says); otherwise one sieve::Error naming the file and listing every missing, unexpected,
-/// mis-shaped and wrongly typed tensor.
+/// mis-shaped, wrongly typed and non-finite (NaN/Inf values) tensor.
 template <class T>
 LoadReport load_state_dict(const std::vector<ParamRef<T>>& params, const std::vector<BufferRef<T>>& buffers,
                            const io::SafeTensors& st, const LoadOptions& opts = {}) {
@@ -164,7 +164,7 @@ LoadReport load_state_dict(const std::vector<ParamRef<T>>& params, const std::ve
   }
   auto file_name = [&](const std::string& model_name) { return prefix + model_name; };
 
-  std::vector<std::string> missing, unexpected, misshaped, wrong_dtype;
+  std::vector<std::string> missing, unexpected, misshaped, wrong_dtype, nonfinite;
   std::vector<std::string> defaulted;
   auto shape_of = [](const std::vector<std::size_t>& s) { return io::shape_text(s); };
   auto dtype_ok = [&](DType d, bool is_count) {
@@ -216,6 +216,8 @@ LoadReport load_state_dict(const std::vector<ParamRef<T>>& params, const std::ve
     if (!dtype_ok(info.dtype, is_count)) {
       wrong_dtype.push_back(e.name() + " (file " + std::string(io::dtype_name(info.dtype)) + ", model " +
                             (is_count ? "I64" : (std::is_same_v<T, float> ? "F32" : "F64")) + ")");
+    } else if (const auto bad = st.nonfinite_text(fn); !bad.empty()) {
+      nonfinite.push_back(e.name() + " (" + bad + ")");  // would poison every step that follows
     }
   }
   for (const auto& fn : file_names) {
@@ -232,12 +234,14 @@ LoadReport load_state_dict(const std::vector<ParamRef<T>>& params, const std::ve
       if (detail::starts_with(e.name(), opts.head_prefix) && st.contains(file_name(e.name())))
         rep.ignored_head.push_back(e.name());
 
-  if (!missing.empty() || !unexpected.empty() || !misshaped.empty() || !wrong_dtype.empty()) {
-    std::string msg = str("load_state_dict: ", st.source(), " does not match the model:");
+  if (!missing.empty() || !unexpected.empty() || !misshaped.empty() || !wrong_dtype.empty() || !nonfinite.empty()) {
+    const bool fits = missing.empty() && unexpected.empty() && misshaped.empty() && wrong_dtype.empty();
+    std::string msg = str("load_state_dict: ", st.source(), fits ? " cannot be loaded:" : " does not match the model:");
     if (!missing.empty()) msg += str(" ", missing.size(), " missing [", detail::join(missing), "];");
     if (!unexpected.empty()) msg += str(" ", unexpected.size(), " unexpected [", detail::join(unexpected), "];");
     if (!misshaped.empty()) msg += str(" ", misshaped.size(), " mis-shaped [", detail::join(misshaped), "];");
     if (!wrong_dtype.empty()) msg += str(" ", wrong_dtype.size(), " wrong dtype [", detail::join(wrong_dtype), "];");
+    if (!nonfinite.empty()) msg += str(" ", nonfinite.size(), " non-finite [", detail::join(nonfinite), "];");
     if (head_mismatch && !opts.allow_head_mismatch)
       msg += str(" (the head differs: ", detail::join(head_problems),
                  "; allow a head mismatch to load the backbone and initialise the head fresh)");

@@ -70,7 +70,8 @@ struct TrainerOptions {
   double max_grad_norm = 0.0;             ///< > 0: clip the global gradient norm to this
   /// A step whose loss or global gradient norm is non-finite is skipped: gradients dropped,
   /// model buffers (BN statistics) restored, no optimizer update; it still counts as a step, so
-  /// the LR schedule does not shift. After this many in a row the trainer throws.
+  /// the LR schedule does not shift. After this many in a row the trainer throws; so does a
+  /// fit() (not stopped by stop_requested) that ends with every step of the run skipped.
   std::int64_t max_nonfinite_in_row = 5;
   std::int64_t checkpoint_every_steps = 0;  ///< > 0: also save last/ every K optimizer steps
   /// > 0: also save last/ after a step when this many minutes passed since the last save of
@@ -408,6 +409,12 @@ class Trainer {
     r.steps = st_.step;
     r.nonfinite_skipped = st_.nonfinite_skipped;
     r.plan = plan_;
+    // Fewer poisoned steps than max_nonfinite_in_row can make a whole short run: the model is
+    // then exactly its initial weights, which must not pass for a trained one.
+    if (st_.step > 0 && st_.nonfinite_skipped == st_.step && !r.stopped_by_request)
+      fail("Trainer: all ", st_.step, " optimizer steps were skipped (non-finite loss or gradient norm), so "
+           "nothing was trained; check the initial weights and the inputs, lower the learning rate or enable "
+           "gradient clipping (max_grad_norm)");
     return r;
   }
 

@@ -79,6 +79,7 @@ void load_values(const io::SafeTensors& st, const std::string& name, const std::
     for (auto d : info.shape) got += std::to_string(d) + ",";
     fail(st.source(), ": tensor '", name, "' has shape [", got, "] but the model expects [", want, "]");
   }
+  if (const auto bad = st.nonfinite_text(name); !bad.empty()) fail(st.source(), ": tensor '", name, "' has ", bad);
   if constexpr (std::is_same_v<T, float>) {
     SIEVE_CHECK(info.dtype == io::DType::F32, st.source(), ": tensor '", name, "' is not F32");
     const auto v = st.floats(name);
@@ -91,8 +92,8 @@ void load_values(const io::SafeTensors& st, const std::string& name, const std::
 }
 }  // namespace detail
 
-/// Load every parameter and buffer by name, strictly: a missing, mis-shaped or wrongly typed
-/// tensor, or an unexpected extra one, throws naming it and the file.
+/// Load every parameter and buffer by name, strictly: a missing, mis-shaped, wrongly typed or
+/// non-finite tensor, or an unexpected extra one, throws naming it and the file.
 template <class T>
 void tensors_from_safetensors(const io::SafeTensors& st, const std::vector<ParamRef<T>>& params,
                               const std::vector<BufferRef<T>>& buffers) {
