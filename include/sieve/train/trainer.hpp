@@ -515,6 +515,27 @@ class Trainer {
     return val;
   }
 
+  /// The planner's inputs at the current step (make_plan and refine_plan differ only in the
+  /// values they pass): `val_s` is one validation (0 when none runs), `save_s` one checkpoint
+  /// save; an epoch end costs both.
+  PlanInputs plan_inputs(double budget, double elapsed, double reserve, double margin, double seconds_per_step,
+                         std::int64_t min_steps, std::int64_t nb, double val_s, double save_s) const {
+    PlanInputs in;
+    in.budget = budget;
+    in.elapsed = elapsed;
+    in.reserve = reserve;
+    in.margin = margin;
+    in.seconds_per_step = seconds_per_step;
+    in.steps_done = st_.step;
+    in.min_steps = min_steps;
+    in.steps_per_epoch = (nb + o_.accum_steps - 1) / o_.accum_steps;
+    in.steps_into_epoch = (st_.batch + o_.accum_steps - 1) / o_.accum_steps;
+    in.epoch_end_seconds = val_s + save_s;
+    in.save_every_steps = o_.checkpoint_every_steps;
+    in.save_seconds = save_s;
+    return in;
+  }
+
   /// After the probe: measure what is still unknown, then fix the plan for the rest of the run.
   template <class Elapsed>
   void make_plan(const std::vector<double>& probe_seconds, std::int64_t nb, Elapsed&& elapsed) {
@@ -533,22 +554,11 @@ class Trainer {
       }
       if (!o_.run_dir.empty() && save_seconds_ < 0.0) timed_save("last");  // plan-free: resume re-probes
       const double reserve = b.reserve.get("reserve");  // after the probe, as documented
-      PlanInputs in;
-      in.budget = b.seconds;
-      in.elapsed = elapsed();
-      in.reserve = reserve;
-      in.margin = b.margin_seconds + b.margin_fraction * b.seconds;
-      in.seconds_per_step = probe_seconds_per_step(probe_seconds);
-      SIEVE_CHECK(in.seconds_per_step > 0.0, "Trainer: the probe measured ", in.seconds_per_step, " s per step over ",
+      const double seconds_per_step = probe_seconds_per_step(probe_seconds);
+      SIEVE_CHECK(seconds_per_step > 0.0, "Trainer: the probe measured ", seconds_per_step, " s per step over ",
                   probe_seconds.size() - 1, " steps: is the clock (options.now_seconds) advancing?");
-      in.steps_done = st_.step;
-      in.min_steps = b.min_steps;
-      in.steps_per_epoch = (nb + o_.accum_steps - 1) / o_.accum_steps;
-      in.steps_into_epoch = (st_.batch + o_.accum_steps - 1) / o_.accum_steps;
-      const double save_s = std::max(save_seconds_, 0.0);
-      in.epoch_end_seconds = val_s + save_s;
-      in.save_every_steps = o_.checkpoint_every_steps;
-      in.save_seconds = save_s;
+      const PlanInputs in = plan_inputs(b.seconds, elapsed(), reserve, b.margin_seconds + b.margin_fraction * b.seconds,
+                                        seconds_per_step, b.min_steps, nb, val_s, std::max(save_seconds_, 0.0));
       TimePlan p = plan_steps(in);
       if (b.agree_total) {
         const std::int64_t agreed = b.agree_total(p.total_steps);
@@ -577,21 +587,12 @@ class Trainer {
       TimePlan& old = *plan_;
       old.refined = true;  // whatever happens below, once
       if (!o_.budget->refine_after_warmup) return;
-      PlanInputs in;
-      in.budget = old.budget_seconds;
-      in.elapsed = spent;
-      in.reserve = old.reserve_seconds;
-      in.margin = old.margin_seconds;
-      in.seconds_per_step = mean_seconds_per_step(step_seconds);
-      in.steps_done = st_.step;
-      in.min_steps = std::max<std::int64_t>(2, o_.budget->min_steps);
-      in.steps_per_epoch = (nb + o_.accum_steps - 1) / o_.accum_steps;
-      in.steps_into_epoch = (st_.batch + o_.accum_steps - 1) / o_.accum_steps;
       const double save_s = save_seconds_ >= 0.0 ? save_seconds_ : old.save_seconds;
       const double val_s = val_seconds_ >= 0.0 ? val_seconds_ : old.epoch_end_seconds - old.save_seconds;
-      in.epoch_end_seconds = (validate_ ? std::max(val_s, 0.0) : 0.0) + save_s;
-      in.save_every_steps = o_.checkpoint_every_steps;
-      in.save_seconds = save_s;
+      const PlanInputs in = plan_inputs(old.budget_seconds, spent, old.reserve_seconds, old.margin_seconds,
+                                        mean_seconds_per_step(step_seconds),
+                                        std::max<std::int64_t>(2, o_.budget->min_steps), nb,
+                                        validate_ ? std::max(val_s, 0.0) : 0.0, save_s);
       TimePlan p = plan_steps(in);
       if (o_.budget->agree_total) p.total_steps = o_.budget->agree_total(p.total_steps);
       p.total_steps = std::max(p.total_steps, st_.step + 2);  // at least 2 annealing steps remain
