@@ -3,7 +3,8 @@
 // 2 threads: the wrapper splits C's columns over sieve's threads (one single-threaded OpenBLAS
 // call each); the raw call lets OpenBLAS thread itself. The per-thread cases compare
 // fused_sgemm (no epilogue) with one single-threaded cblas_sgemm on the shapes one thread
-// multiplies in the model (Winograd's products, im2col's, the batch-folded 1x1s).
+// multiplies in the model (Winograd's products, im2col's, the batch-folded 1x1s), and the
+// transposed products of a small network's backward (gemm_ld against cblas_sgemm).
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
@@ -41,6 +42,23 @@ const Shape kThreadShapes[] = {
     {"im2col_stem_7x7s2_b64", 64, 1024, 147},     // conv1 at 64x64 input, one sample
     {"im2col_3x3s2_256_b64", 256, 512, 1152},     // layer3's stride-2 3x3 at 64x64 input
     {"folded_1x1_1024to256_b64", 256, 512, 1024}, // layer3 1x1 at 64x64 input
+};
+
+// One thread's transposed products in a PoolNet (16-32-64-128) training step at batch 256,
+// 28x28 (conv2d's sample groups): weight gradients dw[K, CKK] = dy col^T (A B^T, the inner
+// dimension the group's pixels) and input gradients dcol[CKK, gP] = w^T dy (A^T B).
+struct TShape {
+  const char* name;
+  bool ta, tb;
+  int M, N, K;
+};
+const TShape kTransShapes[] = {
+    {"dw_16to32_28x28_g18", false, true, 32, 144, 14112},
+    {"dw_32to64_14x14_g37", false, true, 64, 288, 7252},
+    {"dw_64to128_7x7_g74", false, true, 128, 576, 3626},
+    {"dw_128to128_3x3_g128", false, true, 128, 1152, 1152},
+    {"dx_32to32_14x14_g37", true, false, 288, 7252, 32},
+    {"dx_64to128_7x7_g74", true, false, 576, 3626, 128},
 };
 
 std::vector<float> random_buffer(std::size_t n, std::uint64_t stream) {
@@ -100,6 +118,35 @@ void BM_thread_sgemm(benchmark::State& state) {
       benchmark::Counter(2.0 * s.M * s.N * s.K * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// One thread: gemm_ld (sieve's product on AVX-512 builds, else BLAS) or a single-threaded
+// cblas_sgemm, on kTransShapes.
+template <bool Sieve>
+void BM_thread_sgemm_t(benchmark::State& state) {
+  sieve::kernels::detail::blas_pin_single_thread();
+  openblas_set_num_threads(1);
+  sieve::set_threads(1);
+  const TShape& s = kTransShapes[state.range(0)];
+  state.SetLabel(s.name);
+  auto a = random_buffer(std::size_t(s.M) * s.K, 1);
+  auto b = random_buffer(std::size_t(s.K) * s.N, 2);
+  std::vector<float> c(std::size_t(s.M) * s.N);
+  const int lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N;
+  for (auto _ : state) {
+    if constexpr (Sieve)
+      sieve::kernels::gemm_ld(s.ta ? sieve::kernels::Trans::yes : sieve::kernels::Trans::no,
+                              s.tb ? sieve::kernels::Trans::yes : sieve::kernels::Trans::no, s.M, s.N, s.K, 1.0f,
+                              a.data(), lda, b.data(), ldb, 1.0f, c.data(), s.N);
+    else
+      cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans, s.M, s.N, s.K,
+                  1.0f, a.data(), lda, b.data(), ldb, 1.0f, c.data(), s.N);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * s.M * s.N * s.K * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  sieve::set_threads(2);
+}
+
 #if defined(__FMA__)
 // The FMA ceiling: every thread runs 12 independent chains of 8-wide fused multiply-adds
 // (enough in flight to cover the FMA latency on two pipes), 2 flops per lane.
@@ -134,6 +181,9 @@ void shapes(benchmark::internal::Benchmark* b) {
 void thread_shapes(benchmark::internal::Benchmark* b) {
   for (int i = 0; i < int(std::size(kThreadShapes)); ++i) b->Arg(i);
 }
+void trans_shapes(benchmark::internal::Benchmark* b) {
+  for (int i = 0; i < int(std::size(kTransShapes)); ++i) b->Arg(i);
+}
 
 }  // namespace
 
@@ -141,6 +191,8 @@ BENCHMARK(BM_sgemm<true>)->Name("gemm/sieve_wrapper")->Apply(shapes)->UseRealTim
 BENCHMARK(BM_sgemm<false>)->Name("gemm/raw_cblas")->Apply(shapes)->UseRealTime();
 BENCHMARK(BM_thread_sgemm<true>)->Name("thread_gemm/fused_sgemm")->Apply(thread_shapes)->UseRealTime();
 BENCHMARK(BM_thread_sgemm<false>)->Name("thread_gemm/cblas_1thread")->Apply(thread_shapes)->UseRealTime();
+BENCHMARK(BM_thread_sgemm_t<true>)->Name("thread_gemm_t/sieve")->Apply(trans_shapes)->UseRealTime();
+BENCHMARK(BM_thread_sgemm_t<false>)->Name("thread_gemm_t/cblas_1thread")->Apply(trans_shapes)->UseRealTime();
 #if defined(__FMA__)
 BENCHMARK(BM_fma_peak)->Name("fma_peak/threads")->Arg(1)->Arg(2)->UseRealTime();
 #endif

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "sieve/core/rng.hpp"
@@ -66,6 +67,26 @@ void conv_forward_matches_naive(double tol) {
     k::conv2d_forward(xt.data(), wt.data(), y.data(), d, ws.data(), ws.size());
     CHECK(rel_err(y, ref, ref.size()) < tol);
   }
+}
+
+// A float product against its float64 truth: the worst |C[i,j] - v| / m over M x N, where
+// v = sum_k a(i,k) b(k,j) and m = sum_k |a(i,k) b(k,j)| (rounding only stays far below 1e-5),
+// both first passed through finish(i, j, v, m) (an epilogue's effect on value and magnitude).
+template <class FA, class FB, class Finish>
+double product_worst_rel(std::size_t M, std::size_t N, std::size_t K, FA a, FB b, const float* C, std::size_t ldc,
+                         Finish finish) {
+  double worst = 0;
+  for (std::size_t i = 0; i < M; ++i)
+    for (std::size_t j = 0; j < N; ++j) {
+      double v = 0, m = 0;
+      for (std::size_t kk = 0; kk < K; ++kk) {
+        const double p = static_cast<double>(a(i, kk)) * b(kk, j);
+        v += p, m += std::abs(p);
+      }
+      finish(i, j, v, m);
+      worst = std::max(worst, std::abs(C[i * ldc + j] - v) / (m + 1e-30));
+    }
+  return worst;
 }
 
 }  // namespace
@@ -469,22 +490,17 @@ TEST_CASE("fused sgemm: product and row epilogue against float64, cut tiles, K b
       const k::RowEpilogue e{(mode & 1) ? scf.data() : nullptr, (mode & 1) ? shf.data() : nullptr,
                              (mode & 2) ? Rf.data() : nullptr, ld, (mode & 4) != 0};
       k::fused_sgemm(z.M, z.N, z.K, Af.data(), lda, Bf.data(), ld, C.data(), ld, e, bws.data());
-      double worst = 0;
+      const double worst = product_worst_rel(
+          z.M, z.N, z.K, [&](std::size_t i, std::size_t kk) { return Af[i * lda + kk]; },
+          [&](std::size_t kk, std::size_t j) { return Bf[kk * ld + j]; }, C.data(), ld,
+          [&](std::size_t i, std::size_t j, double& v, double& mag) {
+            if (mode & 1) v = v * scf[i] + shf[i], mag *= std::abs(scf[i]);
+            if (mode & 2) v += Rf[i * ld + j], mag += std::abs(Rf[i * ld + j]);
+            if (mode & 4) v = v > 0 ? v : 0;
+          });
       std::size_t kept = 0;
-      for (std::size_t i = 0; i < z.M; ++i) {
-        for (std::size_t j = 0; j < z.N; ++j) {
-          double v = 0, mag = 0;
-          for (std::size_t kk = 0; kk < z.K; ++kk) {
-            v += static_cast<double>(Af[i * lda + kk]) * Bf[kk * ld + j];
-            mag += std::abs(static_cast<double>(Af[i * lda + kk]) * Bf[kk * ld + j]);
-          }
-          if (mode & 1) v = v * scf[i] + shf[i], mag *= std::abs(scf[i]);
-          if (mode & 2) v += Rf[i * ld + j], mag += std::abs(Rf[i * ld + j]);
-          if (mode & 4) v = v > 0 ? v : 0;
-          worst = std::max(worst, std::abs(C[i * ld + j] - v) / (mag + 1e-30));
-        }
+      for (std::size_t i = 0; i < z.M; ++i)
         for (std::size_t j = z.N; j < ld; ++j) kept += C[i * ld + j] == 7.0f;
-      }
       CHECK(worst < 1e-5);  // relative to the sum of magnitudes: rounding only
       CHECK(kept == z.M * (ld - z.N));
     }
@@ -494,6 +510,76 @@ TEST_CASE("fused sgemm: product and row epilogue against float64, cut tiles, K b
                                       k::RowEpilogue{sc.data(), nullptr, nullptr, 0, false}, bws.data()),
                        doctest::Contains("scale and shift go together"), sieve::Error);
 }
+
+TEST_CASE("float gemm: every transpose pair, cut tiles, K blocks, alpha and beta, against float64") {
+  // On AVX-512 builds these products are sgemm512's, elsewhere BLAS's. Sizes cut the 8x32
+  // tiles at both edges and B^T's 16x16 transposes in k; K = 1100 takes 5 blocks of 256;
+  // 40x300x300 is split across threads by gemm itself. Every matrix is a block
+  // of a wider one; with beta = 0, C starts as NaN (not read), and padding columns stay as set.
+  MESSAGE("sieve's AVX-512 product: ", k::sgemm512_available);
+  Rng rng(37);
+  struct Size { std::size_t M, N, K; };
+  for (const Size z : {Size{8, 32, 16}, Size{9, 33, 17}, Size{3, 5, 1100}, Size{40, 300, 300}, Size{1, 1, 1},
+                       Size{17, 70, 31}}) {
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb)
+        for (const auto& [alpha, beta] : {std::pair{1.0f, 0.0f}, std::pair{1.0f, 1.0f}, std::pair{-0.5f, 0.25f}}) {
+          CAPTURE(z.M); CAPTURE(z.N); CAPTURE(z.K); CAPTURE(ta); CAPTURE(tb); CAPTURE(alpha); CAPTURE(beta);
+          const std::size_t ar = ta ? z.K : z.M, ac = ta ? z.M : z.K, br = tb ? z.N : z.K, bc = tb ? z.K : z.N;
+          const std::size_t lda = ac + 3, ldb = bc + 5, ldc = z.N + 7;
+          const auto A = cast<float>(randn(ar * lda, rng)), B = cast<float>(randn(br * ldb, rng)),
+                     C0 = cast<float>(randn(z.M * ldc, rng));
+          std::vector<float> C = C0;
+          for (std::size_t i = 0; i < z.M; ++i)
+            for (std::size_t j = 0; j < ldc; ++j) C[i * ldc + j] = j >= z.N ? 7.0f : beta == 0 ? std::nanf("") : C0[i * ldc + j];
+          k::gemm_ld(ta ? k::Trans::yes : k::Trans::no, tb ? k::Trans::yes : k::Trans::no, z.M, z.N, z.K, alpha,
+                     A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+          const double worst = product_worst_rel(
+              z.M, z.N, z.K, [&](std::size_t i, std::size_t kk) { return ta ? A[kk * lda + i] : A[i * lda + kk]; },
+              [&](std::size_t kk, std::size_t j) { return tb ? B[j * ldb + kk] : B[kk * ldb + j]; }, C.data(), ldc,
+              [&](std::size_t i, std::size_t j, double& v, double& mag) {
+                const double c0 = C0[i * ldc + j];
+                v = alpha * v + beta * c0, mag = std::abs(alpha) * mag + std::abs(beta * c0);
+              });
+          std::size_t kept = 0;
+          for (std::size_t i = 0; i < z.M; ++i)
+            for (std::size_t j = z.N; j < ldc; ++j) kept += C[i * ldc + j] == 7.0f;
+          CHECK(worst < 1e-5);  // relative to the sum of magnitudes: rounding only
+          CHECK(kept == z.M * (ldc - z.N));
+        }
+  }
+}
+
+#if SIEVE_AVX512
+TEST_CASE("sgemm512: the row epilogue after the last K block with A^T and with B^T") {
+  // fused_sgemm's test covers the epilogue with op(A) = A, op(B) = B; here op(A) = A^T (A's
+  // stored rows read in place) and op(B) = B^T (packed through transposes), K over one block
+  // boundary.
+  Rng rng(41);
+  const std::size_t M = 11, N = 37, K = 1030, ld = N + 2;
+  for (int tb = 0; tb < 2; ++tb) {
+    const int ta = 1 - tb;
+    CAPTURE(ta); CAPTURE(tb);
+    const auto A = cast<float>(randn(M * K, rng)), B = cast<float>(randn(N * K, rng)),
+               R = cast<float>(randn(M * ld, rng)), sc = cast<float>(randn(M, rng)), sh = cast<float>(randn(M, rng));
+    const k::RowEpilogue e{sc.data(), sh.data(), R.data(), ld, true};
+    std::vector<float> C(M * ld, std::nanf(""));
+    k::sgemm512(ta, tb, M, N, K, 1.0f, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.0f, C.data(), ld, &e);
+    const double worst = product_worst_rel(
+        M, N, K, [&](std::size_t i, std::size_t kk) { return ta ? A[kk * M + i] : A[i * K + kk]; },
+        [&](std::size_t kk, std::size_t j) { return tb ? B[j * K + kk] : B[kk * N + j]; }, C.data(), ld,
+        [&](std::size_t i, std::size_t j, double& v, double& mag) {
+          v = v * sc[i] + sh[i] + R[i * ld + j], mag = mag * std::abs(sc[i]) + std::abs(R[i * ld + j]);
+          v = v > 0 ? v : 0;
+        });
+    CHECK(worst < 1e-5);
+  }
+  std::vector<float> A(1), B(1), C(1), sc(1);
+  const k::RowEpilogue half{sc.data(), nullptr, nullptr, 0, false};
+  CHECK_THROWS_WITH_AS(k::sgemm512(false, false, 1, 1, 1, 1.0f, A.data(), 1, B.data(), 1, 0.0f, C.data(), 1, &half),
+                       doctest::Contains("scale and shift go together"), sieve::Error);
+}
+#endif
 
 TEST_CASE("batch norm: hand-computed, naive agreement, running stats as PyTorch") {
   // One channel, values {1, 3}: mean 2, biased var 1, unbiased var 2.

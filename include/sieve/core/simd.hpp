@@ -10,3 +10,10 @@
 #else
 #define SIEVE_AVX2_FMA 0
 #endif
+/// SIEVE_AVX512 is 1 when AVX-512 Foundation (and with it AVX2 and FMA) is enabled: the float
+/// matrix product then takes its 512-bit code (kernels/sgemm_avx512.hpp) instead of BLAS.
+#if SIEVE_AVX2_FMA && defined(__AVX512F__)
+#define SIEVE_AVX512 1
+#else
+#define SIEVE_AVX512 0
+#endif

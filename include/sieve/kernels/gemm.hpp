@@ -1,5 +1,6 @@
 #pragma once
-/// The one BLAS wrapper: every BLAS product in sieve goes through gemm() below. (Float
+/// The one BLAS wrapper: every BLAS product in sieve goes through gemm() below. On builds with
+/// AVX-512 its float products are sieve's own (sgemm_avx512.hpp says why), not BLAS's. (Float
 /// convolution forwards in evaluation do not use BLAS: their products, batch-folded 1x1,
 /// Winograd's and im2col's, take sgemm_fused.hpp, which applies the convolution's epilogue in
 /// its registers.)
@@ -24,6 +25,7 @@
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/parallel.hpp"
+#include "sieve/kernels/sgemm_avx512.hpp"
 
 extern "C" {
 void sgemm_(char*, char*, int*, int*, int*, float*, float*, int*, float*, int*, float*, float*, int*);
@@ -93,6 +95,12 @@ void gemm_ld(Trans ta, Trans tb, std::size_t M, std::size_t N, std::size_t K, T 
     const std::size_t j0 = b0 * align, j1 = std::min(N, b1 * align);
     // Columns j0..j1 of op(B): B stored [K,N] -> offset j0; stored [N,K] (transposed) -> rows j0..
     const T* Bj = tb == Trans::yes ? B + j0 * ldb : B + j0;
+    if constexpr (std::is_same_v<T, float> && sgemm512_available) {
+      if (K > 0) {
+        sgemm512(ta == Trans::yes, tb == Trans::yes, M, j1 - j0, K, alpha, A, lda, Bj, ldb, beta, C + j0, ldc);
+        return;
+      }
+    }
     detail::blas_gemm(ta, tb, m, static_cast<int>(j1 - j0), k, alpha, A, la, Bj, lb, beta, C + j0, lc);
   });
 }

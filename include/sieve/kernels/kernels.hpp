@@ -7,4 +7,5 @@
 #include "sieve/kernels/linear.hpp"
 #include "sieve/kernels/pool.hpp"
 #include "sieve/kernels/relu.hpp"
+#include "sieve/kernels/sgemm_avx512.hpp"
 #include "sieve/kernels/sgemm_fused.hpp"

@@ -1,5 +1,6 @@
 #pragma once
-/// A float matrix product with a per-row epilogue applied in registers before the one store:
+/// A float matrix product with a per-row epilogue applied in registers before the one store
+/// (on AVX-512 builds computed by sgemm512, sgemm_avx512.hpp; the 6x16 tiles below are AVX2's):
 ///   C[i, j] = epi_i( sum_k A[i,k] B[k,j] ),  epi_i(v) = relu?( (v * scale[i] + shift[i]) + R[i, j] )
 /// (every part optional). It exists for the convolutions' forward products (batch-folded 1x1,
 /// im2col's, Winograd's), whose output is large next to their inner dimension: through BLAS
@@ -24,21 +25,12 @@
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/simd.hpp"
+#include "sieve/kernels/sgemm_avx512.hpp"
 
 namespace sieve::kernels {
 
 /// True when the fused product is vector code on this build (conv2d takes it only then).
 inline constexpr bool fused_sgemm_available = SIEVE_AVX2_FMA == 1;
-
-/// The epilogue of row i: scale/shift [M] (both or neither), residual rows with leading
-/// dimension ldr (null: none), then the ReLU.
-struct RowEpilogue {
-  const float* scale = nullptr;
-  const float* shift = nullptr;
-  const float* residual = nullptr;
-  std::size_t ldr = 0;
-  bool relu = false;
-};
 
 inline constexpr std::size_t fused_sgemm_mr = 6, fused_sgemm_nr = 16, fused_sgemm_kc = 256;
 /// Floats of one packed block of B (kc rows by a multiple of 16 columns): 128 KB.
@@ -152,6 +144,11 @@ inline void fused_sgemm(std::size_t M, std::size_t N, std::size_t K, const float
   SIEVE_CHECK(!e.scale == !e.shift, "fused_sgemm: epilogue scale and shift go together");
   SIEVE_CHECK(K > 0, "fused_sgemm: empty inner dimension");
   if (M == 0 || N == 0) return;
+#if SIEVE_AVX512
+  (void)bws;  // the 512-bit product packs on its stack (sgemm_avx512.hpp)
+  sgemm512(false, false, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc, &e);
+  return;
+#endif
   // The packed block starts on a 32-byte boundary (aligned loads in the tile).
   float* Bp = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(bws) + 31) & ~std::uintptr_t{31});
   for (std::size_t k0 = 0; k0 < K; k0 += fused_sgemm_kc) {
