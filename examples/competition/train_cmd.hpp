@@ -2,11 +2,12 @@
 /// `sieve train --data DIR --out RUN [...]`: train the classifier (ResNet | Dropout | Linear),
 /// then calibrate the -1 threshold of every ranking method on validation with the best (else
 /// the last) weights. Two recipes set the defaults:
-///   fast (default): input size, channels, mean and std from the images; a basic-block ResNet
-///     with the 3x3 CIFAR stem; softmax over the classes plus "other" (trained on the outside
-///     images not held for validation), label smoothing; Nesterov SGD; a warmup + cosine
-///     schedule ending at 0 (with --max-minutes planned so the whole command fits: see
-///     train/budget.hpp); no early stopping; flip test-time augmentation.
+///   fast (default): input size, channels, mean and std from the images; PoolNet (3x3
+///     convolutions widening before 2x2 max pools, nn/pool_net.hpp); softmax over the classes
+///     plus "other" (trained on the outside images not held for validation), label
+///     smoothing; Nesterov SGD; a warmup + cosine schedule ending at 0 (with --max-minutes
+///     planned so the whole command fits: see train/budget.hpp); no early stopping; flip
+///     test-time augmentation.
 ///   seed: the seed solution's: ResNet50 at 224 px, ImageNet statistics, BCE-with-logits on
 ///     one-hot targets, AdamW, warmup + cosine, early stopping on validation MAP@5.
 /// Writes RUN/config.json, split.json, metrics.jsonl, last/, best/ (early stopping),
@@ -184,15 +185,15 @@ struct TrainCommand {
   void add_to(CLI::App& parent) {
     app = parent.add_subcommand("train", "Train a classifier on a data folder, then calibrate the -1 threshold of "
                                          "every ranking method on validation. Two recipes: fast (default: a small "
-                                         "ResNet for the images' own size, softmax with an 'other' class trained "
-                                         "on outside images, SGD) and seed (ResNet50, BCE, AdamW, 224 px)");
+                                         "network for the images' own size (PoolNet), softmax with an 'other' class "
+                                         "trained on outside images, SGD) and seed (ResNet50, BCE, AdamW, 224 px)");
     app->add_option("--data", data, "data folder (train.csv, train/, optional outside/; see 'sieve validate')");
     app->add_option("--out", out, "run folder to create (must not already hold a run)");
     app->add_option("--resume", resume, "continue the run in this folder from its last/ checkpoint (its "
                                         "config.json fixes every setting; only --max-minutes, --max-steps, "
                                         "--checkpoint-minutes, --threads, --workers may be given)");
     app->add_option("--recipe", recipe, "defaults of every setting below: fast (input size, channels, mean and std "
-                                        "from the images; cifar-resnet10; softmax-other head, label smoothing 0.1; "
+                                        "from the images; poolnet; softmax-other head, label smoothing 0.1; "
                                         "SGD lr 0.2 batch 256; outside images as negatives; flip TTA) or seed "
                                         "(resnet50 at 224 px, ImageNet statistics, BCE, AdamW lr 1e-3 batch 64)")
         ->check(CLI::IsMember({"fast", "seed"}))
