@@ -10,6 +10,7 @@
 #include "sieve/core/pipeline.hpp"
 #include "sieve/nn/nn.hpp"
 #include "support/gradcheck.hpp"
+#include "support/model_gradcheck.hpp"
 #include "support/naive.hpp"
 
 using namespace sieve;
@@ -63,49 +64,11 @@ TEST_CASE("PoolNet + Dropout + Linear + BCE: end-to-end gradient check in double
       net.set_input_grad(true);
       nn::Linear<double> fc(net.embedding_dim(), 4, rng);
       auto model = std::move(net) | nn::Dropout<double>(0.3, 8) | std::move(fc);
-      for (auto& p : model.params())  // non-trivial batch-norm affine parameters
-        if (p.name.find("bn") != std::string::npos)
-          for (auto& v : p.value) v += 0.2 * rng.normal();
-      const Shape<4> xs{3, 1, 11, 11};
-      Tensor4<double> x(xs);
-      fill_randn(x, rng);
-      if (!train) {  // realistic running statistics
-        Tensor4<double> warm(xs);
-        for (int i = 0; i < 15; ++i) {
-          fill_randn(warm, rng);
-          model.get<0>().forward(warm);
-        }
-      }
-      model.set_training(train);
-      Tensor2<double> target({3, 4});
-      for (auto& v : target) v = rng.bernoulli(0.4) ? 1.0 : 0.0;
-      Tensor2<double> dz({3, 4});
-      auto loss = [&] {
-        model.get<1>().set_step(7);
-        const auto& z = model.forward(x);
-        return test::naive_bce_with_logits(z.data(), target.data(), z.size(), dz.data());
-      };
-      loss();
-      model.zero_grad();
-      const Tensor4<double> dx = model.backward(dz);
-      REQUIRE(dx.shape() == xs);
-      auto r = check_gradient("poolnet input", std::span<double>(x.data(), x.size()),
-                              std::span<const double>(dx.data(), dx.size()), loss, rng, 40);
-      CHECK_MESSAGE(r.ok(), r.report());
-      std::size_t checked = r.checked, retried = r.retried;
-      for (auto& p : model.params()) {
-        std::vector<double> g(p.grad.begin(), p.grad.end());
-        double norm = 0;
-        for (double v : g) norm += v * v;
-        CHECK_MESSAGE(norm > 0, p.name, " has an all-zero gradient: the check would be vacuous");
-        auto rp = check_gradient(p.name, p.value, g, loss, rng, 16);
-        CHECK_MESSAGE(rp.ok(), rp.report());
-        checked += rp.checked;
-        retried += rp.retried;
-      }
-      MESSAGE("poolnet e2e gradcheck (", std::string(train ? "train" : "eval"), "): ", checked, " elements, ",
-              retried, " matched only at eps/10");
-      CHECK(retried * 10 < checked);  // max-pool and ReLU kinks are rare with random inputs
+      const auto r = test::check_classifier_gradients(model, Shape<4>{3, 1, 11, 11}, 4, train, rng,
+                                                      [](const std::string&) { return 16; });
+      MESSAGE("poolnet e2e gradcheck (", std::string(train ? "train" : "eval"), "): ", r.checked,
+              " parameter elements, ", r.retried, " matched only at eps/10; worst ", r.worst);
+      CHECK(r.retried * 10 < r.checked);  // max-pool and ReLU kinks are rare with random inputs
     }
 }
 

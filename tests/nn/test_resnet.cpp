@@ -13,6 +13,7 @@
 #include "sieve/core/pipeline.hpp"
 #include "sieve/nn/nn.hpp"
 #include "support/gradcheck.hpp"
+#include "support/model_gradcheck.hpp"
 #include "support/naive.hpp"
 
 using namespace sieve;
@@ -169,56 +170,15 @@ TEST_CASE("small ResNet + Dropout + Linear + BCE: end-to-end gradient check in d
   net.set_layout(layout);
   net.set_input_grad(true);
   nn::Linear<double> fc(net.embedding_dim(), 5, rng);
-  nn::Dropout<double> drop(0.3, 8);
-  auto model = std::move(net) | std::move(drop) | std::move(fc);
-  auto& resnet = model.get<0>();
-  // Non-trivial BN affine parameters, so their gradients are exercised.
-  for (auto& p : model.params())
-    if (p.name.find("bn") != std::string::npos || p.name.find("downsample.1") != std::string::npos)
-      for (auto& v : p.value) v += 0.2 * rng.normal();
-  Tensor4<double> x(nc.x);
-  fill_randn(x, rng);
-  if (!train) {  // realistic running statistics: a few training passes on other data
-    Tensor4<double> warm(nc.x);
-    for (int i = 0; i < 15; ++i) {
-      fill_randn(warm, rng);
-      model.get<0>().forward(warm);
-    }
-  }
-  model.set_training(train);
-  Tensor2<double> target({2, 5});
-  for (auto& v : target) v = rng.bernoulli(0.4) ? 1.0 : 0.0;
-  Tensor2<double> dz({2, 5});
-  auto loss = [&] {
-    model.get<1>().set_step(7);  // the same dropout mask on every evaluation
-    const auto& z = model.forward(x);
-    return test::naive_bce_with_logits(z.data(), target.data(), z.size(), dz.data());
-  };
-  loss();
-  model.zero_grad();
-  const Tensor4<double> dx = model.backward(dz);
-  auto r = check_gradient("resnet input", std::span<double>(x.data(), x.size()),
-                          std::span<const double>(dx.data(), dx.size()), loss, rng, 40);
-  CHECK_MESSAGE(r.ok(), r.report());
-  std::size_t checked = 0, retried = r.retried;
-  double worst = -1e300;
-  std::string worst_report;
-  for (auto& p : model.params()) {
-    std::vector<double> g(p.grad.begin(), p.grad.end());
-    double norm = 0;
-    for (double v : g) norm += v * v;
-    CHECK_MESSAGE(norm > 0, p.name, " has an all-zero gradient: the check would be vacuous");
-    auto rp = check_gradient(p.name, p.value, g, loss, rng, p.name == "conv1.weight" ? 60 : 12);
-    CHECK_MESSAGE(rp.ok(), rp.report());
-    checked += rp.checked;
-    retried += rp.retried;
-    if (rp.worst_excess > worst) worst = rp.worst_excess, worst_report = rp.report();
-  }
-  MESSAGE("resnet e2e gradcheck (", std::string(train ? "train" : "eval"), "): ", checked, " parameter elements, ", retried,
-          " matched only at eps/10; worst ", worst_report);
-  CHECK(retried * 20 < checked);  // kinks are rare; a wrong gradient would fail everywhere
+  auto model = std::move(net) | nn::Dropout<double>(0.3, 8) | std::move(fc);
+  const auto r = test::check_classifier_gradients(model, nc.x, 5, train, rng, [](const std::string& name) {
+    return name == "conv1.weight" ? 60 : 12;
+  });
+  MESSAGE("resnet e2e gradcheck (", std::string(train ? "train" : "eval"), "): ", r.checked, " parameter elements, ",
+          r.retried, " matched only at eps/10; worst ", r.worst);
+  CHECK(r.retried * 20 < r.checked);  // kinks are rare; a wrong gradient would fail everywhere
   // The stem, then per block its pairs (3 or 2) and the downsample's conv and bn (3 params).
-  CHECK(resnet.params().size() ==
+  CHECK(model.get<0>().params().size() ==
         (nc.cfg.block == nn::BlockKind::bottleneck ? 1 + 2 + 4 * 9 + 4 * 3 : 1 + 2 + 3 * 6 + 2 * 3));
  }
 }
