@@ -531,7 +531,8 @@ TEST_CASE("float gemm: every transpose pair, cut tiles, K blocks, alpha and beta
                      C0 = cast<float>(randn(z.M * ldc, rng));
           std::vector<float> C = C0;
           for (std::size_t i = 0; i < z.M; ++i)
-            for (std::size_t j = 0; j < ldc; ++j) C[i * ldc + j] = j >= z.N ? 7.0f : beta == 0 ? std::nanf("") : C0[i * ldc + j];
+            for (std::size_t j = 0; j < ldc; ++j)
+              C[i * ldc + j] = j >= z.N ? 7.0f : beta == 0 ? std::nanf("") : C0[i * ldc + j];
           k::gemm_ld(ta ? k::Trans::yes : k::Trans::no, tb ? k::Trans::yes : k::Trans::no, z.M, z.N, z.K, alpha,
                      A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
           const double worst = product_worst_rel(

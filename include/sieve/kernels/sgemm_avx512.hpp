@@ -24,7 +24,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <cstring>
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/simd.hpp"
@@ -185,9 +184,9 @@ inline void sgemm512_tile(std::size_t kc, const ARead& A, const float* bp, float
 }
 
 // Panels of op(B) against every row panel of op(A).
-inline void sgemm512_tiles(bool trans_a, bool trans_b, std::size_t M, std::size_t N, std::size_t K, float alpha, const float* A,
-                           std::size_t lda, const float* B, std::size_t ldb, float beta, float* C, std::size_t ldc,
-                           const RowEpilogue* epi) {
+inline void sgemm512_tiles(bool trans_a, bool trans_b, std::size_t M, std::size_t N, std::size_t K, float alpha,
+                           const float* A, std::size_t lda, const float* B, std::size_t ldb, float beta, float* C,
+                           std::size_t ldc, const RowEpilogue* epi) {
   constexpr std::size_t MR = sgemm512_mr, NR = sgemm512_nr, KC = sgemm512_kc;
   alignas(64) float bp[KC * NR];
   for (std::size_t k0 = 0; k0 < K; k0 += KC) {
@@ -208,8 +207,8 @@ inline void sgemm512_tiles(bool trans_a, bool trans_b, std::size_t M, std::size_
         const std::size_t rows = std::min(MR, M - i0);
         float* c = C + i0 * ldc + j0;
         if (trans_a) {
-          // Rows past M read the columns after them in A's stored row (values never stored):
-          // only while they are inside the row; a cut panel reads a copy instead.
+          // A whole panel reads 8 adjacent floats of each stored row; a cut one (fewer than 8
+          // rows left) would read past the row's end: it reads a zero-padded copy instead.
           if (rows == MR) {
             sgemm512_tile(kc, Sgemm512ACols{A + k0 * lda + i0, lda}, bp, c, ldc, rows, cols, s, i0, j0);
           } else {
