@@ -108,6 +108,9 @@ struct RunConfig {
   bool negatives = false;
   double outside_frac = 0.3;
   double val_frac = 0.1;
+  /// The share of distractors the -1 thresholds are chosen for (retrieval::sweep_threshold);
+  /// none (the default): the validation set's own share (outside_frac).
+  std::optional<double> distractor_share;
   std::optional<std::string> weights;        ///< pretrained weights file (absolute), or none
 
   nn::ResNetConfig resnet() const {
@@ -178,6 +181,9 @@ struct RunConfig {
     SIEVE_CHECK(val_frac > 0.0 && val_frac < 1.0, where, ": val_frac=", val_frac, " must be in (0, 1)");
     SIEVE_CHECK(outside_frac >= 0.0 && outside_frac < 1.0, where, ": outside_frac=", outside_frac,
                 " must be in [0, 1)");
+    if (distractor_share)
+      SIEVE_CHECK(*distractor_share >= 0.0 && *distractor_share <= 1.0, where, ": distractor_share=",
+                  *distractor_share, " must be in [0, 1] (or null: the validation set's own share)");
   }
 };
 
@@ -231,6 +237,7 @@ inline void to_json(json& j, const RunConfig& c) {
            {"negatives", c.negatives},
            {"outside_frac", c.outside_frac},
            {"val_frac", c.val_frac},
+           {"distractor_share", c.distractor_share ? json(*c.distractor_share) : json(nullptr)},
            {"weights", c.weights ? json(*c.weights) : json(nullptr)}};
 }
 
@@ -274,6 +281,8 @@ inline void from_json(const json& j, RunConfig& c) {
   c.negatives = j.at("negatives").get<bool>();
   c.outside_frac = j.at("outside_frac").get<double>();
   c.val_frac = j.at("val_frac").get<double>();
+  if (j.contains("distractor_share") && !j.at("distractor_share").is_null())
+    c.distractor_share = j.at("distractor_share").get<double>();
   const auto& w = j.at("weights");
   c.weights = w.is_null() ? std::nullopt : std::optional<std::string>(w.get<std::string>());
 }
@@ -666,6 +675,9 @@ struct MethodCalibration {
 struct Calibration {
   std::map<std::string, MethodCalibration> methods;
   std::size_t n_val = 0, n_val_outside = 0;
+  /// The distractor share the thresholds were chosen for (val_map5 is at that share); none:
+  /// the validation set's own, n_val_outside / n_val.
+  std::optional<double> distractor_share;
   std::string checkpoint;  ///< "best" or "last": the weights calibrated
   std::string recommended = "head";  ///< method with the highest validation MAP@5
 
@@ -689,11 +701,14 @@ inline void from_json(const json& j, MethodCalibration& m) {
 }
 inline void to_json(json& j, const Calibration& c) {
   j = json{{"format", "sieve.calibration v1"}, {"n_val", c.n_val},         {"n_val_outside", c.n_val_outside},
-           {"checkpoint", c.checkpoint},        {"recommended", c.recommended}, {"methods", c.methods}};
+           {"checkpoint", c.checkpoint},        {"recommended", c.recommended}, {"methods", c.methods},
+           {"distractor_share", c.distractor_share ? json(*c.distractor_share) : json(nullptr)}};
 }
 inline void from_json(const json& j, Calibration& c) {
   c.n_val = j.at("n_val").get<std::size_t>();
   c.n_val_outside = j.at("n_val_outside").get<std::size_t>();
+  if (j.contains("distractor_share") && !j.at("distractor_share").is_null())
+    c.distractor_share = j.at("distractor_share").get<double>();
   c.checkpoint = j.at("checkpoint").get<std::string>();
   c.recommended = j.value("recommended", std::string("head"));
   c.methods = j.at("methods").get<std::map<std::string, MethodCalibration>>();
@@ -714,9 +729,10 @@ inline Calibration load_calibration(const fs::path& run) {
   return c;
 }
 
-/// Calibrate one method: sweep the -1 threshold (and for fusion the head weight 0, 0.1 .. 1).
+/// Calibrate one method: sweep the -1 threshold (and for fusion the head weight 0, 0.1 .. 1),
+/// MAP@5 reweighted to `distractor_share` when given (retrieval::sweep_threshold).
 inline MethodCalibration calibrate(Method m, const Embedded& val, const EmbeddingsFile& db, std::size_t K,
-                                   bool other = false) {
+                                   bool other = false, std::optional<double> distractor_share = std::nullopt) {
   MethodCalibration out;
   const auto grid = threshold_grid(m, other);
   retrieval::ThresholdSweep sweep;
@@ -725,12 +741,13 @@ inline MethodCalibration calibrate(Method m, const Embedded& val, const Embeddin
     auto t = retrieval::tune_fusion(other ? retrieval::known_class_probabilities(val.logits)
                                           : retrieval::head_scores(val.logits),
                                     retrieval::knn_scores(val.embeddings, db.embedding, db.label, K), val.labels,
-                                    weights, grid);
+                                    weights, grid, 5, distractor_share);
     out.weight = t.weight;
     for (std::size_t i = 0; i < t.weights.size(); ++i) out.weight_sweep.push_back({t.weights[i], t.best_map5[i]});
     sweep = std::move(t.sweep);
   } else {
-    sweep = retrieval::sweep_threshold(method_scores(m, val, db, K, 0.5, other), val.labels, grid);
+    sweep = retrieval::sweep_threshold(method_scores(m, val, db, K, 0.5, other), val.labels, grid, 5,
+                                       distractor_share);
   }
   out.threshold = sweep.best_threshold;
   out.val_map5 = sweep.best_map5;

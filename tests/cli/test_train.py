@@ -340,6 +340,8 @@ def test_fast_recipe(tmp, data, labels):
     sweep = np.array(cal["methods"]["head"]["sweep"])
     check(cal["checkpoint"] == "last" and sweep.shape == (241, 2) and sweep[0, 0] == -12 and sweep[-1, 0] == 12,
           "head threshold swept over log(p_class / p_other) in [-12, 12]")
+    check(cfg["distractor_share"] is None and cal["distractor_share"] is None,
+          "by default the thresholds are chosen for the validation set's own distractor share")
 
     # The default network: PoolNet 16-32-64-128 (a plain conv net that widens before each pool).
     run_d = os.path.join(tmp, "run_default_net")
@@ -363,9 +365,14 @@ def test_fast_recipe(tmp, data, labels):
         for f in os.listdir(os.path.join(gray, d)):
             Image.open(os.path.join(gray, d, f)).convert("L").save(os.path.join(gray, d, f))
     run_g = os.path.join(tmp, "run_gray")
-    p = sieve("train", "--data", gray, "--out", run_g, "--epochs", "1", *net)
+    # (with the thresholds chosen for the data folder's share of outside images: 8 of 48)
+    p = sieve("train", "--data", gray, "--out", run_g, "--epochs", "1", "--distractor-share", "data", *net)
     if check(p.returncode == 0, "fast recipe on gray images exits 0"):
         cfg = json.load(open(os.path.join(run_g, "config.json")))
+        cal = json.load(open(os.path.join(run_g, "calibration.json")))
+        check(abs(cfg["distractor_share"] - 8 / 48) < 1e-12 and cal["distractor_share"] == cfg["distractor_share"]
+              and "-1 thresholds for 16.6667% distractors" in p.stdout,
+              f"--distractor-share data: 8 outside of 48 images: {cfg['distractor_share']} {p.stdout[-300:]}")
         g = np.concatenate([np.asarray(Image.open(os.path.join(gray, "train", f"{i}.png")), dtype=np.float64).ravel()
                             for i in labels]) / 255
         check(cfg["input"]["channels"] == 1 and abs(cfg["input"]["mean"][0] - g.mean()) < 1e-6
@@ -412,6 +419,8 @@ def test_errors(tmp, data, full_run):
     err(["train", "--data", data, "--out", out, "--mean", "0.1", "0.2"], "--mean", "1 or 3")
     err(["train", "--data", data, "--out", out, "--lr", "-1"], "--lr")
     err(["train", "--data", data, "--out", out, "--epochs", "0"], "--epochs")
+    err(["train", "--data", data, "--out", out, "--distractor-share", "1.5"], "--distractor-share", "[0, 1]")
+    err(["train", "--data", data, "--out", out, "--distractor-share", "most"], "--distractor-share", "data, none")
     err(["train", "--data", data, "--out", out, "--weights", os.path.join(tmp, "nope.safetensors")], "nope.safetensors")
     err(["train", "--data", os.path.join(tmp, "no_such_dir"), "--out", out], "no_such_dir")
     err(["train", "--data", data, "--out", full_run], "not empty", "--resume")

@@ -57,6 +57,8 @@ TEST_CASE("a clean data folder opens with classes, train, test and outside sampl
   CHECK(f.test[0].id == "t1");  // sorted without a sample submission
   REQUIRE(f.outside.size() == 1);
   CHECK(f.outside[0].labels == std::vector<std::int32_t>{-1});
+  CHECK(f.outside_share() == doctest::Approx(0.25));  // 1 outside of 3 + 1 images
+  CHECK(sieve::io::DataFolder{}.outside_share() == 0.0);
   CHECK(f.class_id("10") == 1);
   CHECK(f.class_id("-1") == -1);
 

@@ -291,6 +291,47 @@ TEST_CASE("sweep equals brute force at every threshold, and picks the first maxi
                        doctest::Contains("truth[0]=9 outside [-1, 9)"), sieve::Error);
 }
 
+TEST_CASE("a distractor share reweights the sweep exactly as a resampled validation set would") {
+  // 200 known items and 100 distractors (share 1/3). Share 1/2 must give the curve of the set
+  // holding every distractor twice; share 1/3 the plain curve; the best threshold cannot fall
+  // as the share rises (the distractors' curve rises with t, the known items' falls).
+  Rng rng(17, 2);
+  const std::size_t Nk = 200, Nd = 100, K = 6;
+  Tensor2<float> s(Shape<2>{Nk + Nd, K}), twice(Shape<2>{Nk + 2 * Nd, K});
+  std::vector<I64> truth(Nk + Nd), truth_twice(Nk + 2 * Nd);
+  for (std::size_t i = 0; i < Nk + Nd; ++i) {
+    truth[i] = i < Nk ? static_cast<I64>(rng.below(K)) : -1;
+    for (std::size_t j = 0; j < K; ++j)
+      s(i, j) = (i < Nk ? 1.0f : 0.7f) * rng.uniform() * (static_cast<I64>(j) == truth[i] ? 1.4f : 1.0f);
+  }
+  for (std::size_t r = 0; r < Nk + 2 * Nd; ++r) {
+    const std::size_t i = r < Nk + Nd ? r : r - Nd;  // the distractors again
+    truth_twice[r] = truth[i];
+    for (std::size_t j = 0; j < K; ++j) twice(r, j) = s(i, j);
+  }
+  const auto grid = sieve::retrieval::linspace(0.0, 1.0, 51);
+  const auto half = sieve::retrieval::sweep_threshold(s, truth, grid, 5, 0.5);
+  const auto own = sieve::retrieval::sweep_threshold(s, truth, grid, 5, 1.0 / 3.0);
+  const auto plain = sieve::retrieval::sweep_threshold(s, truth, grid);
+  for (std::size_t g = 0; g < grid.size(); ++g) {
+    CAPTURE(g);
+    const double m = sieve::metrics::map_at_5(sieve::retrieval::rank_with_threshold(twice, grid[g]), truth_twice);
+    CHECK(half.map5[g] == doctest::Approx(m).epsilon(1e-12));
+    CHECK(own.map5[g] == doctest::Approx(plain.map5[g]).epsilon(1e-12));
+    CHECK(plain.map5[g] == doctest::Approx((2.0 * plain.map5_known[g] + plain.map5_distractor[g]) / 3.0).epsilon(1e-12));
+  }
+  double last = -1.0;
+  for (double p : {0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0}) {
+    const double t = sieve::retrieval::sweep_threshold(s, truth, grid, 5, p).best_threshold;
+    CHECK(t >= last);
+    last = t;
+  }
+  CHECK(sieve::retrieval::sweep_threshold(s, truth, grid, 5, 0.05).best_threshold <
+        sieve::retrieval::sweep_threshold(s, truth, grid, 5, 0.95).best_threshold);
+  CHECK_THROWS_WITH_AS(sieve::retrieval::sweep_threshold(s, truth, grid, 5, 1.5),
+                       doctest::Contains("distractor_share=1.5 outside [0, 1]"), sieve::Error);
+}
+
 TEST_CASE("threshold_for_unknown_rate gives the requested fraction of -1-first rows") {
   using sieve::retrieval::rank_with_threshold;
   using sieve::retrieval::threshold_for_unknown_rate;

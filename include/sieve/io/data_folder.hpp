@@ -60,6 +60,13 @@ struct DataFolder {
   std::vector<FileSample> test;      ///< sample_submission.csv order if present, else sorted by id; labels = {}
   std::vector<FileSample> outside;   ///< sorted by file name; labels = {-1}
 
+  /// Outside images among all labelled and outside images: the distractor share to expect of a
+  /// test drawn like this folder (0 when there are none).
+  double outside_share() const {
+    const std::size_t n = train.size() + outside.size();
+    return n ? static_cast<double>(outside.size()) / static_cast<double>(n) : 0.0;
+  }
+
   /// Class id of a label, or -1 when it is not a training class.
   std::int32_t class_id(std::string_view label) const {
     const auto it = std::find(classes.begin(), classes.end(), label);

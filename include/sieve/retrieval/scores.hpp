@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -224,15 +225,17 @@ struct FusionTuning {
 };
 
 /// Tune w in `weights` (e.g. linspace(0,1,11)) and the -1 threshold in `grid` (e.g.
-/// linspace(-1,1,201)) for fuse_scores(a, b, w) on validation truth, as the reference does.
+/// linspace(-1,1,201)) for fuse_scores(a, b, w) on validation truth, as the reference does;
+/// `distractor_share` as in sweep_threshold.
 template <class T>
 FusionTuning tune_fusion(const Tensor2<T>& a, const Tensor2<T>& b, std::span<const std::int64_t> truth,
-                         std::span<const double> weights, std::span<const double> grid, std::size_t k = 5) {
+                         std::span<const double> weights, std::span<const double> grid, std::size_t k = 5,
+                         std::optional<double> distractor_share = std::nullopt) {
   SIEVE_CHECK(!weights.empty(), "tune_fusion: empty weight grid");
   FusionTuning out;
   out.weights.assign(weights.begin(), weights.end());
   for (std::size_t i = 0; i < weights.size(); ++i) {
-    ThresholdSweep s = sweep_threshold(fuse_scores(a, b, weights[i]), truth, grid, k);
+    ThresholdSweep s = sweep_threshold(fuse_scores(a, b, weights[i]), truth, grid, k, distractor_share);
     out.best_map5.push_back(s.best_map5);
     if (i == 0 || s.best_map5 > out.sweep.best_map5) {
       out.best_index = i;

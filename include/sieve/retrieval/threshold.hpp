@@ -1,6 +1,7 @@
 #pragma once
 /// Open-set ranking: insert the distractor label -1 into each item's ranked class list, choose
-/// the threshold on validation (a MAP@5 sweep) or by a target unknown rate.
+/// the threshold on validation (a MAP@5 sweep, optionally reweighted to the test's expected
+/// distractor share) or by a target unknown rate.
 ///
 /// Ordering rule, stated once (it is the PyTorch reference's `rank_with_threshold`): append a
 /// virtual column K scoring t to scores [N,K] and take a stable descending sort. So classes are
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -105,26 +107,41 @@ Tensor2<std::int64_t> rank_with_threshold(const Tensor2<T>& scores, double t, st
 /// MAP@5 against the threshold: the whole curve and its first maximum (the reference's rule).
 struct ThresholdSweep {
   std::vector<double> thresholds;
-  std::vector<double> map5;     ///< MAP@k at each threshold
-  std::size_t best_index = 0;   ///< first index of the maximum
+  std::vector<double> map5;             ///< MAP@k at each threshold (share-weighted when a share is given)
+  std::vector<double> map5_known;       ///< mean over the items of a known class (0 when there are none)
+  std::vector<double> map5_distractor;  ///< mean over the distractor items (0 when there are none)
+  std::size_t best_index = 0;           ///< first index of the maximum
   double best_threshold = 0.0;
   double best_map5 = 0.0;
 };
 
 /// Sweep thresholds for inserting -1; truth holds class ids in [0,K) or -1.
+///
+/// `distractor_share` corrects for a validation set whose share of distractors differs from
+/// the test's: the best threshold trades known items against distractors, so it depends on how
+/// many of each the test holds (FMNIST-D validates on 30% outside images, its test holds 20%).
+/// Given a share p, the curve is (1 - p) * map5_known + p * map5_distractor: the MAP@k of a set
+/// with the validation's items reweighted to that share. Without one (or when either group is
+/// empty) it is the plain mean over all items.
 /// Cost O(N K log k + N |grid| k): each row's class rank of its truth and its top-k scores are
 /// computed once, then each threshold only decides where -1 lands.
-/// Requires: scores [N,K] with N == truth.size() >= 1, grid non-empty, truth in [-1, K).
-/// Ensures: map5[g] == map_at_k(rank_with_threshold(scores, grid[g], k), truth, k) up to rounding.
+/// Requires: scores [N,K] with N == truth.size() >= 1, grid non-empty, truth in [-1, K),
+/// distractor_share in [0, 1] when given.
+/// Ensures: without a share, map5[g] == map_at_k(rank_with_threshold(scores, grid[g], k), truth,
+/// k) up to rounding.
 template <class T>
 ThresholdSweep sweep_threshold(const Tensor2<T>& scores, std::span<const std::int64_t> truth,
-                               std::span<const double> grid, std::size_t k = 5) {
+                               std::span<const double> grid, std::size_t k = 5,
+                               std::optional<double> distractor_share = std::nullopt) {
   detail::check_scores(scores, "sweep_threshold");
   const std::size_t N = scores.shape()[0], K = scores.shape()[1];
   SIEVE_CHECK(N == truth.size(), "sweep_threshold: scores have N=", N, " rows but truth has ", truth.size());
   SIEVE_CHECK(N > 0, "sweep_threshold: no validation items (N=0)");
   SIEVE_CHECK(!grid.empty(), "sweep_threshold: empty threshold grid");
   SIEVE_CHECK(k >= 1, "sweep_threshold: k=", k, " must be at least 1");
+  if (distractor_share)
+    SIEVE_CHECK(*distractor_share >= 0.0 && *distractor_share <= 1.0, "sweep_threshold: distractor_share=",
+                *distractor_share, " outside [0, 1]");
   const std::size_t m = std::min(k, K);
   std::vector<double> top(N * m);     // top-m scores per row, descending
   std::vector<std::size_t> rank(N);   // class rank of the truth (k = absent or distractor)
@@ -140,12 +157,16 @@ ThresholdSweep sweep_threshold(const Tensor2<T>& scores, std::span<const std::in
       if (static_cast<std::int64_t>(idx[j]) == truth[i]) rank[i] = j;
     }
   }
+  const auto n_distractor = static_cast<std::size_t>(std::count(truth.begin(), truth.end(), kDistractor));
+  const std::size_t n_known = N - n_distractor;
   ThresholdSweep out;
   out.thresholds.assign(grid.begin(), grid.end());
   out.map5.resize(grid.size());
+  out.map5_known.resize(grid.size());
+  out.map5_distractor.resize(grid.size());
   for (std::size_t g = 0; g < grid.size(); ++g) {
     const double t = grid[g];
-    double sum = 0.0;
+    double sum_known = 0.0, sum_distractor = 0.0;
     for (std::size_t i = 0; i < N; ++i) {
       std::size_t p = 0;  // where -1 lands: after every top class scoring >= t
       while (p < m && top[i * m + p] >= t) ++p;
@@ -153,9 +174,13 @@ ThresholdSweep sweep_threshold(const Tensor2<T>& scores, std::span<const std::in
       if (truth[i] == kDistractor) r = p;  // when p == m == k, -1 is not in the list
       else r = rank[i] >= p ? rank[i] + 1 : rank[i];
       if (truth[i] != kDistractor && rank[i] >= k) r = k;
-      if (r < k) sum += 1.0 / static_cast<double>(r + 1);
+      if (r < k) (truth[i] == kDistractor ? sum_distractor : sum_known) += 1.0 / static_cast<double>(r + 1);
     }
-    out.map5[g] = sum / static_cast<double>(N);
+    out.map5_known[g] = n_known ? sum_known / static_cast<double>(n_known) : 0.0;
+    out.map5_distractor[g] = n_distractor ? sum_distractor / static_cast<double>(n_distractor) : 0.0;
+    out.map5[g] = distractor_share && n_known > 0 && n_distractor > 0
+                      ? (1.0 - *distractor_share) * out.map5_known[g] + *distractor_share * out.map5_distractor[g]
+                      : (sum_known + sum_distractor) / static_cast<double>(N);
     if (g == 0 || out.map5[g] > out.best_map5) {
       out.best_map5 = out.map5[g];
       out.best_index = g;
