@@ -18,6 +18,8 @@ Small PoolNet fixture (committed, tests/data/nn/small_pool_net.safetensors):
   sieve's nn::PoolNet layout (conv1 3x3, bn1, relu; per stage conv1 3x3, max pool 2x2/2, bn1,
   relu, conv2 3x3, bn2, relu; global average pool), width 4, 2 stages, 1 input channel,
   12x12 and 11x13 images (the odd sides exercise the pool's floor). Float64, as above.
+  With --global-max (tests/data/nn/small_pool_net_max.safetensors) the embedding is the global
+  max pool instead.
 ResNet50 fixture (generated at test time by the e2e suite, never committed):
     /usr/bin/python3 tools/gen_nn_fixtures.py --resnet50 OUT.safetensors
   torchvision.models.resnet50() with random weights (seeded), batch 2, 3x64x64 and 3x48x80,
@@ -112,8 +114,9 @@ class SmallPoolNet(nn.Module):
     """sieve's nn::PoolNet under the same names: the stem at full size, then stages that widen
     before they pool."""
 
-    def __init__(self, stages, width, classes, in_channels=1):
+    def __init__(self, stages, width, classes, in_channels=1, global_max=False):
         super().__init__()
+        self.global_max = global_max
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         for s in range(1, stages + 1):
@@ -125,7 +128,7 @@ class SmallPoolNet(nn.Module):
         x = torch.relu(self.bn1(self.conv1(x)))
         for s in range(1, self.nstages + 1):
             x = getattr(self, f"layer{s}")(x)
-        emb = x.mean(dim=(2, 3))
+        emb = nn.functional.adaptive_max_pool2d(x, 1).flatten(1) if self.global_max else x.mean(dim=(2, 3))
         return self.fc(emb), emb
 
 
@@ -323,6 +326,7 @@ def main(argv):
     g.add_argument("--pool-net", metavar="OUT")
     g.add_argument("--resnet50", metavar="OUT")
     g.add_argument("--resnet50-grads", metavar="OUT")
+    ap.add_argument("--global-max", action="store_true", help="--pool-net: global max pool (else average)")
     ap.add_argument("--in-channels", type=int, default=1, help="--small-basic: input channels (1 or 3)")
     ap.add_argument("--blocks", default="1,1,1", help="--small-basic: blocks per stage")
     ap.add_argument("--dtype", choices=("float64", "float32"), default="float64",
@@ -348,7 +352,7 @@ def main(argv):
         path = args.small_basic
     elif args.pool_net:
         blocks, width, classes = [1, 1], 4, 5
-        model = SmallPoolNet(len(blocks), width, classes)
+        model = SmallPoolNet(len(blocks), width, classes, global_max=args.global_max)
         perturb_bn(model, gen)
         cases = {"a": (2, 1, 12, 12), "b": (3, 1, 11, 13)}
         out = build(model, model.forward, cases, classes, gen, torch.float64, ("eval", "train"), ("a",))
@@ -377,7 +381,8 @@ def main(argv):
     if args.resnet50_grads:
         meta["pool_margin_min"] = repr(RESNET50_GRADS_POOL_MARGIN)
     if args.pool_net:
-        meta.update({"in_channels": "1", "block": "pool", "stem": "cifar"})
+        meta.update({"in_channels": "1", "block": "pool", "stem": "cifar",
+                     "global_pool": "max" if args.global_max else "avg"})
     tmp = path + ".tmp"
     stp.save(out, tmp, metadata=meta)
     os.replace(tmp, path)

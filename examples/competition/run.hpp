@@ -75,6 +75,7 @@ struct RunConfig {
   /// each 1; the CIFAR stem)
   std::string block = "bottleneck";
   std::string stem = "imagenet";             ///< "imagenet" (7x7/2 + max pool) | "cifar" (3x3/1)
+  std::string global_pool = "avg";           ///< "avg" | "max" (PoolNet only)
   double dropout = 0.2;
   /// "bce": sigmoid per class, BCE on one-hot targets (outside images all-zero); "softmax-other":
   /// softmax over the K classes plus one "other" class that outside images train, -1 ranked by
@@ -122,7 +123,7 @@ struct RunConfig {
     c.stem = stem == "cifar" ? nn::StemKind::cifar : nn::StemKind::imagenet;
     return c;
   }
-  nn::PoolNetConfig pool_net() const { return {width, blocks.size(), in_channels}; }
+  nn::PoolNetConfig pool_net() const { return {width, blocks.size(), in_channels, global_pool == "max"}; }
   /// The backbone this configuration names, initialised from seed.
   nn::Backbone<float> backbone() const {
     if (block == "pool") return nn::Backbone<float>(nn::PoolNet<float>(pool_net(), seed));
@@ -159,6 +160,10 @@ struct RunConfig {
         SIEVE_CHECK(b == 1, where, ": model.block 'pool' takes one unit per stage (model.blocks all 1), got ", b);
       SIEVE_CHECK(stem == "cifar", where, ": model.block 'pool' needs model.stem 'cifar', got '", stem, "'");
     }
+    SIEVE_CHECK(global_pool == "avg" || global_pool == "max", where, ": model.global_pool='", global_pool,
+                "' must be avg or max");
+    SIEVE_CHECK(global_pool == "avg" || block == "pool", where, ": model.global_pool 'max' needs model.block "
+                "'pool' (the ResNets pool by average)");
     SIEVE_CHECK(stem == "imagenet" || stem == "cifar", where, ": model.stem='", stem, "' must be imagenet or cifar");
     SIEVE_CHECK(head == "bce" || head == "softmax-other", where, ": model.head='", head,
                 "' must be bce or softmax-other");
@@ -213,6 +218,7 @@ inline void to_json(json& j, const RunConfig& c) {
              {"width", c.width},
              {"block", c.block},
              {"stem", c.stem},
+             {"global_pool", c.global_pool},
              {"dropout", c.dropout},
              {"head", c.head},
              {"label_smoothing", c.label_smoothing}}},
@@ -252,6 +258,7 @@ inline void from_json(const json& j, RunConfig& c) {
   c.width = m.at("width").get<std::size_t>();
   c.block = m.value("block", std::string("bottleneck"));
   c.stem = m.value("stem", std::string("imagenet"));
+  c.global_pool = m.value("global_pool", std::string("avg"));
   c.dropout = m.at("dropout").get<double>();
   c.head = m.value("head", std::string("bce"));
   c.label_smoothing = m.value("label_smoothing", 0.0);

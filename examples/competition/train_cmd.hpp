@@ -163,7 +163,7 @@ inline std::map<std::string, double> head_validation(const Tensor2f& logits, con
 struct TrainCommand {
   CLI::App* app = nullptr;
   std::string data, out, resume, weights, recipe = "fast", arch, blocks, fit, augment, freeze = "none", head,
-                                                 optimizer, tta, distractor_share;
+                                                 optimizer, tta, distractor_share, global_pool;
   std::vector<float> mean, stdev;
   std::size_t image_size = 0, width = 0, channels = 0, workers = 2;
   std::int64_t epochs = 0, batch = 0, patience = 0, max_steps = -1;
@@ -180,7 +180,8 @@ struct TrainCommand {
         "--channels", "--image-size", "--fit",        "--mean",         "--std",        "--augment",  "--freeze",
         "--epochs",   "--batch",   "--lr",            "--weight-decay", "--dropout",    "--warmup-epochs",
         "--patience", "--seed",    "--negatives",     "--outside-frac", "--val-frac",   "--head",
-        "--label-smoothing", "--optimizer", "--momentum", "--tta", "--distractor-share"};
+        "--label-smoothing", "--optimizer", "--momentum", "--tta", "--distractor-share",
+        "--global-pool"};
     return f;
   }
 
@@ -210,6 +211,9 @@ struct TrainCommand {
                                     "Default: fast poolnet, seed resnet50")
         ->check(CLI::IsMember({"resnet26", "resnet50", "resnet101", "tiny", "cifar-resnet8", "cifar-resnet10",
                                "cifar-resnet14", "cifar-resnet20", "cifar-resnet18", "poolnet"}));
+    app->add_option("--global-pool", global_pool, "the embedding: avg (global average pool) or max (global max "
+                                                  "pool, poolnet only). Default: avg")
+        ->check(CLI::IsMember({"avg", "max"}));
     app->add_option("--blocks", blocks, "residual blocks per stage, comma-separated, 1-4 stages (e.g. 1,1)");
     app->add_option("--width", width, "stem width; the embedding has width*2^(stages-1) dims (times 4 with "
                                       "bottleneck blocks)")
@@ -365,6 +369,7 @@ struct TrainCommand {
       c.arch = "custom";
     }
     if (given("--width")) c.width = width, c.arch = "custom";
+    if (given("--global-pool")) c.global_pool = global_pool;
     if (given("--channels")) c.in_channels = channels;
     if (given("--image-size")) c.image_size = image_size;
     if (given("--fit")) c.fit = fit;

@@ -358,6 +358,19 @@ def test_fast_recipe(tmp, data, labels):
         p = sieve("predict", "--run", run_d, "--data", data, "--out", sub, "--quiet")
         check(p.returncode == 0 and os.path.exists(sub), f"predict with a poolnet run: {p.stderr[-300:]}")
 
+    # --global-pool max: the embedding is the max over each channel's plane (poolnet only).
+    run_m = os.path.join(tmp, "run_max_pool")
+    p = sieve("train", "--data", data, "--out", run_m, "--epochs", "1", "--arch", "poolnet", "--width", "4",
+              "--global-pool", "max", "--batch", "8", "--workers", "1", "--quiet")
+    if check(p.returncode == 0, f"poolnet --global-pool max exits 0: {p.stderr[-300:]}"):
+        check(json.load(open(os.path.join(run_m, "config.json")))["model"]["global_pool"] == "max",
+              "config.json records the global max pool")
+        emb = os.path.join(tmp, "max_pool_emb.safetensors")
+        p = sieve("embed", "--run", run_m, "--images", os.path.join(data, "test"), "--out", emb, "--quiet")
+        if check(p.returncode == 0, f"embed with a max-pool run: {p.stderr[-300:]}"):
+            t, _ = read_safetensors(emb)
+            check(t["embedding"].shape == (N_TEST, 32), f"32-dim embeddings: {t['embedding'].shape}")
+
     # Gray images: one input channel, the gray statistics.
     gray = os.path.join(tmp, "data_gray")
     shutil.copytree(data, gray)
@@ -420,6 +433,8 @@ def test_errors(tmp, data, full_run):
     err(["train", "--data", data, "--out", out, "--lr", "-1"], "--lr")
     err(["train", "--data", data, "--out", out, "--epochs", "0"], "--epochs")
     err(["train", "--data", data, "--out", out, "--distractor-share", "1.5"], "--distractor-share", "[0, 1]")
+    err(["train", "--data", data, "--out", out, "--arch", "cifar-resnet8", "--global-pool", "max"], "global_pool 'max'",
+        "pool")
     err(["train", "--data", data, "--out", out, "--distractor-share", "most"], "--distractor-share", "data, none")
     err(["train", "--data", data, "--out", out, "--weights", os.path.join(tmp, "nope.safetensors")], "nope.safetensors")
     err(["train", "--data", os.path.join(tmp, "no_such_dir"), "--out", out], "no_such_dir")

@@ -919,6 +919,40 @@ TEST_CASE("batch norm and global average pool in CNHW equal NCHW in CNHW order, 
   CHECK(to_cnhw(g0, N, C, HW) == g1);
 }
 
+TEST_CASE("global max pool: first maximum, NaN wins, gradient to the argmax, CNHW equals NCHW") {
+  // Planes: a tie (first kept), a NaN after the maximum, a maximum at the end.
+  std::vector<double> x{1, 5, 5, 2, 3, 7, std::nan(""), 0, -4, -3, -2, -1}, y(3), dx(12);
+  std::vector<std::int32_t> am(3);
+  k::global_max_pool_forward(x.data(), 1, 3, 4, y.data(), am.data());
+  CHECK(y[0] == 5);
+  CHECK(am[0] == 1);
+  CHECK(std::isnan(y[1]));
+  CHECK(am[1] == 2);
+  CHECK(y[2] == -1);
+  CHECK(am[2] == 3);
+  std::vector<double> dy{2, 3, 4};
+  std::fill(dx.begin(), dx.end(), 9.0);  // assigned, not accumulated
+  k::global_max_pool_backward(dy.data(), am.data(), 1, 3, 4, dx.data());
+  CHECK(dx == std::vector<double>{0, 2, 0, 0, 0, 0, 3, 0, 0, 0, 0, 4});
+
+  Rng rng(35);
+  const std::size_t N = 3, C = 5, HW = 7;
+  const auto xs = randn(N * C * HW, rng, 1.5);
+  const auto xc = to_cnhw(xs, N, C, HW);
+  std::vector<double> p0(N * C), p1(N * C), g0(xs.size()), g1(xs.size());
+  std::vector<std::int32_t> a0(N * C), a1(N * C);
+  k::global_max_pool_forward(xs.data(), N, C, HW, p0.data(), a0.data());
+  k::global_max_pool_forward(xc.data(), N, C, HW, p1.data(), a1.data(), k::Layout::cnhw);
+  CHECK(p0 == p1);  // [N, C] either way
+  CHECK(a0 == a1);
+  for (std::size_t i = 0; i < N * C; ++i)
+    CHECK(p0[i] == *std::max_element(xs.begin() + static_cast<std::ptrdiff_t>(i * HW),
+                                     xs.begin() + static_cast<std::ptrdiff_t>((i + 1) * HW)));
+  k::global_max_pool_backward(p0.data(), a0.data(), N, C, HW, g0.data());
+  k::global_max_pool_backward(p0.data(), a1.data(), N, C, HW, g1.data(), k::Layout::cnhw);
+  CHECK(to_cnhw(g0, N, C, HW) == g1);
+}
+
 TEST_CASE("batch norm channel sums: the float vector blocks give the scalar loop's double accumulators") {
   // bn_sums over a run from lane 0 takes whole blocks of 8 (AVX2 builds); value by value (count 1,
   // k0 = p) it takes the scalar loop. The accumulators must agree bit for bit before any

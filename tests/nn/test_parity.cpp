@@ -98,7 +98,9 @@ void check_parity(const std::string& path, const Tolerances& tol) {
   // The "pool" fixtures hold an nn::PoolNet: one stage per entry of blocks.
   auto make_net = [&](std::uint64_t seed) {
     if (block == "pool")
-      return nn::Backbone<T>(nn::PoolNet<T>(nn::PoolNetConfig{cfg.width, cfg.blocks.size(), cfg.in_channels}, seed));
+      return nn::Backbone<T>(nn::PoolNet<T>(
+          nn::PoolNetConfig{cfg.width, cfg.blocks.size(), cfg.in_channels, meta_or("global_pool", "avg") == "max"},
+          seed));
     return nn::Backbone<T>(nn::ResNet<T>(cfg, seed));
   };
   const std::size_t classes = std::stoul(meta.at("classes"));
@@ -218,10 +220,14 @@ TEST_CASE("parity with PyTorch: small basic-block CIFAR-stem ResNets, double") {
   }
 }
 
-// nn::PoolNet (width 4, 2 stages, gray; 11x13 images pool with the floor to 5x6 and 2x3).
+// nn::PoolNet (width 4, 2 stages, gray; 11x13 images pool with the floor to 5x6 and 2x3), with
+// the global average and with the global max pool.
 TEST_CASE("parity with PyTorch: small PoolNet, double and float") {
-  check_parity<double>(SIEVE_NN_DATA "/small_pool_net.safetensors", {1e-10, 1e-8, 1e-8, 1e-12});
-  check_parity<float>(SIEVE_NN_DATA "/small_pool_net.safetensors", {1e-5, 1e-4, 1e-4, 1e-6});
+  for (const char* f : {"/small_pool_net.safetensors", "/small_pool_net_max.safetensors"}) {
+    CAPTURE(f);
+    check_parity<double>(std::string(SIEVE_NN_DATA) + f, {1e-10, 1e-8, 1e-8, 1e-12});
+    check_parity<float>(std::string(SIEVE_NN_DATA) + f, {1e-5, 1e-4, 1e-4, 1e-6});
+  }
 }
 
 TEST_CASE("parity with PyTorch: small basic-block CIFAR-stem ResNets, float") {

@@ -53,23 +53,28 @@ TEST_CASE("PoolNet structure: names, shapes, embedding, errors") {
 }
 
 TEST_CASE("PoolNet + Dropout + Linear + BCE: end-to-end gradient check in double") {
-  for (kernels::Layout layout : {kernels::Layout::cnhw, kernels::Layout::nchw})
-    for (bool train : {true, false}) {
-      CAPTURE(train);
-      CAPTURE(std::string(kernels::layout_name(layout)));
-      Rng rng(31);
-      nn::PoolNet<double> net(small, 3);
-      CHECK(net.layout() == kernels::Layout::cnhw);  // the default
-      net.set_layout(layout);
-      net.set_input_grad(true);
-      nn::Linear<double> fc(net.embedding_dim(), 4, rng);
-      auto model = std::move(net) | nn::Dropout<double>(0.3, 8) | std::move(fc);
-      const auto r = test::check_classifier_gradients(model, Shape<4>{3, 1, 11, 11}, 4, train, rng,
-                                                      [](const std::string&) { return 16; });
-      MESSAGE("poolnet e2e gradcheck (", std::string(train ? "train" : "eval"), "): ", r.checked,
-              " parameter elements, ", r.retried, " matched only at eps/10; worst ", r.worst);
-      CHECK(r.retried * 10 < r.checked);  // max-pool and ReLU kinks are rare with random inputs
-    }
+  for (bool max_pool : {false, true}) {
+    for (kernels::Layout layout : {kernels::Layout::cnhw, kernels::Layout::nchw})
+      for (bool train : {true, false}) {
+        CAPTURE(max_pool);
+        CAPTURE(train);
+        CAPTURE(std::string(kernels::layout_name(layout)));
+        Rng rng(31);
+        nn::PoolNetConfig cfg = small;
+        cfg.max_pool = max_pool;
+        nn::PoolNet<double> net(cfg, 3);
+        CHECK(net.layout() == kernels::Layout::cnhw);  // the default
+        net.set_layout(layout);
+        net.set_input_grad(true);
+        nn::Linear<double> fc(net.embedding_dim(), 4, rng);
+        auto model = std::move(net) | nn::Dropout<double>(0.3, 8) | std::move(fc);
+        const auto r = test::check_classifier_gradients(model, Shape<4>{3, 1, 11, 11}, 4, train, rng,
+                                                        [](const std::string&) { return 16; });
+        MESSAGE("poolnet e2e gradcheck (", std::string(train ? "train" : "eval"), "): ", r.checked,
+                " parameter elements, ", r.retried, " matched only at eps/10; worst ", r.worst);
+        CHECK(r.retried * 10 < r.checked);  // max-pool and ReLU kinks are rare with random inputs
+      }
+  }
 }
 
 TEST_CASE("PoolNet freezing: frozen units get no gradient, trainable ones the full one") {

@@ -22,7 +22,7 @@ using sieve::test::fill_randn;
 
 static_assert(TrainableStage<nn::Conv2d<float>> && TrainableStage<nn::BatchNorm2d<double>>);
 static_assert(TrainableStage<nn::ReLU<float>> && TrainableStage<nn::MaxPool2d<float>>);
-static_assert(TrainableStage<nn::GlobalAvgPool<float>> && TrainableStage<nn::Dropout<float>>);
+static_assert(TrainableStage<nn::GlobalPool<float>> && TrainableStage<nn::Dropout<float>>);
 // Views: a tensor gives a mutable or const view, a const tensor or const view never a mutable one.
 static_assert(std::is_convertible_v<Tensor4<float>&, TensorRef4<float>>);
 static_assert(std::is_convertible_v<const Tensor4<float>&, TensorRef4<const float>>);
@@ -174,7 +174,7 @@ TEST_CASE("BatchNorm2d stage: train/eval, buffers, counter, gradients") {
   CHECK_THROWS_WITH_AS(bn.forward(bad), doctest::Contains("has C=4 but the layer has 3 channels"), sieve::Error);
 }
 
-TEST_CASE("ReLU, MaxPool2d, GlobalAvgPool stages: gradients") {
+TEST_CASE("ReLU, MaxPool2d, GlobalPool (avg and max) stages: gradients") {
   Rng rng(3);
   // Inputs shifted away from 0 so no perturbation crosses the ReLU kink.
   Tensor4<double> x({2, 2, 5, 4});
@@ -192,6 +192,10 @@ TEST_CASE("ReLU, MaxPool2d, GlobalAvgPool stages: gradients") {
   gradcheck_stage(gap, x, rng, "GlobalAvgPool");
   Tensor2<double> bad({2, 3});
   CHECK_THROWS_AS(gap.backward(bad), sieve::Error);
+  nn::GlobalPool<double> gmp(nn::GlobalPoolKind::max);
+  CHECK(gmp.forward(x).shape() == Shape<2>{2, 2});
+  gradcheck_stage(gmp, x, rng, "GlobalMaxPool");
+  CHECK_THROWS_AS(gmp.backward(bad), sieve::Error);
 }
 
 TEST_CASE("Linear stage: init bounds, names, gradients, shape errors") {

@@ -2,6 +2,7 @@
 /// Pooling: max pooling with a window (keeps the argmax for backward) and global average.
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -285,6 +286,37 @@ void global_avg_pool_backward(const T* dy, std::size_t N, std::size_t C, std::si
     for (std::size_t i = i0; i < i1; ++i) {
       T* dp = dx + plane_index(l, N, C, i / C, i % C) * HW;
       std::fill(dp, dp + HW, dy[i] * inv);
+    }
+  });
+}
+
+/// y[n, c] = max of plane (n, c) of x, argmax[n, c] = its first position (a NaN wins, as in
+/// PyTorch's adaptive_max_pool2d). x: [N,C,HW] in layout l -> y, argmax: [N,C] row-major.
+template <class T>
+void global_max_pool_forward(const T* x, std::size_t N, std::size_t C, std::size_t HW, T* y, std::int32_t* argmax,
+                             Layout l = Layout::nchw) {
+  parallel_for(N * C, pool_plane_grain(HW), [&](std::size_t i0, std::size_t i1) {
+    for (std::size_t i = i0; i < i1; ++i) {
+      const T* xp = x + plane_index(l, N, C, i / C, i % C) * HW;
+      std::size_t best = 0;
+      for (std::size_t p = 1; p < HW && !std::isnan(xp[best]); ++p)
+        if (xp[p] > xp[best] || std::isnan(xp[p])) best = p;
+      y[i] = xp[best];
+      argmax[i] = static_cast<std::int32_t>(best);
+    }
+  });
+}
+
+/// dx[n, c, argmax[n, c]] = dy[n, c], every other element 0 (assigned). dy: [N,C] -> dx:
+/// [N,C,HW] in layout l.
+template <class T>
+void global_max_pool_backward(const T* dy, const std::int32_t* argmax, std::size_t N, std::size_t C, std::size_t HW,
+                              T* dx, Layout l = Layout::nchw) {
+  parallel_for(N * C, pool_plane_grain(HW), [&](std::size_t i0, std::size_t i1) {
+    for (std::size_t i = i0; i < i1; ++i) {
+      T* dp = dx + plane_index(l, N, C, i / C, i % C) * HW;
+      std::fill(dp, dp + HW, T(0));
+      dp[argmax[i]] = dy[i];
     }
   });
 }

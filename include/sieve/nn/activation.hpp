@@ -1,5 +1,5 @@
 #pragma once
-/// Parameter-free stages: ReLU, MaxPool2d, GlobalAvgPool, Dropout.
+/// Parameter-free stages: ReLU, MaxPool2d, GlobalPool (average or max), Dropout.
 
 #include <algorithm>
 #include <cstddef>
@@ -101,43 +101,67 @@ class MaxPool2d {
   Tensor4<std::int32_t> argmax_;
 };
 
-/// [N,C,H,W] -> [N,C]: the mean over each channel's plane (the pooled embedding).
+/// Global pooling kind: the mean or the maximum over each channel's plane.
+enum class GlobalPoolKind { avg, max };
+
+/// [N,C,H,W] -> [N,C]: the mean (avg) or the maximum (max: PyTorch's adaptive_max_pool2d to
+/// 1x1, then flatten; the gradient goes to the first maximum) over each channel's plane, the
+/// pooled embedding.
 template <class T>
-class GlobalAvgPool {
+class GlobalPool {
  public:
   using input_type = Tensor4<T>;
   using output_type = Tensor2<T>;
 
+  explicit GlobalPool(GlobalPoolKind kind = GlobalPoolKind::avg) : kind_(kind) {}
+
   const Tensor2<T>& forward(const Tensor4<T>& x) {
     const auto& s = x.shape();
     in_shape_ = {s[0], s[1], s[2], s[3]};
-    SIEVE_CHECK(s[2] * s[3] > 0, "GlobalAvgPool.forward: empty plane ", s[2], "x", s[3]);
+    SIEVE_CHECK(s[2] * s[3] > 0, name(), ".forward: empty plane ", s[2], "x", s[3]);
     ensure_shape(y_, {s[0], s[1]});
-    kernels::global_avg_pool_forward(x.data(), s[0], s[1], s[2] * s[3], y_.data(), layout_);
+    if (kind_ == GlobalPoolKind::avg) {
+      kernels::global_avg_pool_forward(x.data(), s[0], s[1], s[2] * s[3], y_.data(), layout_);
+    } else {
+      ensure_shape(argmax_, {s[0], s[1]});
+      kernels::global_max_pool_forward(x.data(), s[0], s[1], s[2] * s[3], y_.data(), argmax_.data(), layout_);
+    }
     return y_;
   }
   /// dx assigned. Requires: dy is [N,C] as the output.
   const Tensor4<T>& backward(const Tensor2<T>& dy) {
-    SIEVE_CHECK(dy.shape() == y_.shape(), "GlobalAvgPool.backward: dy [", dy.shape()[0], ",", dy.shape()[1],
+    SIEVE_CHECK(dy.shape() == y_.shape(), name(), ".backward: dy [", dy.shape()[0], ",", dy.shape()[1],
                 "] differs from the output [", y_.shape()[0], ",", y_.shape()[1], "]");
     ensure_shape(dx_, in_shape_);
-    kernels::global_avg_pool_backward(dy.data(), in_shape_[0], in_shape_[1], in_shape_[2] * in_shape_[3],
-                                      dx_.data(), layout_);
+    const std::size_t N = in_shape_[0], C = in_shape_[1], HW = in_shape_[2] * in_shape_[3];
+    if (kind_ == GlobalPoolKind::avg)
+      kernels::global_avg_pool_backward(dy.data(), N, C, HW, dx_.data(), layout_);
+    else
+      kernels::global_max_pool_backward(dy.data(), argmax_.data(), N, C, HW, dx_.data(), layout_);
     return dx_;
   }
   std::vector<ParamRef<T>> params() { return {}; }
   std::vector<BufferRef<T>> buffers() { return {}; }
   void zero_grad() {}
   const Tensor2<T>& output() const { return y_; }
+  GlobalPoolKind kind() const { return kind_; }
   /// The memory layout of x (and of the gradient backward returns); the output is [N,C] either way.
   void set_layout(kernels::Layout l) { layout_ = l; }
 
  private:
+  const char* name() const { return kind_ == GlobalPoolKind::avg ? "GlobalAvgPool" : "GlobalMaxPool"; }
+
+  GlobalPoolKind kind_;
   kernels::Layout layout_ = kernels::Layout::nchw;
   Shape<4> in_shape_{};
   Tensor2<T> y_;
+  Tensor2<std::int32_t> argmax_;  // max only
   Tensor4<T> dx_;
 };
+
+/// The ResNets' embedding: GlobalPool(avg).
+template <class T>
+using GlobalAvgPool = GlobalPool<T>;
 
 /// Inverted dropout on [N,F] features. The mask of training step s is keyed by
 /// (derive_seed(seed, RngPurpose::dropout), s): element i's keep decision is word i of that

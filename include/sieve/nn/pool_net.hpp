@@ -6,14 +6,14 @@
 ///   conv1 3x3 (in -> w) - bn1 - relu                                     the stem, full size
 ///   layer s = 1..S: conv1 3x3 (w_{s-1} -> w_s) - maxpool 2x2/2 - bn1 - relu
 ///                   conv2 3x3 (w_s -> w_s)                    - bn2 - relu
-///   global average pool                                        -> embedding of w_S channels
+///   global average (or max) pool                               -> embedding of w_S channels
 ///
 /// with w_s = width * 2^s. Each stage widens the channels *before* it halves the plane (the
 /// convolution runs at the larger size, the max pool then downsamples), where a ResNet's
 /// strided convolution widens after it. On FMNIST-D this buys more accuracy per epoch at about
 /// the same FLOPs as the CIFAR ResNet-10 (benchmarks/README.md has the measured table).
 /// Width 16 with 3 stages is the peer's 16-32-64-128 network, with ReLU (fused into the batch
-/// norm) for its GELU and an average for its max global pool.
+/// norm) for its GELU, and (by default) an average for its max global pool.
 ///
 /// Parameter names follow the layout above (`conv1.weight`, `bn1.*`, `layer1.conv1.weight`,
 /// `layer1.bn1.*`, `layer1.conv2.weight`, ...), the names of the PyTorch module in
@@ -39,6 +39,8 @@ struct PoolNetConfig {
   std::size_t width = 16;
   std::size_t stages = 3;
   std::size_t in_channels = 1;
+  bool max_pool = false;  ///< global max pool (the peer's) instead of the average
+
 
   /// Channels of the pooled embedding: width * 2^stages (128 for the default).
   std::size_t embedding_dim() const { return width << stages; }
@@ -53,7 +55,8 @@ class PoolNet {
   /// Builds the network with torchvision's initialisation (convolutions kaiming_normal
   /// fan_out, batch norms weight 1 / bias 0), drawn from Rng(derive_seed(seed,
   /// RngPurpose::init)) in parameter order. Requires: 1..4 stages; width, in_channels > 0.
-  explicit PoolNet(PoolNetConfig cfg = {}, std::uint64_t seed = 0) : cfg_(validated(cfg)) {
+  explicit PoolNet(PoolNetConfig cfg = {}, std::uint64_t seed = 0)
+      : cfg_(validated(cfg)), pool_(cfg.max_pool ? GlobalPoolKind::max : GlobalPoolKind::avg) {
     Rng rng(derive_seed(seed, RngPurpose::init));
     ws_ = std::make_shared<std::vector<T>>();
     auto add = [&](std::size_t in, std::size_t out, bool pool, std::string name) {
@@ -73,7 +76,7 @@ class PoolNet {
   }
 
   PoolNet(const PoolNet& o)
-      : cfg_(o.cfg_), units_(o.units_), avgpool_(o.avgpool_), layout_(o.layout_), input_grad_(o.input_grad_),
+      : cfg_(o.cfg_), units_(o.units_), pool_(o.pool_), layout_(o.layout_), input_grad_(o.input_grad_),
         inference_(o.inference_) {
     relink();
   }
@@ -112,7 +115,7 @@ class PoolNet {
       if (u.pool) h = &u.pool->forward(*h, /*for_backward=*/!inferred_);
       h = &u.bn.forward(*h);  // bn applies the ReLU
     }
-    return avgpool_.forward(*h);
+    return pool_.forward(*h);
   }
 
   /// Back-propagates dL/d(embedding): parameter gradients of unfrozen layers accumulate.
@@ -125,7 +128,7 @@ class PoolNet {
     for (std::size_t i = 0; i < units_.size() && lowest == units_.size(); ++i)
       if (!units_[i].conv.frozen() || !units_[i].bn.frozen()) lowest = i;
     if (input_grad_) lowest = 0;
-    const Tensor4<T>* g = &avgpool_.backward(dy);
+    const Tensor4<T>* g = &pool_.backward(dy);
     for (std::size_t i = units_.size(); i-- > lowest;) {
       Unit& u = units_[i];
       const bool conv_dx = i > 0 ? i > lowest : input_grad_;
@@ -172,7 +175,7 @@ class PoolNet {
       units_[i].conv.set_layout(i == 0 ? kernels::Layout::nchw : l, l);
       units_[i].bn.set_layout(l);
     }
-    avgpool_.set_layout(l);  // max pooling reads contiguous planes in either layout
+    pool_.set_layout(l);  // max pooling reads contiguous planes in either layout
   }
   kernels::Layout layout() const { return layout_; }
 
@@ -180,7 +183,7 @@ class PoolNet {
   bool input_grad() const { return input_grad_; }
 
   /// The embedding computed by the last forward.
-  const Tensor2<T>& output() const { return avgpool_.output(); }
+  const Tensor2<T>& output() const { return pool_.output(); }
   const PoolNetConfig& config() const { return cfg_; }
   std::size_t embedding_dim() const { return cfg_.embedding_dim(); }
 
@@ -212,7 +215,7 @@ class PoolNet {
 
   PoolNetConfig cfg_;
   std::vector<Unit> units_;
-  GlobalAvgPool<T> avgpool_;
+  GlobalPool<T> pool_;  // the embedding: average, or max (cfg_.max_pool)
   Tensor4<T> x_, empty_;
   Workspace<T> ws_;
   kernels::Layout layout_ = kernels::Layout::cnhw;
