@@ -3,7 +3,7 @@
 /// then calibrate the -1 threshold of every ranking method on validation with the best (else
 /// the last) weights. Two recipes set the defaults:
 ///   fast (default): input size, channels, mean and std from the images; PoolNet (3x3
-///     convolutions widening before 2x2 max pools, nn/pool_net.hpp); softmax over the classes
+///     convolutions widening before 2x2 max pools, nn/pool_net.hpp; global max pool); softmax over the classes
 ///     plus "other" (trained on the outside images not held for validation), label
 ///     smoothing; Nesterov SGD; a warmup + cosine schedule ending at 0 (with --max-minutes
 ///     planned so the whole command fits: see train/budget.hpp); no early stopping; flip
@@ -212,7 +212,7 @@ struct TrainCommand {
         ->check(CLI::IsMember({"resnet26", "resnet50", "resnet101", "tiny", "cifar-resnet8", "cifar-resnet10",
                                "cifar-resnet14", "cifar-resnet20", "cifar-resnet18", "poolnet"}));
     app->add_option("--global-pool", global_pool, "the embedding: avg (global average pool) or max (global max "
-                                                  "pool, poolnet only). Default: avg")
+                                                  "pool, poolnet only). Default: fast poolnet max, else avg")
         ->check(CLI::IsMember({"avg", "max"}));
     app->add_option("--blocks", blocks, "residual blocks per stage, comma-separated, 1-4 stages (e.g. 1,1)");
     app->add_option("--width", width, "stem width; the embedding has width*2^(stages-1) dims (times 4 with "
@@ -330,7 +330,7 @@ struct TrainCommand {
     const bool fast = recipe == "fast";
     if (fast) {
       // The best test MAP@5 per minute measured (benchmarks/README.md, "Quality per CPU-minute").
-      c.arch = "poolnet", c.block = "pool", c.stem = "cifar", c.blocks = {1, 1, 1}, c.width = 16;
+      c.arch = "poolnet", c.block = "pool", c.stem = "cifar", c.blocks = {1, 1, 1}, c.width = 16, c.global_pool = "max";
       c.head = "softmax-other", c.label_smoothing = 0.1, c.dropout = 0.0;
       c.optimizer = "sgd", c.lr = 0.2, c.weight_decay = 5e-4, c.batch = 256, c.epochs = 30, c.patience = 0;
       c.negatives = true, c.tta = "flip", c.fit = "pad";
@@ -341,6 +341,7 @@ struct TrainCommand {
       const bool cifar = a.rfind("cifar-", 0) == 0 || a == "poolnet";
       c.block = a == "poolnet" ? "pool" : cifar ? "basic" : "bottleneck", c.stem = cifar ? "cifar" : "imagenet";
       c.width = a == "cifar-resnet18" ? 64 : cifar || a == "tiny" ? 16 : 64;
+      c.global_pool = a == "poolnet" && fast ? "max" : "avg";
       if (a == "resnet50") c.blocks = {3, 4, 6, 3};
       else if (a == "resnet26") c.blocks = {2, 2, 2, 2};
       else if (a == "resnet101") c.blocks = {3, 4, 23, 3};

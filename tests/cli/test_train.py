@@ -311,6 +311,7 @@ def test_fast_recipe(tmp, data, labels):
     check("recipe fast; input from 40 of 40 training images" in p.stderr, "the derived input settings are printed")
     cfg = json.load(open(os.path.join(run, "config.json")))
     check(cfg["recipe"] == "fast" and cfg["model"]["block"] == "basic" and cfg["model"]["stem"] == "cifar"
+          and cfg["model"]["global_pool"] == "avg"
           and cfg["model"]["blocks"] == [1, 1, 1] and cfg["model"]["width"] == 4, f"fast model {cfg['model']}")
     check(cfg["model"]["head"] == "softmax-other" and cfg["model"]["label_smoothing"] == 0.1
           and cfg["model"]["dropout"] == 0.0, "softmax-other head, label smoothing 0.1, no dropout")
@@ -349,7 +350,8 @@ def test_fast_recipe(tmp, data, labels):
     if check(p.returncode == 0, "fast recipe with its default network exits 0"):
         cfg = json.load(open(os.path.join(run_d, "config.json")))
         check(cfg["model"]["arch"] == "poolnet" and cfg["model"]["block"] == "pool" and cfg["model"]["blocks"] == [1, 1, 1]
-              and cfg["model"]["width"] == 16, f"default network: poolnet 16, 3 stages: {cfg['model']}")
+              and cfg["model"]["width"] == 16 and cfg["model"]["global_pool"] == "max",
+              f"default network: poolnet 16, 3 stages, global max pool: {cfg['model']}")
         w, _ = read_safetensors(os.path.join(run_d, "last", "model.safetensors"))
         check(w["conv1.weight"].shape == (16, 3, 3, 3) and w["layer1.conv1.weight"].shape == (32, 16, 3, 3)
               and w["layer3.conv2.weight"].shape == (128, 128, 3, 3) and "layer4.conv1.weight" not in w
