@@ -3,11 +3,11 @@
 /// then calibrate the -1 threshold of every ranking method on validation with the best (else
 /// the last) weights. Two recipes set the defaults:
 ///   fast (default): input size, channels, mean and std from the images; PoolNet (3x3
-///     convolutions widening before 2x2 max pools, nn/pool_net.hpp; global max pool); softmax over the classes
-///     plus "other" (trained on the outside images not held for validation), label
-///     smoothing; Nesterov SGD; a warmup + cosine schedule ending at 0 (with --max-minutes
-///     planned so the whole command fits: see train/budget.hpp); no early stopping; flip
-///     test-time augmentation.
+///     convolutions widening before 2x2 max pools, nn/pool_net.hpp; global max pool);
+///     softmax over the classes plus "other" (trained on the outside images not held for
+///     validation), label smoothing; Nesterov SGD; a warmup + cosine schedule ending at 0
+///     (with --max-minutes planned so the whole command fits: see train/budget.hpp); no early
+///     stopping; flip test-time augmentation.
 ///   seed: the seed solution's: ResNet50 at 224 px, ImageNet statistics, BCE-with-logits on
 ///     one-hot targets, AdamW, warmup + cosine, early stopping on validation MAP@5.
 /// Writes RUN/config.json, split.json, metrics.jsonl, last/, best/ (early stopping),
@@ -330,7 +330,8 @@ struct TrainCommand {
     const bool fast = recipe == "fast";
     if (fast) {
       // The best test MAP@5 per minute measured (benchmarks/README.md, "Quality per CPU-minute").
-      c.arch = "poolnet", c.block = "pool", c.stem = "cifar", c.blocks = {1, 1, 1}, c.width = 16, c.global_pool = "max";
+      c.arch = "poolnet", c.block = "pool", c.stem = "cifar", c.blocks = {1, 1, 1}, c.width = 16;
+      c.global_pool = "max";
       c.head = "softmax-other", c.label_smoothing = 0.1, c.dropout = 0.0;
       c.optimizer = "sgd", c.lr = 0.2, c.weight_decay = 5e-4, c.batch = 256, c.epochs = 30, c.patience = 0;
       c.negatives = true, c.tta = "flip", c.fit = "pad";
@@ -969,7 +970,8 @@ struct TrainCommand {
                                  comm.size()};
       dist::ShardedInMemoryLoader<float, 2, float, 2> sharded(xtr, std::move(ytr), plan);
       dist::DataParallel dp(head, comm);
-      train::ValidationFn<dist::DataParallel<CachedHead>> validate = [&model, &xva, yva, other = cfg.other_class(), share = cfg.distractor_share](auto&, std::int64_t) {
+      train::ValidationFn<dist::DataParallel<CachedHead>> validate =
+          [&model, &xva, yva, other = cfg.other_class(), share = cfg.distractor_share](auto&, std::int64_t) {
         model.dropout().set_training(false);
         const Tensor2f logits = model.head().forward(model.dropout().forward(xva));
         return head_validation(logits, yva, other, share);
@@ -978,7 +980,8 @@ struct TrainCommand {
                       std::move(validate), [&dp] { dp.sync_from_root(); });
     }
     train::InMemoryLoader<float, 2, float, 2> loader(xtr, std::move(ytr), static_cast<std::size_t>(cfg.batch), cfg.seed);
-    train::ValidationFn<CachedHead> validate = [&model, &xva, yva, other = cfg.other_class(), share = cfg.distractor_share](CachedHead&, std::int64_t) {
+    train::ValidationFn<CachedHead> validate =
+        [&model, &xva, yva, other = cfg.other_class(), share = cfg.distractor_share](CachedHead&, std::int64_t) {
       model.dropout().set_training(false);
       const Tensor2f logits = model.head().forward(model.dropout().forward(xva));
       return head_validation(logits, yva, other, share);

@@ -1,5 +1,6 @@
 #pragma once
-/// Pooling: max pooling with a window (keeps the argmax for backward) and global average.
+/// Pooling: max pooling with a window (keeps the argmax for backward), global average and
+/// global max.
 
 #include <algorithm>
 #include <cmath>
