@@ -41,7 +41,6 @@ struct PoolNetConfig {
   std::size_t in_channels = 1;
   bool max_pool = false;  ///< global max pool (the peer's) instead of the average
 
-
   /// Channels of the pooled embedding: width * 2^stages (128 for the default).
   std::size_t embedding_dim() const { return width << stages; }
 };
