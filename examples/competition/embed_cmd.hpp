@@ -30,8 +30,10 @@ struct EmbedCommand {
     app->add_option("--images", images, "folder of .png/.jpg images (ids = file names without extension)")
         ->required();
     app->add_option("--out", out, "the .safetensors file to write")->required();
-    app->add_option("--tta", tta, "none, or flip: average with the mirrored image")
-        ->check(CLI::IsMember({"none", "flip"}))
+    app->add_option("--tta", tta, "test-time augmentation: none; flip (average with the mirrored image); "
+                                  "flip-translate (six views: the flip pairs of the image and of it moved by one "
+                                  "pixel either way along the diagonal)")
+        ->check(CLI::IsMember({"none", "flip", "flip-translate"}))
         ->capture_default_str();
     app->add_option("--workers", workers, "image decoding threads")->check(CLI::Range(std::size_t{0}, std::size_t{64}));
     app->add_option("--batch", batch, "inference batch size")->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
@@ -52,7 +54,7 @@ struct EmbedCommand {
 
     Model model = load_model_parallel(comm, run_dir, cfg);
     const io::FileDataset ds(samples);
-    const Embedded q = embed_sharded(comm, model, ds, cfg, workers, tta == "flip", "embed", batch, quiet);
+    const Embedded q = embed_sharded(comm, model, ds, cfg, workers, tta, "embed", batch, quiet);
     if (comm.rank() != 0) return 0;  // rank 0 writes
     EmbeddingsFile e;
     e.embedding = q.embeddings;

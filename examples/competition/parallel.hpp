@@ -38,14 +38,14 @@ inline dist::Communicator& communicator() {
 /// would (rows in dataset order). Collective. Progress is shown for rank 0's block only.
 /// Requires: ds.size() >= 1; the same model weights on every rank.
 inline Embedded embed_sharded(dist::Communicator& comm, Model& model, const io::Dataset& ds, const RunConfig& cfg,
-                              std::size_t workers, bool tta_flip, const std::string& what, std::size_t batch,
+                              std::size_t workers, const std::string& tta, const std::string& what, std::size_t batch,
                               bool quiet) {
-  if (comm.size() == 1) return embed_dataset(model, ds, cfg, workers, tta_flip, what, batch, quiet);
+  if (comm.size() == 1) return embed_dataset(model, ds, cfg, workers, tta, what, batch, quiet);
   SIEVE_CHECK(ds.size() > 0, what, ": no images to embed");
   const dist::RangeDataset part(ds, dist::shard_range(ds.size(), comm.rank(), comm.size()));
   Embedded mine;
   if (part.size() > 0) {
-    mine = embed_dataset(model, part, cfg, workers, tta_flip, what, batch, quiet || comm.rank() != 0);
+    mine = embed_dataset(model, part, cfg, workers, tta, what, batch, quiet || comm.rank() != 0);
   } else {  // fewer images than ranks: this rank contributes no rows
     mine.embeddings = Tensor2f::from_shape({0, model.embedding_dim()});
     mine.logits = Tensor2f::from_shape({0, model.num_classes()});

@@ -145,9 +145,11 @@ struct PredictCommand {
                                         "the validation-tuned weight), auto (best on validation)")
         ->check(CLI::IsMember({"head", "knn", "centroid", "fusion", "auto"}))
         ->capture_default_str();
-    app->add_option("--tta", tta, "test-time augmentation: none, flip (average with the mirrored image), or run "
-                                  "(what the run was calibrated with, RUN/config.json's tta)")
-        ->check(CLI::IsMember({"none", "flip", "run"}))
+    app->add_option("--tta", tta, "test-time augmentation: none, flip (average with the mirrored image), "
+                                  "flip-translate (six views: the flip pairs of the image and of it moved by one "
+                                  "pixel either way along the diagonal), or run (what the run was calibrated with, "
+                                  "RUN/config.json's tta)")
+        ->check(CLI::IsMember({"none", "flip", "flip-translate", "run"}))
         ->capture_default_str();
     auto* ur = app->add_option("--unknown-rate", unknown_rate, "choose the threshold so that this fraction of test "
                                                                "images gets -1 first (instead of the validation one)")
@@ -195,7 +197,7 @@ struct PredictCommand {
       SIEVE_CHECK(db->embedding.shape()[1] == model.embedding_dim(), db_path.string(), ": embeddings have D=",
                   db->embedding.shape()[1], " but the model's are D=", model.embedding_dim());
     const io::FileDataset ds(folder.test);
-    const Embedded q = embed_sharded(comm, model, ds, cfg, workers, tta == "flip", "predict", batch, quiet);
+    const Embedded q = embed_sharded(comm, model, ds, cfg, workers, tta, "predict", batch, quiet);
     if (comm.rank() != 0) return 0;  // rank 0 scores, writes and prints
 
     double weight = 0.5;
@@ -274,7 +276,7 @@ struct PredictCommand {
     std::snprintf(buf, sizeof buf, "%.4g", t);
     std::cout << "sieve predict: " << rows.size() << " rows written to " << out << " (method " << method
               << ", threshold " << buf << " from " << decision["threshold_source"].get<std::string>()
-              << (tta == "flip" ? ", TTA flip" : "") << ")\n";
+              << (tta != "none" ? ", TTA " + tta : "") << ")\n";
     std::snprintf(buf, sizeof buf, "  -1 first for %zu of %zu test images (%.1f%%)", minus1_first, rows.size(),
                   100.0 * static_cast<double>(minus1_first) / static_cast<double>(rows.size()));
     std::cout << buf << "\n";

@@ -34,6 +34,7 @@
 #include "sieve/augment/flip.hpp"
 #include "sieve/augment/resize.hpp"
 #include "sieve/augment/tensor.hpp"
+#include "sieve/augment/tta.hpp"
 #include "sieve/core/check.hpp"
 #include "sieve/core/param.hpp"
 #include "sieve/core/pipeline.hpp"
@@ -95,7 +96,7 @@ struct RunConfig {
   double lr = 1e-3;
   double weight_decay = 1e-4;
   double momentum = 0.9;                     ///< sgd only
-  std::string tta = "none";                  ///< test-time augmentation predict and calibration use: none | flip
+  std::string tta = "none";                  ///< TTA of predict and calibration (augment::tta_modes)
   std::string schedule = "warmup-cosine";
   double warmup_epochs = 1.0;                ///< linear warmup length, in epochs (capped at total/10)
   std::int64_t epochs = 30;
@@ -170,7 +171,8 @@ struct RunConfig {
     SIEVE_CHECK(label_smoothing >= 0.0 && label_smoothing < 1.0, where, ": label_smoothing=", label_smoothing,
                 " must be in [0, 1)");
     SIEVE_CHECK(in_channels == 1 || in_channels == 3, where, ": input.channels=", in_channels, " must be 1 or 3");
-    SIEVE_CHECK(tta == "none" || tta == "flip", where, ": tta='", tta, "' must be none or flip");
+    SIEVE_CHECK(std::ranges::find(augment::tta_modes, tta) != augment::tta_modes.end(), where, ": tta='", tta,
+                "' must be none, flip or flip-translate");
     SIEVE_CHECK(optimizer == "adamw" || optimizer == "sgd", where, ": optimizer='", optimizer,
                 "' must be adamw or sgd");
     SIEVE_CHECK(momentum > 0.0 && momentum < 1.0, where, ": momentum=", momentum, " must be in (0, 1)");
@@ -483,9 +485,13 @@ inline Transform train_transform(const RunConfig& cfg) {
   return cfg.augment == "crop-flip" ? make_transform(cfg, cfg.effective_crop_padding(), 0.5)
                                     : make_transform(cfg, 0, 0.0);
 }
-/// Inference input (deterministic); flipped = the mirrored view for --tta flip.
-inline Transform eval_transform(const RunConfig& cfg, bool flipped = false) {
-  return make_transform(cfg, 0, flipped ? 1.0 : 0.0);
+/// Inference input (deterministic): the image itself, or one test-time view of it (tta.hpp).
+inline Transform eval_transform(const RunConfig& cfg, const augment::TtaView& view = {}) {
+  const std::size_t pad = augment::tta_padding(view);
+  return Transform(FitImage(cfg.image_size, cfg.fit == "pad"),
+                   augment::RandomCrop::fixed(cfg.image_size, pad, pad - view.dy, pad - view.dx),
+                   augment::RandomHorizontalFlip(view.mirrored ? 1.0 : 0.0), augment::ToTensor(cfg.in_channels),
+                   augment::Normalize(cfg.mean, cfg.std));
 }
 /// Text identifying the inference transform (embedding-cache keys, reports).
 inline std::string eval_transform_text(const RunConfig& cfg) {
@@ -505,12 +511,14 @@ struct Embedded {
 };
 
 /// Embeddings and logits of every sample of `ds` with the eval transform, in batches of
-/// `batch` on `workers` loader threads. tta_flip: also run the mirrored images and average
-/// (embeddings and logits; the head is linear, so the logits are the head of the averaged
-/// embedding). Requires: ds.size() >= 1 and every image decodable (errors name the sample).
+/// `batch` on `workers` loader threads, averaged over the views of test-time augmentation
+/// `tta` (augment::tta_views: embeddings and logits with the views' weights; the head is
+/// linear, so the logits are the head of the averaged embedding).
+/// Requires: ds.size() >= 1 and every image decodable (errors name the sample).
 inline Embedded embed_dataset(Model& model, const io::Dataset& ds, const RunConfig& cfg, std::size_t workers,
-                              bool tta_flip, const std::string& what = "embed", std::size_t batch = 64,
+                              const std::string& tta, const std::string& what = "embed", std::size_t batch = 64,
                               bool quiet = false) {
+  const std::vector<augment::TtaView> views = augment::tta_views(tta);
   const std::size_t N = ds.size(), D = model.embedding_dim(), K = model.num_classes();
   SIEVE_CHECK(N > 0, what, ": no images to embed");
   // Eval mode, and since nothing here runs backward, inference mode (batch norm folded into
@@ -531,17 +539,17 @@ inline Embedded embed_dataset(Model& model, const io::Dataset& ds, const RunConf
   out.logits = xt::zeros<float>({N, K});
   out.ids.resize(N);
   out.labels.assign(N, -1);
-  const int passes = tta_flip ? 2 : 1;
-  for (int pass = 0; pass < passes; ++pass) {
+  for (std::size_t pass = 0; pass < views.size(); ++pass) {
+    const auto w = static_cast<float>(views[pass].weight);
     io::LoaderOptions lo;
     lo.batch_size = batch;
     lo.workers = workers;
     lo.shuffle = false;
     lo.seed = cfg.seed;
-    io::Loader<Transform> loader(ds, eval_transform(cfg, pass == 1), lo);
+    io::Loader<Transform> loader(ds, eval_transform(cfg, views[pass]), lo);
     loader.start(0);
     std::optional<ProgressLine> progress;
-    if (!quiet) progress.emplace(tta_flip ? str(what, pass == 0 ? " (view 1/2)" : " (flipped view 2/2)") : what);
+    if (!quiet) progress.emplace(views.size() > 1 ? str(what, " (view ", pass + 1, "/", views.size(), ")") : what);
     std::size_t done = 0;
     while (auto b = loader.next()) {
       const Tensor2f& logits = model.forward(b->images);
@@ -550,18 +558,14 @@ inline Embedded embed_dataset(Model& model, const io::Dataset& ds, const RunConf
         const std::size_t i = b->indices[k];
         float* e = out.embeddings.data() + i * D;
         float* l = out.logits.data() + i * K;
-        for (std::size_t d = 0; d < D; ++d) e[d] += emb(k, d);
-        for (std::size_t c = 0; c < K; ++c) l[c] += logits(k, c);
+        for (std::size_t d = 0; d < D; ++d) e[d] += w * emb(k, d);
+        for (std::size_t c = 0; c < K; ++c) l[c] += w * logits(k, c);
         out.ids[i] = b->ids[k];
         out.labels[i] = b->labels[k].empty() ? -1 : b->labels[k][0];
       }
       done += b->size();
       if (progress) (*progress)(done, N);
     }
-  }
-  if (passes == 2) {
-    for (auto& v : out.embeddings) v *= 0.5f;
-    for (auto& v : out.logits) v *= 0.5f;
   }
   return out;
 }

@@ -197,8 +197,8 @@ struct TrainCommand {
                                         "--checkpoint-minutes, --threads, --workers may be given)");
     app->add_option("--recipe", recipe, "defaults of every setting below: fast (input size, channels, mean and std "
                                         "from the images; poolnet; softmax-other head, label smoothing 0.1; "
-                                        "SGD lr 0.2 batch 256; outside images as negatives; flip TTA) or seed "
-                                        "(resnet50 at 224 px, ImageNet statistics, BCE, AdamW lr 1e-3 batch 64)")
+                                        "SGD lr 0.2 batch 256; outside images as negatives; flip-translate TTA) or "
+                                        "seed (resnet50 at 224 px, ImageNet statistics, BCE, AdamW lr 1e-3 batch 64)")
         ->check(CLI::IsMember({"fast", "seed"}))
         ->capture_default_str();
     app->add_option("--weights", weights, "start from pretrained weights (.safetensors, torchvision or timm names; "
@@ -280,9 +280,11 @@ struct TrainCommand {
     app->add_option("--val-frac", val_frac, "fraction of each class held out for validation")
         ->check(finite_number & CLI::Range(0.001, 0.9))
         ->capture_default_str();
-    app->add_option("--tta", tta, "test-time augmentation calibrated here and used by predict: none or flip "
-                                  "(fast: flip, seed: none)")
-        ->check(CLI::IsMember({"none", "flip"}));
+    app->add_option("--tta", tta, "test-time augmentation calibrated here and used by predict: none, flip "
+                                  "(with the mirrored image) or flip-translate (six views: the flip pairs of the "
+                                  "image and of it moved by one pixel either way along the diagonal). Default: "
+                                  "fast flip-translate, seed none")
+        ->check(CLI::IsMember({"none", "flip", "flip-translate"}));
     app->add_option("--distractor-share", distractor_share,
                     "share of distractors the -1 thresholds are chosen for (validation MAP@5 reweighted to it): "
                     "a number in [0, 1]; data: the data folder's outside images among all its images; none "
@@ -334,7 +336,7 @@ struct TrainCommand {
       c.global_pool = "max";
       c.head = "softmax-other", c.label_smoothing = 0.1, c.dropout = 0.0;
       c.optimizer = "sgd", c.lr = 0.2, c.weight_decay = 5e-4, c.batch = 256, c.epochs = 30, c.patience = 0;
-      c.negatives = true, c.tta = "flip", c.fit = "pad";
+      c.negatives = true, c.tta = "flip-translate", c.fit = "pad";
     }
     const std::string a = given("--arch") ? arch : c.arch;
     if (given("--arch")) {
@@ -576,11 +578,11 @@ struct TrainCommand {
 
     // A budgeted run keeps time for calibration: embedding validation (times the TTA views) and
     // the labelled train images, at the inference speed timed on a few validation batches.
-    const std::size_t calib_images = val_ds.size() * (cfg.tta == "flip" ? 2 : 1) + tr_labelled.size();
+    const std::size_t calib_images = val_ds.size() * augment::tta_views(cfg.tta).size() + tr_labelled.size();
     reserve_estimate_ = [&, calib_images]() {
       const io::RangeDataset sample(val_src, {0, std::min<std::size_t>(1024, val_src.size())});
       const auto t0 = std::chrono::steady_clock::now();
-      (void)embed_dataset(model, sample, cfg, workers, false, "time calibration", 256, true);  // modes kept
+      (void)embed_dataset(model, sample, cfg, workers, "none", "time calibration", 256, true);  // modes kept
       const double per = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
                          static_cast<double>(sample.size());
       // Loading the best weights, the kNN scores and the sweeps: a few seconds on 50,000 images.
@@ -624,8 +626,8 @@ struct TrainCommand {
     } else {
       // Validation with the test-time augmentation predict will use (cfg.tta), so the thresholds
       // fit its scores; the kNN database of train embeddings without (half the cost).
-      val = embed_sharded(comm, best, val_src, cfg, workers, cfg.tta == "flip", "calibrate: validation", 256, quiet);
-      trn = embed_sharded(comm, best, train_labelled_src, cfg, workers, false, "calibrate: train embeddings", 256,
+      val = embed_sharded(comm, best, val_src, cfg, workers, cfg.tta, "calibrate: validation", 256, quiet);
+      trn = embed_sharded(comm, best, train_labelled_src, cfg, workers, "none", "calibrate: train embeddings", 256,
                           quiet);
     }
     if (!root) return 0;  // the sweeps are cheap; rank 0 calibrates and writes
@@ -870,7 +872,7 @@ struct TrainCommand {
       dist::DataParallel dp(model, comm);
       const std::size_t wk = workers;
       train::ValidationFn<dist::DataParallel<Model>> validate = [&model, &comm, &val_ds, &cfg, wk](auto&, std::int64_t epoch) {
-        const Embedded e = embed_sharded(comm, model, val_ds, cfg, wk, false, str("validate epoch ", epoch + 1), 64, true);
+        const Embedded e = embed_sharded(comm, model, val_ds, cfg, wk, "none", str("validate epoch ", epoch + 1), 64, true);
         return head_validation(e.logits, e.labels, cfg.other_class(), cfg.distractor_share);
       };
       return fit_with(dp, cfg, run_dir, sharded, static_cast<std::int64_t>(plan.batches()), resuming,
@@ -881,7 +883,7 @@ struct TrainCommand {
     const std::size_t wk = workers;
     const bool q = quiet;
     train::ValidationFn<Model> validate = [&val_ds, &cfg, wk, q](Model& m, std::int64_t epoch) {
-      const Embedded e = embed_dataset(m, val_ds, cfg, wk, false, str("validate epoch ", epoch + 1), 64, true);
+      const Embedded e = embed_dataset(m, val_ds, cfg, wk, "none", str("validate epoch ", epoch + 1), 64, true);
       (void)q;
       return head_validation(e.logits, e.labels, cfg.other_class(), cfg.distractor_share);
     };
@@ -905,7 +907,7 @@ struct TrainCommand {
       std::vector<io::FileSample> part(ds.samples().begin() + static_cast<std::ptrdiff_t>(b),
                                        ds.samples().begin() + static_cast<std::ptrdiff_t>(e));
       const io::FileDataset sub(std::move(part));
-      Embedded r = embed_sharded(comm, model, sub, cfg, workers, false, what, 64, true);
+      Embedded r = embed_sharded(comm, model, sub, cfg, workers, "none", what, 64, true);
       if (progress) (*progress)(e, ds.size());
       return std::move(r.embeddings);
     };

@@ -209,6 +209,12 @@ if p:
     check(np.abs(p["scores"][ia] - p["scores"][ib]).max() < 1e-5, "--tta flip: mirrored pair scores differ "
           f"{p['scores'][ia]} vs {p['scores'][ib]}")
     check(p["meta"].get("tta") == "flip", "tta not recorded in test_scores metadata")
+# flip-translate adds the flip pairs of the images moved by one pixel: other scores than flip's.
+p6 = predict("tta6", "--method", "head", "--tta", "flip-translate")
+if p6 and p:
+    check(p6["meta"].get("tta") == "flip-translate", f"tta recorded as {p6['meta'].get('tta')}, not flip-translate")
+    check(np.isfinite(p6["scores"]).all() and np.abs(p6["scores"] - p["scores"]).max() > 1e-6,
+          "--tta flip-translate scored exactly as --tta flip (the translated views were not used)")
 
 # The submission scores like any other (score reads it back).
 rc, out, err = sieve("score", "--submission", os.path.join(tmp, "head.csv"), "--solution",

@@ -316,7 +316,7 @@ def test_fast_recipe(tmp, data, labels):
     check(cfg["model"]["head"] == "softmax-other" and cfg["model"]["label_smoothing"] == 0.1
           and cfg["model"]["dropout"] == 0.0, "softmax-other head, label smoothing 0.1, no dropout")
     check(cfg["optimizer"]["name"] == "sgd" and cfg["optimizer"]["lr"] == 0.2 and cfg["negatives"] is True
-          and cfg["tta"] == "flip", "SGD lr 0.2, negatives, flip TTA")
+          and cfg["tta"] == "flip-translate", "SGD lr 0.2, negatives, flip-translate TTA")
     # Input from the images: every training image (40 < 2048), colour, sizes 20..28.
     imgs = [np.asarray(Image.open(os.path.join(data, "train", f"{i}.png")).convert("RGB"), dtype=np.float64) / 255
             for i in labels]

@@ -222,6 +222,61 @@ TEST_CASE("random crop: padding is zero, windows are uniform and deterministic")
   CHECK_THROWS_AS(too_big.forward(x, rng), sieve::Error);
 }
 
+TEST_CASE("RandomCrop::fixed translates by (padding - top, padding - left) with zero fill and draws nothing") {
+  const Image x = ramp(6, 9);
+  for (const auto& [dy, dx] : {std::pair{1, 1}, std::pair{-1, -1}, std::pair{2, -1}, std::pair{0, 0}}) {
+    const std::size_t p = 2;
+    RandomCrop rc = RandomCrop::fixed(6, p, p - dy, p - dx);  // a 6x6 window of a 6x9 image
+    Rng rng(7);
+    const Rng before = rng;
+    const Image& y = rc.forward(x, rng);
+    CHECK(rng.next_u64() == Rng(before).next_u64());  // the Rng was not drawn from
+    REQUIRE(y.height == 6);
+    REQUIRE(y.width == 6);
+    for (std::size_t r = 0; r < 6; ++r)
+      for (std::size_t c = 0; c < 6; ++c)
+        for (std::size_t ch = 0; ch < 3; ++ch) {
+          const long sr = long(r) - dy, sc = long(c) - dx;  // content moved down by dy, right by dx
+          const bool inside = sr >= 0 && sr < 6 && sc >= 0 && sc < 9;
+          CHECK(y.at(r, c, ch) == (inside ? x.at(std::size_t(sr), std::size_t(sc), ch) : 0));
+        }
+  }
+  CHECK_THROWS_AS(RandomCrop::fixed(6, 1, 3, 0), sieve::Error);  // origin past 2 * padding
+  RandomCrop wide = RandomCrop::fixed(10, 1, 2, 2);                // window past the padded 8x11 image
+  Rng rng(1);
+  CHECK_THROWS_AS(wide.forward(x, rng), sieve::Error);
+}
+
+TEST_CASE("test-time views: the modes, their weights and padding") {
+  CHECK(tta_views("none").size() == 1);
+  const auto flip = tta_views("flip");
+  REQUIRE(flip.size() == 2);
+  CHECK((!flip[0].mirrored && flip[1].mirrored));
+  const auto six = tta_views("flip-translate");
+  REQUIRE(six.size() == 6);
+  for (const auto& mode : tta_modes) {
+    double sum = 0.0;
+    for (const auto& v : tta_views(mode)) sum += v.weight;
+    CHECK(sum == doctest::Approx(1.0));
+  }
+  // flip-translate: each translation comes with its mirror, at equal weight; the untranslated
+  // pair holds half the weight; the translations are opposite, so the views average to no shift.
+  int sy = 0, sx = 0;
+  for (std::size_t i = 0; i < six.size(); i += 2) {
+    CHECK((six[i].dy == six[i + 1].dy && six[i].dx == six[i + 1].dx));
+    CHECK((!six[i].mirrored && six[i + 1].mirrored));
+    CHECK(six[i].weight == six[i + 1].weight);
+    sy += six[i].dy;
+    sx += six[i].dx;
+  }
+  CHECK((sy == 0 && sx == 0));
+  CHECK(six[0].weight + six[1].weight == doctest::Approx(0.5));
+  CHECK(tta_padding(six[0]) == 0);
+  CHECK(tta_padding(six[4]) == 1);
+  CHECK(tta_padding(TtaView{-3, 2, false, 1.0}) == 3);
+  CHECK_THROWS_AS(tta_views("flip-shift"), sieve::Error);
+}
+
 TEST_CASE("flip and colour jitter draw from the per-sample Rng only") {
   const Image x = ramp(6, 9);
   RandomHorizontalFlip flip(0.5);

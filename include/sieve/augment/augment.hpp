@@ -1,8 +1,10 @@
 #pragma once
-/// sieve/augment: decode, resize, crops, flips, colour jitter, grayscale, to-tensor, normalize.
+/// sieve/augment: decode, resize, crops, flips, colour jitter, grayscale, to-tensor, normalize,
+/// test-time views.
 #include "sieve/augment/color.hpp"
 #include "sieve/augment/crop.hpp"
 #include "sieve/augment/decode.hpp"
 #include "sieve/augment/flip.hpp"
 #include "sieve/augment/resize.hpp"
 #include "sieve/augment/tensor.hpp"
+#include "sieve/augment/tta.hpp"

@@ -1,7 +1,8 @@
 #pragma once
 /// Crops with torchvision 0.14 semantics: CenterCrop (its rounding and zero padding),
 /// RandomResizedCrop (scale/ratio sampling, 10 attempts, central fallback), RandomCrop with
-/// padding. Random stages draw only from the Rng they are given.
+/// padding (and its fixed-window form for test-time translations). Random stages draw only
+/// from the Rng they are given.
 
 #include <algorithm>
 #include <array>
@@ -9,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "sieve/augment/resize.hpp"
@@ -153,6 +155,17 @@ class RandomCrop {
       : size_(size), padding_(padding), pad_if_needed_(pad_if_needed) {
     SIEVE_CHECK(size > 0, "RandomCrop: size must be positive");
   }
+  /// The same window every call, drawing nothing: rows [top, top+size) and columns
+  /// [left, left+size) of the image zero-padded by `padding` (no pad_if_needed). A deterministic
+  /// view, e.g. a test-time translation: top = padding - dy, left = padding - dx moves the
+  /// content down by dy and right by dx pixels. Requires: size > 0, top and left <= 2 padding.
+  static RandomCrop fixed(std::size_t size, std::size_t padding, std::size_t top, std::size_t left) {
+    SIEVE_CHECK(top <= 2 * padding && left <= 2 * padding, "RandomCrop::fixed: window origin (", top, ", ", left,
+                ") outside [0, ", 2 * padding, "] (padding ", padding, ")");
+    RandomCrop c(size, padding);
+    c.window_ = {top, left};
+    return c;
+  }
   const Image& forward(const Image& x, Rng& rng) {
     std::size_t H = x.height + 2 * padding_, W = x.width + 2 * padding_;
     std::ptrdiff_t off_y = static_cast<std::ptrdiff_t>(padding_), off_x = off_y;
@@ -167,7 +180,12 @@ class RandomCrop {
     SIEVE_CHECK(H >= size_ && W >= size_, "RandomCrop: crop ", size_, "x", size_, " larger than padded image ", W, "x",
                 H);
     std::size_t i = 0, j = 0;
-    if (!(H == size_ && W == size_)) {
+    if (window_) {
+      i = (*window_)[0];
+      j = (*window_)[1];
+      SIEVE_CHECK(i + size_ <= H && j + size_ <= W, "RandomCrop: window ", size_, "x", size_, " at (", i, ", ", j,
+                  ") outside the padded ", W, "x", H, " image");
+    } else if (!(H == size_ && W == size_)) {
       i = rng.below(H - size_ + 1);
       j = rng.below(W - size_ + 1);
     }
@@ -178,6 +196,7 @@ class RandomCrop {
  private:
   std::size_t size_, padding_;
   bool pad_if_needed_;
+  std::optional<std::array<std::size_t, 2>> window_;  // fixed(): (top, left) of every crop
   Image out_;
 };
 
