@@ -105,6 +105,7 @@ struct RunConfig {
   double budget_minutes = 0.0;
   std::int64_t batch = 64;
   std::int64_t patience = 6;                 ///< early stopping on val_map5
+  std::int64_t validate_every = 1;           ///< validation during training after every k-th epoch
   std::uint64_t seed = 0;
   std::string freeze = "none";               ///< "none" | "stem" | "backbone"
   bool negatives = false;
@@ -135,6 +136,9 @@ struct RunConfig {
   /// Outputs of the linear head: the K classes, plus "other" for softmax-other.
   std::size_t head_outputs() const { return classes.size() + (other_class() ? 1 : 0); }
   std::size_t effective_crop_padding() const { return crop_padding > 0 ? crop_padding : image_size / 8; }
+  /// The seed recipe stops early on validation MAP@5; the fast recipe anneals to its last step
+  /// and keeps that model, unless patience > 0 asks for early stopping.
+  bool early_stopping() const { return recipe == "seed" || patience > 0; }
 
   /// Requires nothing. Ensures: throws naming `where` and the field when a value is unusable.
   void validate(const std::string& where) const {
@@ -185,6 +189,10 @@ struct RunConfig {
                 " must be >= 0");
     SIEVE_CHECK(batch >= 1, where, ": batch=", batch, " must be >= 1");
     SIEVE_CHECK(patience >= 0, where, ": patience=", patience, " must be >= 0");
+    SIEVE_CHECK(validate_every >= 1, where, ": validate_every=", validate_every, " must be >= 1");
+    SIEVE_CHECK(!early_stopping() || validate_every == 1, where, ": validate_every=", validate_every,
+                " with early stopping (", recipe == "seed" ? "the seed recipe" : "patience > 0",
+                "): its patience counts epochs, so every epoch must validate");
     SIEVE_CHECK(val_frac > 0.0 && val_frac < 1.0, where, ": val_frac=", val_frac, " must be in (0, 1)");
     SIEVE_CHECK(outside_frac >= 0.0 && outside_frac < 1.0, where, ": outside_frac=", outside_frac,
                 " must be in [0, 1)");
@@ -240,6 +248,7 @@ inline void to_json(json& j, const RunConfig& c) {
            {"budget_minutes", c.budget_minutes},
            {"batch", c.batch},
            {"patience", c.patience},
+           {"validate_every", c.validate_every},
            {"seed", c.seed},
            {"freeze", c.freeze},
            {"negatives", c.negatives},
@@ -285,6 +294,7 @@ inline void from_json(const json& j, RunConfig& c) {
   c.budget_minutes = j.value("budget_minutes", 0.0);
   c.batch = j.at("batch").get<std::int64_t>();
   c.patience = j.value("patience", std::int64_t{6});
+  c.validate_every = j.value("validate_every", std::int64_t{1});
   c.seed = j.at("seed").get<std::uint64_t>();
   c.freeze = j.at("freeze").get<std::string>();
   c.negatives = j.at("negatives").get<bool>();

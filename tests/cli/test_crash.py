@@ -177,8 +177,9 @@ def main():
         check([m["epoch"] for m in got_m] == list(range(1, EPOCHS + 1)),
               f"metrics.jsonl holds each epoch once: {[m['epoch'] for m in got_m]}")
         check([m["loss"] for m in got_m] == [m["loss"] for m in want_m]
-              and [m["val_map5"] for m in got_m] == [m["val_map5"] for m in want_m],
-              "the resumed run logged the uninterrupted run's losses and validation MAP@5")
+              and [m.get("val_map5") for m in got_m] == [m.get("val_map5") for m in want_m]
+              and sum("val_map5" in m for m in want_m) == EPOCHS // 4,
+              "the resumed run logged the uninterrupted run's losses and validation MAP@5 (every 4th epoch)")
 
         # report: a torn last line is skipped with a warning; corruption before it is still refused.
         with open(os.path.join(a, "metrics.jsonl"), "a") as f:

@@ -336,6 +336,8 @@ def test_fast_recipe(tmp, data, labels):
     check(split["n_negatives"] == N_OUTSIDE - 2, "outside images not in validation train as 'other'")
     m = metrics(run)
     check([l["epoch"] for l in m] == [1, 2] and m[-1]["lr"] == 0.0, f"2 epochs, the last step at lr 0: {m[-1]}")
+    check(cfg["validate_every"] == 4 and not any("val_map5" in l for l in m),
+          f"the fast recipe validates every 4th epoch (none of 2): {cfg['validate_every']}, {m}")
     check(not os.path.exists(os.path.join(run, "best")), "no early stopping, so no best/")
     cal = json.load(open(os.path.join(run, "calibration.json")))
     sweep = np.array(cal["methods"]["head"]["sweep"])
@@ -346,9 +348,12 @@ def test_fast_recipe(tmp, data, labels):
 
     # The default network: PoolNet 16-32-64-128 (a plain conv net that widens before each pool).
     run_d = os.path.join(tmp, "run_default_net")
-    p = sieve("train", "--data", data, "--out", run_d, "--epochs", "1", "--batch", "8", "--workers", "1")
+    p = sieve("train", "--data", data, "--out", run_d, "--epochs", "1", "--batch", "8", "--workers", "1",
+              "--validate-every", "1")
     if check(p.returncode == 0, "fast recipe with its default network exits 0"):
         cfg = json.load(open(os.path.join(run_d, "config.json")))
+        check(cfg["validate_every"] == 1 and "val_map5" in metrics(run_d)[0],
+              f"--validate-every 1: epoch 1 validated: {metrics(run_d)}")
         check(cfg["model"]["arch"] == "poolnet" and cfg["model"]["block"] == "pool" and cfg["model"]["blocks"] == [1, 1, 1]
               and cfg["model"]["width"] == 16 and cfg["model"]["global_pool"] == "max",
               f"default network: poolnet 16, 3 stages, global max pool: {cfg['model']}")
@@ -396,7 +401,8 @@ def test_fast_recipe(tmp, data, labels):
         check(w["conv1.weight"].shape == (4, 1, 3, 3), "gray: the stem takes one channel")
         sub = os.path.join(tmp, "gray_sub.csv")
         p = sieve("predict", "--run", run_g, "--data", gray, "--out", sub, "--quiet")
-        check(p.returncode == 0 and "TTA flip" in p.stdout, f"predict uses the run's flip TTA by default: {p.stdout}")
+        check(p.returncode == 0 and "TTA flip-translate" in p.stdout,
+              f"predict uses the run's flip-translate TTA by default: {p.stdout}")
 
     # --max-minutes: the whole command planned to its budget, the last planned step at lr 0.
     run_b = os.path.join(tmp, "run_budget")
@@ -438,6 +444,9 @@ def test_errors(tmp, data, full_run):
     err(["train", "--data", data, "--out", out, "--arch", "cifar-resnet8", "--global-pool", "max"], "global_pool 'max'",
         "pool")
     err(["train", "--data", data, "--out", out, "--distractor-share", "most"], "--distractor-share", "data, none")
+    err(["train", "--data", data, "--out", out, "--validate-every", "0"], "--validate-every")
+    err(["train", "--data", data, "--out", out, "--recipe", "seed", "--validate-every", "2"], "validate_every=2",
+        "early stopping")
     err(["train", "--data", data, "--out", out, "--weights", os.path.join(tmp, "nope.safetensors")], "nope.safetensors")
     err(["train", "--data", os.path.join(tmp, "no_such_dir"), "--out", out], "no_such_dir")
     err(["train", "--data", data, "--out", full_run], "not empty", "--resume")

@@ -63,6 +63,30 @@ TEST_CASE("budget: plan_steps on hand-computed cases") {
     CHECK(p.total_steps == 20 + 136);
     CHECK(p.predicted_seconds == 85.0);
   }
+  SUBCASE("validation every k-th epoch costs W at those ends only") {
+    // S=50, q=20, V=0, W=4, k=3, e0=2: the ends of epochs 2, 5, 8, ... validate. cost(r) =
+    // 0.5 r + 4 (floor((2 + ends) / 3) - 0), ends = floor((19 + r) / 50). cost(152) = 76 + 4
+    // (ends 3: epochs 2, 3, 4, one validation) fits A = 80; cost(153) = 80.5 does not. With
+    // k=1 the same ends cost 12, so r = 136 (above).
+    in.steps_per_epoch = 50;
+    in.steps_into_epoch = 20;
+    in.validation_seconds = 4;
+    in.validate_every = 3;
+    in.epoch = 2;
+    CHECK(train::plan_cost(in, 30) == 15.0);   // no epoch end
+    CHECK(train::plan_cost(in, 31) == 19.5);   // epoch 2 ends, (2 + 1) % 3 == 0: validates
+    CHECK(train::plan_cost(in, 81) == 44.5);   // epoch 3 ends too, without validation
+    CHECK(train::plan_cost(in, 152) == 80.0);
+    p = train::plan_steps(in);
+    CHECK(p.total_steps == 20 + 152);
+    CHECK(p.validate_every == 3);
+    in.epoch = 3;  // now epochs 3, 4 and 5 end: the one at 5 validates
+    CHECK(train::plan_cost(in, 152) == 80.0);
+    CHECK(train::plan_cost(in, 130) == 65.0);  // epochs 3 and 4 only
+    CHECK(train::plan_cost(in, 131) == 69.5);  // and 5
+    in.validate_every = 0;
+    CHECK_THROWS_AS(train::plan_steps(in), Error);
+  }
   SUBCASE("periodic saves (K=25, C=1) and the final save") {
     // A = 80 - 1 (final save) = 79; saves at steps 25..150 in [21, P+r-1]: cost(146) = 73 + 6 = 79.
     in.save_every_steps = 25;
@@ -301,7 +325,8 @@ TEST_CASE("trainer budget: validation cost measured at the probe's epoch ends is
   // Epoch ends at steps 7 and 14 in the probe: E = 20 * 0.5 + 2 * 3 = 16, q = 6, V = 3;
   // A = 72, cost(r) = 0.5 r + 3 floor((5 + r) / 7): cost(78) = 39 + 33 = 72, cost(79) = 75.5.
   CHECK(r.plan->elapsed_at_plan == 26.0);  // refined after the 8-step warmup (16 + 8 * 0.5 + 2 * 3)
-  CHECK(r.plan->epoch_end_seconds == 3.0);
+  CHECK(r.plan->validation_seconds == 3.0);
+  CHECK(r.plan->epoch_end_seconds == 0.0);  // saves take no time on this clock
   CHECK(r.plan->total_steps == 98);
   CHECK(r.steps == 98);
   CHECK(r.epochs_completed == 13);  // step 98 ends epoch 14, but the run stops before its validation
@@ -309,6 +334,41 @@ TEST_CASE("trainer budget: validation cost measured at the probe's epoch ends is
   CHECK(run.now == 88.0);
   CHECK(run.now + r.plan->reserve_seconds + r.plan->margin_seconds <= 100.0);
   CHECK(run.trainer.state().last_lr == 0.0);
+}
+
+TEST_CASE("trainer budget: validate_every_epochs validates every k-th epoch and plans only those") {
+  std::vector<std::int64_t> seen;
+  Run* self = nullptr;
+  train::TrainerOptions o{.seed = 5};
+  o.validate_every_epochs = 3;
+  o.budget = train::TimeBudget{.seconds = 100, .reserve = 10.0, .validation = 3.0};
+  Run run(o);
+  self = &run;
+  run.trainer.set_validation([&](TinyMlp<float>&, std::int64_t epoch) {
+    seen.push_back(epoch);
+    self->now += 3.0;
+    return std::map<std::string, double>{{"val_score", 0.5}};
+  });
+  const auto r = run.trainer.fit(run.loader);
+  REQUIRE(r.plan.has_value());
+  CHECK(r.plan->validate_every == 3);
+  CHECK(r.plan->validation_seconds == 3.0);
+  // Every validation at the end of an epoch e with (e + 1) % 3 == 0, and all of those run.
+  REQUIRE(!seen.empty());
+  for (const auto e : seen) CHECK((e + 1) % 3 == 0);
+  CHECK(static_cast<std::int64_t>(seen.size()) == r.epochs_completed / 3);
+  // A third of the validations of the every-epoch case above (98 steps): the time goes to steps.
+  CHECK(r.plan->total_steps > 98);
+  CHECK(r.steps == r.plan->total_steps);
+  CHECK(run.now + r.plan->reserve_seconds + r.plan->margin_seconds <= 100.0);
+  // Left unused: less than one step (0.5 s) and one validation (3 s).
+  CHECK(run.now + r.plan->reserve_seconds + r.plan->margin_seconds > 100.0 - 3.5);
+  // Early stopping counts epochs: it needs a validation after each.
+  train::TrainerOptions es{.seed = 5};
+  es.validate_every_epochs = 2;
+  es.early_stopping = train::EarlyStoppingOptions{"val_score", train::Mode::max, 3, 0.0};
+  es.budget = train::TimeBudget{.seconds = 100};
+  CHECK_THROWS_WITH_AS(Run{es}, doctest::Contains("validate_every_epochs=2"), Error);
 }
 
 TEST_CASE("trainer budget: validation before the first epoch end is timed once, or taken from the estimate") {
@@ -328,7 +388,7 @@ TEST_CASE("trainer budget: validation before the first epoch end is timed once, 
     });
     const auto r = run.trainer.fit(run.loader);
     REQUIRE(r.plan.has_value());
-    CHECK(r.plan->epoch_end_seconds == 4.0);
+    CHECK(r.plan->validation_seconds == 4.0);
     // E = 2.5 (+ 4 for the timing call), q = 5, A = 100 - E - 2 = 95.5 or 91.5, cost(r) =
     // 0.5 r + 4 floor((4 + r) / 20): cost(135) = 67.5 + 24 = 91.5, cost(136) = 68 + 28 = 96.
     // Refined after the 14-step warmup (7 s more), to the same total.

@@ -21,11 +21,12 @@
 /// The plan is made after the probe from everything the trainer will spend, measured or
 /// estimated: per-step time (median of the probe steps but the first), one validation
 /// (measured at an epoch end during the probe, else TimeBudget::validation, else one timing
-/// call of the hook after the probe, metrics discarded) and one checkpoint save (measured, or
-/// one save of last/ after the probe). It is refined once, when the warmup ends
-/// (refine_after_warmup): the total is planned again from the mean of the warmup's step
-/// times (mean_seconds_per_step) and the validation measured at an epoch end, which the 20 probe steps estimate
-/// poorly (measured 2026-12-07: a probe at 0.245 s/step against 0.22 steady ended a 30-minute
+/// call of the hook after the probe, metrics discarded), paid at the epoch ends that validate
+/// (every TrainerOptions::validate_every_epochs-th), and one checkpoint save (measured, or one
+/// save of last/ after the probe), paid at every epoch end. It is refined once, when the warmup
+/// ends (refine_after_warmup): the total is planned again from the mean of the warmup's step
+/// times (mean_seconds_per_step) and the validation measured at an epoch end, which the 20
+/// probe steps estimate poorly (measured 2026-12-07: a probe at 0.245 s/step against 0.22 steady ended a 30-minute
 /// run 3 minutes early; another at 0.215 against 0.239 overran its plan by 23 s). Only the
 /// total changes: the probe and warmup LRs are already spent and the cosine starts after
 /// them, so the LR curve stays continuous. If a later validation would overrun the budget
@@ -103,7 +104,10 @@ struct PlanInputs {
   std::int64_t min_steps = 10;        ///< m
   std::int64_t steps_per_epoch = 0;   ///< S (0: no epoch ends)
   std::int64_t steps_into_epoch = 0;  ///< q: steps of the current epoch already taken, 0 <= q < S
-  double epoch_end_seconds = 0.0;     ///< V: validation + checkpoint save at each epoch end
+  double epoch_end_seconds = 0.0;     ///< V: paid at every epoch end (the checkpoint save)
+  double validation_seconds = 0.0;    ///< W: one validation, at the end of every k-th epoch
+  std::int64_t validate_every = 1;    ///< k: epoch e (0-based) ends with a validation when (e + 1) % k == 0
+  std::int64_t epoch = 0;             ///< e0: the current epoch (0-based)
   std::int64_t save_every_steps = 0;  ///< K: periodic checkpoints (0: none)
   double save_seconds = 0.0;          ///< C: one checkpoint save (also the final one)
 };
@@ -114,7 +118,9 @@ struct TimePlan {
   std::int64_t probe_steps = 0;   ///< steps taken before the plan (at the probe LR)
   std::int64_t warmup_steps = 0;  ///< from the schedule (warmup_for); 0 from plan_steps
   double seconds_per_step = 0.0;
-  double epoch_end_seconds = 0.0;
+  double epoch_end_seconds = 0.0;  ///< paid at every epoch end (the checkpoint save)
+  double validation_seconds = 0.0;
+  std::int64_t validate_every = 1;
   double save_seconds = 0.0;
   double reserve_seconds = 0.0;
   double margin_seconds = 0.0;
@@ -155,12 +161,17 @@ inline double probe_seconds_per_step(std::span<const double> step_seconds) {
 }
 
 /// The time r more steps cost: r s + V * (epoch ends among them, the last step excluded: the
-/// run stops right after it) + C * (periodic saves among them, the last excluded).
+/// run stops right after it) + W * (those ends that validate: epochs e0 .. e0 + ends - 1 with
+/// (e + 1) % k == 0) + C * (periodic saves among them, the last excluded).
 inline double plan_cost(const PlanInputs& in, std::int64_t r) {
   if (r <= 0) return 0.0;
   double c = static_cast<double>(r) * in.seconds_per_step;
-  if (in.steps_per_epoch > 0)
-    c += static_cast<double>((in.steps_into_epoch + r - 1) / in.steps_per_epoch) * in.epoch_end_seconds;
+  if (in.steps_per_epoch > 0) {
+    const std::int64_t ends = (in.steps_into_epoch + r - 1) / in.steps_per_epoch;
+    c += static_cast<double>(ends) * in.epoch_end_seconds;
+    c += static_cast<double>((in.epoch + ends) / in.validate_every - in.epoch / in.validate_every) *
+         in.validation_seconds;
+  }
   if (in.save_every_steps > 0)
     c += static_cast<double>((in.steps_done + r - 1) / in.save_every_steps - in.steps_done / in.save_every_steps) *
          in.save_seconds;
@@ -172,15 +183,18 @@ inline double plan_cost(const PlanInputs& in, std::int64_t r) {
 /// final save of last/), and total = P + max(r*, m). Ensures: when !over_budget,
 /// predicted_seconds + R + M = E + cost(total - P) + C + R + M <= B.
 /// Requires: budget > 0; seconds_per_step > 0; reserve, margin, elapsed, epoch_end_seconds,
-/// save_seconds >= 0; min_steps >= 2; steps_done >= 0; 0 <= steps_into_epoch < steps_per_epoch
-/// when steps_per_epoch > 0.
+/// validation_seconds, save_seconds >= 0; validate_every >= 1; epoch >= 0; min_steps >= 2;
+/// steps_done >= 0; 0 <= steps_into_epoch < steps_per_epoch when steps_per_epoch > 0.
 inline TimePlan plan_steps(const PlanInputs& in) {
   SIEVE_CHECK(in.budget > 0.0 && in.seconds_per_step > 0.0, "plan_steps: budget=", in.budget,
               " s and seconds_per_step=", in.seconds_per_step, " (both must be > 0)");
   SIEVE_CHECK(in.reserve >= 0.0 && in.margin >= 0.0 && in.elapsed >= 0.0 && in.epoch_end_seconds >= 0.0 &&
-                  in.save_seconds >= 0.0,
+                  in.validation_seconds >= 0.0 && in.save_seconds >= 0.0,
               "plan_steps: reserve=", in.reserve, " margin=", in.margin, " elapsed=", in.elapsed,
-              " epoch_end_seconds=", in.epoch_end_seconds, " save_seconds=", in.save_seconds, " (need >= 0)");
+              " epoch_end_seconds=", in.epoch_end_seconds, " validation_seconds=", in.validation_seconds,
+              " save_seconds=", in.save_seconds, " (need >= 0)");
+  SIEVE_CHECK(in.validate_every >= 1 && in.epoch >= 0, "plan_steps: validate_every=", in.validate_every,
+              " epoch=", in.epoch, " (need >= 1 and >= 0)");
   SIEVE_CHECK(in.min_steps >= 2 && in.steps_done >= 0 && in.steps_per_epoch >= 0 && in.save_every_steps >= 0,
               "plan_steps: min_steps=", in.min_steps, " steps_done=", in.steps_done, " steps_per_epoch=",
               in.steps_per_epoch, " save_every_steps=", in.save_every_steps);
@@ -205,6 +219,8 @@ inline TimePlan plan_steps(const PlanInputs& in) {
   p.probe_steps = in.steps_done;
   p.seconds_per_step = in.seconds_per_step;
   p.epoch_end_seconds = in.epoch_end_seconds;
+  p.validation_seconds = in.validation_seconds;
+  p.validate_every = in.validate_every;
   p.save_seconds = in.save_seconds;
   p.reserve_seconds = in.reserve;
   p.margin_seconds = in.margin;

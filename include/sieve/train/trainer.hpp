@@ -92,7 +92,11 @@ struct TrainerOptions {
   double throughput_scale = 1.0;
   std::ostream* out = nullptr;            ///< progress stream; nullptr = std::cerr
   std::map<std::string, std::string> config{};  ///< recorded in state.json (config.<key>)
-  std::optional<EarlyStoppingOptions> early_stopping{};  ///< needs a validation hook
+  std::optional<EarlyStoppingOptions> early_stopping{};  ///< needs a validation hook and validate_every_epochs 1
+  /// The validation hook runs at the end of epochs e (0-based) with (e + 1) % this == 0: every
+  /// epoch by default; a budgeted run plans for exactly these (budget.hpp) and spends the
+  /// time the others would have taken on steps.
+  std::int64_t validate_every_epochs = 1;
   /// When fit() ends by early stopping or by running out of epochs (not by a step/time limit)
   /// and best/ exists, load its weights into the model.
   bool restore_best_at_end = true;
@@ -161,6 +165,9 @@ class Trainer {
     SIEVE_CHECK(o_.epochs >= 0 && o_.accum_steps >= 1 && o_.max_nonfinite_in_row >= 1,
                 "Trainer: epochs=", o_.epochs, " accum_steps=", o_.accum_steps, " max_nonfinite_in_row=",
                 o_.max_nonfinite_in_row, " (need >= 0, >= 1, >= 1)");
+    SIEVE_CHECK(o_.validate_every_epochs >= 1 && (!o_.early_stopping || o_.validate_every_epochs == 1),
+                "Trainer: validate_every_epochs=", o_.validate_every_epochs,
+                " (need >= 1, and 1 with early stopping: its patience counts epochs)");
     if (o_.budget) {
       const TimeBudget& b = *o_.budget;
       SIEVE_CHECK(b.seconds > 0.0 && std::isfinite(b.seconds) && b.probe_steps >= 2 && b.min_steps >= 2,
@@ -353,7 +360,7 @@ class Trainer {
       if (stop) break;
       // End of epoch: validate, log, maybe save best, advance, save last.
       std::map<std::string, double> val;
-      if (validate_) {
+      if (validate_ && (st_.epoch + 1) % o_.validate_every_epochs == 0) {
         // A budgeted run skips a validation that would leave too little time for the steps
         // left: elapsed + validation + (total - step) s/step + final save > B - R - M.
         const bool skip = budgeted && plan_ && o_.budget->skip_late_validation && val_seconds_ >= 0.0 &&
@@ -460,6 +467,8 @@ class Trainer {
       j.set("plan.warmup_steps", plan_->warmup_steps);
       j.set("plan.seconds_per_step", plan_->seconds_per_step);
       j.set("plan.epoch_end_seconds", plan_->epoch_end_seconds);
+      j.set("plan.validation_seconds", plan_->validation_seconds);
+      j.set("plan.validate_every", plan_->validate_every);
       j.set("plan.save_seconds", plan_->save_seconds);
       j.set("plan.reserve_seconds", plan_->reserve_seconds);
       j.set("plan.margin_seconds", plan_->margin_seconds);
@@ -517,7 +526,7 @@ class Trainer {
 
   /// The planner's inputs at the current step (make_plan and refine_plan differ only in the
   /// values they pass): `val_s` is one validation (0 when none runs), `save_s` one checkpoint
-  /// save; an epoch end costs both.
+  /// save; every epoch end costs a save, every validate_every_epochs-th a validation too.
   PlanInputs plan_inputs(double budget, double elapsed, double reserve, double margin, double seconds_per_step,
                          std::int64_t min_steps, std::int64_t nb, double val_s, double save_s) const {
     PlanInputs in;
@@ -530,7 +539,10 @@ class Trainer {
     in.min_steps = min_steps;
     in.steps_per_epoch = (nb + o_.accum_steps - 1) / o_.accum_steps;
     in.steps_into_epoch = (st_.batch + o_.accum_steps - 1) / o_.accum_steps;
-    in.epoch_end_seconds = val_s + save_s;
+    in.epoch_end_seconds = save_s;
+    in.validation_seconds = val_s;
+    in.validate_every = o_.validate_every_epochs;
+    in.epoch = st_.epoch;
     in.save_every_steps = o_.checkpoint_every_steps;
     in.save_seconds = save_s;
     return in;
@@ -571,12 +583,20 @@ class Trainer {
       plan_ = p;
       line(str("plan: ", p.total_steps, " steps (", p.probe_steps, " probe + ", p.warmup_steps, " warmup + ",
                p.total_steps - p.probe_steps - p.warmup_steps, " annealing) at ", p.seconds_per_step,
-               " s/step; epoch end ", p.epoch_end_seconds, " s; reserve ", p.reserve_seconds, " s; margin ",
+               " s/step; epoch end ", p.epoch_end_seconds, " s", validation_text(p), "; reserve ",
+               p.reserve_seconds, " s; margin ",
                p.margin_seconds, " s; predicted ", hms(p.predicted_seconds), " of the ", hms(p.budget_seconds),
                " budget", p.over_budget ? str(" (OVER BUDGET: the budget has no room for min_steps=", b.min_steps,
                                                " steps after the probe)")
                                          : std::string()));
     }
+  }
+
+  /// ", validation W s every k epochs" for the plan lines (nothing when no validation is planned).
+  static std::string validation_text(const TimePlan& p) {
+    if (p.validation_seconds <= 0.0) return {};
+    return p.validate_every == 1 ? str(", validation ", p.validation_seconds, " s")
+                                 : str(", validation ", p.validation_seconds, " s every ", p.validate_every, " epochs");
   }
 
   /// At the end of the warmup: the total planned again from the warmup's step times (mean,
@@ -588,7 +608,7 @@ class Trainer {
       old.refined = true;  // whatever happens below, once
       if (!o_.budget->refine_after_warmup) return;
       const double save_s = save_seconds_ >= 0.0 ? save_seconds_ : old.save_seconds;
-      const double val_s = val_seconds_ >= 0.0 ? val_seconds_ : old.epoch_end_seconds - old.save_seconds;
+      const double val_s = val_seconds_ >= 0.0 ? val_seconds_ : old.validation_seconds;
       const PlanInputs in = plan_inputs(old.budget_seconds, spent, old.reserve_seconds, old.margin_seconds,
                                         mean_seconds_per_step(step_seconds),
                                         std::max<std::int64_t>(2, o_.budget->min_steps), nb,
@@ -604,7 +624,8 @@ class Trainer {
       planned_ = schedule_.with_plan(p.probe_steps, p.warmup_steps, p.total_steps);
       plan_ = p;
       line(str("plan refined after the warmup: ", p.total_steps, " steps (was ", was, ") at ", p.seconds_per_step,
-               " s/step (probe ", was_s, "); epoch end ", p.epoch_end_seconds, " s; predicted ",
+               " s/step (probe ", was_s, "); epoch end ", p.epoch_end_seconds, " s", validation_text(p),
+               "; predicted ",
                hms(p.predicted_seconds), " of the ", hms(p.budget_seconds), " budget",
                p.over_budget ? " (OVER BUDGET)" : ""));
     }
@@ -626,6 +647,10 @@ class Trainer {
       p.warmup_steps = j.get_i64("plan.warmup_steps");
       p.seconds_per_step = j.get_double("plan.seconds_per_step");
       p.epoch_end_seconds = j.get_double("plan.epoch_end_seconds");
+      if (j.has("plan.validation_seconds")) {  // checkpoints before 2026-12-07 counted it in the epoch end
+        p.validation_seconds = j.get_double("plan.validation_seconds");
+        p.validate_every = j.get_i64("plan.validate_every");
+      }
       p.save_seconds = j.get_double("plan.save_seconds");
       p.reserve_seconds = j.get_double("plan.reserve_seconds");
       p.margin_seconds = j.get_double("plan.margin_seconds");
