@@ -146,6 +146,32 @@ TEST_CASE("PlannedWarmupCosineLR: probe LR, warmup, annealing to exactly eta_min
   CHECK_THROWS_WITH_AS(raw.warmup_for(20, 21), doctest::Contains("probe=20 total=21"), Error);
 }
 
+TEST_CASE("PlannedWarmupCosineLR::replanned keeps the LR up to its step and ends at eta_min on the new total") {
+  const optim::PlannedWarmupCosineLR raw{.base = 1.0, .warmup_fraction = 0.1, .start_factor = 0.1, .eta_min = 0.001};
+  const auto s = raw.with_plan(20, 10, 120);
+  for (const std::int64_t new_total : {150, 90, 77}) {
+    CAPTURE(new_total);
+    const auto r = s.replanned(75, new_total);
+    CHECK(r.total == new_total);
+    for (std::int64_t k = 0; k <= 75; ++k) REQUIRE(r.lr(k) == s.lr(k));  // the same bits up to the step
+    CHECK(r.lr(new_total - 1) == 0.001);
+    CHECK(r.lr(new_total - 2) > 0.001);
+    for (std::int64_t k = 75; k + 1 < new_total; ++k) REQUIRE(r.lr(k + 1) < r.lr(k));
+    // From step 75 the annealing progress goes linearly from its value there, t = 45/89, to 1.
+    const double t75 = 45.0 / 89.0, t = t75 + (1.0 - t75) * 1.0 / static_cast<double>(new_total - 1 - 75);
+    CHECK(r.lr(76) == doctest::Approx(0.001 + 0.999 * (1 + std::cos(std::numbers::pi * t)) / 2).epsilon(1e-14));
+    CHECK(r.describe().find(",replanned_at=75,from_total=120)") != std::string::npos);
+    CHECK_THROWS_WITH_AS((void)r.replanned(80, 200), doctest::Contains("already replanned once"), Error);
+  }
+  CHECK(s.describe().find("replanned") == std::string::npos);
+  CHECK_THROWS_AS((void)s.replanned(29, 150), Error);   // still in the warmup
+  CHECK_THROWS_AS((void)s.replanned(119, 150), Error);  // at the end already
+  CHECK_THROWS_AS((void)s.replanned(75, 76), Error);    // fewer than 2 steps left
+  CHECK_THROWS_AS((void)raw.replanned(75, 150), Error); // not planned
+  // with_plan starts over: a fresh plan has no bend.
+  CHECK(s.replanned(75, 150).with_plan(20, 10, 120).lr(100) == s.lr(100));
+}
+
 namespace {
 constexpr std::size_t kIn = 12, kHidden = 16, kClasses = 3, kSamples = 40;
 
@@ -225,7 +251,7 @@ TEST_CASE("trainer budget: the plan fills the budget, the LR ends at 0 on the la
   CHECK(run.reserve_calls == 1);
   CHECK(p.seconds_per_step == 0.5);
   CHECK(p.refined);
-  CHECK(p.elapsed_at_plan == 18.0);  // refined after the 16 warmup steps: the same 176 steps
+  CHECK(p.elapsed_at_plan == 53.0);  // refined after the 16 warmup steps, and again at step 106: 176 each time
   CHECK(p.reserve_seconds == 10.0);
   CHECK(p.margin_seconds == 2.0);
   CHECK(p.total_steps == 176);
@@ -272,6 +298,7 @@ TEST_CASE("trainer budget: the plan is refined once at the end of the warmup fro
     train::TrainerOptions o{.run_dir = dir.path, .seed = 5};
     o.budget = train::TimeBudget{.seconds = 100, .reserve = 10.0};
     o.budget->refine_after_warmup = refine;
+    o.budget->replan_midway = false;  // tested below
     Run run(o);
     // The probe's 20 steps take 0.5 s, every later one 0.25 s (caches warm, the machine quiet)
     // but step 30, in the warmup, which takes 1.75 s (the loader was late).
@@ -307,6 +334,83 @@ TEST_CASE("trainer budget: the plan is refined once at the end of the warmup fro
   }
 }
 
+TEST_CASE("trainer budget: planned once more halfway through the annealing, a machine that speeds up still fills its budget") {
+  for (const bool midway : {true, false}) {
+    CAPTURE(midway);
+    TempDir dir("midway");
+    train::TrainerOptions o{.run_dir = dir.path, .seed = 5};
+    o.budget = train::TimeBudget{.seconds = 100, .reserve = 10.0};
+    o.budget->replan_midway = midway;
+    Run run(o);
+    // 0.5 s per step until batch 60, 0.25 s after: the probe and the warmup plan 176 steps
+    // (the first test), which the faster second part of the run takes in far less time.
+    run.loader.per_batch_later = 0.25, run.loader.switch_after = 60;
+    const auto r = run.trainer.fit(run.loader);
+    REQUIRE(r.plan.has_value());
+    CHECK((r.plan->refined && r.plan->replanned));
+    CHECK(r.steps == r.plan->total_steps);
+    CHECK(run.trainer.state().last_lr == 0.0);
+    CHECK(run.now + r.plan->reserve_seconds + r.plan->margin_seconds <= 100.0);
+    const auto before = Sched{.base = 0.02, .warmup_fraction = 0.1, .start_factor = 0.1}.with_plan(20, 16, 176);
+    if (midway) {
+      // Halfway (step 36 + 140 / 2 = 106) the later half of the steps since the warmup took
+      // 0.25 s each: the rest of the budget is planned at that speed and used up to less
+      // than one step.
+      CHECK(r.plan->replan_step == 106);
+      CHECK(r.plan->replan_from == 176);
+      CHECK(r.plan->seconds_per_step == 0.25);
+      CHECK(r.plan->total_steps > 176);
+      CHECK(run.now + r.plan->reserve_seconds + r.plan->margin_seconds > 100.0 - 0.25);
+      for (std::int64_t k = 0; k <= 106; ++k) REQUIRE(run.trainer.lr_at(k) == before.lr(k));
+      for (std::int64_t k = 106; k + 1 < r.plan->total_steps; ++k) REQUIRE(run.trainer.lr_at(k + 1) < run.trainer.lr_at(k));
+      const auto st = state_of(dir.path / "last");
+      CHECK(st["plan.replan_step"].get<std::int64_t>() == 106);
+      CHECK(st["plan.replan_from"].get<std::int64_t>() == 176);
+      CHECK(st["plan.replanned"].get<bool>());
+    } else {
+      CHECK(r.plan->total_steps == 176);
+      CHECK(r.plan->replan_step == 0);
+      CHECK(run.now == 20 * 0.5 + 40 * 0.5 + 116 * 0.25);  // 29 s of the 88 left unused
+    }
+  }
+}
+
+TEST_CASE("trainer budget: a run stopped after its midway plan resumes onto the same bent schedule, bit for bit") {
+  auto options = [](const fs::path& d, std::int64_t stop) {
+    train::TrainerOptions o{.run_dir = d, .stop_after_steps = stop, .seed = 11};
+    o.budget = train::TimeBudget{.seconds = 100, .reserve = 10.0};
+    return o;
+  };
+  TempDir a("midway_a"), b("midway_b");
+  Run straight(options(a.path, -1));
+  straight.loader.per_batch_later = 0.25, straight.loader.switch_after = 60;
+  const auto rs = straight.trainer.fit(straight.loader);
+  REQUIRE(rs.plan.has_value());
+  REQUIRE(rs.plan->replan_step == 106);
+  const std::int64_t total = rs.plan->total_steps;
+  {
+    Run part(options(b.path, 120));
+    part.loader.per_batch_later = 0.25, part.loader.switch_after = 60;
+    const auto r = part.trainer.fit(part.loader);
+    CHECK(r.stopped_by_limit);
+    REQUIRE(r.plan.has_value());
+    CHECK(r.plan->total_steps == total);
+  }
+  Run rest(options(b.path, -1), 5.0);  // a slower clock after the resume changes nothing
+  REQUIRE(rest.trainer.resume());
+  REQUIRE(rest.trainer.plan().has_value());
+  CHECK(rest.trainer.plan()->replan_step == 106);
+  const auto r = rest.trainer.fit(rest.loader);
+  CHECK(r.stopped_by_plan);
+  CHECK(r.steps == total);
+  for (std::int64_t k = 0; k < total; ++k) REQUIRE(rest.trainer.lr_at(k) == straight.trainer.lr_at(k));
+  const auto want = straight.model.snapshot(), got = rest.model.snapshot();
+  REQUIRE(got.size() == want.size());
+  std::size_t differing = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) differing += got[i] != want[i];
+  CHECK_MESSAGE(differing == 0, differing, " of ", got.size(), " values differ from the uninterrupted run");
+}
+
 TEST_CASE("trainer budget: validation cost measured at the probe's epoch ends is planned for") {
   TempDir dir("val");
   int val_calls = 0;
@@ -324,7 +428,9 @@ TEST_CASE("trainer budget: validation cost measured at the probe's epoch ends is
   REQUIRE(r.plan.has_value());
   // Epoch ends at steps 7 and 14 in the probe: E = 20 * 0.5 + 2 * 3 = 16, q = 6, V = 3;
   // A = 72, cost(r) = 0.5 r + 3 floor((5 + r) / 7): cost(78) = 39 + 33 = 72, cost(79) = 75.5.
-  CHECK(r.plan->elapsed_at_plan == 26.0);  // refined after the 8-step warmup (16 + 8 * 0.5 + 2 * 3)
+  // Refined after the 8-step warmup (at 16 + 8 * 0.5 + 2 * 3 = 26 s), planned again at step
+  // 28 + 70 / 2 = 63 (63 * 0.5 + 9 epoch ends * 3): the same 98 steps each time.
+  CHECK(r.plan->elapsed_at_plan == 58.5);
   CHECK(r.plan->validation_seconds == 3.0);
   CHECK(r.plan->epoch_end_seconds == 0.0);  // saves take no time on this clock
   CHECK(r.plan->total_steps == 98);
@@ -391,8 +497,9 @@ TEST_CASE("trainer budget: validation before the first epoch end is timed once, 
     CHECK(r.plan->validation_seconds == 4.0);
     // E = 2.5 (+ 4 for the timing call), q = 5, A = 100 - E - 2 = 95.5 or 91.5, cost(r) =
     // 0.5 r + 4 floor((4 + r) / 20): cost(135) = 67.5 + 24 = 91.5, cost(136) = 68 + 28 = 96.
-    // Refined after the 14-step warmup (7 s more), to the same total.
-    CHECK(r.plan->elapsed_at_plan == (estimate ? 9.5 : 13.5));
+    // Refined after the 14-step warmup (7 s more), and again at step 19 + 121 / 2 = 79 (39.5 s
+    // of steps, 3 validations, the timing call): the same total each time.
+    CHECK(r.plan->elapsed_at_plan == (estimate ? 51.5 : 55.5));
     CHECK(r.plan->total_steps == 140);
     CHECK(r.plan->predicted_seconds == (estimate ? 94.0 : 98.0));
     CHECK(val_calls == r.epochs_completed + (estimate ? 0 : 1));
@@ -408,7 +515,8 @@ TEST_CASE("trainer budget: a validation grown slower than planned is skipped, so
     Run* self = nullptr;
     train::TrainerOptions o{.seed = 5};
     o.budget = train::TimeBudget{.seconds = 100, .reserve = 10.0, .skip_late_validation = guard};
-    o.budget->refine_after_warmup = false;  // the skip guards the rest of the run, refined or not
+    o.budget->refine_after_warmup = false;  // the skip guards the rest of the run, planned again or not
+    o.budget->replan_midway = false;
     Run run(o);
     self = &run;
     // 3 s in the probe (what the plan counts), 12 s afterwards.
@@ -450,6 +558,7 @@ TEST_CASE("trainer budget: resume keeps the plan; interrupted runs give the bits
   auto options = [](const fs::path& d, std::int64_t stop) {
     train::TrainerOptions o{.run_dir = d, .accum_steps = 2, .max_grad_norm = 1.0, .stop_after_steps = stop, .seed = 11};
     o.budget = train::TimeBudget{.seconds = 60, .reserve = 5.0};
+    o.budget->replan_midway = false;  // its resume: the test after this one
     return o;
   };
   // Two uninterrupted runs: the probe's plan kept, and refined after the warmup (the default).

@@ -81,6 +81,12 @@ enum class Anneal { cosine, linear };
 /// so the curve is continuous at the probe's end, reaches `base` after the warmup, and is
 /// eta_min exactly at the last planned step (total - 1, the last one the trainer takes) and
 /// never before it. one_cycle() gives the one-cycle shape (long warmup from base/25).
+///
+/// replanned(k, total') moves the end once more, mid-annealing, without a jump: the annealing
+/// progress t keeps its value t_k at step k and goes linearly from there to 1 at total' - 1:
+///   a <= step < k:            t = (step - a) / (T0 - 1 - a)        (T0: the total before)
+///   k <= step < total' - 1:   t = t_k + (1 - t_k) (step - k) / (total' - 1 - k)
+/// (the trainer re-times a budgeted run halfway through its annealing: train/budget.hpp).
 struct PlannedWarmupCosineLR {
   double base = 0.1;
   double warmup_fraction = 0.1;  ///< warmup steps = this fraction of the steps after the probe
@@ -90,6 +96,8 @@ struct PlannedWarmupCosineLR {
   std::int64_t probe = 0;   ///< set by with_plan
   std::int64_t warmup = 0;  ///< set by with_plan
   std::int64_t total = 0;   ///< set by with_plan; 0 = not planned yet (every step at the probe LR)
+  std::int64_t replan_step = 0;   ///< set by replanned: k (0 = the plan was never moved)
+  std::int64_t replan_from = 0;   ///< set by replanned: T0, the total before
 
   /// One-cycle (Smith; PyTorch's OneCycleLR defaults): from max_lr / 25 up to max_lr over 30%
   /// of the planned steps, then cosine down to max_lr / 25 / 1e4.
@@ -122,6 +130,24 @@ struct PlannedWarmupCosineLR {
     s.probe = probe_steps;
     s.warmup = warmup_steps;
     s.total = total_steps;
+    s.replan_step = s.replan_from = 0;
+    return s;
+  }
+
+  /// This planned schedule with its end moved to `total_steps` from step `step` on (see the
+  /// top): lr(n) is unchanged for n <= step, and lr(total_steps - 1) == eta_min.
+  /// Requires: planned(), not replanned before; probe + warmup <= step < total - 1 (annealing,
+  /// not yet at its end); step + 2 <= total_steps.
+  PlannedWarmupCosineLR replanned(std::int64_t step, std::int64_t total_steps) const {
+    SIEVE_CHECK(planned() && replan_step == 0, "PlannedWarmupCosineLR::replanned: ",
+                planned() ? "already replanned once" : "not planned yet");
+    SIEVE_CHECK(step >= probe + warmup && step < total - 1 && step + 2 <= total_steps,
+                "PlannedWarmupCosineLR::replanned: step=", step, " new total=", total_steps, " (need ", probe + warmup,
+                " <= step < ", total - 1, " and step + 2 <= new total)");
+    PlannedWarmupCosineLR s = *this;
+    s.replan_step = step;
+    s.replan_from = total;
+    s.total = total_steps;
     return s;
   }
 
@@ -134,14 +160,19 @@ struct PlannedWarmupCosineLR {
     if (step < a)
       return base * (start_factor + (1.0 - start_factor) * static_cast<double>(step - probe) / static_cast<double>(warmup));
     if (step >= total - 1) return eta_min;
-    const double t = static_cast<double>(step - a) / static_cast<double>(total - 1 - a);
+    const std::int64_t t0_end = replan_step > 0 ? replan_from : total;  // the first plan's end
+    double t = static_cast<double>(std::min(step, replan_step > 0 ? replan_step : step) - a) /
+               static_cast<double>(t0_end - 1 - a);
+    if (replan_step > 0 && step > replan_step)
+      t += (1.0 - t) * static_cast<double>(step - replan_step) / static_cast<double>(total - 1 - replan_step);
     if (anneal == Anneal::linear) return base - (base - eta_min) * t;
     return eta_min + (base - eta_min) * (1.0 + std::cos(std::numbers::pi * t)) / 2.0;
   }
   std::string describe() const {
     return str("planned_warmup_", anneal == Anneal::cosine ? "cosine" : "linear", "(base=", base,
                ",warmup_fraction=", warmup_fraction, ",start_factor=", start_factor, ",eta_min=", eta_min,
-               ",probe=", probe, ",warmup=", warmup, ",total=", total, ")");
+               ",probe=", probe, ",warmup=", warmup, ",total=", total,
+               replan_step > 0 ? str(",replanned_at=", replan_step, ",from_total=", replan_from) : std::string(), ")");
   }
 };
 

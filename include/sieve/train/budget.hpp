@@ -26,10 +26,15 @@
 /// save of last/ after the probe), paid at every epoch end. It is refined once, when the warmup
 /// ends (refine_after_warmup): the total is planned again from the mean of the warmup's step
 /// times (mean_seconds_per_step) and the validation measured at an epoch end, which the 20
-/// probe steps estimate poorly (measured 2026-12-07: a probe at 0.245 s/step against 0.22 steady ended a 30-minute
-/// run 3 minutes early; another at 0.215 against 0.239 overran its plan by 23 s). Only the
-/// total changes: the probe and warmup LRs are already spent and the cosine starts after
-/// them, so the LR curve stays continuous. If a later validation would overrun the budget
+/// probe steps estimate poorly (measured 2026-12-07: a probe at 0.245 s/step against 0.22
+/// steady ended a 30-minute run 3 minutes early; another at 0.215 against 0.239 overran its
+/// plan by 23 s). Only the total changes: the probe and warmup LRs are already spent and the
+/// cosine starts after them, so the LR curve stays continuous. It is planned once more
+/// halfway through the annealing (replan_midway), from the mean step time since the warmup:
+/// a machine whose speed changes mid-run (measured 2026-12-07: 0.228 s/step over the warmup,
+/// 0.19 after it; that run ended 93 s before its plan) still ends on its budget. The schedule
+/// keeps the LR it has at that step and bends towards the new end
+/// (PlannedWarmupCosineLR::replanned). If a later validation would overrun the budget
 /// anyway, the trainer skips it (logged; see skip_late_validation); the schedule and the
 /// weights are unaffected. Plans are per fit() call; a resumed run takes the plan from
 /// state.json and follows it as it is, refined or not (a run interrupted during the probe
@@ -91,6 +96,9 @@ struct TimeBudget {
   bool skip_late_validation = true;
   /// Plan the total again once the warmup is over (see the top of this file).
   bool refine_after_warmup = true;
+  /// Plan it once more halfway through the annealing, from the steps since the warmup (see the
+  /// top of this file); the schedule bends there without a jump (replanned()).
+  bool replan_midway = true;
 };
 
 /// What plan_steps needs; all times in seconds.
@@ -128,7 +136,10 @@ struct TimePlan {
   double elapsed_at_plan = 0.0;    ///< E
   double predicted_seconds = 0.0;  ///< predicted fit() duration: E + cost(r) + C
   bool over_budget = false;        ///< the budget had no room for min_steps more steps
-  bool refined = false;  ///< no further change: planned again after the warmup, or continued by a resume
+  bool refined = false;  ///< planned again after the warmup, or continued by a resume
+  bool replanned = false;  ///< no further change: planned again midway, or continued by a resume
+  std::int64_t replan_step = 0;  ///< the step of the midway plan (0: none moved the end)
+  std::int64_t replan_from = 0;  ///< the total before it
 };
 
 /// Mean seconds per step of a run's steady state (the warmup, when the plan is refined),

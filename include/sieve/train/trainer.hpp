@@ -16,6 +16,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -266,6 +267,7 @@ class Trainer {
     const bool budgeted = o_.budget.has_value();
     std::vector<double> probe_seconds;  // durations of this run's steps before the plan
     std::vector<double> warmup_seconds;  // and after it, until the plan is refined
+    std::vector<double> steady_seconds;  // and after that, until it is planned again midway
     val_seconds_ = -1.0;
     save_seconds_ = -1.0;
     last_save_at_ = t0;
@@ -289,6 +291,9 @@ class Trainer {
         if (budgeted && plan_ && !plan_->refined && st_.step >= plan_->probe_steps + plan_->warmup_steps &&
             warmup_seconds.size() >= 2)
           refine_plan(warmup_seconds, nb, elapsed());
+        if (budgeted && plan_ && plan_->refined && !plan_->replanned && st_.step >= midway(*plan_) &&
+            steady_seconds.size() >= 2)
+          replan_midway(steady_seconds, nb, elapsed());
         const double step_t0 = now();
         // A step averages `group` micro-batches; the last group of an epoch may be short.
         const std::int64_t group = std::min(o_.accum_steps, nb - st_.batch);
@@ -336,6 +341,7 @@ class Trainer {
         const double secs = elapsed();
         if (budgeted && !plan_) probe_seconds.push_back(now() - step_t0);
         else if (budgeted && !plan_->refined) warmup_seconds.push_back(now() - step_t0);
+        else if (budgeted && !plan_->replanned) steady_seconds.push_back(now() - step_t0);
         st_.wall_seconds = wall_before + secs;
         show_step(nb, group_loss, images_this_run, secs, st_.step - step_at_start);
         const bool limit = (o_.stop_after_steps >= 0 && st_.step >= o_.stop_after_steps) ||
@@ -477,6 +483,9 @@ class Trainer {
       j.set("plan.predicted_seconds", plan_->predicted_seconds);
       j.set("plan.over_budget", plan_->over_budget);
       j.set("plan.refined", plan_->refined);
+      j.set("plan.replanned", plan_->replanned);
+      j.set("plan.replan_step", plan_->replan_step);
+      j.set("plan.replan_from", plan_->replan_from);
     }
     for (const auto& [k, v] : o_.config) j.set_string("config." + k, v);
     const std::string text = j.dump();
@@ -599,35 +608,75 @@ class Trainer {
                                  : str(", validation ", p.validation_seconds, " s every ", p.validate_every, " epochs");
   }
 
+  /// The plan `old` made again at the current step from `seconds_per_step` and the validation
+  /// and save measured so far (budget, reserve, margin, probe and warmup kept); at least 2
+  /// more steps. `spent`: seconds of this fit() call so far (the budget's clock).
+  TimePlan plan_again(const TimePlan& old, double seconds_per_step, std::int64_t min_steps, std::int64_t nb,
+                      double spent) {
+    const double save_s = save_seconds_ >= 0.0 ? save_seconds_ : old.save_seconds;
+    const double val_s = val_seconds_ >= 0.0 ? val_seconds_ : old.validation_seconds;
+    TimePlan p = plan_steps(plan_inputs(old.budget_seconds, spent, old.reserve_seconds, old.margin_seconds,
+                                        seconds_per_step, min_steps, nb, validate_ ? std::max(val_s, 0.0) : 0.0,
+                                        save_s));
+    if (o_.budget->agree_total) p.total_steps = o_.budget->agree_total(p.total_steps);
+    p.total_steps = std::max(p.total_steps, st_.step + 2);
+    p.probe_steps = old.probe_steps;
+    p.warmup_steps = old.warmup_steps;
+    return p;
+  }
+
   /// At the end of the warmup: the total planned again from the warmup's step times (mean,
-  /// the first left out) and the validation and save measured so far; probe and warmup kept.
-  /// `spent`: seconds of this fit() call so far (the budget's clock).
+  /// the first left out); the cosine has not started, so only its length changes.
   void refine_plan(const std::vector<double>& step_seconds, std::int64_t nb, double spent) {
     if constexpr (optim::PlannableSchedule<Schedule>) {
       TimePlan& old = *plan_;
       old.refined = true;  // whatever happens below, once
       if (!o_.budget->refine_after_warmup) return;
-      const double save_s = save_seconds_ >= 0.0 ? save_seconds_ : old.save_seconds;
-      const double val_s = val_seconds_ >= 0.0 ? val_seconds_ : old.validation_seconds;
-      const PlanInputs in = plan_inputs(old.budget_seconds, spent, old.reserve_seconds, old.margin_seconds,
-                                        mean_seconds_per_step(step_seconds),
-                                        std::max<std::int64_t>(2, o_.budget->min_steps), nb,
-                                        validate_ ? std::max(val_s, 0.0) : 0.0, save_s);
-      TimePlan p = plan_steps(in);
-      if (o_.budget->agree_total) p.total_steps = o_.budget->agree_total(p.total_steps);
-      p.total_steps = std::max(p.total_steps, st_.step + 2);  // at least 2 annealing steps remain
+      TimePlan p = plan_again(old, mean_seconds_per_step(step_seconds), std::max<std::int64_t>(2, o_.budget->min_steps),
+                              nb, spent);
       const std::int64_t was = old.total_steps;
       const double was_s = old.seconds_per_step;
-      p.probe_steps = old.probe_steps;
-      p.warmup_steps = old.warmup_steps;
       p.refined = true;
       planned_ = schedule_.with_plan(p.probe_steps, p.warmup_steps, p.total_steps);
       plan_ = p;
       line(str("plan refined after the warmup: ", p.total_steps, " steps (was ", was, ") at ", p.seconds_per_step,
                " s/step (probe ", was_s, "); epoch end ", p.epoch_end_seconds, " s", validation_text(p),
-               "; predicted ",
+               "; predicted ", hms(p.predicted_seconds), " of the ", hms(p.budget_seconds), " budget",
+               p.over_budget ? " (OVER BUDGET)" : ""));
+    }
+  }
+
+  /// The step of the midway plan: halfway through the annealing steps of the current plan.
+  static std::int64_t midway(const TimePlan& p) {
+    const std::int64_t a = p.probe_steps + p.warmup_steps;
+    return a + (p.total_steps - a) / 2;
+  }
+
+  /// Halfway through the annealing: the total planned again from the mean time of the later
+  /// half of the steps since the warmup (the recent speed, a late batch still counted); the
+  /// schedule keeps its LR at this step and bends towards the new end.
+  void replan_midway(const std::vector<double>& step_seconds, std::int64_t nb, double spent) {
+    if constexpr (requires(const Schedule& sc) { sc.replanned(std::int64_t{}, std::int64_t{}); }) {
+      TimePlan& old = *plan_;
+      old.replanned = true;  // whatever happens below, once
+      if (!o_.budget->replan_midway) return;
+      const auto recent = std::span(step_seconds).last(std::max<std::size_t>(2, step_seconds.size() / 2));
+      TimePlan p = plan_again(old, mean_seconds_per_step(recent), 2, nb, spent);
+      const std::int64_t was = old.total_steps;
+      const double was_s = old.seconds_per_step;
+      p.refined = p.replanned = true;
+      if (p.total_steps != was) {
+        p.replan_step = st_.step;
+        p.replan_from = was;
+        planned_ = planned_->replanned(st_.step, p.total_steps);
+      }
+      plan_ = p;
+      line(str("plan at step ", st_.step, " (halfway through the annealing): ", p.total_steps, " steps (was ", was,
+               ") at ", p.seconds_per_step, " s/step (after the warmup ", was_s, "); predicted ",
                hms(p.predicted_seconds), " of the ", hms(p.budget_seconds), " budget",
                p.over_budget ? " (OVER BUDGET)" : ""));
+    } else {
+      plan_->replanned = true;
     }
   }
 
@@ -661,8 +710,21 @@ class Trainer {
       // A resumed run follows the saved plan as it is, refined or not: refining needs this
       // fit() call's own clock from the probe on (and checkpoints written before refinement
       // existed have no flag).
-      p.refined = true;
-      planned_ = schedule_.with_plan(p.probe_steps, p.warmup_steps, p.total_steps);
+      p.refined = p.replanned = true;
+      if (j.has("plan.replan_step")) {
+        p.replan_step = j.get_i64("plan.replan_step");
+        p.replan_from = j.get_i64("plan.replan_from");
+      }
+      if (p.replan_step > 0) {
+        if constexpr (requires(const Schedule& sc) { sc.replanned(std::int64_t{}, std::int64_t{}); })
+          planned_ = schedule_.with_plan(p.probe_steps, p.warmup_steps, p.replan_from)
+                         .replanned(p.replan_step, p.total_steps);
+        else
+          fail("resume: checkpoint ", dir.string(), " moved its plan at step ", p.replan_step,
+               " but this run's schedule cannot (no replanned())");
+      } else {
+        planned_ = schedule_.with_plan(p.probe_steps, p.warmup_steps, p.total_steps);
+      }
       plan_ = p;
       if (j.has("schedule"))
         SIEVE_CHECK(j.get_string("schedule") == planned_->describe(), "resume: checkpoint ", dir.string(),
