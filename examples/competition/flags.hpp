@@ -1,12 +1,30 @@
 #pragma once
-/// Validators shared by the subcommands' flags.
+/// Validators shared by the subcommands' flags, and the usage error.
 
 #include <CLI/CLI.hpp>
 
 #include <cmath>
 #include <string>
+#include <utility>
+
+#include "sieve/core/check.hpp"
 
 namespace sieve::cli {
+
+/// A mistake in how a command was called (a flag, its value, or flags that do not go
+/// together), found after parsing. main prints it like any error but exits 2, as CLI11's own
+/// parse errors do (and argparse, and most CLIs); failures while running exit 1.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Throw a UsageError built from the pieces when `ok` is false (the pieces are always built:
+/// for flag checks, not for hot paths).
+template <class... Args>
+void usage_check(bool ok, Args&&... pieces) {
+  if (!ok) throw UsageError(str(std::forward<Args>(pieces)...));
+}
 
 /// A flag that must be a finite number: CLI::Range lets "nan" through (every comparison with
 /// NaN is false) and "inf" parses as a number, and either would silently poison a threshold.

@@ -42,7 +42,8 @@ struct ForwardCommand {
                                                     "(torchvision layout; loads with torchvision's load_state_dict)");
     app->add_flag("--double", use_double, "compute in float64 (outputs F64): separates float32 rounding from "
                                           "real discrepancies when comparing with another framework");
-    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
+    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")
+        ->check(CLI::Range(0, 4096));
   }
 
   int run() {

@@ -159,7 +159,8 @@ struct PredictCommand {
         ->check(finite_number);
     app->add_option("--workers", workers, "image decoding threads")->check(CLI::Range(std::size_t{0}, std::size_t{64}));
     app->add_option("--batch", batch, "inference batch size")->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
-    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
+    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")
+        ->check(CLI::Range(0, 4096));
     app->add_flag("--quiet", quiet, "no progress lines");
   }
 

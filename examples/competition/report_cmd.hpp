@@ -230,7 +230,8 @@ struct ReportCommand {
     app->add_option("--grid-images", grid_images, "images per side of each grid row")
         ->check(CLI::Range(std::size_t{1}, std::size_t{32}));
     app->add_option("--seed", seed, "seed for the random samples and UMAP");
-    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
+    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")
+        ->check(CLI::Range(0, 4096));
   }
 
   int run() {

@@ -315,7 +315,8 @@ struct TrainCommand {
                                                                 "ends and stops); resuming from it is exact")
         ->check(finite_number & CLI::NonNegativeNumber)
         ->capture_default_str();
-    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
+    app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")
+        ->check(CLI::Range(0, 4096));
     app->add_option("--workers", workers, "image loading threads (0 = load on the training thread)")
         ->capture_default_str();
     app->add_flag("--quiet", quiet, "no progress lines (errors and the final summary only)");
@@ -330,8 +331,8 @@ struct TrainCommand {
   /// given. Input settings the fast recipe takes from the images are filled by input_from_data.
   RunConfig config_from_flags() const {
     RunConfig c;
-    SIEVE_CHECK(!data.empty(), "train: --data DIR is required (or --resume RUN)");
-    SIEVE_CHECK(!out.empty(), "train: --out RUN is required (or --resume RUN)");
+    usage_check(!data.empty(), "train: --data DIR is required (or --resume RUN)");
+    usage_check(!out.empty(), "train: --out RUN is required (or --resume RUN)");
     c.data = fs::absolute(data).lexically_normal().string();
     c.recipe = recipe;
     const bool fast = recipe == "fast";
@@ -367,13 +368,13 @@ struct TrainCommand {
       while (pos <= blocks.size()) {
         const auto comma = std::min(blocks.find(',', pos), blocks.size());
         const std::string part = blocks.substr(pos, comma - pos);
-        SIEVE_CHECK(!part.empty() && part.size() <= 3 && part.find_first_not_of("0123456789") == std::string::npos &&
+        usage_check(!part.empty() && part.size() <= 3 && part.find_first_not_of("0123456789") == std::string::npos &&
                         std::stoul(part) >= 1,
                     "train: --blocks '", blocks, "': '", part, "' is not a positive block count (e.g. --blocks 1,1,1,1)");
         c.blocks.push_back(std::stoul(part));
         pos = comma + 1;
       }
-      SIEVE_CHECK(c.blocks.size() <= 4, "train: --blocks '", blocks, "' has ", c.blocks.size(),
+      usage_check(c.blocks.size() <= 4, "train: --blocks '", blocks, "' has ", c.blocks.size(),
                   " stages; 1 to 4 are supported");
       c.arch = "custom";
     }
@@ -383,7 +384,7 @@ struct TrainCommand {
     if (given("--image-size")) c.image_size = image_size;
     if (given("--fit")) c.fit = fit;
     auto triple = [](const std::vector<float>& v, const char* flag) {
-      SIEVE_CHECK(v.size() == 1 || v.size() == 3, "train: ", flag, " takes 1 or 3 values, got ", v.size());
+      usage_check(v.size() == 1 || v.size() == 3, "train: ", flag, " takes 1 or 3 values, got ", v.size());
       return v.size() == 1 ? std::array<float, 3>{v[0], v[0], v[0]} : std::array<float, 3>{v[0], v[1], v[2]};
     };
     if (!mean.empty()) c.mean = triple(mean, "--mean");
@@ -454,7 +455,7 @@ struct TrainCommand {
     const bool root = comm.rank() == 0;
     if (!root) quiet = true;  // progress and notes from rank 0 only
     if (ranks > 1)
-      SIEVE_CHECK(max_minutes <= 0.0, "train: --max-minutes cannot be used with ", ranks, " MPI ranks: each rank "
+      usage_check(max_minutes <= 0.0, "train: --max-minutes cannot be used with ", ranks, " MPI ranks: each rank "
                   "would stop on its own clock, at different steps; use --max-steps");
     RunConfig cfg;
     fs::path run_dir;
@@ -462,7 +463,7 @@ struct TrainCommand {
     const bool resuming = !resume.empty();
     if (resuming) {
       for (const auto& f : config_flags())
-        SIEVE_CHECK(app->count(f) == 0, "train: ", f, " cannot be combined with --resume (the run's config.json "
+        usage_check(app->count(f) == 0, "train: ", f, " cannot be combined with --resume (the run's config.json "
                                         "fixes it; start a new run with --out to change it)");
       run_dir = resume;
       cfg = load_config(run_dir);
@@ -499,8 +500,15 @@ struct TrainCommand {
                 "; validation holds ", 100.0 * cfg.outside_frac, "%; --distractor-share)"));
       }
     }
-    cfg.validate("train");
-    SIEVE_CHECK(cfg.batch % ranks == 0, "train: --batch ", cfg.batch, " is the global batch under MPI and must be a "
+    // Settings from flags that do not go together are usage errors; a resumed run's config.json
+    // was checked when it was read (load_config names the file).
+    try {
+      cfg.validate("train");
+    } catch (const Error& e) {
+      if (resuming) throw;
+      throw UsageError(e.what());
+    }
+    usage_check(cfg.batch % ranks == 0, "train: --batch ", cfg.batch, " is the global batch under MPI and must be a "
                 "multiple of the ", ranks, " ranks (each rank takes batch / ranks samples of every batch)");
     const std::size_t K = cfg.num_classes();
     const TrainSplit split = make_split(df, cfg.seed, cfg.val_frac, cfg.outside_frac, cfg.negatives);

@@ -109,14 +109,16 @@ try:
     refused(["predict", "--run", run, "--data", latin, "--out", sub, "--workers", "1", "--quiet"], needle)
     check(not os.path.exists(sub), "a refused predict writes no submission")
 
-    # Non-finite numbers are refused where a number must be finite (CLI::Range lets NaN through).
+    # Non-finite numbers are refused where a number must be finite (CLI::Range lets NaN through):
+    # usage errors, exit 2.
     for flag, value in (("--threshold", "nan"), ("--threshold", "inf"), ("--unknown-rate", "nan")):
-        refused(["predict", "--run", run, "--data", data, "--out", sub, "--quiet", flag, value], flag, "not a finite number")
+        refused(["predict", "--run", run, "--data", data, "--out", sub, "--quiet", flag, value], flag, "not a finite number",
+                rc_wanted=2)
     check(not os.path.exists(sub), "a refused predict writes no submission")
     for flag, value in (("--lr", "nan"), ("--max-minutes", "nan"), ("--label-smoothing", "nan"),
                         ("--val-frac", "inf"), ("--weight-decay", "nan")):
         bad_run = os.path.join(tmp, "nan_run")
-        refused(["train", "--data", data, "--out", bad_run, flag, value], flag, "not a finite number")
+        refused(["train", "--data", data, "--out", bad_run, flag, value], flag, "not a finite number", rc_wanted=2)
         check(not os.path.exists(bad_run), f"train {flag} {value}: no run folder")
 
     # A FIFO where a file is expected: named at once instead of waited on forever.

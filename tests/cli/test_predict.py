@@ -253,17 +253,17 @@ for bad in (os.path.join(tmp, "no_dir", "s.csv"), os.path.join(data, "train.csv"
 
 # Errors, with no partial output.
 bad_out = os.path.join(tmp, "bad.csv")
-for args, texts in [
-    (["--run", os.path.join(tmp, "nope"), "--data", data, "--out", bad_out], ["nope"]),
-    (["--run", run, "--data", os.path.join(tmp, "nodata"), "--out", bad_out], ["nodata"]),
-    (["--run", run, "--data", data, "--out", bad_out, "--method", "magic"], ["--method"]),
-    (["--run", run, "--data", data, "--out", bad_out, "--threshold", "0.5", "--unknown-rate", "0.1"], ["excludes"]),
-    (["--run", run, "--data", data, "--out", bad_out, "--unknown-rate", "1.5"], ["--unknown-rate"]),
-    (["--run", run, "--data", data, "--out", os.path.join(tmp, "no_dir", "s.csv")], ["no_dir"]),
+for args, texts, rc_wanted in [  # usage errors exit 2, failures while running 1
+    (["--run", os.path.join(tmp, "nope"), "--data", data, "--out", bad_out], ["nope"], 1),
+    (["--run", run, "--data", os.path.join(tmp, "nodata"), "--out", bad_out], ["nodata"], 1),
+    (["--run", run, "--data", data, "--out", bad_out, "--method", "magic"], ["--method"], 2),
+    (["--run", run, "--data", data, "--out", bad_out, "--threshold", "0.5", "--unknown-rate", "0.1"], ["excludes"], 2),
+    (["--run", run, "--data", data, "--out", bad_out, "--unknown-rate", "1.5"], ["--unknown-rate"], 2),
+    (["--run", run, "--data", data, "--out", os.path.join(tmp, "no_dir", "s.csv")], ["no_dir"], 1),
 ]:
     rc, out, err = sieve("predict", "--quiet", *args)
-    check(rc == 1 and err.startswith("sieve: error: ") and all(t in err for t in texts) and not os.path.exists(bad_out),
-          f"predict {args}: rc={rc}, wanted {texts}\n{err}")
+    check(rc == rc_wanted and err.startswith("sieve: error: ") and all(t in err for t in texts)
+          and not os.path.exists(bad_out), f"predict {args}: rc={rc} (wanted {rc_wanted}), wanted {texts}\n{err}")
 # A run without calibration: the threshold must come from the command line.
 run2 = os.path.join(tmp, "run2")
 shutil.copytree(run, run2)

@@ -157,8 +157,8 @@ rc, out, err = run("--submission", os.path.join(tmp, "nope.csv"), "--solution", 
 if rc != 1 or "nope.csv" not in err:
     failures.append(f"missing submission file: rc={rc}\n{err}")
 rc, out, err = run("--submission", os.path.join(tmp, "ok.csv"))
-if rc != 1 or "--solution" not in err:
-    failures.append(f"missing --solution: rc={rc}\n{err}")
+if rc != 2 or "--solution" not in err:
+    failures.append(f"missing --solution (a usage error, exit 2): rc={rc}\n{err}")
 
 if failures:
     print(f"FAIL: {len(failures)} problem(s)")

@@ -49,6 +49,25 @@ def step(name, *args):
 data, run = os.path.join(tmp, "data"), os.path.join(tmp, "run")
 order = make_shapes_folder(data, np.random.default_rng(3))
 
+# CLI habits: usage errors exit 2, failures while running exit 1, both as one "sieve: error:"
+# line without the library's "[check failed: ...]" suffix; `sieve help [SUBCOMMAND]`.
+for args, rc_want, needle in ((), 2, "subcommand"), (("trian",), 2, "unknown subcommand 'trian'"), \
+        (("train", "--bogus"), 2, "--bogus"), (("train", "--data", data), 2, "--out"), \
+        (("train", "--data", data, "--out", run, "--blocks", "1,x"), 2, "--blocks"), \
+        (("help", "nope"), 2, "unknown subcommand 'nope'"), \
+        (("train", "--data", os.path.join(tmp, "no_such"), "--out", run), 1, "no_such"), \
+        (("score", "--submission", os.path.join(tmp, "none.csv"), "--solution", os.path.join(tmp, "none.csv")), 1,
+         "none.csv"):
+    rc, out, err = run_sieve(EXE, *args)
+    check(rc == rc_want and err.startswith("sieve: error: ") and needle in err and "[check failed" not in err,
+          f"sieve {' '.join(args)}: exit {rc_want} naming {needle!r}: exit {rc}, {err!r}")
+check(not os.path.exists(run), "the refused trains made no run folder")
+rc, out, _ = run_sieve(EXE, "help")
+check(rc == 0 and "train" in out and "predict" in out and "sieve help SUBCOMMAND" in out, f"sieve help: {rc} {out[:200]}")
+rc, out, _ = run_sieve(EXE, "help", "train")
+rc2, out2, _ = run_sieve(EXE, "train", "--help")
+check(rc == 0 and out == out2 and "--max-minutes" in out, "sieve help train is sieve train --help")
+
 step("validate", "validate", "--data", data)
 # The default (fast) recipe with a narrow network: input settings from the images, softmax with
 # "other", SGD, flip TTA calibrated and used by predict.

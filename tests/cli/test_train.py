@@ -423,34 +423,38 @@ def test_fast_recipe(tmp, data, labels):
 
 
 def test_errors(tmp, data, full_run):
-    def err(args, *needles):
+    def err(args, *needles, rc=1):
+        """Usage errors (flags) exit 2, failures while running 1; either is one line without the
+        library's [check failed: ...] suffix."""
         p = sieve(*args, expect=None)
-        ok = p.returncode != 0 and all(n in p.stderr for n in needles) and "Traceback" not in p.stderr
-        check(ok, f"error for {' '.join(map(str, args))!r} mentions {needles}: exit {p.returncode}, {p.stderr.strip()[-300:]}")
+        ok = (p.returncode == rc and all(n in p.stderr for n in needles) and "Traceback" not in p.stderr
+              and "[check failed" not in p.stderr)
+        check(ok, f"error for {' '.join(map(str, args))!r} mentions {needles}, exit {rc}: exit {p.returncode}, "
+                  f"{p.stderr.strip()[-300:]}")
 
     out = os.path.join(tmp, "bad_run")
-    err(["train", "--out", out], "--data")
-    err(["train", "--data", data], "--out")
-    err(["train", "--data", data, "--out", out, "--fit", "zoom"], "--fit")
-    err(["train", "--data", data, "--out", out, "--augment", "mixup"], "--augment")
-    err(["train", "--data", data, "--out", out, "--freeze", "all"], "--freeze")
-    err(["train", "--data", data, "--out", out, "--blocks", "1,0"], "--blocks", "'0'")
-    err(["train", "--data", data, "--out", out, "--blocks", "1,1,1,1,1"], "1 to 4")
-    err(["train", "--data", data, "--out", out, "--blocks", "one"], "--blocks")
-    err(["train", "--data", data, "--out", out, "--mean", "0.1", "0.2"], "--mean", "1 or 3")
-    err(["train", "--data", data, "--out", out, "--lr", "-1"], "--lr")
-    err(["train", "--data", data, "--out", out, "--epochs", "0"], "--epochs")
-    err(["train", "--data", data, "--out", out, "--distractor-share", "1.5"], "--distractor-share", "[0, 1]")
+    err(["train", "--out", out], "--data", rc=2)
+    err(["train", "--data", data], "--out", rc=2)
+    err(["train", "--data", data, "--out", out, "--fit", "zoom"], "--fit", rc=2)
+    err(["train", "--data", data, "--out", out, "--augment", "mixup"], "--augment", rc=2)
+    err(["train", "--data", data, "--out", out, "--freeze", "all"], "--freeze", rc=2)
+    err(["train", "--data", data, "--out", out, "--blocks", "1,0"], "--blocks", "'0'", rc=2)
+    err(["train", "--data", data, "--out", out, "--blocks", "1,1,1,1,1"], "1 to 4", rc=2)
+    err(["train", "--data", data, "--out", out, "--blocks", "one"], "--blocks", rc=2)
+    err(["train", "--data", data, "--out", out, "--mean", "0.1", "0.2"], "--mean", "1 or 3", rc=2)
+    err(["train", "--data", data, "--out", out, "--lr", "-1"], "--lr", rc=2)
+    err(["train", "--data", data, "--out", out, "--epochs", "0"], "--epochs", rc=2)
+    err(["train", "--data", data, "--out", out, "--distractor-share", "1.5"], "--distractor-share", "[0, 1]", rc=2)
     err(["train", "--data", data, "--out", out, "--arch", "cifar-resnet8", "--global-pool", "max"], "global_pool 'max'",
-        "pool")
-    err(["train", "--data", data, "--out", out, "--distractor-share", "most"], "--distractor-share", "data, none")
-    err(["train", "--data", data, "--out", out, "--validate-every", "0"], "--validate-every")
+        "pool", rc=2)
+    err(["train", "--data", data, "--out", out, "--distractor-share", "most"], "--distractor-share", "data, none", rc=2)
+    err(["train", "--data", data, "--out", out, "--validate-every", "0"], "--validate-every", rc=2)
     err(["train", "--data", data, "--out", out, "--recipe", "seed", "--validate-every", "2"], "validate_every=2",
-        "early stopping")
+        "early stopping", rc=2)
     err(["train", "--data", data, "--out", out, "--weights", os.path.join(tmp, "nope.safetensors")], "nope.safetensors")
     err(["train", "--data", os.path.join(tmp, "no_such_dir"), "--out", out], "no_such_dir")
     err(["train", "--data", data, "--out", full_run], "not empty", "--resume")
-    err(["train", "--resume", full_run, "--lr", "0.1"], "--lr", "--resume")
+    err(["train", "--resume", full_run, "--lr", "0.1"], "--lr", "--resume", rc=2)
     err(["train", "--resume", os.path.join(tmp, "no_run")], "no_run")
     check(not os.path.exists(out) or not os.listdir(out), "failed runs leave no run folder behind")
 

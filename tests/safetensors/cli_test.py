@@ -33,11 +33,13 @@ def expect_ok(exe, args, *texts):
         failures.append(f"sieve {' '.join(args)}: rc={rc}, wanted {texts} in stdout\nstdout: {out}\nstderr: {err}")
 
 
-def expect_error(exe, args, *texts):
+def expect_error(exe, args, *texts, rc_wanted=1):
+    """A failure: exit 1 while running, 2 for a usage error; one 'sieve: error:' line."""
     rc, out, err = run(exe, args)
     first = err.strip().splitlines()[0] if err.strip() else ""
-    if rc != 1 or not first.startswith("sieve: error: ") or not all(t in err for t in texts):
-        failures.append(f"sieve {' '.join(args)}: rc={rc}, wanted 'sieve: error:' and {texts}\nstderr: {err}")
+    if rc != rc_wanted or not first.startswith("sieve: error: ") or not all(t in err for t in texts):
+        failures.append(f"sieve {' '.join(args)}: rc={rc} (wanted {rc_wanted}), wanted 'sieve: error:' and {texts}"
+                        f"\nstderr: {err}")
 
 
 def main(exe):
@@ -50,12 +52,17 @@ def main(exe):
               "i64 I64 [2, 4] [", ": 0 1 -1", "bn.num_batches_tracked I64 [] [", ": 7", "7 tensors", "valid")
     expect_error(exe, ["inspect", os.path.join(ROOT, "tests/data/safetensors/bad/gap.safetensors")],
                  "gap.safetensors", "(gap) [rule: offsets contiguous from 0, no gaps or overlaps]")
-    expect_error(exe, ["inspect"], "file is required")
-    expect_error(exe, [], "subcommand")
-    expect_error(exe, ["bogus"], "unknown subcommand 'bogus'")
-    expect_error(exe, ["forward"], "--weights is required")
-    expect_error(exe, ["forward", "--weights", "a", "--input", "b", "--out", "c", "--no-such-flag"], "--no-such-flag")
-    expect_error(exe, ["forward", "--weights", "a", "--input", "b", "--out", "c", "--threads", "-2"], "--threads")
+    expect_error(exe, ["inspect"], "file is required", rc_wanted=2)
+    expect_error(exe, [], "subcommand", rc_wanted=2)
+    expect_error(exe, ["bogus"], "unknown subcommand 'bogus'", rc_wanted=2)
+    expect_error(exe, ["forward"], "--weights is required", rc_wanted=2)
+    expect_error(exe, ["forward", "--weights", "a", "--input", "b", "--out", "c", "--no-such-flag"], "--no-such-flag",
+                 rc_wanted=2)
+    expect_error(exe, ["forward", "--weights", "a", "--input", "b", "--out", "c", "--threads", "-2"], "--threads",
+                 "not in range 0 to 4096", rc_wanted=2)
+    # Another kind of file is called so (here a PNG), not read as a header length.
+    expect_error(exe, ["inspect", os.path.join(ROOT, "tests/data/images/brightness_0.6_in_37x53.png")], "not a safetensors file?",
+                 "\\x89PNG")
     with tempfile.TemporaryDirectory(prefix="sieve-cli-test-") as d:
         p = lambda n: os.path.join(d, n)  # noqa: E731
         expect_error(exe, ["forward", "--weights", p("missing.safetensors"), "--input", "x", "--out", "y"],

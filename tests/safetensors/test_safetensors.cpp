@@ -258,6 +258,23 @@ TEST_CASE("safetensors: each safety rule broken once is rejected, naming the fil
     CHECK_THROWS_WITH_AS(SafeTensors::parse(f, "big.safetensors"), doctest::Contains("header length capped at 100 MB"),
                          sieve::Error);
   }
+  SUBCASE("another kind of file is called so") {
+    std::vector<std::byte> png(64, std::byte{0});
+    const char magic[] = "\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    for (std::size_t i = 0; i + 1 < sizeof magic; ++i) png[i] = static_cast<std::byte>(magic[i]);
+    CHECK_THROWS_WITH_AS(SafeTensors::parse(png, "model.png"),
+                         doctest::Contains("not a safetensors file? its first bytes are '\\x89PNG\\x0d\\x0a\\x1a\\x0a'"),
+                         sieve::Error);
+    auto f = raw_file("{}", 0);  // a real header after an impossible length: no such guess
+    sieve::io::detail::store_le(f.data(), std::uint64_t{100'000'001});
+    std::string msg;
+    try {
+      (void)SafeTensors::parse(f, "big.safetensors");
+    } catch (const sieve::Error& e) {
+      msg = e.what();
+    }
+    CHECK(msg.find("not a safetensors file") == std::string::npos);
+  }
   SUBCASE("header length past end of file") {
     auto f = raw_file("{}", 0);
     sieve::io::detail::store_le(f.data(), std::uint64_t{3});

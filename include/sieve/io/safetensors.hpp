@@ -508,6 +508,23 @@ class HeaderParser {
   }
 };
 
+/// Up to the first 8 bytes of a file for an error message: printable ASCII as is, the rest as
+/// \xNN ("PK\x03\x04..." is a zip, "\x89PNG..." an image).
+inline std::string printable_prefix(const std::vector<std::byte>& bytes) {
+  std::string out = "'";
+  for (std::size_t i = 0; i < std::min<std::size_t>(8, bytes.size()); ++i) {
+    const auto c = static_cast<unsigned char>(bytes[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
+      out += static_cast<char>(c);
+    } else {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out + "'";
+}
 }  // namespace detail
 
 /// Text form of a shape, "[2, 3]" ("[]" for rank 0), for messages.
@@ -534,12 +551,19 @@ class SafeTensors {
     if (bytes.size() < 8)
       fail(src, ": file is ", bytes.size(), " bytes, too short for the 8-byte header length [rule: header length]");
     const std::uint64_t n = detail::load_le<std::uint64_t>(bytes.data());
+    // A safetensors header is a JSON object: it starts with '{' right after the length. When
+    // the length is impossible and no '{' follows, the file is most likely something else (a
+    // PyTorch .pt zip, an ONNX model, an image): say so before the number read from it.
+    const std::string other = bytes.size() > 8 && static_cast<char>(bytes[8]) != '{'
+                                  ? str(" (not a safetensors file? its first bytes are ", detail::printable_prefix(bytes),
+                                        ", not a header length and a JSON header)")
+                                  : std::string();
     if (n > kSafeTensorsMaxHeader)
-      fail(src, ": header length ", n, " is over the limit of ", kSafeTensorsMaxHeader,
-           " bytes [rule: header length capped at 100 MB]");
+      fail(src, ": header length ", n, " is over the limit of ", kSafeTensorsMaxHeader, " bytes", other,
+           " [rule: header length capped at 100 MB]");
     if (n > bytes.size() - 8)
-      fail(src, ": header length ", n, " runs past the end of the ", bytes.size(),
-           "-byte file [rule: header must fit in the file]");
+      fail(src, ": header length ", n, " runs past the end of the ", bytes.size(), "-byte file", other,
+           " [rule: header must fit in the file]");
     const std::string_view header(reinterpret_cast<const char*>(bytes.data() + 8), static_cast<std::size_t>(n));
     std::vector<detail::HeaderParser::Entry> entries;
     detail::HeaderParser(header, src).parse(entries, st.metadata_);
