@@ -44,8 +44,8 @@ echo "== report"
 map5=$(awk '/^MAP@5/ { print $2 }' "$dir/score.txt")
 echo
 echo "demo: test MAP@5 $map5 from a $minutes-minute train command (reference: the fast PyTorch recipe,"
-echo "      ../shared/reference/fmnist_d_fast_torch.py, reached 0.9700 in 10 minutes on 2 cores"
-echo "      side by side with sieve's 0.9694, 0.9678-0.9695 in earlier runs; benchmarks/README.md;"
+echo "      ../shared/reference/fmnist_d_fast_torch.py, reached 0.9678-0.9700 in 10 minutes on 2 cores"
+echo "      side by side with sieve's 0.9677-0.9694 on distractors 8,9; benchmarks/README.md;"
 echo "      the seed recipe in PyTorch 0.917 on a GPU)"
 echo "demo: submission      $dir/submission.csv"
 echo "demo: report          $run/report/index.html"
