@@ -8,7 +8,7 @@
 ///   flip-translate  the flip pair (1/2 in all), and the flip pairs of the image moved by
 ///                   (+1, +1) and by (-1, -1) pixels (1/4 each pair): six views, the multi-view
 ///                   TTA of the "airbench" CIFAR-10 recipes (Jordan, 2024). Measured on FMNIST-D
-///                   (benchmarks/README.md): known-class top-1 +0.15 to +0.25 points over flip.
+///                   (benchmarks/README.md): known-class top-1 +0.14 to +0.25 points over flip.
 ///
 /// The outputs averaged must be linear in what is compared (embeddings, logits): the head is
 /// linear, so averaged logits are the head of the averaged embedding.

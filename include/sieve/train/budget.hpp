@@ -30,11 +30,11 @@
 /// steady ended a 30-minute run 3 minutes early; another at 0.215 against 0.239 overran its
 /// plan by 23 s). Only the total changes: the probe and warmup LRs are already spent and the
 /// cosine starts after them, so the LR curve stays continuous. It is planned once more
-/// halfway through the annealing (replan_midway), from the mean step time since the warmup:
-/// a machine whose speed changes mid-run (measured 2026-12-07: 0.228 s/step over the warmup,
-/// 0.19 after it; that run ended 93 s before its plan) still ends on its budget. The schedule
-/// keeps the LR it has at that step and bends towards the new end
-/// (PlannedWarmupCosineLR::replanned). If a later validation would overrun the budget
+/// halfway through the annealing (replan_midway), from the mean time of the later half of the
+/// steps since the warmup (the recent speed): a machine whose speed changes mid-run (measured
+/// 2026-12-07: 0.228 s/step over the warmup, 0.19 after it; that run ended 93 s before its
+/// plan) still ends near its budget. The schedule keeps the LR it has at that step and bends
+/// towards the new end (PlannedWarmupCosineLR::replanned). If a later validation would overrun the budget
 /// anyway, the trainer skips it (logged; see skip_late_validation); the schedule and the
 /// weights are unaffected. Plans are per fit() call; a resumed run takes the plan from
 /// state.json and follows it as it is, refined or not (a run interrupted during the probe
