@@ -96,6 +96,7 @@ struct RunConfig {
   double lr = 1e-3;
   double weight_decay = 1e-4;
   double momentum = 0.9;                     ///< sgd only
+  double max_grad_norm = 0.0;                ///< > 0: clip the global gradient norm to this
   std::string tta = "none";                  ///< TTA of predict and calibration (augment::tta_modes)
   std::string schedule = "warmup-cosine";
   double warmup_epochs = 1.0;                ///< linear warmup length, in epochs (capped at total/10)
@@ -180,6 +181,8 @@ struct RunConfig {
     SIEVE_CHECK(optimizer == "adamw" || optimizer == "sgd", where, ": optimizer='", optimizer,
                 "' must be adamw or sgd");
     SIEVE_CHECK(momentum > 0.0 && momentum < 1.0, where, ": momentum=", momentum, " must be in (0, 1)");
+    SIEVE_CHECK(max_grad_norm >= 0.0 && std::isfinite(max_grad_norm), where, ": optimizer.max_grad_norm=",
+                max_grad_norm, " must be a finite number >= 0");
     SIEVE_CHECK(schedule == "warmup-cosine", where, ": schedule='", schedule, "' (only warmup-cosine is supported)");
     SIEVE_CHECK(lr > 0.0 && std::isfinite(lr), where, ": lr=", lr, " must be > 0");
     SIEVE_CHECK(weight_decay >= 0.0, where, ": weight_decay=", weight_decay, " must be >= 0");
@@ -241,7 +244,11 @@ inline void to_json(json& j, const RunConfig& c) {
            {"augment", c.augment},
            {"crop_padding", c.effective_crop_padding()},
            {"optimizer",
-            {{"name", c.optimizer}, {"lr", c.lr}, {"weight_decay", c.weight_decay}, {"momentum", c.momentum}}},
+            {{"name", c.optimizer},
+             {"lr", c.lr},
+             {"weight_decay", c.weight_decay},
+             {"momentum", c.momentum},
+             {"max_grad_norm", c.max_grad_norm}}},
            {"tta", c.tta},
            {"schedule", {{"name", c.schedule}, {"warmup_epochs", c.warmup_epochs}}},
            {"epochs", c.epochs},
@@ -286,6 +293,7 @@ inline void from_json(const json& j, RunConfig& c) {
   c.lr = o.at("lr").get<double>();
   c.weight_decay = o.at("weight_decay").get<double>();
   c.momentum = o.value("momentum", 0.9);
+  c.max_grad_norm = o.value("max_grad_norm", 0.0);
   c.tta = j.value("tta", std::string("none"));
   const auto& s = j.at("schedule");
   c.schedule = s.at("name").get<std::string>();

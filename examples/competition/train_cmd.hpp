@@ -168,7 +168,7 @@ struct TrainCommand {
   std::size_t image_size = 0, width = 0, channels = 0, workers = 2;
   std::int64_t epochs = 0, batch = 0, patience = 0, validate_every = 1, max_steps = -1;
   double lr = 0, weight_decay = 0, dropout = 0, outside_frac = 0.3, val_frac = 0.1, warmup_epochs = 1.0,
-         label_smoothing = 0, momentum = 0.9, max_minutes = 0.0, checkpoint_minutes = 10.0;
+         label_smoothing = 0, momentum = 0.9, max_minutes = 0.0, checkpoint_minutes = 10.0, clip_grad_norm = 0.0;
   std::uint64_t seed = 0;
   bool negatives = false, quiet = false;
   int threads = 0;
@@ -181,7 +181,7 @@ struct TrainCommand {
         "--epochs",   "--batch",   "--lr",            "--weight-decay", "--dropout",    "--warmup-epochs",
         "--patience", "--seed",    "--negatives",     "--outside-frac", "--val-frac",   "--head",
         "--label-smoothing", "--optimizer", "--momentum", "--tta", "--distractor-share",
-        "--global-pool", "--validate-every"};
+        "--global-pool", "--validate-every", "--clip-grad-norm"};
     return f;
   }
 
@@ -190,11 +190,13 @@ struct TrainCommand {
                                          "every ranking method on validation. Two recipes: fast (default: a small "
                                          "network for the images' own size (PoolNet), softmax with an 'other' class "
                                          "trained on outside images, SGD) and seed (ResNet50, BCE, AdamW, 224 px)");
-    app->add_option("--data", data, "data folder (train.csv, train/, optional outside/; see 'sieve validate')");
-    app->add_option("--out", out, "run folder to create (must not already hold a run)");
+    app->add_option("--data", data, "data folder (train.csv, train/, optional outside/; see 'sieve validate')")
+        ->type_name("DIR");
+    app->add_option("--out", out, "run folder to create (must not already hold a run)")->type_name("RUN");
     app->add_option("--resume", resume, "continue the run in this folder from its last/ checkpoint (its "
                                         "config.json fixes every setting; only --max-minutes, --max-steps, "
-                                        "--checkpoint-minutes, --threads, --workers may be given)");
+                                        "--checkpoint-minutes, --threads, --workers may be given)")
+        ->type_name("RUN");
     app->add_option("--recipe", recipe, "defaults of every setting below: fast (input size, channels, mean and std "
                                         "from the images; poolnet; softmax-other head, label smoothing 0.1; "
                                         "SGD lr 0.2 batch 256; outside images as negatives; flip-translate TTA) or "
@@ -202,7 +204,8 @@ struct TrainCommand {
         ->check(CLI::IsMember({"fast", "seed"}))
         ->capture_default_str();
     app->add_option("--weights", weights, "start from pretrained weights (.safetensors, torchvision or timm names; "
-                                          "the head is re-initialised when its class count differs)");
+                                          "the head is re-initialised when its class count differs)")
+        ->type_name("FILE");
     app->add_option("--arch", arch, "backbone: resnet50 (bottleneck 3,4,6,3, ImageNet stem), resnet26, resnet101, "
                                     "tiny (bottleneck 1,1,1,1 width 16); cifar-resnet8/10/14/20 (basic blocks "
                                     "1,1,1 / 1,1,1,1 / 2,2,2 / 3,3,3, 3x3 stem, width 16), cifar-resnet18 (basic "
@@ -320,6 +323,24 @@ struct TrainCommand {
     app->add_option("--workers", workers, "image loading threads (0 = load on the training thread)")
         ->capture_default_str();
     app->add_flag("--quiet", quiet, "no progress lines (errors and the final summary only)");
+    app->add_option("--clip-grad-norm", clip_grad_norm, "clip the global gradient norm to this before each "
+                                                         "optimizer step (0: off)")
+        ->check(finite_number & CLI::NonNegativeNumber)
+        ->capture_default_str();
+    // --help lists the options under these headings (CLI11 groups, in order of first use).
+    static const std::vector<std::pair<const char*, std::vector<const char*>>> groups{
+        {"Data and run folder", {"--data", "--out", "--resume", "--recipe", "--weights"}},
+        {"Model", {"--arch", "--global-pool", "--blocks", "--width", "--head", "--label-smoothing", "--dropout",
+                   "--freeze"}},
+        {"Input and augmentation", {"--channels", "--image-size", "--fit", "--mean", "--std", "--augment", "--tta"}},
+        {"Optimisation", {"--optimizer", "--momentum", "--epochs", "--batch", "--lr", "--weight-decay",
+                          "--warmup-epochs", "--patience", "--seed", "--clip-grad-norm"}},
+        {"Validation and calibration", {"--negatives", "--outside-frac", "--val-frac", "--validate-every",
+                                        "--distractor-share"}},
+        {"Budget, checkpoints and resources", {"--max-minutes", "--max-steps", "--checkpoint-minutes", "--threads",
+                                               "--workers", "--quiet"}}};
+    for (const auto& [heading, names] : groups)
+      for (const char* name : names) app->get_option(name)->group(heading);
   }
 
   bool given(const char* flag) const { return app->count(flag) > 0; }
@@ -405,6 +426,7 @@ struct TrainCommand {
     else if (given("--head")) c.label_smoothing = head == "softmax-other" ? 0.1 : 0.0;
     if (given("--tta")) c.tta = tta;
     c.warmup_epochs = warmup_epochs;
+    c.max_grad_norm = clip_grad_norm;
     if (given("--patience")) c.patience = patience;
     if (given("--validate-every")) c.validate_every = validate_every;
     else if (c.early_stopping()) c.validate_every = 1;
@@ -719,6 +741,7 @@ struct TrainCommand {
     if (cfg.early_stopping())
       o.early_stopping = train::EarlyStoppingOptions{"val_map5", train::Mode::max, cfg.patience, 0.0};
     o.validate_every_epochs = cfg.validate_every;
+    o.max_grad_norm = cfg.max_grad_norm;
     o.config = {{"data", cfg.data}, {"classes", std::to_string(cfg.num_classes())}, {"freeze", cfg.freeze},
                 {"augment", cfg.augment}};
     // --max-steps counts steps of this invocation; the trainer counts from the run's start.

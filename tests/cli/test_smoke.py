@@ -67,6 +67,8 @@ check(rc == 0 and "train" in out and "predict" in out and "sieve help SUBCOMMAND
 rc, out, _ = run_sieve(EXE, "help", "train")
 rc2, out2, _ = run_sieve(EXE, "train", "--help")
 check(rc == 0 and out == out2 and "--max-minutes" in out, "sieve help train is sieve train --help")
+check(all(h in out for h in ("Data and run folder:", "Model:", "Optimisation:", "Budget, checkpoints and resources:"))
+      and "--data DIR" in out and "--weights FILE" in out, f"train --help groups its options: {out[:600]}")
 
 step("validate", "validate", "--data", data)
 # The default (fast) recipe with a narrow network: input settings from the images, softmax with

@@ -372,6 +372,17 @@ def test_fast_recipe(tmp, data, labels):
     if check(p.returncode == 0, f"poolnet --global-pool max exits 0: {p.stderr[-300:]}"):
         check(json.load(open(os.path.join(run_m, "config.json")))["model"]["global_pool"] == "max",
               "config.json records the global max pool")
+        # --clip-grad-norm reaches the trainer: the same run with every step clipped to a tiny norm
+        # ends elsewhere, and config.json records it.
+        run_c = os.path.join(tmp, "run_clipped")
+        p = sieve("train", "--data", data, "--out", run_c, "--epochs", "1", "--arch", "poolnet", "--width", "4",
+                  "--global-pool", "max", "--batch", "8", "--workers", "1", "--quiet", "--clip-grad-norm", "1e-9")
+        if check(p.returncode == 0, f"--clip-grad-norm exits 0: {p.stderr[-300:]}"):
+            wm, _ = read_safetensors(os.path.join(run_m, "last", "model.safetensors"))
+            wc, _ = read_safetensors(os.path.join(run_c, "last", "model.safetensors"))
+            check(json.load(open(os.path.join(run_c, "config.json")))["optimizer"]["max_grad_norm"] == 1e-9
+                  and not np.array_equal(wm["conv1.weight"], wc["conv1.weight"]),
+                  "--clip-grad-norm 1e-9: recorded, and the weights differ from the unclipped run's")
         emb = os.path.join(tmp, "max_pool_emb.safetensors")
         p = sieve("embed", "--run", run_m, "--images", os.path.join(data, "test"), "--out", emb, "--quiet")
         if check(p.returncode == 0, f"embed with a max-pool run: {p.stderr[-300:]}"):
@@ -449,6 +460,7 @@ def test_errors(tmp, data, full_run):
         "pool", rc=2)
     err(["train", "--data", data, "--out", out, "--distractor-share", "most"], "--distractor-share", "data, none", rc=2)
     err(["train", "--data", data, "--out", out, "--validate-every", "0"], "--validate-every", rc=2)
+    err(["train", "--data", data, "--out", out, "--clip-grad-norm", "-1"], "--clip-grad-norm", rc=2)
     err(["train", "--data", data, "--out", out, "--recipe", "seed", "--validate-every", "2"], "validate_every=2",
         "early stopping", rc=2)
     err(["train", "--data", data, "--out", out, "--weights", os.path.join(tmp, "nope.safetensors")], "nope.safetensors")
