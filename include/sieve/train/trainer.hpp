@@ -268,6 +268,9 @@ class Trainer {
     std::vector<double> probe_seconds;  // durations of this run's steps before the plan
     std::vector<double> warmup_seconds;  // and after it, until the plan is refined
     std::vector<double> steady_seconds;  // and after that, until it is planned again midway
+    // Sized once, so no training step grows them: the probe, then (planned) the warmup and
+    // the first half of the annealing.
+    if (budgeted) probe_seconds.reserve(static_cast<std::size_t>(o_.budget->probe_steps) + 1);
     val_seconds_ = -1.0;
     save_seconds_ = -1.0;
     last_save_at_ = t0;
@@ -286,11 +289,16 @@ class Trainer {
       SIEVE_CHECK(!budgeted || nb > 0, "Trainer: epoch ", st_.epoch, " has no batches: a budgeted run would never end");
       if (st_.batch < nb) loader.start_epoch(st_.epoch, st_.batch);
       while (st_.batch < nb) {
-        if (budgeted && !plan_ && st_.step >= o_.budget->probe_steps && probe_seconds.size() >= 2)
+        if (budgeted && !plan_ && st_.step >= o_.budget->probe_steps && probe_seconds.size() >= 2) {
           make_plan(probe_seconds, nb, elapsed);
+          if (plan_) warmup_seconds.reserve(static_cast<std::size_t>(plan_->warmup_steps) + 1);
+        }
         if (budgeted && plan_ && !plan_->refined && st_.step >= plan_->probe_steps + plan_->warmup_steps &&
-            warmup_seconds.size() >= 2)
+            warmup_seconds.size() >= 2) {
           refine_plan(warmup_seconds, nb, elapsed());
+          const std::int64_t to_midway = std::max<std::int64_t>(midway(*plan_) - st_.step, 0);
+          steady_seconds.reserve(static_cast<std::size_t>(to_midway) + 1);
+        }
         if (budgeted && plan_ && plan_->refined && !plan_->replanned && st_.step >= midway(*plan_) &&
             steady_seconds.size() >= 2)
           replan_midway(steady_seconds, nb, elapsed());
