@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "flags.hpp"
 #include "parallel.hpp"
 #include "run.hpp"
 #include "sieve/io/data_folder.hpp"
@@ -30,9 +31,7 @@ struct EmbedCommand {
     app->add_option("--images", images, "folder of .png/.jpg images (ids = file names without extension)")
         ->required();
     app->add_option("--out", out, "the .safetensors file to write")->required();
-    app->add_option("--tta", tta, "test-time augmentation: none; flip (average with the mirrored image); "
-                                  "flip-translate (six views: the flip pairs of the image and of it moved by one "
-                                  "pixel either way along the diagonal)")
+    app->add_option("--tta", tta, "test-time augmentation: " + tta_help)
         ->check(CLI::IsMember({"none", "flip", "flip-translate"}))
         ->capture_default_str();
     app->add_option("--workers", workers, "image decoding threads")->check(CLI::Range(std::size_t{0}, std::size_t{64}));

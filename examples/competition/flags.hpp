@@ -26,6 +26,11 @@ void usage_check(bool ok, Args&&... pieces) {
   if (!ok) throw UsageError(str(std::forward<Args>(pieces)...));
 }
 
+/// What --tta's modes mean (train, predict and embed take it; augment::tta_views defines them).
+inline const std::string tta_help =
+    "none; flip (average with the mirrored image); flip-translate (six views: the flip pairs of the image and of "
+    "it moved by one pixel either way along the diagonal)";
+
 /// A flag that must be a finite number: CLI::Range lets "nan" through (every comparison with
 /// NaN is false) and "inf" parses as a number, and either would silently poison a threshold.
 inline const CLI::Validator finite_number(

@@ -116,7 +116,8 @@ int main(int argc, char** argv) {
   // Ranks sharing a machine split its cores (unless OMP_NUM_THREADS, or --threads later, says).
   sieve::dist::share_host_cores(*comm);
   try {
-    CLI::App app{"sieve: train image-retrieval models on the CPU and write Kaggle-style submissions (a known class or -1 for a distractor, MAP@5). \"sieve help SUBCOMMAND\" describes each"};
+    CLI::App app{"sieve: train image-retrieval models on the CPU and write Kaggle-style submissions (a known "
+                 "class or -1 for a distractor, MAP@5). \"sieve help SUBCOMMAND\" describes each"};
     app.name("sieve");
     app.set_version_flag("--version", version_text());
     app.require_subcommand(1, 1);

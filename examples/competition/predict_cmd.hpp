@@ -145,10 +145,8 @@ struct PredictCommand {
                                         "the validation-tuned weight), auto (best on validation)")
         ->check(CLI::IsMember({"head", "knn", "centroid", "fusion", "auto"}))
         ->capture_default_str();
-    app->add_option("--tta", tta, "test-time augmentation: none, flip (average with the mirrored image), "
-                                  "flip-translate (six views: the flip pairs of the image and of it moved by one "
-                                  "pixel either way along the diagonal), or run (what the run was calibrated with, "
-                                  "RUN/config.json's tta)")
+    app->add_option("--tta", tta, "test-time augmentation: " + tta_help +
+                                      "; or run (what the run was calibrated with, RUN/config.json's tta)")
         ->check(CLI::IsMember({"none", "flip", "flip-translate", "run"}))
         ->capture_default_str();
     auto* ur = app->add_option("--unknown-rate", unknown_rate, "choose the threshold so that this fraction of test "

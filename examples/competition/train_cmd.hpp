@@ -288,10 +288,8 @@ struct TrainCommand {
     app->add_option("--val-frac", val_frac, "fraction of each class held out for validation")
         ->check(finite_number & CLI::Range(0.001, 0.9))
         ->capture_default_str();
-    app->add_option("--tta", tta, "test-time augmentation calibrated here and used by predict: none, flip "
-                                  "(with the mirrored image) or flip-translate (six views: the flip pairs of the "
-                                  "image and of it moved by one pixel either way along the diagonal). Default: "
-                                  "fast flip-translate, seed none")
+    app->add_option("--tta", tta, "test-time augmentation calibrated here and used by predict: " + tta_help +
+                                      ". Default: fast flip-translate, seed none")
         ->check(CLI::IsMember({"none", "flip", "flip-translate"}));
     app->add_option("--distractor-share", distractor_share,
                     "share of distractors the -1 thresholds are chosen for (validation MAP@5 reweighted to it): "
