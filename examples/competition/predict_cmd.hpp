@@ -205,7 +205,10 @@ struct PredictCommand {
       SIEVE_CHECK(mc.weight.has_value(), (run / "calibration.json").string(), ": method 'fusion' has no 'weight'");
       weight = *mc.weight;
     }
-    const Tensor2f scores = method_scores(m, q, db ? *db : EmbeddingsFile{}, K, weight, cfg.other_class());
+    const EmbeddingsFile none;
+    const EmbeddingsFile& gallery = db ? *db : none;
+    const Tensor2f scores =
+        retrieval::method_scores(m, q, {gallery.embedding, gallery.label}, K, cfg.head_kind(), weight);
 
     // The threshold and where it came from (stored in SUB.predict.json).
     json decision;

@@ -1,8 +1,9 @@
 #pragma once
 /// The run folder shared by `sieve train`, `predict`, `embed` and `report`: its configuration
 /// (RUN/config.json), the classifier built from it as a compile-time Pipeline of stages, the
-/// input transforms, batched embedding of a dataset, the ranking methods' score matrices, the
-/// validation calibration (RUN/calibration.json) and the embeddings files.
+/// library's input transforms and embedding pass set up from it (augment/input.hpp,
+/// retrieval/embed.hpp), the validation calibration file (RUN/calibration.json; the methods and
+/// their calibration are retrieval/calibration.hpp) and the embeddings files.
 ///
 ///   RUN/config.json                    RunConfig (written by train)
 ///   RUN/last/, RUN/best/               train::checkpoint directories; model.safetensors holds
@@ -30,10 +31,7 @@
 #include <vector>
 
 #include "progress.hpp"
-#include "sieve/augment/crop.hpp"
-#include "sieve/augment/flip.hpp"
-#include "sieve/augment/resize.hpp"
-#include "sieve/augment/tensor.hpp"
+#include "sieve/augment/input.hpp"
 #include "sieve/augment/tta.hpp"
 #include "sieve/core/check.hpp"
 #include "sieve/core/param.hpp"
@@ -50,10 +48,28 @@
 #include "sieve/nn/freeze.hpp"
 #include "sieve/nn/linear.hpp"
 #include "sieve/nn/resnet.hpp"
+#include "sieve/retrieval/calibration.hpp"
+#include "sieve/retrieval/embed.hpp"
 #include "sieve/retrieval/scores.hpp"
 #include "sieve/retrieval/threshold.hpp"
 #include "sieve/train/checkpoint.hpp"
 #include "sieve/train/weights.hpp"
+
+// calibration.json's per-method object; nlohmann finds these by argument-dependent lookup, so
+// they sit in the type's namespace.
+namespace sieve::retrieval {
+inline void to_json(nlohmann::json& j, const MethodCalibration& m) {
+  j = nlohmann::json{{"threshold", m.threshold}, {"val_map5", m.val_map5}, {"sweep", m.sweep}};
+  if (m.weight) j["weight"] = *m.weight, j["weight_sweep"] = m.weight_sweep;
+}
+inline void from_json(const nlohmann::json& j, MethodCalibration& m) {
+  m.threshold = j.at("threshold").get<double>();
+  m.val_map5 = j.at("val_map5").get<double>();
+  m.sweep = j.at("sweep").get<std::vector<std::array<double, 2>>>();
+  if (j.contains("weight")) m.weight = j.at("weight").get<double>();
+  if (j.contains("weight_sweep")) m.weight_sweep = j.at("weight_sweep").get<std::vector<std::array<double, 2>>>();
+}
+}  // namespace sieve::retrieval
 
 namespace sieve::cli {
 
@@ -134,6 +150,13 @@ struct RunConfig {
   }
   std::size_t num_classes() const { return classes.size(); }
   bool other_class() const { return head == "softmax-other"; }
+  retrieval::HeadKind head_kind() const {
+    return other_class() ? retrieval::HeadKind::softmax_other : retrieval::HeadKind::sigmoid;
+  }
+  /// The network's input as the library's transforms take it.
+  augment::InputSpec input_spec() const {
+    return {image_size, augment::parse_fit_mode(fit), in_channels, mean, std};
+  }
   /// Outputs of the linear head: the K classes, plus "other" for softmax-other.
   std::size_t head_outputs() const { return classes.size() + (other_class() ? 1 : 0); }
   std::size_t effective_crop_padding() const { return crop_padding > 0 ? crop_padding : image_size / 8; }
@@ -442,150 +465,45 @@ inline Model load_model(const fs::path& run, const RunConfig& cfg) {
 // ---------------------------------------------------------------------------------------------
 // Input transforms
 
-/// Stage: bring any image to image_size x image_size.
-/// resize: scale the shorter edge to S (bilinear, antialiased), then centre-crop S x S.
-/// pad:    images larger than S are first scaled down so the longer edge is S (aspect kept);
-///         then zero-pad (black) centred to S x S. A 28x28 image at S=32 gets 2 pixels each
-///         side, as FMNIST-D's reference does.
-class FitImage {
- public:
-  using input_type = Image;
-  using output_type = Image;
-  FitImage(std::size_t size, bool pad) : size_(size), pad_(pad) {
-    SIEVE_CHECK(size > 0, "FitImage: size must be positive");
-  }
-  const Image& forward(const Image& x) {
-    SIEVE_CHECK(x.height > 0 && x.width > 0, "FitImage: empty image");
-    const Image* src = &x;
-    std::size_t H = x.height, W = x.width;
-    if (pad_) {
-      if (H > size_ || W > size_) {
-        const double s = static_cast<double>(size_) / static_cast<double>(std::max(H, W));
-        const std::size_t OH = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(H * s)));
-        const std::size_t OW = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(W * s)));
-        augment::resize_image(x, std::min(OH, size_), std::min(OW, size_), true, tmp_, buf_);
-        src = &tmp_;
-      }
-    } else if (std::min(H, W) != size_) {
-      const auto hw = augment::resized_size(H, W, size_);
-      augment::resize_image(x, hw[0], hw[1], true, tmp_, buf_);
-      src = &tmp_;
-    }
-    if (src->height == size_ && src->width == size_) {
-      out_ = *src;
-      return out_;
-    }
-    augment::crop_image(*src, augment::center_crop_origin(src->height, size_),
-                        augment::center_crop_origin(src->width, size_), size_, size_, out_);
-    return out_;
-  }
+/// One transform type for training and inference (augment/input.hpp).
+using Transform = augment::InputTransform;
 
- private:
-  std::size_t size_;
-  bool pad_;
-  Image tmp_, out_;
-  std::vector<float> buf_;
-};
-
-/// One transform type for training and inference: Fit | RandomCrop | RandomHorizontalFlip |
-/// ToTensor | Normalize. Inference uses padding 0 (the crop is the identity and draws nothing)
-/// and flip probability 0 (or 1 for the flipped TTA view).
-using Transform = Pipeline<FitImage, augment::RandomCrop, augment::RandomHorizontalFlip, augment::ToTensor,
-                           augment::Normalize>;
-
-inline Transform make_transform(const RunConfig& cfg, std::size_t crop_padding, double flip_p) {
-  return Transform(FitImage(cfg.image_size, cfg.fit == "pad"), augment::RandomCrop(cfg.image_size, crop_padding),
-                   augment::RandomHorizontalFlip(flip_p), augment::ToTensor(cfg.in_channels),
-                   augment::Normalize(cfg.mean, cfg.std));
-}
 /// Training input: with augment crop-flip, random crop (padding) + horizontal flip p=0.5.
 inline Transform train_transform(const RunConfig& cfg) {
-  return cfg.augment == "crop-flip" ? make_transform(cfg, cfg.effective_crop_padding(), 0.5)
-                                    : make_transform(cfg, 0, 0.0);
+  return cfg.augment == "crop-flip" ? augment::train_input_transform(cfg.input_spec(), cfg.effective_crop_padding(), 0.5)
+                                    : augment::train_input_transform(cfg.input_spec(), 0, 0.0);
 }
 /// Inference input (deterministic): the image itself, or one test-time view of it (tta.hpp).
 inline Transform eval_transform(const RunConfig& cfg, const augment::TtaView& view = {}) {
-  const std::size_t pad = augment::tta_padding(view);
-  return Transform(FitImage(cfg.image_size, cfg.fit == "pad"),
-                   augment::RandomCrop::fixed(cfg.image_size, pad, pad - view.dy, pad - view.dx),
-                   augment::RandomHorizontalFlip(view.mirrored ? 1.0 : 0.0), augment::ToTensor(cfg.in_channels),
-                   augment::Normalize(cfg.mean, cfg.std));
+  return augment::eval_input_transform(cfg.input_spec(), view);
 }
 /// Text identifying the inference transform (embedding-cache keys, reports).
-inline std::string eval_transform_text(const RunConfig& cfg) {
-  return str("fit_", cfg.fit, "(", cfg.image_size, ")|to_tensor", cfg.in_channels == 1 ? "(gray)" : "", "|normalize(",
-             cfg.mean[0], ",", cfg.mean[1], ",", cfg.mean[2], ";", cfg.std[0], ",", cfg.std[1], ",", cfg.std[2], ")");
-}
+inline std::string eval_transform_text(const RunConfig& cfg) { return augment::input_text(cfg.input_spec()); }
 
 // ---------------------------------------------------------------------------------------------
 // Batched inference
 
-/// Model outputs for a dataset, rows in dataset order.
-struct Embedded {
-  Tensor2f embeddings;           ///< [N,D] pooled backbone features, NOT normalised
-  Tensor2f logits;               ///< [N,K] head logits
-  std::vector<std::string> ids;  ///< dataset ids
-  std::vector<std::int64_t> labels;  ///< first label of each sample (-1 = none)
-};
+using retrieval::Embedded;
 
-/// Embeddings and logits of every sample of `ds` with the eval transform, in batches of
-/// `batch` on `workers` loader threads, averaged over the views of test-time augmentation
-/// `tta` (augment::tta_views: embeddings and logits with the views' weights; the head is
-/// linear, so the logits are the head of the averaged embedding).
+/// retrieval::embed_dataset with the run's input and the views of `tta`, a progress line named
+/// `what` unless quiet.
 /// Requires: ds.size() >= 1 and every image decodable (errors name the sample).
 inline Embedded embed_dataset(Model& model, const io::Dataset& ds, const RunConfig& cfg, std::size_t workers,
                               const std::string& tta, const std::string& what = "embed", std::size_t batch = 64,
                               bool quiet = false) {
+  SIEVE_CHECK(ds.size() > 0, what, ": no images to embed");
   const std::vector<augment::TtaView> views = augment::tta_views(tta);
-  const std::size_t N = ds.size(), D = model.embedding_dim(), K = model.num_classes();
-  SIEVE_CHECK(N > 0, what, ": no images to embed");
-  // Eval mode, and since nothing here runs backward, inference mode (batch norm folded into
-  // the convolutions, Winograd F(4x4,3x3): faster, equal to eval mode to rounding); both
-  // modes are left as they were found (a training run goes on after a mid-run embedding).
-  struct ModeScope {
-    Model& m;
-    bool training, inference;
-    ~ModeScope() {
-      m.set_inference(inference);
-      m.set_training(training);
+  std::optional<ProgressLine> progress;
+  std::size_t shown = views.size();  // the view the progress line is for
+  const retrieval::EmbedProgress report = [&](std::size_t v, std::size_t n, std::size_t done, std::size_t total) {
+    if (quiet) return;
+    if (v != shown) {
+      progress.emplace(n > 1 ? str(what, " (view ", v + 1, "/", n, ")") : what);
+      shown = v;
     }
-  } scope{model, model.training(), model.inference()};
-  model.set_training(false);
-  model.set_inference(true);
-  Embedded out;
-  out.embeddings = xt::zeros<float>({N, D});
-  out.logits = xt::zeros<float>({N, K});
-  out.ids.resize(N);
-  out.labels.assign(N, -1);
-  for (std::size_t pass = 0; pass < views.size(); ++pass) {
-    const auto w = static_cast<float>(views[pass].weight);
-    io::LoaderOptions lo;
-    lo.batch_size = batch;
-    lo.workers = workers;
-    lo.shuffle = false;
-    lo.seed = cfg.seed;
-    io::Loader<Transform> loader(ds, eval_transform(cfg, views[pass]), lo);
-    loader.start(0);
-    std::optional<ProgressLine> progress;
-    if (!quiet) progress.emplace(views.size() > 1 ? str(what, " (view ", pass + 1, "/", views.size(), ")") : what);
-    std::size_t done = 0;
-    while (auto b = loader.next()) {
-      const Tensor2f& logits = model.forward(b->images);
-      const Tensor2f& emb = model.embedding();
-      for (std::size_t k = 0; k < b->size(); ++k) {
-        const std::size_t i = b->indices[k];
-        float* e = out.embeddings.data() + i * D;
-        float* l = out.logits.data() + i * K;
-        for (std::size_t d = 0; d < D; ++d) e[d] += w * emb(k, d);
-        for (std::size_t c = 0; c < K; ++c) l[c] += w * logits(k, c);
-        out.ids[i] = b->ids[k];
-        out.labels[i] = b->labels[k].empty() ? -1 : b->labels[k][0];
-      }
-      done += b->size();
-      if (progress) (*progress)(done, N);
-    }
-  }
-  return out;
+    (*progress)(done, total);
+  };
+  return retrieval::embed_dataset(model, ds, cfg.input_spec(), views, {batch, workers, cfg.seed}, report);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -645,60 +563,11 @@ inline EmbeddingsFile read_embeddings(const fs::path& path) {
 // ---------------------------------------------------------------------------------------------
 // Ranking methods and calibration
 
-enum class Method { head, knn, centroid, fusion };
-inline const std::vector<std::string>& method_names() {
-  static const std::vector<std::string> names{"head", "knn", "centroid", "fusion"};
-  return names;
-}
-inline Method parse_method(const std::string& s) {
-  if (s == "head") return Method::head;
-  if (s == "knn") return Method::knn;
-  if (s == "centroid") return Method::centroid;
-  if (s == "fusion") return Method::fusion;
-  fail("unknown ranking method '", s, "' (head, knn, centroid or fusion)");
-}
-inline std::string method_name(Method m) { return method_names()[static_cast<std::size_t>(m)]; }
-
-/// The -1 threshold grid swept on validation: probabilities for a BCE head, cosines otherwise
-/// (as the reference: linspace(0,1,101) and linspace(-1,1,201)); for a softmax-other head the
-/// log-ratio log(p_class / p_other) from -12 to 12 in steps of 0.1.
-inline std::vector<double> threshold_grid(Method m, bool other = false) {
-  if (m == Method::head && other) return retrieval::linspace(-12.0, 12.0, 241);
-  return m == Method::head ? retrieval::linspace(0.0, 1.0, 101) : retrieval::linspace(-1.0, 1.0, 201);
-}
-
-/// The head's class scores [N,K]: sigmoid probabilities (BCE head) or log(p_class / p_other)
-/// (softmax-other head, logits [N,K+1]).
-inline Tensor2f head_class_scores(const Tensor2f& logits, bool other) {
-  return other ? retrieval::other_class_scores(logits) : retrieval::head_scores(logits);
-}
-
-/// Class scores [N,K] of queries `q` by method. knn/centroid compare L2-normalised embeddings
-/// with the train embeddings `db` (labels -1 skipped); fusion = w * head + (1 - w) * knn, with
-/// the head as probabilities (sigmoid, or the known classes' softmax for a softmax-other head).
-inline Tensor2f method_scores(Method m, const Embedded& q, const EmbeddingsFile& db, std::size_t K,
-                              double fusion_weight = 0.5, bool other = false) {
-  switch (m) {
-    case Method::head: return head_class_scores(q.logits, other);
-    case Method::knn: return retrieval::knn_scores(q.embeddings, db.embedding, db.label, K);
-    case Method::centroid:
-      return retrieval::centroid_scores(q.embeddings, retrieval::class_centroids(db.embedding, db.label, K));
-    case Method::fusion:
-      return retrieval::fuse_scores(
-          other ? retrieval::known_class_probabilities(q.logits) : retrieval::head_scores(q.logits),
-          retrieval::knn_scores(q.embeddings, db.embedding, db.label, K), fusion_weight);
-  }
-  fail("method_scores: bad method");
-}
-
-/// One ranking method's calibration on the validation set.
-struct MethodCalibration {
-  double threshold = 0.0;                       ///< -1 inserted as if it scored this
-  double val_map5 = 0.0;                        ///< validation MAP@5 at that threshold
-  std::vector<std::array<double, 2>> sweep;     ///< [[t, map5], ...]
-  std::optional<double> weight;                 ///< fusion: the head's weight w
-  std::vector<std::array<double, 2>> weight_sweep;  ///< fusion: [[w, best map5], ...]
-};
+using retrieval::Method;
+using retrieval::MethodCalibration;
+using retrieval::method_name;
+using retrieval::method_names;
+using retrieval::parse_method;
 
 /// RUN/calibration.json: per method, chosen on validation with the best weights.
 struct Calibration {
@@ -717,17 +586,6 @@ struct Calibration {
   }
 };
 
-inline void to_json(json& j, const MethodCalibration& m) {
-  j = json{{"threshold", m.threshold}, {"val_map5", m.val_map5}, {"sweep", m.sweep}};
-  if (m.weight) j["weight"] = *m.weight, j["weight_sweep"] = m.weight_sweep;
-}
-inline void from_json(const json& j, MethodCalibration& m) {
-  m.threshold = j.at("threshold").get<double>();
-  m.val_map5 = j.at("val_map5").get<double>();
-  m.sweep = j.at("sweep").get<std::vector<std::array<double, 2>>>();
-  if (j.contains("weight")) m.weight = j.at("weight").get<double>();
-  if (j.contains("weight_sweep")) m.weight_sweep = j.at("weight_sweep").get<std::vector<std::array<double, 2>>>();
-}
 inline void to_json(json& j, const Calibration& c) {
   j = json{{"format", "sieve.calibration v1"}, {"n_val", c.n_val},         {"n_val_outside", c.n_val_outside},
            {"checkpoint", c.checkpoint},        {"recommended", c.recommended}, {"methods", c.methods},
@@ -758,30 +616,5 @@ inline Calibration load_calibration(const fs::path& run) {
   return c;
 }
 
-/// Calibrate one method: sweep the -1 threshold (and for fusion the head weight 0, 0.1 .. 1),
-/// MAP@5 reweighted to `distractor_share` when given (retrieval::sweep_threshold).
-inline MethodCalibration calibrate(Method m, const Embedded& val, const EmbeddingsFile& db, std::size_t K,
-                                   bool other = false, std::optional<double> distractor_share = std::nullopt) {
-  MethodCalibration out;
-  const auto grid = threshold_grid(m, other);
-  retrieval::ThresholdSweep sweep;
-  if (m == Method::fusion) {
-    const auto weights = retrieval::linspace(0.0, 1.0, 11);
-    auto t = retrieval::tune_fusion(other ? retrieval::known_class_probabilities(val.logits)
-                                          : retrieval::head_scores(val.logits),
-                                    retrieval::knn_scores(val.embeddings, db.embedding, db.label, K), val.labels,
-                                    weights, grid, 5, distractor_share);
-    out.weight = t.weight;
-    for (std::size_t i = 0; i < t.weights.size(); ++i) out.weight_sweep.push_back({t.weights[i], t.best_map5[i]});
-    sweep = std::move(t.sweep);
-  } else {
-    sweep = retrieval::sweep_threshold(method_scores(m, val, db, K, 0.5, other), val.labels, grid, 5,
-                                       distractor_share);
-  }
-  out.threshold = sweep.best_threshold;
-  out.val_map5 = sweep.best_map5;
-  for (std::size_t g = 0; g < sweep.thresholds.size(); ++g) out.sweep.push_back({sweep.thresholds[g], sweep.map5[g]});
-  return out;
-}
-
 }  // namespace sieve::cli
+

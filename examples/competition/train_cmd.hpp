@@ -144,10 +144,11 @@ class CachedHead {
 /// `share` distractors when given), and the known-class top-1 of the held-out train images
 /// (among the K classes, never "other").
 inline std::map<std::string, double> head_validation(const Tensor2f& logits, const std::vector<std::int64_t>& truth,
-                                                     bool other, std::optional<double> share) {
-  const auto sweep = retrieval::sweep_threshold(head_class_scores(logits, other), truth,
-                                                threshold_grid(Method::head, other), 5, share);
-  const std::size_t N = logits.shape()[0], L = logits.shape()[1], K = other ? L - 1 : L;
+                                                     retrieval::HeadKind head, std::optional<double> share) {
+  const auto sweep = retrieval::sweep_threshold(retrieval::head_class_scores(logits, head), truth,
+                                                retrieval::threshold_grid(Method::head, head), 5, share);
+  const std::size_t N = logits.shape()[0], L = logits.shape()[1];
+  const std::size_t K = head == retrieval::HeadKind::softmax_other ? L - 1 : L;
   std::size_t known = 0, hit = 0;
   for (std::size_t i = 0; i < N; ++i) {
     if (truth[i] < 0) continue;
@@ -677,7 +678,8 @@ struct TrainCommand {
     cal.distractor_share = cfg.distractor_share;
     double best_map = -1.0;
     for (const auto& name : method_names()) {
-      cal.methods[name] = calibrate(parse_method(name), val, db, K, cfg.other_class(), cfg.distractor_share);
+      cal.methods[name] = retrieval::calibrate(parse_method(name), val, {db.embedding, db.label}, K, cfg.head_kind(),
+                                              cfg.distractor_share);
       if (cal.methods[name].val_map5 > best_map) best_map = cal.methods[name].val_map5, cal.recommended = name;
     }
     write_embeddings(run_dir / "train_embeddings.safetensors", db,
@@ -908,7 +910,7 @@ struct TrainCommand {
       const std::size_t wk = workers;
       train::ValidationFn<dist::DataParallel<Model>> validate = [&model, &comm, &val_ds, &cfg, wk](auto&, std::int64_t epoch) {
         const Embedded e = embed_sharded(comm, model, val_ds, cfg, wk, "none", str("validate epoch ", epoch + 1), 64, true);
-        return head_validation(e.logits, e.labels, cfg.other_class(), cfg.distractor_share);
+        return head_validation(e.logits, e.labels, cfg.head_kind(), cfg.distractor_share);
       };
       return fit_with(dp, cfg, run_dir, sharded, static_cast<std::int64_t>(plan.batches()), resuming,
                       std::move(validate), [&dp] { dp.sync_from_root(); });
@@ -920,7 +922,7 @@ struct TrainCommand {
     train::ValidationFn<Model> validate = [&val_ds, &cfg, wk, q](Model& m, std::int64_t epoch) {
       const Embedded e = embed_dataset(m, val_ds, cfg, wk, "none", str("validate epoch ", epoch + 1), 64, true);
       (void)q;
-      return head_validation(e.logits, e.labels, cfg.other_class(), cfg.distractor_share);
+      return head_validation(e.logits, e.labels, cfg.head_kind(), cfg.distractor_share);
     };
     return fit_with(model, cfg, run_dir, adapter, adapter.num_batches(0), resuming, std::move(validate));
   }
@@ -1008,20 +1010,20 @@ struct TrainCommand {
       dist::ShardedInMemoryLoader<float, 2, float, 2> sharded(xtr, std::move(ytr), plan);
       dist::DataParallel dp(head, comm);
       train::ValidationFn<dist::DataParallel<CachedHead>> validate =
-          [&model, &xva, yva, other = cfg.other_class(), share = cfg.distractor_share](auto&, std::int64_t) {
+          [&model, &xva, yva, head = cfg.head_kind(), share = cfg.distractor_share](auto&, std::int64_t) {
         model.dropout().set_training(false);
         const Tensor2f logits = model.head().forward(model.dropout().forward(xva));
-        return head_validation(logits, yva, other, share);
+        return head_validation(logits, yva, head, share);
       };
       return fit_with(dp, cfg, run_dir, sharded, static_cast<std::int64_t>(plan.batches()), resuming,
                       std::move(validate), [&dp] { dp.sync_from_root(); });
     }
     train::InMemoryLoader<float, 2, float, 2> loader(xtr, std::move(ytr), static_cast<std::size_t>(cfg.batch), cfg.seed);
     train::ValidationFn<CachedHead> validate =
-        [&model, &xva, yva, other = cfg.other_class(), share = cfg.distractor_share](CachedHead&, std::int64_t) {
+        [&model, &xva, yva, head = cfg.head_kind(), share = cfg.distractor_share](CachedHead&, std::int64_t) {
       model.dropout().set_training(false);
       const Tensor2f logits = model.head().forward(model.dropout().forward(xva));
-      return head_validation(logits, yva, other, share);
+      return head_validation(logits, yva, head, share);
     };
     return fit_with(head, cfg, run_dir, loader, loader.num_batches(0), resuming, std::move(validate));
   }

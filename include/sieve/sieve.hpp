@@ -43,6 +43,8 @@
 // evaluation and retrieval: MAP@5, -1 thresholds, kNN / centroid / fusion ranking
 #include "sieve/metrics/map_at_k.hpp"
 #include "sieve/metrics/summary.hpp"
+#include "sieve/retrieval/calibration.hpp"
+#include "sieve/retrieval/embed.hpp"
 #include "sieve/retrieval/scores.hpp"
 #include "sieve/retrieval/threshold.hpp"
 

@@ -330,3 +330,70 @@ TEST_CASE("pipelines: train and eval chains compose and link-check") {
   CHECK_THROWS_WITH_AS(eval.forward(missing), doctest::Contains("sample 'sample-7': /nonexistent/x.jpg: cannot open"),
                        sieve::Error);
 }
+
+TEST_CASE("FitImage: pad keeps small images' pixels centred, shrinks large ones by the longer edge; resize crops") {
+  const Image x = ramp(28, 28);
+  FitImage pad(32, FitMode::pad);
+  const Image& y = pad.forward(x);
+  REQUIRE(y.height == 32);
+  REQUIRE(y.width == 32);
+  for (std::size_t r = 0; r < 32; ++r)
+    for (std::size_t c = 0; c < 32; ++c) {
+      const bool inside = r >= 2 && r < 30 && c >= 2 && c < 30;  // 2 black pixels each side
+      CHECK(y.at(r, c, 1) == (inside ? x.at(r - 2, c - 2, 1) : 0));
+    }
+  // 32 rows x 64 columns is scaled to 16 x 32 (aspect kept), then padded to 32x32: 8 black
+  // rows above and below.
+  const Image& wide = pad.forward(Image(32, 64, 200));
+  REQUIRE(wide.height == 32);
+  REQUIRE(wide.width == 32);
+  CHECK(wide.at(7, 16, 0) == 0);
+  CHECK(wide.at(8, 16, 0) == 200);
+  CHECK(wide.at(16, 0, 0) == 200);
+  CHECK(wide.at(23, 31, 0) == 200);
+  CHECK(wide.at(24, 16, 0) == 0);
+  // resize: the shorter edge to 16 (40x20 -> 32x16), then the centre 16x16 rows: 8..24 of 32.
+  Image tall(40, 20);
+  for (std::size_t r = 0; r < 40; ++r)
+    for (std::size_t c = 0; c < 20; ++c)
+      for (std::size_t ch = 0; ch < 3; ++ch) tall.at(r, c, ch) = r < 20 ? 10 : 250;
+  FitImage resize(16, FitMode::resize);
+  const Image& z = resize.forward(tall);
+  REQUIRE(z.height == 16);
+  REQUIRE(z.width == 16);
+  CHECK(z.at(0, 8, 0) == 10);    // source row ~10 of 40
+  CHECK(z.at(15, 8, 0) == 250);  // source row ~30 of 40
+  CHECK(resize.forward(ramp(16, 16)).pixels == ramp(16, 16).pixels);  // already the size: untouched
+  CHECK_THROWS_AS(pad.forward(Image()), sieve::Error);
+  CHECK_THROWS_AS(parse_fit_mode("letterbox"), sieve::Error);
+  CHECK(parse_fit_mode("pad") == FitMode::pad);
+}
+
+TEST_CASE("input transforms: the eval view is the fitted image moved and mirrored; the text names the input") {
+  InputSpec spec;
+  spec.size = 8;
+  spec.fit = FitMode::pad;
+  spec.channels = 1;
+  spec.mean = {0.5f, 0.5f, 0.5f};
+  spec.std = {0.25f, 0.25f, 0.25f};
+  const Image x = ramp(6, 6);  // padded to 8x8 with one black pixel each side
+  Rng rng(3);
+  auto plain = eval_input_transform(spec);
+  const Tensor3f a = plain.forward(x, rng);
+  REQUIRE(a.shape() == std::array<std::size_t, 3>{1, 8, 8});
+  auto moved = eval_input_transform(spec, TtaView{1, -1, true, 1.0});
+  const Tensor3f b = moved.forward(x, rng);
+  const float black = (0.0f - 0.5f) / 0.25f;
+  for (std::size_t r = 0; r < 8; ++r)
+    for (std::size_t c = 0; c < 8; ++c) {
+      // mirrored after the move: column c shows the moved column 7 - c, i.e. source column 8 - c
+      const long sr = long(r) - 1, sc = long(7 - c) + 1;
+      const float want = sr >= 0 && sr < 8 && sc >= 0 && sc < 8 ? a(0, std::size_t(sr), std::size_t(sc)) : black;
+      CHECK(b(0, r, c) == doctest::Approx(want));
+    }
+  // training: padding 0 and p = 0 is the eval transform
+  auto train = train_input_transform(spec, 0, 0.0);
+  const Tensor3f t = train.forward(x, rng);
+  for (std::size_t i = 0; i < t.size(); ++i) CHECK(t.data()[i] == a.data()[i]);
+  CHECK(input_text(spec) == "fit_pad(8)|to_tensor(gray)|normalize(0.5,0.5,0.5;0.25,0.25,0.25)");
+}
