@@ -31,6 +31,7 @@
 #include "run.hpp"
 #include "sieve/augment/resize.hpp"
 #include "sieve/core/rng.hpp"
+#include "sieve/core/shuffle.hpp"
 #include "sieve/io/data_folder.hpp"
 #include "sieve/io/image.hpp"
 #include "sieve/io/safetensors.hpp"
@@ -96,18 +97,12 @@ inline std::string fmt(double v, const char* f = "%.4f") {
   return buf;
 }
 
-/// `n` distinct indices of [0, total) drawn with sieve::Rng (a partial Fisher-Yates), sorted;
+/// `n` distinct indices of [0, total), sorted (sieve::sample_indices keyed by seed and stream);
 /// all of them when n >= total.
 inline std::vector<std::size_t> sample_indices(std::size_t total, std::size_t n, std::uint64_t seed,
                                                std::uint64_t stream) {
-  std::vector<std::size_t> idx(total);
-  std::iota(idx.begin(), idx.end(), std::size_t{0});
-  if (n >= total) return idx;
   Rng rng(derive_seed(seed, RngPurpose::split), stream);
-  for (std::size_t i = 0; i < n; ++i) std::swap(idx[i], idx[i + rng.below(total - i)]);
-  idx.resize(n);
-  std::sort(idx.begin(), idx.end());
-  return idx;
+  return sieve::sample_indices(total, n, rng);
 }
 
 /// Rows `idx` of x [N,D].

@@ -71,54 +71,12 @@
 #include "sieve/train/loader_adapter.hpp"
 #include "sieve/train/memory_loader.hpp"
 #include "sieve/train/run_lock.hpp"
+#include "sieve/train/split.hpp"
 #include "sieve/train/trainer.hpp"
 
 namespace sieve::cli {
 
-/// Which samples train and which validate. Indices into DataFolder::train / ::outside.
-struct TrainSplit {
-  std::vector<std::size_t> train;        ///< labelled train images used for training
-  std::vector<std::size_t> val;          ///< labelled train images held out
-  std::vector<std::size_t> val_outside;  ///< outside images in the validation set (label -1)
-  std::vector<std::size_t> negatives;    ///< outside images trained as all-zero targets (--negatives)
-};
-
-/// Seeded stratified split. Per class c (n_c images): floor(n_c * val_frac) held out, at least
-/// 1 when n_c >= 2, always leaving one to train. Outside images: round(n_val * f / (1 - f))
-/// (capped by what exists) join validation; the rest are negatives when asked.
-/// Ensures: deterministic in (folder, seed, fractions); index lists sorted.
-inline TrainSplit make_split(const io::DataFolder& df, std::uint64_t seed, double val_frac, double outside_frac,
-                             bool negatives) {
-  const std::size_t K = df.classes.size();
-  std::vector<std::vector<std::size_t>> by_class(K);
-  for (std::size_t i = 0; i < df.train.size(); ++i)
-    by_class[static_cast<std::size_t>(df.train[i].labels.at(0))].push_back(i);
-  const std::uint64_t key = derive_seed(seed, RngPurpose::split);
-  auto shuffle = [&](std::vector<std::size_t>& v, std::uint64_t stream) {
-    Rng rng(key, stream);
-    for (std::size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.below(i)]);
-  };
-  TrainSplit s;
-  for (std::size_t c = 0; c < K; ++c) {
-    auto& v = by_class[c];
-    shuffle(v, c);
-    std::size_t n_val = static_cast<std::size_t>(std::floor(static_cast<double>(v.size()) * val_frac));
-    if (n_val == 0 && v.size() >= 2) n_val = 1;
-    if (n_val >= v.size()) n_val = v.size() - 1;
-    s.val.insert(s.val.end(), v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n_val));
-    s.train.insert(s.train.end(), v.begin() + static_cast<std::ptrdiff_t>(n_val), v.end());
-  }
-  std::vector<std::size_t> out(df.outside.size());
-  for (std::size_t i = 0; i < out.size(); ++i) out[i] = i;
-  shuffle(out, K + 1000);
-  const auto want = static_cast<std::size_t>(
-      std::llround(static_cast<double>(s.val.size()) * outside_frac / (1.0 - outside_frac)));
-  const std::size_t n_out = std::min(want, out.size());
-  s.val_outside.assign(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(n_out));
-  if (negatives) s.negatives.assign(out.begin() + static_cast<std::ptrdiff_t>(n_out), out.end());
-  for (auto* v : {&s.train, &s.val, &s.val_outside, &s.negatives}) std::sort(v->begin(), v->end());
-  return s;
-}
+using train::TrainSplit;
 
 /// The head on cached backbone embeddings: forward = fc(dropout(embedding)). Its params()
 /// and buffers() are the whole model's (backbone frozen), so the trainer's checkpoints hold
@@ -532,7 +490,7 @@ struct TrainCommand {
     usage_check(cfg.batch % ranks == 0, "train: --batch ", cfg.batch, " is the global batch under MPI and must be a "
                 "multiple of the ", ranks, " ranks (each rank takes batch / ranks samples of every batch)");
     const std::size_t K = cfg.num_classes();
-    const TrainSplit split = make_split(df, cfg.seed, cfg.val_frac, cfg.outside_frac, cfg.negatives);
+    const TrainSplit split = train::make_split(df, {cfg.seed, cfg.val_frac, cfg.outside_frac, cfg.negatives});
     SIEVE_CHECK(!split.val.empty(), "train: ", cfg.data, " has no class with 2 or more images, so nothing can be "
                                     "held out for validation");
     const json split_json = {{"seed", cfg.seed},

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "sieve/core/rng.hpp"
+#include "sieve/core/shuffle.hpp"
 #include "sieve/core/xt.hpp"
 
 namespace sieve::test {
@@ -39,16 +40,6 @@ struct GradCheck {
   }
 };
 
-// Indices to check: all when n <= max_samples, else max_samples distinct ones drawn from rng.
-inline std::vector<std::size_t> sample_indices(std::size_t n, std::size_t max_samples, Rng& rng) {
-  std::vector<std::size_t> idx(n);
-  std::iota(idx.begin(), idx.end(), std::size_t{0});
-  if (n <= max_samples) return idx;
-  for (std::size_t i = 0; i < max_samples; ++i) std::swap(idx[i], idx[i + rng.below(n - i)]);
-  idx.resize(max_samples);
-  return idx;
-}
-
 // Compare `analytic` (d loss / d value) against central differences of loss() over value.
 // loss() must recompute the loss from the current contents of value. An element that fails
 // is retried once with eps/10: a ReLU or max-pool kink within eps of the point spoils one step
@@ -59,7 +50,7 @@ inline GradCheck check_gradient(const std::string& name, std::span<double> value
   GradCheck r;
   r.name = name;
   double dn = 0, sn = 0;
-  for (std::size_t i : sample_indices(value.size(), max_samples, rng)) {
+  for (std::size_t i : sieve::sample_indices(value.size(), max_samples, rng)) {  // all when few
     const double v = value[i], a = analytic[i];
     auto numeric = [&](double h) {
       value[i] = v + h;

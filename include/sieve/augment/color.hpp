@@ -6,10 +6,12 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <utility>
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/rng.hpp"
+#include "sieve/core/shuffle.hpp"
 #include "sieve/core/pipeline.hpp"
 #include "sieve/io/image.hpp"
 
@@ -73,7 +75,7 @@ class ColorJitter {
   const Image& forward(const Image& x, Rng& rng) {
     out_ = x;
     std::array<int, 3> order{0, 1, 2};
-    for (std::size_t i = 2; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
+    shuffle(std::span<int>(order), rng);
     for (int op : order) {
       const double v = v_[static_cast<std::size_t>(op)];
       if (v == 0.0) continue;

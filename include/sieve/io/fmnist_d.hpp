@@ -17,6 +17,7 @@
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/rng.hpp"
+#include "sieve/core/shuffle.hpp"
 #include "sieve/io/csv.hpp"
 #include "sieve/io/fashion_mnist.hpp"
 #include "sieve/io/file.hpp"
@@ -108,10 +109,8 @@ inline FmnistDSummary prepare_fmnist_d(const std::filesystem::path& out_arg, con
   }
 
   // test/ under permuted ids, solution.csv and sample_submission.csv in id order.
-  std::vector<std::size_t> perm(test.size());
-  for (std::size_t i = 0; i < perm.size(); ++i) perm[i] = i;
   Rng rng(derive_seed(opt.seed, RngPurpose::split), /*stream*/ 0x464d4e49);  // "FMNI"
-  for (std::size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[rng.below(i)]);
+  const std::vector<std::size_t> perm = permutation(test.size(), rng);
   std::vector<std::string> solution(test.size()), test_class(test.size());
   for (std::size_t k = 0; k < perm.size(); ++k) {
     const std::size_t i = perm[k];  // test image i gets id test_<k>

@@ -13,6 +13,7 @@
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/rng.hpp"
+#include "sieve/core/shuffle.hpp"
 #include "sieve/io/dataset.hpp"
 #include "sieve/io/image.hpp"
 
@@ -36,14 +37,8 @@ inline ImageStats image_stats(const Dataset& ds, std::size_t max_images = 4096, 
   const std::size_t n = ds.size();
   SIEVE_CHECK(n > 0, "image_stats: the dataset is empty");
   SIEVE_CHECK(max_images > 0, "image_stats: max_images must be positive");
-  std::vector<std::size_t> pick(n);
-  for (std::size_t i = 0; i < n; ++i) pick[i] = i;
-  if (n > max_images) {  // the first max_images of a seeded Fisher-Yates, then in file order
-    Rng rng(derive_seed(seed, RngPurpose::split), 0xDA7A);
-    for (std::size_t i = 0; i < max_images; ++i) std::swap(pick[i], pick[i + rng.below(n - i)]);
-    pick.resize(max_images);
-    std::sort(pick.begin(), pick.end());
-  }
+  Rng rng(derive_seed(seed, RngPurpose::split), 0xDA7A);
+  const std::vector<std::size_t> pick = sample_indices(n, max_images, rng);  // in file order
   ImageStats s;
   s.min_height = s.min_width = static_cast<std::size_t>(-1);
   std::array<double, 3> sum{}, sq{};

@@ -17,6 +17,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <thread>
@@ -25,6 +26,7 @@
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/rng.hpp"
+#include "sieve/core/shuffle.hpp"
 #include "sieve/core/stage.hpp"
 #include "sieve/core/xt.hpp"
 #include "sieve/io/dataset.hpp"
@@ -37,15 +39,16 @@ struct EpochSampler {
   std::uint64_t seed = 0;
   bool shuffle = true;
 
-  /// The permutation for `epoch`: Fisher-Yates driven by Rng(derive_seed(seed, shuffle), epoch)
-  /// (identity when shuffle is false).
+  /// The permutation for `epoch`: sieve::shuffle driven by Rng(derive_seed(seed, shuffle),
+  /// epoch) (identity when shuffle is false).
   std::vector<std::size_t> order(std::uint64_t epoch) const {
-    std::vector<std::size_t> p(n);
-    for (std::size_t i = 0; i < n; ++i) p[i] = i;
-    if (!shuffle || n < 2) return p;
+    if (!shuffle) {
+      std::vector<std::size_t> p(n);
+      std::iota(p.begin(), p.end(), std::size_t{0});
+      return p;
+    }
     Rng rng(derive_seed(seed, RngPurpose::shuffle), epoch);
-    for (std::size_t i = n - 1; i > 0; --i) std::swap(p[i], p[rng.below(i + 1)]);
-    return p;
+    return permutation(n, rng);
   }
 };
 

@@ -10,12 +10,13 @@
 #include "sieve/core/check.hpp"
 #include "sieve/core/rng.hpp"
 #include "sieve/core/xt.hpp"
+#include "sieve/io/loader.hpp"
 
 namespace sieve::train {
 
-/// Samples are the rows (axis 0) of `x` and `y`. Each epoch visits them in the order of a
-/// Fisher-Yates shuffle keyed by (derive_seed(seed, shuffle), epoch), so batch b of epoch e is
-/// a pure function of (seed, e, b): start_epoch(e, b) resumes exactly.
+/// Samples are the rows (axis 0) of `x` and `y`. Each epoch visits them in io::EpochSampler's
+/// order (the file loader's and the data-parallel shards' too), so batch b of epoch e is a pure
+/// function of (seed, e, b): start_epoch(e, b) resumes exactly.
 template <class T, std::size_t RX, class U, std::size_t RY>
 class InMemoryLoader {
  public:
@@ -26,8 +27,7 @@ class InMemoryLoader {
 
   /// Requires: x and y have the same number of rows > 0; batch_size > 0.
   InMemoryLoader(Tensor<T, RX> x, Tensor<U, RY> y, std::size_t batch_size, std::uint64_t seed, bool shuffle = true)
-      : x_(std::move(x)), y_(std::move(y)), bs_(batch_size), seed_(derive_seed(seed, RngPurpose::shuffle)),
-        shuffle_(shuffle) {
+      : x_(std::move(x)), y_(std::move(y)), bs_(batch_size), seed_(seed), shuffle_(shuffle) {
     SIEVE_CHECK(x_.shape()[0] == y_.shape()[0] && x_.shape()[0] > 0 && bs_ > 0, "InMemoryLoader: x has ",
                 x_.shape()[0], " rows, y has ", y_.shape()[0], ", batch_size ", bs_, " (need equal rows > 0, batch > 0)");
   }
@@ -38,12 +38,7 @@ class InMemoryLoader {
   void start_epoch(std::int64_t epoch, std::int64_t batch) {
     SIEVE_CHECK(batch >= 0 && batch <= num_batches(epoch), "InMemoryLoader: batch ", batch, " outside [0, ",
                 num_batches(epoch), "]");
-    order_.resize(size());
-    std::iota(order_.begin(), order_.end(), std::size_t{0});
-    if (shuffle_) {
-      Rng rng(seed_, static_cast<std::uint64_t>(epoch));
-      for (std::size_t i = order_.size() - 1; i > 0; --i) std::swap(order_[i], order_[rng.below(i + 1)]);
-    }
+    order_ = io::EpochSampler{size(), seed_, shuffle_}.order(static_cast<std::uint64_t>(epoch));
     cursor_ = static_cast<std::size_t>(batch) * bs_;
   }
 
