@@ -45,7 +45,7 @@
 #include "sieve/io/safetensors.hpp"
 #include "sieve/nn/activation.hpp"
 #include "sieve/nn/backbone.hpp"
-#include "sieve/nn/freeze.hpp"
+#include "sieve/nn/classifier.hpp"
 #include "sieve/nn/linear.hpp"
 #include "sieve/nn/resnet.hpp"
 #include "sieve/retrieval/calibration.hpp"
@@ -377,63 +377,21 @@ inline void save_config(const fs::path& run, const RunConfig& c) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Model: backbone (ResNet or PoolNet) | Dropout | Linear head, one compile-time Pipeline
+// Model: the library's classifier (nn/classifier.hpp) built from the run's configuration
 
-using Net = Pipeline<nn::Backbone<float>, nn::Dropout<float>, nn::Linear<float>>;
-
-/// The classifier: `Backbone<float> | Dropout | Linear` (torchvision names: backbone tensors as
-/// in resnet50, head `fc.*`), with accessors for its parts.
-class Model {
+/// nn::Classifier<float> (backbone | Dropout | Linear, torchvision names, head `fc.*`) as
+/// RUN/config.json describes it.
+class Model : public nn::Classifier<float> {
  public:
-  using input_type = Tensor4f;
-  using output_type = Tensor2f;
-
   /// Requires: cfg valid. Ensures: torchvision initialisation drawn from cfg.seed; the Dropout
   /// stage keyed by `dropout_seed` (cfg.seed unless a data-parallel rank needs its own stream).
   explicit Model(const RunConfig& cfg) : Model(cfg, cfg.seed) {}
-  Model(const RunConfig& cfg, std::uint64_t dropout_seed) : net_(make(cfg, dropout_seed)) {}
-
-  /// x [N,C,S,S] -> logits [N, cfg.head_outputs()]; embedding() then holds the pooled [N,D] features.
-  const Tensor2f& forward(const Tensor4f& x) { return net_.forward(x); }
-  const Tensor4f& backward(const Tensor2f& dy) { return net_.backward(dy); }
-  std::vector<ParamRef<float>> params() { return net_.params(); }
-  std::vector<BufferRef<float>> buffers() { return net_.buffers(); }
-  void zero_grad() { net_.zero_grad(); }
-  void set_training(bool t) { net_.set_training(t), training_ = t; }
-  /// The mode the last set_training chose (a new model trains).
-  bool training() const { return training_; }
-  void set_random_step(std::uint64_t s) { net_.set_random_step(s); }
-  /// Inference mode of the backbone (see nn::ResNet::set_inference, nn::PoolNet::set_inference).
-  void set_inference(bool on) { net_.set_inference(on); }
-  bool inference() const { return net_.get<0>().inference(); }
-
-  /// Pooled backbone features of the last forward, [N, D] (not normalised).
-  const Tensor2f& embedding() const { return net_.get<0>().output(); }
-  nn::Backbone<float>& backbone() { return net_.get<0>(); }
-  nn::Dropout<float>& dropout() { return net_.get<1>(); }
-  nn::Linear<float>& head() { return net_.get<2>(); }
-  std::size_t embedding_dim() const { return net_.get<0>().embedding_dim(); }
-  std::size_t num_classes() const { return net_.get<2>().out_features(); }
-  Net& net() { return net_; }
-
- private:
-  static Net make(const RunConfig& cfg, std::uint64_t dropout_seed) {
-    nn::Backbone<float> backbone = cfg.backbone();
-    Rng rng(derive_seed(cfg.seed, RngPurpose::init), /*stream*/ 1);  // the head's own stream
-    nn::Linear<float> fc(backbone.embedding_dim(), cfg.head_outputs(), rng, "fc");
-    return pipeline(std::move(backbone), nn::Dropout<float>(cfg.dropout, dropout_seed), std::move(fc));
-  }
-  Net net_;
-  bool training_ = true;
+  Model(const RunConfig& cfg, std::uint64_t dropout_seed)
+      : nn::Classifier<float>(cfg.backbone(), cfg.head_outputs(), cfg.dropout, cfg.seed, dropout_seed) {}
 };
 
-/// Apply cfg.freeze: "backbone" trains only `fc.*`; "stem" freezes conv1/bn1; "none" all train.
-inline void apply_freeze(Model& m, const std::string& freeze) {
-  nn::set_frozen_prefix(m, "", false);
-  if (freeze == "backbone") nn::freeze_all_but(m, {"fc."});
-  else if (freeze == "stem") nn::set_frozen_prefix(m, "conv1.", true), nn::set_frozen_prefix(m, "bn1.", true);
-  else SIEVE_CHECK(freeze == "none", "freeze: '", freeze, "' must be none, stem or backbone");
-}
+/// Apply cfg.freeze ("none", "stem" or "backbone"; nn::FreezeMode).
+inline void apply_freeze(Model& m, const std::string& freeze) { nn::apply_freeze(m, nn::parse_freeze_mode(freeze)); }
 
 /// The checkpoint slot predict/embed/report use: best/ if it exists, else last/.
 /// Requires: one of them exists. Ensures: the directory path.

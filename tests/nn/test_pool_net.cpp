@@ -141,3 +141,46 @@ TEST_CASE("PoolNet inference mode agrees with eval; Backbone forwards to the net
   CHECK(rb.params().front().name == "conv1.weight");
   CHECK(rb.forward(Tensor4<float>({1, 1, 8, 8})).shape() == Shape<2>{1, 4});
 }
+
+TEST_CASE("Classifier: backbone | dropout | head, the head drawn from its own stream, freezing modes") {
+  const sieve::nn::PoolNetConfig pc{4, 2, 1, false};  // embedding 16
+  sieve::nn::Classifier<float> m(sieve::nn::Backbone<float>(sieve::nn::PoolNet<float>(pc, 7)), 5, 0.5, 7, 99);
+  CHECK(m.embedding_dim() == 16);
+  CHECK(m.num_classes() == 5);
+  // The head is torchvision's Linear init from (seed 7, init purpose, stream 1), whatever the backbone.
+  sieve::Rng rng(sieve::derive_seed(7, sieve::RngPurpose::init), 1);
+  sieve::nn::Linear<float> fc(16, 5, rng, "fc");
+  const auto& w = m.head().weight();
+  REQUIRE(w.size() == fc.weight().size());
+  for (std::size_t i = 0; i < w.size(); ++i) CHECK(w.data()[i] == fc.weight().data()[i]);
+  // Eval mode: logits = fc(embedding), dropout the identity.
+  m.set_training(false);
+  CHECK_FALSE(m.training());
+  sieve::Tensor4f x = sieve::Tensor4f::from_shape({2, 1, 8, 8});
+  for (std::size_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>((i * 37) % 11) / 11.0f - 0.4f;
+  const sieve::Tensor2f logits = m.forward(x);
+  const sieve::Tensor2f emb = m.embedding();
+  REQUIRE(emb.shape() == std::array<std::size_t, 2>{2, 16});
+  const sieve::Tensor2f want = fc.forward(emb);
+  for (std::size_t i = 0; i < logits.size(); ++i) CHECK(logits.data()[i] == doctest::Approx(want.data()[i]));
+  // Freezing: backbone = the head alone trains; stem = all but conv1/bn1; none = all.
+  auto trainable = [&] {
+    std::vector<std::string> names;
+    for (auto& p : m.params())
+      if (!p.frozen || !*p.frozen) names.push_back(p.name);
+    return names;
+  };
+  const std::size_t all = m.params().size();
+  sieve::nn::apply_freeze(m, sieve::nn::FreezeMode::backbone);
+  CHECK(trainable() == std::vector<std::string>{"fc.weight", "fc.bias"});
+  sieve::nn::apply_freeze(m, sieve::nn::FreezeMode::stem);
+  const auto stem = trainable();
+  CHECK(stem.size() == all - 3);  // conv1.weight, bn1.weight, bn1.bias
+  for (const auto& n : stem) CHECK_FALSE((n.starts_with("conv1.") || n.starts_with("bn1.")));
+  sieve::nn::apply_freeze(m, sieve::nn::FreezeMode::none);
+  CHECK(trainable().size() == all);
+  CHECK(sieve::nn::parse_freeze_mode("stem") == sieve::nn::FreezeMode::stem);
+  CHECK_THROWS_WITH_AS(sieve::nn::parse_freeze_mode("head"), doctest::Contains("'head'"), sieve::Error);
+  CHECK_THROWS_AS(sieve::nn::Classifier<float>(sieve::nn::Backbone<float>(sieve::nn::PoolNet<float>(pc, 7)), 0, 0.0, 7, 7),
+                  sieve::Error);
+}

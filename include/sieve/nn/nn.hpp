@@ -2,6 +2,7 @@
 /// sieve/nn: stages owning parameters, gradients and buffers; the ResNet backbone.
 #include "sieve/nn/activation.hpp"
 #include "sieve/nn/backbone.hpp"
+#include "sieve/nn/classifier.hpp"
 #include "sieve/nn/batch_norm.hpp"
 #include "sieve/nn/bottleneck.hpp"
 #include "sieve/nn/conv2d.hpp"
