@@ -18,6 +18,7 @@
 #include "sieve/io/file.hpp"
 #include "sieve/io/fmnist_d.hpp"
 #include "sieve/io/image.hpp"
+#include "sieve/io/image_stats.hpp"
 #include "sieve/io/loader.hpp"
 #include "sieve/io/safetensors.hpp"
 #include "sieve/io/submission.hpp"
@@ -25,7 +26,7 @@
 // augmentation stages
 #include "sieve/augment/augment.hpp"
 
-// training: losses, optimizers, schedules, trainer, checkpoints, embedding cache
+// training: losses, optimizers, schedules, the validation split, trainer, checkpoints, embedding cache
 #include "sieve/loss/bce_with_logits.hpp"
 #include "sieve/loss/cross_entropy.hpp"
 #include "sieve/optim/adamw.hpp"
@@ -37,10 +38,12 @@
 #include "sieve/train/embedding_cache.hpp"
 #include "sieve/train/loader_adapter.hpp"
 #include "sieve/train/memory_loader.hpp"
+#include "sieve/train/split.hpp"
 #include "sieve/train/trainer.hpp"
 #include "sieve/train/weights.hpp"
 
-// evaluation and retrieval: MAP@5, -1 thresholds, kNN / centroid / fusion ranking
+// evaluation and retrieval: the embedding pass, MAP@5, -1 thresholds, kNN / centroid / fusion
+// ranking and their calibration
 #include "sieve/metrics/map_at_k.hpp"
 #include "sieve/metrics/summary.hpp"
 #include "sieve/retrieval/calibration.hpp"
