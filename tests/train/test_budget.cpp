@@ -375,6 +375,22 @@ TEST_CASE("trainer budget: planned once more halfway through the annealing, a ma
   }
 }
 
+TEST_CASE("trainer budget: over budget, the later plans keep min_steps after the probe") {
+  // 5 s at 0.5 s per step: the probe alone takes 10 s, so every plan is over budget and the
+  // run takes the probe plus min_steps (10); the midway plan, which asks for only 2 more steps
+  // from where it is, must not cut that short (it ended at 28 steps here).
+  train::TrainerOptions o{.seed = 5};
+  o.budget = train::TimeBudget{.seconds = 5};
+  Run run(o);
+  const auto r = run.trainer.fit(run.loader);
+  REQUIRE(r.plan.has_value());
+  CHECK(r.plan->over_budget);
+  CHECK(r.plan->replanned);
+  CHECK(r.steps == r.plan->total_steps);
+  CHECK(r.steps >= 20 + 10);
+  CHECK(run.trainer.state().last_lr == 0.0);
+}
+
 TEST_CASE("trainer budget: a run stopped after its midway plan resumes onto the same bent schedule, bit for bit") {
   auto options = [](const fs::path& d, std::int64_t stop) {
     train::TrainerOptions o{.run_dir = d, .stop_after_steps = stop, .seed = 11};

@@ -618,7 +618,8 @@ class Trainer {
 
   /// The plan `old` made again at the current step from `seconds_per_step` and the validation
   /// and save measured so far (budget, reserve, margin, probe and warmup kept); at least 2
-  /// more steps. `spent`: seconds of this fit() call so far (the budget's clock).
+  /// more steps, and never fewer than the probe plus the budget's min_steps (the first plan's
+  /// promise when the budget has no room). `spent`: seconds of this fit() call so far.
   TimePlan plan_again(const TimePlan& old, double seconds_per_step, std::int64_t min_steps, std::int64_t nb,
                       double spent) {
     const double save_s = save_seconds_ >= 0.0 ? save_seconds_ : old.save_seconds;
@@ -627,7 +628,8 @@ class Trainer {
                                         seconds_per_step, min_steps, nb, validate_ ? std::max(val_s, 0.0) : 0.0,
                                         save_s));
     if (o_.budget->agree_total) p.total_steps = o_.budget->agree_total(p.total_steps);
-    p.total_steps = std::max(p.total_steps, st_.step + 2);
+    const std::int64_t promised = old.probe_steps + std::max<std::int64_t>(2, o_.budget->min_steps);
+    p.total_steps = std::max({p.total_steps, st_.step + 2, promised});
     p.probe_steps = old.probe_steps;
     p.warmup_steps = old.warmup_steps;
     return p;
