@@ -2,7 +2,10 @@
 // CIFAR-style network with an "other" class for a wall-clock budget on a Kaggle-style data
 // folder, choose where -1 goes on a validation split, rank the test images, write a submission.
 //
-//   sieve-minimal DATA_FOLDER SUBMISSION.csv [SECONDS=60]
+//   sieve-minimal DATA_FOLDER SUBMISSION.csv [SECONDS=60 | --epochs N]
+//
+// With SECONDS the schedule is sized to the budget after a timed probe; with --epochs N it spans
+// N epochs' steps (the same warmup + cosine to 0), and the result depends on nothing but the data.
 //
 // What `sieve train --max-minutes M` + `sieve predict` do, minus the run folder, resume,
 // MPI and the other ranking methods. Built and run by the test suite (tests/cli/test_minimal.py).
@@ -10,15 +13,20 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <string>
 
 using namespace sieve;
 
 int main(int argc, char** argv) try {
-  if (argc < 3) {
-    std::cerr << "usage: sieve-minimal DATA_FOLDER SUBMISSION.csv [SECONDS=60]\n";
+  const bool by_epochs = argc == 5 && std::string(argv[3]) == "--epochs";
+  char* end = nullptr;
+  const double seconds = argc == 4 ? std::strtod(argv[3], &end) : 60.0;
+  const long long epochs = by_epochs ? std::strtoll(argv[4], &end, 10) : 0;
+  const bool number_ok = argc == 3 || (end && *end == '\0' && (by_epochs ? epochs > 0 : seconds > 0.0));
+  if (argc < 3 || argc > 5 || (argc == 5 && !by_epochs) || !number_ok) {
+    std::cerr << "usage: sieve-minimal DATA_FOLDER SUBMISSION.csv [SECONDS=60 | --epochs N]\n";
     return 2;
   }
-  const double seconds = argc > 3 ? std::atof(argv[3]) : 60.0;
   const io::DataFolder df = io::open_data_folder(argv[1]);  // train.csv, train/, outside/, test/
   const std::size_t K = df.classes.size();
 
@@ -42,7 +50,7 @@ int main(int argc, char** argv) try {
   nn::Classifier<float> model(nn::Backbone<float>(nn::PoolNet<float>({16, 3, 1, true}, 0)), K + 1, 0.0, 0, 0);
   loss::OtherClassCrossEntropyLoss<float> loss(/*label_smoothing*/ 0.1);
   optim::Sgd<float> opt(model.params(), {.momentum = 0.9, .weight_decay = 5e-4, .nesterov = true});
-  const optim::PlannedWarmupCosineLR schedule{.base = 0.2};  // sized to the budget after a timed probe
+  optim::PlannedWarmupCosineLR schedule{.base = 0.2};  // sized to the budget after a timed probe, or:
 
   io::Loader<augment::InputTransform> loader(train_ds, augment::train_input_transform(input, 2, 0.5),
                                              {.batch_size = 256, .workers = 2, .seed = 0});
@@ -51,7 +59,13 @@ int main(int argc, char** argv) try {
     return train::XY<Tensor4f, Tensor2f>{std::move(b.images), std::move(y)};
   });
   train::TrainerOptions options;
-  options.budget = train::TimeBudget{.seconds = seconds};
+  if (by_epochs) {
+    const std::int64_t total = epochs * batches.num_batches(0);
+    schedule = schedule.with_plan(0, schedule.warmup_for(0, total), total);
+    options.epochs = epochs;
+  } else {
+    options.budget = train::TimeBudget{.seconds = seconds};
+  }
   train::Trainer trainer(model, loss, opt, schedule, options);
   const train::FitResult fit = trainer.fit(batches);
 
@@ -65,7 +79,8 @@ int main(int argc, char** argv) try {
 
   const retrieval::Embedded test = retrieval::embed_dataset(model, test_ds, input, views);
   const Tensor2f scores = retrieval::method_scores(retrieval::Method::head, test, gallery, K, head);
-  const auto labels = retrieval::ranked_label_strings(retrieval::rank_with_threshold(scores, cal.threshold), df.classes);
+  const auto ranked = retrieval::rank_with_threshold(scores, cal.threshold);  // -1 inserted
+  const auto labels = retrieval::ranked_label_strings(ranked, df.classes);
   std::vector<io::SubmissionRow> rows;
   for (std::size_t i = 0; i < labels.size(); ++i) rows.push_back({test.ids[i], labels[i]});
   io::write_submission(argv[2], rows);
