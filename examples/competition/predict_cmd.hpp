@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -126,6 +127,7 @@ struct PredictCommand {
   CLI::App* app = nullptr;
   std::string run_dir, data_dir, out, method = "auto", tta = "run";
   std::optional<double> unknown_rate, threshold;
+  std::string distractor_share;  ///< "", "estimate" or a number in [0, 1]
   std::size_t workers = 2, batch = 64;
   int threads = 0;
   bool quiet = false;
@@ -152,9 +154,16 @@ struct PredictCommand {
     auto* ur = app->add_option("--unknown-rate", unknown_rate, "choose the threshold so that this fraction of test "
                                                                "images gets -1 first (instead of the validation one)")
                    ->check(finite_number & CLI::Range(0.0, 1.0));
-    app->add_option("--threshold", threshold, "use this threshold for -1 (instead of the validation one)")
+    auto* th = app->add_option("--threshold", threshold, "use this threshold for -1 (instead of the validation one)")
+                   ->excludes(ur)
+                   ->check(finite_number);
+    app->add_option("--distractor-share", distractor_share,
+                    "S in [0, 1]: choose the validation threshold for a test holding this share of distractors "
+                    "(validation MAP@5 reweighted); estimate: estimate the share from the test's own scores first "
+                    "(black-box shift estimation; sound when the test's distractors resemble outside/, too low "
+                    "when they are of kinds never seen)")
         ->excludes(ur)
-        ->check(finite_number);
+        ->excludes(th);
     app->add_option("--workers", workers, "image decoding threads")->check(CLI::Range(std::size_t{0}, std::size_t{64}));
     app->add_option("--batch", batch, "inference batch size")->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
     app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")
@@ -177,7 +186,23 @@ struct PredictCommand {
     if (fs::exists(run / "calibration.json")) cal = load_calibration(run);
     if (method == "auto") method = cal ? cal->recommended : "head";  // no calibration: the head (checked below)
     const Method m = parse_method(method);
+    std::optional<double> share;
+    if (!distractor_share.empty() && distractor_share != "estimate") {
+      char* end = nullptr;
+      share = std::strtod(distractor_share.c_str(), &end);
+      usage_check(end && *end == '\0' && *share >= 0.0 && *share <= 1.0, "predict: --distractor-share '",
+                  distractor_share, "' must be a number in [0, 1] or 'estimate'");
+    }
     // Fail on missing inputs before the slow part.
+    if (!distractor_share.empty()) {
+      SIEVE_CHECK(cal, (run / "calibration.json").string(),
+                  ": missing (training writes it when it ends), so there is no validation curve for "
+                  "--distractor-share");
+      const auto& mc = cal->at(method, run / "calibration.json");
+      SIEVE_CHECK(!mc.map5_known.empty(), (run / "calibration.json").string(), ": method '", method,
+                  "' has no per-group validation curves (calibrated by an older sieve, or without outside images); "
+                  "recalibrate with 'sieve train --resume ", run.string(), "' to use --distractor-share");
+    }
     SIEVE_CHECK(cal || (threshold && m != Method::fusion) || (unknown_rate && m != Method::fusion),
                 (run / "calibration.json").string(), ": missing (training writes it when it ends), so there is no ",
                 m == Method::fusion ? "fusion weight" : "validation threshold",
@@ -222,6 +247,15 @@ struct PredictCommand {
       decision["threshold_source"] = "--unknown-rate";
       decision["unknown_rate_target"] = *unknown_rate;
       decision["unknown_rate_achieved"] = u.achieved_rate;
+    } else if (!distractor_share.empty()) {
+      const auto& mc = cal->at(method, run / "calibration.json");
+      const retrieval::ShareThreshold st =
+          share ? retrieval::threshold_for_share(mc, *share) : retrieval::threshold_for_estimated_share(mc, scores);
+      t = st.threshold;
+      decision["threshold_source"] = share ? "validation at --distractor-share" : "validation at the estimated share";
+      decision["distractor_share"] = st.share;
+      decision["val_map5"] = st.val_map5;
+      if (!share) decision["share_estimated_at"] = st.estimated_at, decision["share_test_first"] = st.test_first;
     } else {
       const auto& mc = cal->at(method, run / "calibration.json");
       t = mc.threshold;
@@ -282,6 +316,12 @@ struct PredictCommand {
     std::snprintf(buf, sizeof buf, "  -1 first for %zu of %zu test images (%.1f%%)", minus1_first, rows.size(),
                   100.0 * static_cast<double>(minus1_first) / static_cast<double>(rows.size()));
     std::cout << buf << "\n";
+    if (decision.contains("distractor_share")) {
+      std::snprintf(buf, sizeof buf, "  threshold chosen for %.1f%% distractors%s",
+                    100.0 * decision["distractor_share"].get<double>(),
+                    share ? "" : " (estimated from the test images' scores)");
+      std::cout << buf << "\n";
+    }
     if (cal && cal->recommended != method) {
       const auto it = cal->methods.find(cal->recommended);
       if (it != cal->methods.end())

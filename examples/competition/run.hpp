@@ -60,12 +60,24 @@
 namespace sieve::retrieval {
 inline void to_json(nlohmann::json& j, const MethodCalibration& m) {
   j = nlohmann::json{{"threshold", m.threshold}, {"val_map5", m.val_map5}, {"sweep", m.sweep}};
+  if (!m.map5_known.empty())
+    j["by_group"] = {{"map5_known", m.map5_known},
+                     {"map5_distractor", m.map5_distractor},
+                     {"first_known", m.first_known},
+                     {"first_distractor", m.first_distractor}};
   if (m.weight) j["weight"] = *m.weight, j["weight_sweep"] = m.weight_sweep;
 }
 inline void from_json(const nlohmann::json& j, MethodCalibration& m) {
   m.threshold = j.at("threshold").get<double>();
   m.val_map5 = j.at("val_map5").get<double>();
   m.sweep = j.at("sweep").get<std::vector<std::array<double, 2>>>();
+  if (j.contains("by_group")) {  // absent in calibrations written before 2026-12-07
+    const auto& g = j.at("by_group");
+    m.map5_known = g.at("map5_known").get<std::vector<double>>();
+    m.map5_distractor = g.at("map5_distractor").get<std::vector<double>>();
+    m.first_known = g.at("first_known").get<std::vector<double>>();
+    m.first_distractor = g.at("first_distractor").get<std::vector<double>>();
+  }
   if (j.contains("weight")) m.weight = j.at("weight").get<double>();
   if (j.contains("weight_sweep")) m.weight_sweep = j.at("weight_sweep").get<std::vector<std::array<double, 2>>>();
 }

@@ -199,6 +199,30 @@ if p:
           f"--unknown-rate 0.25: {n_first} rows with -1 first, predict.json says {d}")
     check_submission("rate", p, d["threshold"])
 
+# --distractor-share S: the validation threshold chosen again for S distractors (the per-group
+# curves of calibration.json mixed (1 - S) : S, first maximum); estimate: S from the test's scores.
+head_cal = json.load(open(os.path.join(run, "calibration.json")))["methods"]["head"]
+check("by_group" in head_cal, "calibration.json's head method has no by_group curves")
+firsts = {}
+for share in ("0.05", "0.9"):
+    p = predict("share" + share, "--method", "head", "--distractor-share", share)
+    if p and "by_group" in head_cal:
+        d, g, s = p["decision"], head_cal["by_group"], float(share)
+        mixed = [(1 - s) * k + s * q for k, q in zip(g["map5_known"], g["map5_distractor"])]
+        want = head_cal["sweep"][mixed.index(max(mixed))][0]
+        check(d.get("distractor_share") == s and abs(d["threshold"] - want) < 1e-12,
+              f"--distractor-share {share}: threshold {d['threshold']}, wanted {want} ({d})")
+        check_submission("share" + share, p, d["threshold"])
+        firsts[share] = sum(l[0] == "-1" for _, l in p["rows"])
+check(len(firsts) == 2 and firsts["0.9"] > firsts["0.05"],
+      f"--distractor-share 0.9 should put -1 first more often than 0.05: {firsts}")
+p = predict("share_est", "--method", "head", "--distractor-share", "estimate")
+if p:
+    d = p["decision"]
+    check(0.0 <= d.get("distractor_share", -1) <= 1.0 and 0.0 <= d.get("share_test_first", -1) <= 1.0
+          and "estimated from the test" in p["stdout"], f"--distractor-share estimate: {d}\n{p['stdout']}")
+    check_submission("share_est", p, d["threshold"])
+
 # TTA flip: a mirrored pair scores identically with it, differently without it.
 ia, ib = order.index("mirror_a"), order.index("mirror_b")
 if head:
@@ -259,11 +283,27 @@ for args, texts, rc_wanted in [  # usage errors exit 2, failures while running 1
     (["--run", run, "--data", data, "--out", bad_out, "--method", "magic"], ["--method"], 2),
     (["--run", run, "--data", data, "--out", bad_out, "--threshold", "0.5", "--unknown-rate", "0.1"], ["excludes"], 2),
     (["--run", run, "--data", data, "--out", bad_out, "--unknown-rate", "1.5"], ["--unknown-rate"], 2),
+    (["--run", run, "--data", data, "--out", bad_out, "--distractor-share", "1.5"], ["--distractor-share"], 2),
+    (["--run", run, "--data", data, "--out", bad_out, "--distractor-share", "0.2", "--threshold", "1"],
+     ["excludes"], 2),
     (["--run", run, "--data", data, "--out", os.path.join(tmp, "no_dir", "s.csv")], ["no_dir"], 1),
 ]:
     rc, out, err = sieve("predict", "--quiet", *args)
     check(rc == rc_wanted and err.startswith("sieve: error: ") and all(t in err for t in texts)
           and not os.path.exists(bad_out), f"predict {args}: rc={rc} (wanted {rc_wanted}), wanted {texts}\n{err}")
+# A calibration written before the per-group curves: --distractor-share asks for a recalibration.
+run_old = os.path.join(tmp, "run_old")
+shutil.copytree(run, run_old)
+old_cal = json.load(open(os.path.join(run_old, "calibration.json")))
+for m in old_cal["methods"].values():
+    m.pop("by_group", None)
+json.dump(old_cal, open(os.path.join(run_old, "calibration.json"), "w"))
+rc, out, err = sieve("predict", "--run", run_old, "--data", data, "--out", bad_out, "--quiet",
+                     "--distractor-share", "estimate")
+check(rc == 1 and "recalibrate" in err and not os.path.exists(bad_out), f"old calibration: rc={rc}\n{err}")
+rc, out, err = sieve("predict", "--run", run_old, "--data", data, "--out", bad_out, "--quiet")
+check(rc == 0, f"an old calibration still predicts without --distractor-share: rc={rc}\n{err}")
+os.remove(bad_out)
 # A run without calibration: the threshold must come from the command line.
 run2 = os.path.join(tmp, "run2")
 shutil.copytree(run, run2)

@@ -67,7 +67,8 @@ sieve::io::MemoryDataset probe_images(std::size_t n) {
     for (std::size_t y = 0; y < 4; ++y)
       for (std::size_t x = 0; x < 4; ++x)
         for (std::size_t c = 0; c < 3; ++c) img.at(y, x, c) = static_cast<std::uint8_t>(10 * i + 4 * y + x);
-    ds.add("img" + std::to_string(i), img, i == 3 ? std::vector<std::int32_t>{} : std::vector<std::int32_t>{int(i % 2)});
+    const std::vector<std::int32_t> label = i == 3 ? std::vector<std::int32_t>{} : std::vector<std::int32_t>{int(i % 2)};
+    ds.add("img" + std::to_string(i), img, label);
   }
   return ds;
 }
@@ -194,4 +195,55 @@ TEST_CASE("embed_dataset: rows in dataset order, views averaged with their weigh
   for (std::size_t i = 0; i < 5; ++i) CHECK(one.embeddings(i, 1) == doctest::Approx(px(i, 0, 0)));
   CHECK_THROWS_AS(embed_dataset(m1, sieve::io::MemoryDataset{}, spec, none), sieve::Error);
   CHECK_THROWS_AS(embed_dataset(m1, ds, spec, std::span<const sieve::augment::TtaView>{}), sieve::Error);
+}
+
+TEST_CASE("distractor share: the sweep's per-group curves, the threshold for a share, the estimated share") {
+  // Four known items (class 0) with best scores 0.9, 0.8, 0.6, 0.2 and two distractors with
+  // 0.5, 0.1 (one class plus "other": log-ratio scores are the logits here, other logit 0).
+  Embedded val;
+  val.logits = rows({{0.9f, 0.0f}, {0.8f, 0.0f}, {0.6f, 0.0f}, {0.2f, 0.0f}, {0.5f, 0.0f}, {0.1f, 0.0f}});
+  val.embeddings = rows({{1.0f}, {1.0f}, {1.0f}, {1.0f}, {1.0f}, {1.0f}});
+  val.labels = {0, 0, 0, 0, -1, -1};
+  const Tensor2f none = Tensor2f::from_shape({0, 1});
+  const MethodCalibration c = calibrate(Method::head, val, {none, {}}, 1, HeadKind::softmax_other);
+  const std::size_t g03 = 123, g07 = 127;  // grid points 0.3 and 0.7
+  REQUIRE(c.sweep[g03][0] == doctest::Approx(0.3));
+  // At t = 0.3: known 0.2 gets -1 first (AP 1/2), the others AP 1; distractor 0.1 first (AP 1),
+  // distractor 0.5 second (AP 1/2).
+  CHECK(c.map5_known[g03] == doctest::Approx(3.5 / 4.0));
+  CHECK(c.map5_distractor[g03] == doctest::Approx(0.75));
+  CHECK(c.first_known[g03] == doctest::Approx(0.25));
+  CHECK(c.first_distractor[g03] == doctest::Approx(0.5));
+  // At t = 0.7: known 0.6 and 0.2 -1 first (AP 1/2 each), both distractors first.
+  CHECK(c.map5_known[g07] == doctest::Approx(3.0 / 4.0));
+  CHECK(c.map5_distractor[g07] == doctest::Approx(1.0));
+  // The validation's own share (1/3): MAP@5 5.5/6 for t in (0.1, 0.2] (distractor 0.1 first,
+  // the known 0.2 ties to its class) and in (0.5, 0.6]; the first maximum is t = 0.2.
+  CHECK(c.threshold == doctest::Approx(0.2));
+  CHECK(c.val_map5 == doctest::Approx(5.5 / 6.0));
+  // With few distractors the known items decide: the lowest thresholds keep every class first.
+  const ShareThreshold low = threshold_for_share(c, 0.0);
+  CHECK(low.threshold == doctest::Approx(-12.0));
+  CHECK(low.val_map5 == doctest::Approx(1.0));
+  const ShareThreshold high = threshold_for_share(c, 1.0);  // only distractors: both -1 first
+  CHECK(high.threshold == doctest::Approx(0.6));
+  CHECK(high.val_map5 == doctest::Approx(1.0));
+  // The estimate, for a test whose rows' best scores are 0.9, 0.7, 0.3, 0.05, 0.0. Validation
+  // separates best at t = 0.6 (-1 first for 1/4 of known items, every distractor: gap 0.75;
+  // at 0.2 the gap is 0.5). 3 of 5 test rows have -1 first there: p = (0.6 - 0.25) / 0.75,
+  // and for that share 0.6 is the best threshold.
+  const Tensor2f test = rows({{0.9f}, {0.7f}, {0.3f}, {0.05f}, {0.0f}});
+  const ShareThreshold est = threshold_for_estimated_share(c, test);
+  CHECK(est.share == doctest::Approx((0.6 - 0.25) / 0.75));
+  CHECK(est.threshold == doctest::Approx(0.6));
+  CHECK(est.test_first == doctest::Approx(0.6));
+  CHECK(est.estimated_at == doctest::Approx(0.6));
+  CHECK(est.val_map5 == doctest::Approx((1.0 - est.share) * 0.875 + est.share * 1.0));
+  CHECK(estimate_distractor_share(0.1, 0.9, 0.05) == 0.0);  // clipped
+  CHECK(estimate_distractor_share(0.1, 0.9, 0.95) == 1.0);
+  CHECK_THROWS_WITH_AS(estimate_distractor_share(0.5, 0.5, 0.5), doctest::Contains("cannot be estimated"),
+                       sieve::Error);
+  MethodCalibration old = c;  // written before the curves existed
+  old.map5_known.clear();
+  CHECK_THROWS_WITH_AS(threshold_for_share(old, 0.2), doctest::Contains("recalibrate"), sieve::Error);
 }

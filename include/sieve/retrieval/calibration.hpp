@@ -14,6 +14,7 @@
 /// maximum of validation MAP@5 (retrieval::sweep_threshold, optionally reweighted to an
 /// expected distractor share).
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -87,8 +88,8 @@ inline Tensor2f method_scores(Method m, const Embedded& q, const GalleryRef& gal
     case Method::knn: return knn_scores(q.embeddings, gallery.embedding, gallery.label, K);
     case Method::centroid: return centroid_scores(q.embeddings, class_centroids(gallery.embedding, gallery.label, K));
     case Method::fusion:
-      return fuse_scores(head_probabilities(q.logits, head), knn_scores(q.embeddings, gallery.embedding, gallery.label, K),
-                         fusion_weight);
+      return fuse_scores(head_probabilities(q.logits, head),
+                         knn_scores(q.embeddings, gallery.embedding, gallery.label, K), fusion_weight);
   }
   fail("method_scores: bad method ", static_cast<int>(m));
 }
@@ -98,6 +99,10 @@ struct MethodCalibration {
   double threshold = 0.0;                           ///< -1 inserted as if it scored this
   double val_map5 = 0.0;                            ///< validation MAP@5 at that threshold
   std::vector<std::array<double, 2>> sweep;         ///< [[t, map5], ...] over the grid
+  /// Per grid point, for choosing again for another distractor share (threshold_for_share):
+  /// MAP@5 of the known and of the distractor items, and the fractions of each given -1 first.
+  /// Empty in calibrations written before they existed.
+  std::vector<double> map5_known, map5_distractor, first_known, first_distractor;
   std::optional<double> weight;                     ///< fusion: the head's weight w
   std::vector<std::array<double, 2>> weight_sweep;  ///< fusion: [[w, best map5 at w], ...]
 };
@@ -126,6 +131,67 @@ inline MethodCalibration calibrate(Method m, const Embedded& val, const GalleryR
   out.threshold = sweep.best_threshold;
   out.val_map5 = sweep.best_map5;
   for (std::size_t g = 0; g < sweep.thresholds.size(); ++g) out.sweep.push_back({sweep.thresholds[g], sweep.map5[g]});
+  out.map5_known = std::move(sweep.map5_known);
+  out.map5_distractor = std::move(sweep.map5_distractor);
+  out.first_known = std::move(sweep.first_known);
+  out.first_distractor = std::move(sweep.first_distractor);
+  return out;
+}
+
+/// A calibration's threshold chosen again for a test set's distractor share.
+struct ShareThreshold {
+  double share = 0.0;
+  double threshold = 0.0;
+  double val_map5 = 0.0;    ///< validation MAP@5 reweighted to `share`, at `threshold`
+  double estimated_at = 0.0;  ///< estimate only: the threshold the share was estimated at
+  double test_first = 0.0;    ///< estimate only: the test's fraction given -1 first there
+};
+
+namespace detail {
+inline void check_share_curves(const MethodCalibration& c) {
+  const std::size_t G = c.sweep.size();
+  SIEVE_CHECK(G > 0 && c.map5_known.size() == G && c.map5_distractor.size() == G && c.first_known.size() == G &&
+                  c.first_distractor.size() == G,
+              "this calibration has no per-group validation curves (written by an older sieve, or a validation "
+              "set without outside images): recalibrate to choose a threshold for another distractor share");
+}
+}  // namespace detail
+
+/// The threshold that maximises validation MAP@5 reweighted to `share` distractors (the known
+/// and distractor items' MAP@5 mixed (1 - share) : share; the first maximum on ties).
+/// Requires: calibrated with distractors in validation (the curves present); share in [0, 1].
+inline ShareThreshold threshold_for_share(const MethodCalibration& c, double share) {
+  detail::check_share_curves(c);
+  const std::size_t g = best_index_for_share(c.map5_known, c.map5_distractor, share);
+  return {share, c.sweep[g][0], (1.0 - share) * c.map5_known[g] + share * c.map5_distractor[g], 0.0, 0.0};
+}
+
+/// The distractor share of the test set estimated from its own scores, and the threshold for
+/// it. The estimate (estimate_distractor_share) is made at the grid threshold where validation
+/// tells distractors from known items best (the largest gap between the fractions given -1
+/// first; the estimate's variance shrinks with the square of that gap), then the threshold is
+/// threshold_for_share(estimate). Trustworthy only when the test's distractors resemble
+/// validation's outside images (see estimate_distractor_share).
+/// Requires: as threshold_for_share; test_scores [N,K] of the calibrated method, N >= 1; some
+/// grid threshold gives validation's distractors -1 first more often than its known items.
+inline ShareThreshold threshold_for_estimated_share(const MethodCalibration& c, const Tensor2f& test_scores) {
+  detail::check_share_curves(c);
+  const std::size_t N = test_scores.shape()[0], K = test_scores.shape()[1];
+  SIEVE_CHECK(N > 0 && K > 0, "threshold_for_estimated_share: no test scores ([", N, ",", K, "])");
+  std::size_t g = 0;
+  for (std::size_t i = 1; i < c.sweep.size(); ++i)
+    if (c.first_distractor[i] - c.first_known[i] > c.first_distractor[g] - c.first_known[g]) g = i;
+  const double t = c.sweep[g][0];
+  std::size_t first = 0;  // -1 is first exactly when the row's best score < t
+  for (std::size_t i = 0; i < N; ++i) {
+    const float* row = test_scores.data() + i * K;
+    first += static_cast<double>(*std::max_element(row, row + K)) < t;
+  }
+  const double test_first = static_cast<double>(first) / static_cast<double>(N);
+  const double share = estimate_distractor_share(c.first_known[g], c.first_distractor[g], test_first);
+  ShareThreshold out = threshold_for_share(c, share);
+  out.estimated_at = t;
+  out.test_first = test_first;
   return out;
 }
 

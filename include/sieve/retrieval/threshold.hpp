@@ -110,6 +110,8 @@ struct ThresholdSweep {
   std::vector<double> map5;             ///< MAP@k at each threshold (share-weighted when a share is given)
   std::vector<double> map5_known;       ///< mean over the items of a known class (0 when there are none)
   std::vector<double> map5_distractor;  ///< mean over the distractor items (0 when there are none)
+  std::vector<double> first_known;      ///< fraction of known items given -1 first (best score < t)
+  std::vector<double> first_distractor; ///< fraction of distractor items given -1 first
   std::size_t best_index = 0;           ///< first index of the maximum
   double best_threshold = 0.0;
   double best_map5 = 0.0;
@@ -164,12 +166,16 @@ ThresholdSweep sweep_threshold(const Tensor2<T>& scores, std::span<const std::in
   out.map5.resize(grid.size());
   out.map5_known.resize(grid.size());
   out.map5_distractor.resize(grid.size());
+  out.first_known.resize(grid.size());
+  out.first_distractor.resize(grid.size());
   for (std::size_t g = 0; g < grid.size(); ++g) {
     const double t = grid[g];
     double sum_known = 0.0, sum_distractor = 0.0;
+    std::size_t first_k = 0, first_d = 0;
     for (std::size_t i = 0; i < N; ++i) {
       std::size_t p = 0;  // where -1 lands: after every top class scoring >= t
       while (p < m && top[i * m + p] >= t) ++p;
+      if (p == 0) ++(truth[i] == kDistractor ? first_d : first_k);
       std::size_t r;  // 0-based position of the truth in the final list, or >= k if absent
       if (truth[i] == kDistractor) r = p;  // when p == m == k, -1 is not in the list
       else r = rank[i] >= p ? rank[i] + 1 : rank[i];
@@ -178,6 +184,8 @@ ThresholdSweep sweep_threshold(const Tensor2<T>& scores, std::span<const std::in
     }
     out.map5_known[g] = n_known ? sum_known / static_cast<double>(n_known) : 0.0;
     out.map5_distractor[g] = n_distractor ? sum_distractor / static_cast<double>(n_distractor) : 0.0;
+    out.first_known[g] = n_known ? static_cast<double>(first_k) / static_cast<double>(n_known) : 0.0;
+    out.first_distractor[g] = n_distractor ? static_cast<double>(first_d) / static_cast<double>(n_distractor) : 0.0;
     out.map5[g] = distractor_share && n_known > 0 && n_distractor > 0
                       ? (1.0 - *distractor_share) * out.map5_known[g] + *distractor_share * out.map5_distractor[g]
                       : (sum_known + sum_distractor) / static_cast<double>(N);
@@ -188,6 +196,43 @@ ThresholdSweep sweep_threshold(const Tensor2<T>& scores, std::span<const std::in
     }
   }
   return out;
+}
+
+/// The first index maximising (1 - share) * known[g] + share * distractor[g]: the best
+/// threshold of a sweep for a test holding `share` distractors (ThresholdSweep::map5_known,
+/// ::map5_distractor, computed once on validation).
+/// Requires: known and distractor of equal non-zero length, share in [0, 1].
+inline std::size_t best_index_for_share(std::span<const double> known, std::span<const double> distractor,
+                                        double share) {
+  SIEVE_CHECK(!known.empty() && known.size() == distractor.size(), "best_index_for_share: curves of ", known.size(),
+              " and ", distractor.size(), " points");
+  SIEVE_CHECK(share >= 0.0 && share <= 1.0, "best_index_for_share: share=", share, " outside [0, 1]");
+  std::size_t best = 0;
+  double best_v = 0.0;
+  for (std::size_t g = 0; g < known.size(); ++g) {
+    const double v = (1.0 - share) * known[g] + share * distractor[g];
+    if (g == 0 || v > best_v) best = g, best_v = v;
+  }
+  return best;
+}
+
+/// The distractor share of a test set estimated from how often its items get -1 first, by
+/// black-box shift estimation (Lipton, Wang and Smola, 2018) with one binary outcome: if a
+/// fraction q_k of validation's known items and q_d of its distractors get -1 first at some
+/// threshold, and a fraction r of the test items does, then r = (1 - p) q_k + p q_d, so
+/// p = (r - q_k) / (q_d - q_k), clipped to [0, 1]. Consistent when the test's distractors look
+/// like validation's (label shift); distractors of unseen kinds get -1 first less often than
+/// validation's did, and the estimate is then too low.
+/// Requires: rates in [0, 1] and q_d > q_k (else the threshold separates nothing).
+inline double estimate_distractor_share(double first_known, double first_distractor, double test_first) {
+  SIEVE_CHECK(first_known >= 0.0 && first_known <= 1.0 && first_distractor >= 0.0 && first_distractor <= 1.0 &&
+                  test_first >= 0.0 && test_first <= 1.0,
+              "estimate_distractor_share: rates ", first_known, ", ", first_distractor, ", ", test_first,
+              " must lie in [0, 1]");
+  SIEVE_CHECK(first_distractor > first_known, "estimate_distractor_share: at this threshold validation's distractors "
+              "get -1 first no more often than its known items (", first_distractor, " vs ", first_known,
+              "): the share cannot be estimated");
+  return std::clamp((test_first - first_known) / (first_distractor - first_known), 0.0, 1.0);
 }
 
 /// A threshold chosen so that a target fraction of items gets -1 first.
