@@ -200,7 +200,7 @@ struct PredictCommand {
                   "--distractor-share");
       const auto& mc = cal->at(method, run / "calibration.json");
       SIEVE_CHECK(!mc.map5_known.empty(), (run / "calibration.json").string(), ": method '", method,
-                  "' has no per-group validation curves (calibrated by an older sieve, or without outside images); "
+                  "' has no per-group validation curves (calibrated by an older sieve); "
                   "recalibrate with 'sieve train --resume ", run.string(), "' to use --distractor-share");
     }
     SIEVE_CHECK(cal || (threshold && m != Method::fusion) || (unknown_rate && m != Method::fusion),

@@ -142,7 +142,7 @@ inline MethodCalibration calibrate(Method m, const Embedded& val, const GalleryR
 struct ShareThreshold {
   double share = 0.0;
   double threshold = 0.0;
-  double val_map5 = 0.0;    ///< validation MAP@5 reweighted to `share`, at `threshold`
+  double val_map5 = 0.0;      ///< validation MAP@5 reweighted to `share`, at `threshold`
   double estimated_at = 0.0;  ///< estimate only: the threshold the share was estimated at
   double test_first = 0.0;    ///< estimate only: the test's fraction given -1 first there
 };
@@ -152,14 +152,15 @@ inline void check_share_curves(const MethodCalibration& c) {
   const std::size_t G = c.sweep.size();
   SIEVE_CHECK(G > 0 && c.map5_known.size() == G && c.map5_distractor.size() == G && c.first_known.size() == G &&
                   c.first_distractor.size() == G,
-              "this calibration has no per-group validation curves (written by an older sieve, or a validation "
-              "set without outside images): recalibrate to choose a threshold for another distractor share");
+              "this calibration has no per-group validation curves (written by an older sieve): recalibrate to "
+              "choose a threshold for another distractor share");
 }
 }  // namespace detail
 
 /// The threshold that maximises validation MAP@5 reweighted to `share` distractors (the known
 /// and distractor items' MAP@5 mixed (1 - share) : share; the first maximum on ties).
-/// Requires: calibrated with distractors in validation (the curves present); share in [0, 1].
+/// Requires: the curves present (calibrate() writes them); share in [0, 1]. Without distractors
+/// in validation their curve is 0 everywhere and only the known items decide.
 inline ShareThreshold threshold_for_share(const MethodCalibration& c, double share) {
   detail::check_share_curves(c);
   const std::size_t g = best_index_for_share(c.map5_known, c.map5_distractor, share);
