@@ -67,6 +67,7 @@
 #include "sieve/optim/sgd.hpp"
 #include "sieve/retrieval/scores.hpp"
 #include "sieve/retrieval/threshold.hpp"
+#include "sieve/train/cached_head.hpp"
 #include "sieve/train/embedding_cache.hpp"
 #include "sieve/train/loader_adapter.hpp"
 #include "sieve/train/memory_loader.hpp"
@@ -78,25 +79,7 @@ namespace sieve::cli {
 
 using train::TrainSplit;
 
-/// The head on cached backbone embeddings: forward = fc(dropout(embedding)). Its params()
-/// and buffers() are the whole model's (backbone frozen), so the trainer's checkpoints hold
-/// the complete classifier, loadable like any other run.
-class CachedHead {
- public:
-  using input_type = Tensor2f;
-  using output_type = Tensor2f;
-  explicit CachedHead(Model& m) : m_(m) {}
-  const Tensor2f& forward(const Tensor2f& x) { return m_.head().forward(m_.dropout().forward(x)); }
-  const Tensor2f& backward(const Tensor2f& dy) { return m_.dropout().backward(m_.head().backward(dy)); }
-  std::vector<ParamRef<float>> params() { return m_.params(); }
-  std::vector<BufferRef<float>> buffers() { return m_.buffers(); }
-  void zero_grad() { m_.head().zero_grad(); }
-  void set_training(bool t) { m_.dropout().set_training(t); }
-  void set_random_step(std::uint64_t s) { m_.dropout().set_step(s); }
-
- private:
-  Model& m_;
-};
+using CachedHead = train::CachedHead<float>;
 
 /// Validation MAP@5 of the head with the -1 threshold swept (the early-stopping metric; at
 /// `share` distractors when given), and the known-class top-1 of the held-out train images

@@ -33,6 +33,7 @@
 #include "sieve/optim/param_groups.hpp"
 #include "sieve/optim/schedule.hpp"
 #include "sieve/optim/sgd.hpp"
+#include "sieve/train/cached_head.hpp"
 #include "sieve/train/checkpoint.hpp"
 #include "sieve/train/early_stopping.hpp"
 #include "sieve/train/embedding_cache.hpp"
