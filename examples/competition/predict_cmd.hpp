@@ -202,6 +202,9 @@ struct PredictCommand {
       SIEVE_CHECK(!mc.map5_known.empty(), (run / "calibration.json").string(), ": method '", method,
                   "' has no per-group validation curves (calibrated by an older sieve); "
                   "recalibrate with 'sieve train --resume ", run.string(), "' to use --distractor-share");
+      SIEVE_CHECK(share || retrieval::share_estimate_index(mc), (run / "calibration.json").string(), ": method '",
+                  method, "': at no threshold did validation's outside images get -1 first more often than its "
+                  "known images, so --distractor-share estimate has nothing to go on; give a share instead");
     }
     SIEVE_CHECK(cal || (threshold && m != Method::fusion) || (unknown_rate && m != Method::fusion),
                 (run / "calibration.json").string(), ": missing (training writes it when it ends), so there is no ",

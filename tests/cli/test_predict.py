@@ -304,6 +304,19 @@ check(rc == 1 and "recalibrate" in err and not os.path.exists(bad_out), f"old ca
 rc, out, err = sieve("predict", "--run", run_old, "--data", data, "--out", bad_out, "--quiet")
 check(rc == 0, f"an old calibration still predicts without --distractor-share: rc={rc}\n{err}")
 os.remove(bad_out)
+# A validation that never gave outside images -1 first more often than known ones: the estimate
+# is refused before any image is embedded (no progress line), a given share still works.
+blind_cal = json.load(open(os.path.join(run, "calibration.json")))
+for m in blind_cal["methods"].values():
+    m["by_group"]["first_distractor"] = m["by_group"]["first_known"]
+json.dump(blind_cal, open(os.path.join(run_old, "calibration.json"), "w"))
+rc, out, err = sieve("predict", "--run", run_old, "--data", data, "--out", bad_out, "--distractor-share", "estimate")
+check(rc == 1 and "nothing to go on" in err and not re.search(r"predict: \d+/\d+ \(", out + err)
+      and not os.path.exists(bad_out), f"estimate without a separating threshold: rc={rc}\n{out}\n{err}")
+rc, out, err = sieve("predict", "--run", run_old, "--data", data, "--out", bad_out, "--quiet",
+                     "--distractor-share", "0.3")
+check(rc == 0, f"a given share needs no separating threshold: rc={rc}\n{err}")
+os.remove(bad_out)
 # A run without calibration: the threshold must come from the command line.
 run2 = os.path.join(tmp, "run2")
 shutil.copytree(run, run2)

@@ -243,6 +243,12 @@ TEST_CASE("distractor share: the sweep's per-group curves, the threshold for a s
   CHECK(estimate_distractor_share(0.1, 0.9, 0.95) == 1.0);
   CHECK_THROWS_WITH_AS(estimate_distractor_share(0.5, 0.5, 0.5), doctest::Contains("cannot be estimated"),
                        sieve::Error);
+  CHECK(share_estimate_index(c) == std::optional<std::size_t>(g07 - 1));  // 0.6
+  MethodCalibration blind = c;  // a validation that never tells the groups apart
+  blind.first_distractor = blind.first_known;
+  CHECK_FALSE(share_estimate_index(blind).has_value());
+  CHECK_THROWS_WITH_AS(threshold_for_estimated_share(blind, test), doctest::Contains("cannot be estimated"),
+                       sieve::Error);
   MethodCalibration old = c;  // written before the curves existed
   old.map5_known.clear();
   CHECK_THROWS_WITH_AS(threshold_for_share(old, 0.2), doctest::Contains("recalibrate"), sieve::Error);

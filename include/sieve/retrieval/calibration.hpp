@@ -167,6 +167,20 @@ inline ShareThreshold threshold_for_share(const MethodCalibration& c, double sha
   return {share, c.sweep[g][0], (1.0 - share) * c.map5_known[g] + share * c.map5_distractor[g], 0.0, 0.0};
 }
 
+/// The grid index where validation tells distractors from known items best: the largest
+/// first_distractor - first_known (the first on ties); nullopt when no threshold gives
+/// distractors -1 first more often than known items (no outside images in validation, or a
+/// model that cannot tell them apart), so no share can be estimated.
+/// Requires: the curves present.
+inline std::optional<std::size_t> share_estimate_index(const MethodCalibration& c) {
+  detail::check_share_curves(c);
+  std::size_t g = 0;
+  for (std::size_t i = 1; i < c.sweep.size(); ++i)
+    if (c.first_distractor[i] - c.first_known[i] > c.first_distractor[g] - c.first_known[g]) g = i;
+  if (!(c.first_distractor[g] > c.first_known[g])) return std::nullopt;
+  return g;
+}
+
 /// The distractor share of the test set estimated from its own scores, and the threshold for
 /// it. The estimate (estimate_distractor_share) is made at the grid threshold where validation
 /// tells distractors from known items best (the largest gap between the fractions given -1
@@ -179,9 +193,10 @@ inline ShareThreshold threshold_for_estimated_share(const MethodCalibration& c, 
   detail::check_share_curves(c);
   const std::size_t N = test_scores.shape()[0], K = test_scores.shape()[1];
   SIEVE_CHECK(N > 0 && K > 0, "threshold_for_estimated_share: no test scores ([", N, ",", K, "])");
-  std::size_t g = 0;
-  for (std::size_t i = 1; i < c.sweep.size(); ++i)
-    if (c.first_distractor[i] - c.first_known[i] > c.first_distractor[g] - c.first_known[g]) g = i;
+  const auto best = share_estimate_index(c);
+  SIEVE_CHECK(best.has_value(), "threshold_for_estimated_share: at no threshold did validation's distractors get -1 "
+              "first more often than its known items, so the test's share cannot be estimated");
+  const std::size_t g = *best;
   const double t = c.sweep[g][0];
   std::size_t first = 0;  // -1 is first exactly when the row's best score < t
   for (std::size_t i = 0; i < N; ++i) {
