@@ -4,8 +4,10 @@
 #include <CLI/CLI.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "sieve/core/check.hpp"
 
@@ -40,5 +42,22 @@ inline const CLI::Validator finite_number(
       return std::isfinite(v) ? std::string() : "'" + s + "' is not a finite number";
     },
     "FINITE", "finite number");
+
+/// A --distractor-share value: a number in [0, 1] or one of `words` (train: data, none;
+/// predict: estimate). One check for both subcommands.
+inline CLI::Validator share_or(std::vector<std::string> words) {
+  return CLI::Validator(
+      [words](std::string& v) -> std::string {
+        for (const auto& w : words)
+          if (v == w) return "";
+        char* end = nullptr;
+        const double p = std::strtod(v.c_str(), &end);
+        if (!v.empty() && *end == '\0' && p >= 0.0 && p <= 1.0) return "";
+        std::string names;
+        for (const auto& w : words) names += w + ", ";
+        return "--distractor-share '" + v + "': expected " + names + "or a number in [0, 1]";
+      },
+      "SHARE", "distractor share");
+}
 
 }  // namespace sieve::cli

@@ -163,7 +163,8 @@ struct PredictCommand {
                     "(black-box shift estimation; sound when the test's distractors resemble outside/, too low "
                     "when they are of kinds never seen)")
         ->excludes(ur)
-        ->excludes(th);
+        ->excludes(th)
+        ->check(share_or({"estimate"}));
     app->add_option("--workers", workers, "image decoding threads")->check(CLI::Range(std::size_t{0}, std::size_t{64}));
     app->add_option("--batch", batch, "inference batch size")->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
     app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")
@@ -187,12 +188,8 @@ struct PredictCommand {
     if (method == "auto") method = cal ? cal->recommended : "head";  // no calibration: the head (checked below)
     const Method m = parse_method(method);
     std::optional<double> share;
-    if (!distractor_share.empty() && distractor_share != "estimate") {
-      char* end = nullptr;
-      share = std::strtod(distractor_share.c_str(), &end);
-      usage_check(end && *end == '\0' && *share >= 0.0 && *share <= 1.0, "predict: --distractor-share '",
-                  distractor_share, "' must be a number in [0, 1] or 'estimate'");
-    }
+    if (!distractor_share.empty() && distractor_share != "estimate")
+      share = std::strtod(distractor_share.c_str(), nullptr);  // checked by the option (share_or)
     // Fail on missing inputs before the slow part.
     if (!distractor_share.empty()) {
       SIEVE_CHECK(cal, (run / "calibration.json").string(),

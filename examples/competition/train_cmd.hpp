@@ -237,14 +237,7 @@ struct TrainCommand {
                     "share of distractors the -1 thresholds are chosen for (validation MAP@5 reweighted to it): "
                     "a number in [0, 1]; data: the data folder's outside images among all its images; none "
                     "(default): the validation set's own share (--outside-frac)")
-        ->check([](const std::string& v) -> std::string {
-          if (v == "data" || v == "none") return "";
-          char* end = nullptr;
-          const double p = std::strtod(v.c_str(), &end);
-          if (v.empty() || *end != '\0' || !(p >= 0.0 && p <= 1.0))
-            return "--distractor-share '" + v + "': expected data, none or a number in [0, 1]";
-          return "";
-        });
+        ->check(share_or({"data", "none"}));
     app->add_option("--max-minutes", max_minutes, "fast recipe: plan the whole run (training, validation, "
                                                   "calibration) to end within this many minutes, the learning "
                                                   "rate annealed to 0 at the last step; seed recipe: stop (saving "
