@@ -5,7 +5,8 @@
 # Builds with clang++-14 -fsanitize=fuzzer,address,undefined (UB is fatal) in a temporary
 # directory, seeds from tools/fuzz/corpus/TARGET/ (read-only: new inputs go to the temp dir),
 # and exits 77 (meson's "skipped") when clang++-14 or its libFuzzer runtime is missing.
-# Crashes are kept in $SIEVE_FUZZ_ARTIFACTS (default: the temp dir, whose path is printed).
+# Findings (crash, leak, timeout, oom) fail the run and are kept in $SIEVE_FUZZ_ARTIFACTS
+# (default: the temp dir, whose path is printed; it is kept when the run fails).
 set -eu
 if [ $# -ne 2 ]; then
   echo "usage: $0 TARGET SECONDS" >&2
@@ -58,14 +59,24 @@ echo "fuzz.sh: $target for ${seconds}s in $work"
 set -- "$work/corpus"
 [ -d "$seeds" ] && set -- "$@" "$seeds"
 # A fixed seed by default, so the test suite's run is repeatable; SIEVE_FUZZ_SEED=0 = random.
+# libFuzzer's default exit status for a finding is 77, meson's "skipped": findings exit 1.
+# `|| status=$?` keeps set -e from ending the script before the log and findings are shown.
+status=0
 "$work/$target" "$@" -seed="${SIEVE_FUZZ_SEED:-1}" -max_total_time="$seconds" -max_len=65536 -timeout=20 -rss_limit_mb=2560 \
-  -artifact_prefix="$artifacts/" -print_final_stats=1 >"$work/fuzz.log" 2>&1
-status=$?  # the fuzzer's own status (not a pipe's)
+  -error_exitcode=1 -timeout_exitcode=1 -artifact_prefix="$artifacts/" -print_final_stats=1 >"$work/fuzz.log" 2>&1 ||
+  status=$?
 tail -25 "$work/fuzz.log"
 # Also look for artifacts: a finding must fail the run whatever the exit status says.
-if ls "$artifacts"/crash-* "$artifacts"/leak-* "$artifacts"/timeout-* "$artifacts"/oom-* >/dev/null 2>&1; then
-  echo "fuzz.sh: $target found failures, kept in $artifacts" >&2
-  exit 1
+for f in "$artifacts"/crash-* "$artifacts"/leak-* "$artifacts"/timeout-* "$artifacts"/oom-*; do
+  if [ -e "$f" ]; then
+    echo "fuzz.sh: $target found failures, kept in $artifacts:" >&2
+    ls "$artifacts" >&2
+    exit 1
+  fi
+done
+if [ "$status" -ne 0 ]; then
+  echo "fuzz.sh: $target exited with status $status; the run is kept in $work" >&2
+  [ "$status" -eq 77 ] && exit 1  # never "skipped" once the harness has run
+  exit "$status"
 fi
 rm -rf "$work"
-exit $status
