@@ -1,19 +1,29 @@
 #!/bin/sh
 # Build and run one libFuzzer harness: tools/fuzz.sh TARGET SECONDS
-#   TARGET   a harness tools/fuzz/TARGET.cpp defining LLVMFuzzerTestOneInput
-#   SECONDS  fuzzing time (libFuzzer -max_total_time)
+#   TARGET   a harness tools/fuzz/TARGET.cpp defining LLVMFuzzerTestOneInput (decode_image,
+#            safetensors, csv, submission, checkpoint)
+#   SECONDS  fuzzing time (libFuzzer -max_total_time); SIEVE_FUZZ_SECONDS overrides it, for
+#            longer local runs of the suite's tests (SIEVE_FUZZ_SECONDS=600 meson test -t 0 ...)
 # Builds with clang++-14 -fsanitize=fuzzer,address,undefined (UB is fatal) in a temporary
-# directory, seeds from tools/fuzz/corpus/TARGET/ (read-only: new inputs go to the temp dir),
+# directory, seeds from tools/fuzz/corpus/TARGET/ (new inputs go to the temp dir; see KEEP),
 # and exits 77 (meson's "skipped") when clang++-14 or its libFuzzer runtime is missing.
-# Findings (crash, leak, timeout, oom) fail the run and are kept in $SIEVE_FUZZ_ARTIFACTS
-# (default: the temp dir, whose path is printed; it is kept when the run fails).
+# Environment:
+#   SIEVE_FUZZ_SEED       libFuzzer -seed (default 1, so a test run is repeatable; 0 = random)
+#   SIEVE_FUZZ_ARTIFACTS  where findings go (default: the temp dir, whose path is printed; it is
+#                         kept when the run fails). A crash, leak, timeout or oom fails the run.
+#   SIEVE_FUZZ_KEEP=1     after a clean run, merge the inputs that add coverage into the
+#                         committed corpus tools/fuzz/corpus/TARGET/ (libFuzzer -merge=1), so
+#                         the corpus grows with what fuzzing finds; review and commit them.
+# Findings are never merged: reproduce one with the binary left in the temp dir (or rebuild) as
+# `sieve-fuzz-TARGET.*/TARGET ARTIFACT`, fix the library, then add the input to the corpus as
+# a seed so the run checks the fix from then on.
 set -eu
 if [ $# -ne 2 ]; then
   echo "usage: $0 TARGET SECONDS" >&2
   exit 2
 fi
 target=$1
-seconds=$2
+seconds=${SIEVE_FUZZ_SECONDS:-$2}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 src="$here/fuzz/$target.cpp"
@@ -26,7 +36,9 @@ if ! command -v "$CXX" >/dev/null 2>&1; then
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/sieve-fuzz-$target.XXXXXX")
 artifacts=${SIEVE_FUZZ_ARTIFACTS:-$work/artifacts}
-mkdir -p "$work/corpus" "$artifacts"
+mkdir -p "$work/corpus" "$work/tmp" "$artifacts"
+# Harnesses that need files (checkpoint) make them under TMPDIR: kept with the run's temp dir.
+export TMPDIR="$work/tmp"
 # Harnesses include sieve headers only (no xtensor); third-party headers are system includes.
 # Every UB check halts, except the suppressions below (known, memory-safe residuals in code we
 # include but do not own; each needs a reason):
@@ -78,5 +90,16 @@ if [ "$status" -ne 0 ]; then
   echo "fuzz.sh: $target exited with status $status; the run is kept in $work" >&2
   [ "$status" -eq 77 ] && exit 1  # never "skipped" once the harness has run
   exit "$status"
+fi
+if [ "${SIEVE_FUZZ_KEEP:-0}" = 1 ]; then
+  mkdir -p "$seeds"
+  before=$(ls "$seeds" | wc -l)
+  if ! "$work/$target" -merge=1 "$seeds" "$work/corpus" -max_len=65536 -timeout=20 -rss_limit_mb=2560 \
+       >"$work/merge.log" 2>&1; then
+    tail -25 "$work/merge.log" >&2
+    echo "fuzz.sh: merging into $seeds failed; the run is kept in $work" >&2
+    exit 1
+  fi
+  echo "fuzz.sh: corpus $seeds: $before -> $(ls "$seeds" | wc -l) files"
 fi
 rm -rf "$work"
