@@ -117,6 +117,19 @@ TEST_CASE("checkpoint: corrupted, truncated, incomplete checkpoints are refused 
       write_raw(man, std::vector<std::byte>(text.begin(), text.begin() + static_cast<long>(text.size() - 12)));
       CHECK_THROWS_WITH_AS(load_checkpoint_files(run.path / "last"), doctest::Contains("MANIFEST"), Error);
     }
+    SUBCASE("malformed lines with a valid checksum: non-hex CRC, a name too long, a NUL, '..'") {
+      // fuzz_checkpoint found the first two escaping as std::invalid_argument and
+      // std::filesystem::filesystem_error instead of sieve::Error.
+      const std::vector<std::string> lines{"file g0000000 1 a", "file 0000000x 1 a",
+                                           "file 00000000 0 " + std::string(300, 'a'),
+                                           std::string("file 00000000 0 a\0b", 19), "file 00000000 0 .."};
+      for (const std::string& line : lines) {
+        const std::string body = std::string(sieve::train::detail::kManifestMagic) + "\n" + line + "\n";
+        write_raw(man, bytes_of(body + "end " + sieve::train::detail::hex32(crc32_of(body)) + "\n"));
+        CHECK_THROWS_WITH_AS(load_checkpoint_files(run.path / "last"), doctest::Contains("malformed manifest line"),
+                             Error);
+      }
+    }
     SUBCASE("edited size") {
       std::string s(reinterpret_cast<const char*>(text.data()), text.size());
       const auto at = s.find(" 5");

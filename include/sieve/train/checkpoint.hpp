@@ -24,6 +24,7 @@
 #include <zlib.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -35,6 +36,7 @@
 #include <vector>
 
 #include "sieve/core/check.hpp"
+#include "sieve/io/detail/text.hpp"
 #include "sieve/io/file.hpp"
 
 namespace sieve::train {
@@ -105,9 +107,16 @@ inline std::vector<ManifestEntry> parse_manifest(const std::filesystem::path& di
     std::uint64_t size = 0;
     ls >> tag >> crc_hex >> size;
     std::getline(ls >> std::ws, name);
-    if (tag != "file" || crc_hex.size() != 8 || name.empty() || name.find('/') != std::string::npos || name == kManifest)
-      fail("checkpoint ", path.string(), ": malformed manifest line '", line, "'");
-    out.push_back({name, static_cast<std::uint32_t>(std::stoul(crc_hex, nullptr, 16)), size});
+    std::uint32_t crc = 0;
+    const auto [crc_end, crc_ec] = std::from_chars(crc_hex.data(), crc_hex.data() + crc_hex.size(), crc, 16);
+    // A name is one plain file of the checkpoint directory: no '/', no NUL (which would cut
+    // the path short), not "." or "..", within NAME_MAX.
+    const bool plain_name = !name.empty() && name.size() <= 255 && name.find('/') == std::string::npos &&
+                            name.find('\0') == std::string::npos && name != "." && name != ".." && name != kManifest;
+    if (tag != "file" || crc_hex.size() != 8 || crc_ec != std::errc() ||
+        crc_end != crc_hex.data() + crc_hex.size() || !plain_name)
+      fail("checkpoint ", path.string(), ": malformed manifest line '", io::detail::printable(line), "'");
+    out.push_back({name, crc, size});
   }
   return out;
 }
