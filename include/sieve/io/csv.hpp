@@ -315,7 +315,10 @@ inline void append_csv_field(std::string& out, std::string_view field, bool only
     SIEVE_CHECK(n > 0, "csv writer: field holds invalid UTF-8 at offset ", i);
     i += n;
   }
-  const bool quote = field.find_first_of(",\"\r\n") != std::string_view::npos || (only_field && field.empty());
+  // A field starting with U+FEFF is quoted: unquoted at the start of a file, a reader (ours
+  // included) would take those bytes for a byte-order mark and drop them.
+  const bool quote = field.find_first_of(",\"\r\n") != std::string_view::npos || (only_field && field.empty()) ||
+                     field.starts_with("\xEF\xBB\xBF");
   if (!quote) {
     out.append(field);
     return;

@@ -136,8 +136,13 @@ void check_ids(Problems& p, const std::vector<Row>& rows, IdOf id_of, LineOf lin
   std::unordered_map<std::string_view, std::size_t> first_line;
   for (const auto& r : rows) {
     const std::string& id = id_of(r);
+    // The writer's rule on read too: what is read here can be written back (format_submission).
     if (id.empty()) {
       p.add("line ", line_of(r), ": empty id");
+      continue;
+    }
+    if (const auto why = submission_id_problem(id); !why.empty()) {
+      p.add("line ", line_of(r), ": id '", printable(id), "' ", why);
       continue;
     }
     auto [it, fresh] = first_line.emplace(id, line_of(r));
