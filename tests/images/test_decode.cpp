@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "sieve/io/dataset.hpp"
+#include "sieve/io/file.hpp"
 #include "sieve/io/image.hpp"
 
 namespace fs = std::filesystem;
@@ -72,6 +74,39 @@ TEST_CASE("decode: files written atomically read back") {
   const Image j = read_image(dir / "a.jpg");
   CHECK(j.height == 5);
   CHECK(j.width == 7);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("read_image_header: the limits' checks without decoding; a dataset's problems by sample") {
+  const fs::path dir = fs::temp_directory_path() / "sieve_test_images_header";
+  fs::create_directories(dir);
+  write_png(dir / "ok.png", noise_image(5, 7, 2));
+  write_png(dir / "wide.png", Image(1, 9000));
+  { std::ofstream(dir / "text.png") << "not an image"; }
+  const ImageHeader h = read_image_header(dir / "ok.png");
+  CHECK(h.width == 7);
+  CHECK(h.height == 5);
+  CHECK(h.channels == 3);
+  CHECK_THROWS_WITH_AS(read_image_header(dir / "wide.png"), doctest::Contains("wide.png: PNG is 9000x1 pixels, over the limit"),
+                       sieve::Error);
+  // The header alone passes what only decoding finds bad: pixel data cut short.
+  auto bytes = sieve::io::read_file(dir / "ok.png");
+  DecodeLimits lim;
+  CHECK_NOTHROW((void)check_image_header(std::span(bytes), lim, "ok"));
+  const FileDataset ds({{"a", dir / "ok.png", {0}}, {"b", dir / "wide.png", {0}}, {"c", dir / "text.png", {0}},
+                        {"d", dir / "missing.png", {0}}});
+  std::size_t calls = 0, last = 0;
+  const auto problems = ds.header_problems([&](std::size_t k, std::size_t n) {
+    ++calls, last = k;
+    CHECK(n == 4);
+  });
+  REQUIRE(problems.size() == 3);
+  CHECK(problems[0].rfind("sample 'b': ", 0) == 0);
+  CHECK(problems[0].find("9000x1 pixels") != std::string::npos);
+  CHECK(problems[1].rfind("sample 'c': ", 0) == 0);
+  CHECK(problems[1].find("not a JPEG or PNG file") != std::string::npos);
+  CHECK(problems[2].rfind("sample 'd': ", 0) == 0);
+  CHECK((calls == 1 && last == 4));
   fs::remove_all(dir);
 }
 

@@ -5,6 +5,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -246,6 +248,80 @@ TEST_CASE("loader: stopping early never deadlocks; shape mismatches are reported
   Loader<decltype(no_resize)> bad(ds, no_resize, opt);
   bad.start(0);
   CHECK_THROWS_WITH_AS(bad.next(), doctest::Contains("add a Resize/CenterCrop"), sieve::Error);
+}
+
+namespace {
+// A dataset whose loads declare `peak` bytes and record how many run at once.
+class CountingDataset final : public Dataset {
+ public:
+  CountingDataset(const Dataset& base, std::uint64_t peak) : base_(base), peak_(peak) {}
+  std::size_t size() const override { return base_.size(); }
+  std::string id(std::size_t i) const override { return base_.id(i); }
+  std::string source(std::size_t i) const override { return base_.source(i); }
+  std::vector<std::int32_t> labels(std::size_t i) const override { return base_.labels(i); }
+  void load(std::size_t i, Image& out) const override {
+    const int now = ++running_;
+    int seen = most_;
+    while (now > seen && !most_.compare_exchange_weak(seen, now)) {
+    }
+    ::usleep(2000);  // long enough for every worker to be inside a load at once
+    base_.load(i, out);
+    --running_;
+  }
+  std::uint64_t peak_load_bytes() const override { return peak_; }
+  int most() const { return most_; }
+
+ private:
+  const Dataset& base_;
+  std::uint64_t peak_;
+  mutable std::atomic<int> running_{0}, most_{0};
+};
+}  // namespace
+
+TEST_CASE("loader: the memory budget bounds how many loads run at once") {
+  const auto mem = make_dataset(48);
+  LoaderOptions opt;
+  opt.batch_size = 1;  // one sample per batch: each worker runs one load at a time
+  opt.workers = 8;
+  opt.prefetch = 16;
+  SUBCASE("a budget for 2 of the dataset's worst-case loads: 2 workers, never 3 loads at once") {
+    CountingDataset ds(mem, 100);
+    opt.memory_budget = 250;
+    Loader<TrainT> loader(ds, train_transform(), opt);
+    CHECK(loader.workers() == 2);
+    loader.start(0);
+    while (loader.next()) {
+    }
+    CHECK(ds.most() >= 1);
+    CHECK(ds.most() <= 2);
+  }
+  SUBCASE("room for all: the requested workers run (and do overlap)") {
+    CountingDataset ds(mem, 100);
+    opt.memory_budget = 100 * 8;
+    Loader<TrainT> loader(ds, train_transform(), opt);
+    CHECK(loader.workers() == 8);
+    loader.start(0);
+    while (loader.next()) {
+    }
+    CHECK(ds.most() > 2);
+  }
+  SUBCASE("a budget below one load still runs one worker; 0 workers stay 0; in-memory samples are free") {
+    CountingDataset ds(mem, 100);
+    CHECK(loader_workers(ds, 8, 10) == 1);
+    CHECK(loader_workers(ds, 0, 10) == 0);
+    CHECK(loader_workers(mem, 8, 10) == 8);
+    CHECK(loader_workers(ds, 8, 0) == std::min<std::uint64_t>(8, default_loader_memory_budget() / 100));
+  }
+  SUBCASE("file datasets declare their limits' peak; views forward it") {
+    DecodeLimits lim;
+    lim.max_bytes = 10;
+    lim.max_decoded_bytes = 100;
+    CHECK(lim.peak_bytes() == 210);
+    const FileDataset files({}, lim);
+    CHECK(files.peak_load_bytes() == 210);
+    CHECK(RangeDataset(files, {0, 0}).peak_load_bytes() == 210);
+    CHECK(DecodeLimits{}.peak_bytes() == (std::uint64_t{320} << 20));
+  }
 }
 
 TEST_CASE("multi_hot: labels to BCE targets, -1 = none") {

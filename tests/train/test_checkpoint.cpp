@@ -145,6 +145,29 @@ TEST_CASE("checkpoint: corrupted, truncated, incomplete checkpoints are refused 
   CHECK(generation_of(load_checkpoint_files(run.path / "last")) == 6);
 }
 
+TEST_CASE("remove_unfinished_run: files only go (and the folder when asked); a checkpoint keeps it all") {
+  TempDir tmp("ckpt_unfinished", true);
+  const fs::path run = tmp.path / "run";
+  auto make = [&] {
+    fs::create_directories(run);
+    std::ofstream(run / "config.json") << "{}";
+    std::ofstream(run / ".lock") << "1";
+  };
+  make();
+  CHECK(remove_unfinished_run(run, true));
+  CHECK_FALSE(fs::exists(run));
+  make();
+  CHECK(remove_unfinished_run(run, false));  // the user's empty folder stays, emptied
+  CHECK(fs::is_directory(run));
+  CHECK(fs::is_empty(run));
+  make();
+  save_checkpoint_files(run, "last", generation_files(1, 10));
+  CHECK_FALSE(remove_unfinished_run(run, true));
+  CHECK(fs::exists(run / "config.json"));
+  CHECK(checkpoint_is_valid(run / "last"));
+  CHECK_FALSE(remove_unfinished_run(tmp.path / "absent", true));
+}
+
 TEST_CASE("checkpoint: every crash point of the two-rename fallback recovers a complete last/") {
   TempDir run("ckpt_recover", true);
   save_checkpoint_files(run.path, "last", generation_files(1, 100));

@@ -115,6 +115,7 @@ class ShardedDataset final : public io::Dataset {
   std::string source(std::size_t i) const override { return base_.source(global_index(i)); }
   std::vector<std::int32_t> labels(std::size_t i) const override { return base_.labels(global_index(i)); }
   void load(std::size_t i, Image& out) const override { base_.load(global_index(i), out); }
+  std::uint64_t peak_load_bytes() const override { return base_.peak_load_bytes(); }
 
  private:
   const io::Dataset& base_;

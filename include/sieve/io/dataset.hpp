@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +29,10 @@ class Dataset {
   virtual std::vector<std::int32_t> labels(std::size_t i) const = 0;
   /// Decode sample i into `out` (RGB). Throws sieve::Error naming the sample and its source.
   virtual void load(std::size_t i, Image& out) const = 0;
+  /// The most memory one load() may hold while it runs, beyond `out`'s final pixels (a file
+  /// dataset's encoded bytes and decode buffers); 0 when negligible (samples already decoded).
+  /// Loaders bound how many loads run at once by it (LoaderOptions::memory_budget).
+  virtual std::uint64_t peak_load_bytes() const { return 0; }
 };
 
 /// One file-backed sample.
@@ -54,7 +59,25 @@ class FileDataset final : public Dataset {
       fail("sample '", s.id, "': ", e.what());
     }
   }
+  std::uint64_t peak_load_bytes() const override { return limits_.peak_bytes(); }
   const std::vector<FileSample>& samples() const { return samples_; }
+
+  /// Reads every sample's image header (read_image_header: the checks of the limits, no pixel
+  /// decoded) and returns one line per bad sample ("sample 'id': reason"), in order: what a
+  /// command checks before work that a bad image would end midway. `progress(done, total)` is
+  /// called every 1024 samples and at the end.
+  std::vector<std::string> header_problems(const std::function<void(std::size_t, std::size_t)>& progress = {}) const {
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < samples_.size(); ++i) {
+      try {
+        (void)read_image_header(samples_[i].path, limits_);
+      } catch (const Error& e) {
+        out.push_back(str("sample '", samples_[i].id, "': ", e.what()));
+      }
+      if (progress && ((i + 1) % 1024 == 0 || i + 1 == samples_.size())) progress(i + 1, samples_.size());
+    }
+    return out;
+  }
 
  private:
   const FileSample& at(std::size_t i) const {
@@ -103,6 +126,7 @@ class RangeDataset final : public Dataset {
   std::string source(std::size_t i) const override { return base_.source(at(i)); }
   std::vector<std::int32_t> labels(std::size_t i) const override { return base_.labels(at(i)); }
   void load(std::size_t i, Image& out) const override { base_.load(at(i), out); }
+  std::uint64_t peak_load_bytes() const override { return base_.peak_load_bytes(); }
 
  private:
   std::size_t at(std::size_t i) const {

@@ -71,6 +71,11 @@ struct DecodeLimits {
   /// 16-bit 8192x8192 PNG (384-512 MiB) that a file of under 1 MB can declare.
   std::uint64_t max_decoded_bytes = std::uint64_t{128} << 20;
   std::uint64_t max_bytes = std::uint64_t{64} << 20;  ///< 64 MiB of encoded data
+
+  /// The most memory one read-and-decode under these limits holds at once: the encoded file,
+  /// the decoder's buffer and the 8-bit RGB image it converts into (each at most
+  /// max_decoded_bytes). 320 MiB with the defaults; loaders bound their workers by it.
+  std::uint64_t peak_bytes() const { return max_bytes + 2 * max_decoded_bytes; }
 };
 
 enum class ImageFormat { jpeg, png, gif, bmp, psd, hdr, tiff, webp, pnm, tga_or_unknown };
@@ -113,15 +118,6 @@ inline ImageFormat sniff_format(std::span<const std::byte> b) {
   return ImageFormat::tga_or_unknown;
 }
 
-namespace detail {
-
-inline unsigned u8(std::span<const std::byte> b, std::size_t i) { return static_cast<unsigned>(b[i]); }
-inline unsigned be16(std::span<const std::byte> b, std::size_t i) { return (u8(b, i) << 8) | u8(b, i + 1); }
-inline std::uint32_t be32(std::span<const std::byte> b, std::size_t i) {
-  return (std::uint32_t{u8(b, i)} << 24) | (std::uint32_t{u8(b, i + 1)} << 16) | (std::uint32_t{u8(b, i + 2)} << 8) |
-         std::uint32_t{u8(b, i + 3)};
-}
-
 /// What a JPEG or PNG header declares, read before any pixel is decoded.
 struct ImageHeader {
   std::size_t width = 0, height = 0;
@@ -133,6 +129,15 @@ struct ImageHeader {
     return std::uint64_t{width} * height * std::max(channels, 3u) * (bits > 8 ? 2u : 1u);
   }
 };
+
+namespace detail {
+
+inline unsigned u8(std::span<const std::byte> b, std::size_t i) { return static_cast<unsigned>(b[i]); }
+inline unsigned be16(std::span<const std::byte> b, std::size_t i) { return (u8(b, i) << 8) | u8(b, i + 1); }
+inline std::uint32_t be32(std::span<const std::byte> b, std::size_t i) {
+  return (std::uint32_t{u8(b, i)} << 24) | (std::uint32_t{u8(b, i + 1)} << 16) | (std::uint32_t{u8(b, i + 2)} << 8) |
+         std::uint32_t{u8(b, i + 3)};
+}
 
 /// Walk a JPEG's marker segments and validate what stb_image 2.27 trusts. Throws sieve::Error
 /// naming `name`, the marker and its offset.
@@ -332,6 +337,43 @@ inline const char* stbi_reason() {
 
 }  // namespace detail
 
+namespace detail {
+inline void check_image_dims(ImageFormat fmt, std::size_t W, std::size_t H, const DecodeLimits& limits,
+                             std::string_view name) {
+  if (W > limits.max_width || H > limits.max_height || std::uint64_t{W} * H > limits.max_pixels)
+    fail(name, ": ", format_name(fmt), " is ", W, "x", H, " pixels, over the limit of ", limits.max_width, "x",
+         limits.max_height, " (", limits.max_pixels, " pixels)");
+}
+}  // namespace detail
+
+/// Check what the bytes' JPEG or PNG header declares against `limits` without decoding a pixel:
+/// the format, sieve's structural pre-check, the sides, the pixel count and the decoded size.
+/// Requires: nothing (any bytes are safe). Ensures: the header, or a sieve::Error naming `name`
+/// (the first half of decode_image_into: what passes may still fail in the pixel data).
+inline ImageHeader check_image_header(std::span<const std::byte> bytes, const DecodeLimits& limits = {},
+                                      std::string_view name = "<memory>") {
+  if (bytes.empty()) fail(name, ": empty file (0 bytes), not an image");
+  if (bytes.size() > limits.max_bytes)
+    fail(name, ": encoded image is ", bytes.size(), " bytes, over the limit of ", limits.max_bytes);
+  if (bytes.size() > 0x7FFFFFFFu) fail(name, ": encoded image is ", bytes.size(), " bytes, over stb's 2 GiB limit");
+  const ImageFormat fmt = sniff_format(bytes);
+  ImageHeader head;
+  if (fmt == ImageFormat::jpeg)
+    head = detail::jpeg_precheck(bytes, name);
+  else if (fmt == ImageFormat::png)
+    head = detail::png_precheck(bytes, name);
+  else if (fmt == ImageFormat::tga_or_unknown)
+    fail(name, ": not a JPEG or PNG file (unrecognised signature, ", bytes.size(), " bytes)");
+  else
+    fail(name, ": unsupported image format ", format_name(fmt), " (sieve decodes only JPEG and PNG)");
+  detail::check_image_dims(fmt, head.width, head.height, limits, name);  // before stb reads anything
+  if (head.decoded_bytes() > limits.max_decoded_bytes)
+    fail(name, ": ", format_name(fmt), " is ", head.width, "x", head.height, " with ", head.channels, " channel",
+         head.channels == 1 ? "" : "s", " of ", head.bits, " bits: ", head.decoded_bytes() >> 20,
+         " MiB decoded, over the limit of ", limits.max_decoded_bytes >> 20, " MiB");
+  return head;
+}
+
 /// Decode a JPEG or PNG held in memory into RGB (gray, gray+alpha and RGBA become RGB; alpha
 /// is dropped, as PIL's convert("RGB") does). `name` appears in every error ("<memory>" if
 /// the bytes have no file).
@@ -341,31 +383,9 @@ inline const char* stbi_reason() {
 /// allocation in steady state); on error `out` is left unspecified.
 inline void decode_image_into(std::span<const std::byte> bytes, Image& out, const DecodeLimits& limits = {},
                               std::string_view name = "<memory>") {
-  if (bytes.empty()) fail(name, ": empty file (0 bytes), not an image");
-  if (bytes.size() > limits.max_bytes)
-    fail(name, ": encoded image is ", bytes.size(), " bytes, over the limit of ", limits.max_bytes);
-  if (bytes.size() > 0x7FFFFFFFu) fail(name, ": encoded image is ", bytes.size(), " bytes, over stb's 2 GiB limit");
+  const ImageHeader head = check_image_header(bytes, limits, name);
   const ImageFormat fmt = sniff_format(bytes);
-  detail::ImageHeader head;
-  if (fmt == ImageFormat::jpeg)
-    head = detail::jpeg_precheck(bytes, name);
-  else if (fmt == ImageFormat::png)
-    head = detail::png_precheck(bytes, name);
-  else if (fmt == ImageFormat::tga_or_unknown)
-    fail(name, ": not a JPEG or PNG file (unrecognised signature, ", bytes.size(), " bytes)");
-  else
-    fail(name, ": unsupported image format ", format_name(fmt), " (sieve decodes only JPEG and PNG)");
-
-  auto check_dims = [&](std::size_t W, std::size_t H) {
-    if (W > limits.max_width || H > limits.max_height || std::uint64_t{W} * H > limits.max_pixels)
-      fail(name, ": ", format_name(fmt), " is ", W, "x", H, " pixels, over the limit of ", limits.max_width, "x",
-           limits.max_height, " (", limits.max_pixels, " pixels)");
-  };
-  check_dims(head.width, head.height);  // from the headers sieve parsed, before stb reads anything
-  if (head.decoded_bytes() > limits.max_decoded_bytes)
-    fail(name, ": ", format_name(fmt), " is ", head.width, "x", head.height, " with ", head.channels, " channel",
-         head.channels == 1 ? "" : "s", " of ", head.bits, " bits: ", head.decoded_bytes() >> 20,
-         " MiB decoded, over the limit of ", limits.max_decoded_bytes >> 20, " MiB");
+  auto check_dims = [&](std::size_t W, std::size_t H) { detail::check_image_dims(fmt, W, H, limits, name); };
 
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int size = static_cast<int>(bytes.size());
@@ -411,6 +431,13 @@ inline Image read_image(const std::filesystem::path& path, const DecodeLimits& l
 inline void read_image_into(const std::filesystem::path& path, Image& out, const DecodeLimits& limits = {}) {
   const auto bytes = read_file(path, limits.max_bytes);
   decode_image_into(bytes, out, limits, path.string());
+}
+
+/// check_image_header on a file (a regular file within limits.max_bytes, see read_file): what
+/// a command checks of every image before it starts work that a bad one would end midway.
+inline ImageHeader read_image_header(const std::filesystem::path& path, const DecodeLimits& limits = {}) {
+  const auto bytes = read_file(path, limits.max_bytes);
+  return check_image_header(bytes, limits, path.string());
 }
 
 namespace detail {

@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 #include "sieve/core/check.hpp"
 #include "sieve/core/rng.hpp"
 #include "sieve/core/shuffle.hpp"
@@ -60,7 +62,12 @@ enum class OnError {
 
 struct LoaderOptions {
   std::size_t batch_size = 32;
-  std::size_t workers = 2;   ///< 0 = build batches on the consumer's thread
+  std::size_t workers = 2;   ///< 0 = build batches on the consumer's thread (see memory_budget)
+  /// Bytes the workers' loads may hold at once: the loader runs at most memory_budget /
+  /// Dataset::peak_load_bytes() workers (at least one), so a large --workers cannot multiply
+  /// the worst-case decode (an 8192x8192 file of under 1 MB) past the machine.
+  /// 0 = half the physical memory (default_loader_memory_budget).
+  std::uint64_t memory_budget = 0;
   std::size_t prefetch = 4;  ///< batches built ahead of the consumer (>= 1)
   bool shuffle = true;
   bool drop_last = false;
@@ -72,6 +79,22 @@ struct SkippedSample {
   std::size_t index = 0;
   std::string id, source, error;
 };
+
+/// Half the machine's physical memory (sysconf), or 4 GiB when it cannot be read.
+inline std::uint64_t default_loader_memory_budget() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return std::uint64_t{4} << 30;
+  return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) / 2;
+}
+
+/// Workers a loader runs for `requested` workers over `ds`: min(requested, budget / the
+/// dataset's peak bytes per load), and at least 1 unless 0 were requested (budget 0 = default).
+inline std::size_t loader_workers(const Dataset& ds, std::size_t requested, std::uint64_t budget = 0) {
+  const std::uint64_t peak = ds.peak_load_bytes();
+  if (requested == 0 || peak == 0) return requested;
+  const std::uint64_t fit = (budget ? budget : default_loader_memory_budget()) / peak;
+  return static_cast<std::size_t>(std::max<std::uint64_t>(1, std::min<std::uint64_t>(requested, fit)));
+}
 
 /// One collated batch. images: [N, 3, H, W]; labels[k] belongs to ids[k] / indices[k].
 struct Batch {
@@ -106,14 +129,19 @@ template <class Transform>
 class Loader {
  public:
   /// Requires: `dataset` outlives the loader; batch_size >= 1; prefetch >= 1.
+  /// Ensures: workers() == loader_workers(dataset, opt.workers, opt.memory_budget).
   Loader(const Dataset& dataset, Transform transform, LoaderOptions opt)
       : ds_(dataset), proto_(std::move(transform)), opt_(opt) {
     SIEVE_CHECK(opt.batch_size >= 1, "Loader: batch_size must be >= 1");
     SIEVE_CHECK(opt.prefetch >= 1, "Loader: prefetch must be >= 1");
+    opt_.workers = loader_workers(dataset, opt.workers, opt.memory_budget);
   }
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
   ~Loader() { stop(); }
+
+  /// Worker threads this loader runs (the requested count, bounded by the memory budget).
+  std::size_t workers() const { return opt_.workers; }
 
   std::size_t batches_per_epoch() const {
     const std::size_t n = ds_.size(), B = opt_.batch_size;

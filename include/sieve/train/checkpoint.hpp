@@ -183,6 +183,25 @@ inline bool recover_slot(const std::filesystem::path& run, const std::string& sl
   return true;
 }
 
+/// Remove the folder of a new run that failed before it saved a checkpoint: nothing in it can be
+/// resumed, and a half-made folder makes the same command refuse it as not empty. Keeps the
+/// folder (returns false) when it holds any directory (a checkpoint slot, complete or
+/// half-renamed) or cannot be listed; else removes its files and, when `remove_folder`, the
+/// folder itself, and returns true. Never throws (it runs while an error is on its way out).
+inline bool remove_unfinished_run(const std::filesystem::path& run, bool remove_folder) noexcept {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<fs::path> files;
+  for (fs::directory_iterator it(run, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->is_directory(ec) || ec) return false;
+    files.push_back(it->path());
+  }
+  if (ec) return false;
+  for (const auto& f : files) fs::remove(f, ec);
+  if (remove_folder) fs::remove(run, ec);
+  return true;
+}
+
 struct SaveOptions {
   /// Test hook: skip RENAME_EXCHANGE and use the two-rename fallback.
   bool force_two_renames = false;
