@@ -253,7 +253,9 @@ struct TrainCommand {
         ->capture_default_str();
     app->add_option("--threads", threads, "compute threads (0 = OMP_NUM_THREADS or all cores)")
         ->check(CLI::Range(0, 4096));
-    app->add_option("--workers", workers, "image loading threads (0 = load on the training thread)")
+    app->add_option("--workers", workers, "image loading threads (0 = load on the training thread; fewer run "
+                                          "when their worst-case decodes would exceed half the memory)")
+        ->check(CLI::Range(std::size_t{0}, std::size_t{64}))
         ->capture_default_str();
     app->add_flag("--quiet", quiet, "no progress lines (errors and the final summary only)");
     app->add_option("--clip-grad-norm", clip_grad_norm, "clip the global gradient norm to this before each "
@@ -403,6 +405,23 @@ struct TrainCommand {
   }
 
   int run() {
+    try {
+      return run_train();
+    } catch (...) {
+      // A fresh run that failed before its first checkpoint holds nothing to resume: remove
+      // what it wrote, so the same command works again once the problem is fixed (a half-made
+      // folder would be refused as not empty). A folder with a checkpoint stays: it resumes.
+      if (created_run_ != 0 && train::remove_unfinished_run(out, created_run_ == 2))
+        std::cerr << "train: removed the unfinished run folder " << out << " (no checkpoint was saved)\n";
+      throw;
+    }
+  }
+
+ private:
+  int created_run_ = 0;  ///< 0: this process created no run folder; 1: filled an empty one; 2: made it
+
+ public:
+  int run_train() {
     start_ = std::chrono::steady_clock::now();
     if (threads > 0) sieve::set_threads(threads);
     dist::Communicator& comm = communicator();
@@ -483,11 +502,35 @@ struct TrainCommand {
                   "train --resume: the validation split recomputed from ", cfg.data, " differs from ",
                   (run_dir / "split.json").string(), ": the data folder changed since the run started");
     }
+    // Datasets: train (labelled + negatives), validation (held out + outside as -1).
+    std::vector<io::FileSample> tr, va, tr_labelled;
+    for (auto i : split.train) tr.push_back(df.train[i]), tr_labelled.push_back(df.train[i]);
+    for (auto i : split.negatives) tr.push_back(with_label(df.outside[i], -1));
+    for (auto i : split.val) va.push_back(df.train[i]);
+    for (auto i : split.val_outside) va.push_back(with_label(df.outside[i], -1));
+    const io::FileDataset train_ds(tr), val_ds(va), train_labelled_ds(tr_labelled);
+    // Every image the run will read passes its header's checks before anything is created: a
+    // bad one found mid-epoch would end hours of training (no pixel is decoded here).
+    {
+      std::optional<ProgressLine> progress;
+      if (!quiet) progress.emplace("check image headers");
+      std::vector<std::string> bad;
+      for (const io::FileDataset* ds : {&train_ds, &val_ds}) {
+        const std::size_t before = ds == &val_ds ? train_ds.size() : 0, all = train_ds.size() + val_ds.size();
+        for (auto& p : ds->header_problems([&](std::size_t k, std::size_t) {
+               if (progress) (*progress)(before + k, all);
+             }))
+          bad.push_back(std::move(p));
+      }
+      SIEVE_CHECK(bad.empty(), "train: ", bad.size(), " image(s) of ", cfg.data, " cannot be used (sieve validate ",
+                  cfg.data, " lists every problem):", io::join_problems(bad, 10));
+    }
     // Every rank has checked its inputs (and, for a fresh run, that --out is empty) before
     // rank 0 creates anything.
     if (ranks > 1) comm.barrier("train: inputs checked on every rank");
     if (!resuming && root) {
       // Two trains into one --out both saw it empty: the first to lock it writes the run.
+      created_run_ = !fs::exists(run_dir) ? 2 : 1;
       fs::create_directories(run_dir);
       lock.emplace(run_dir);
       SIEVE_CHECK(train::RunLock::folder_is_empty(run_dir), "train: --out ", run_dir.string(),
@@ -501,14 +544,6 @@ struct TrainCommand {
             "; validation ", split.val.size(), " held out + ", split.val_outside.size(), " outside images"));
     if (split.val_outside.empty())
       say("train: note: no outside images in validation, so the -1 threshold is tuned without distractors");
-
-    // Datasets: train (labelled + negatives), validation (held out + outside as -1).
-    std::vector<io::FileSample> tr, va, tr_labelled;
-    for (auto i : split.train) tr.push_back(df.train[i]), tr_labelled.push_back(df.train[i]);
-    for (auto i : split.negatives) tr.push_back(with_label(df.outside[i], -1));
-    for (auto i : split.val) va.push_back(df.train[i]);
-    for (auto i : split.val_outside) va.push_back(with_label(df.outside[i], -1));
-    const io::FileDataset train_ds(tr), val_ds(va), train_labelled_ds(tr_labelled);
 
     Model model(cfg, dropout_seed(cfg.seed, comm.rank()));
     const bool has_checkpoint = resuming && fs::exists(run_dir / "last");
@@ -850,6 +885,9 @@ struct TrainCommand {
                       std::move(validate), [&dp] { dp.sync_from_root(); });
     }
     io::Loader<Transform> loader(train_ds, train_transform(cfg), lo);
+    if (loader.workers() < workers)
+      say(str("train: ", loader.workers(), " loader workers instead of ", workers, ": each may hold ",
+              train_ds.peak_load_bytes() >> 20, " MiB while it decodes, and the loader keeps to half the memory"));
     train::SequentialLoaderAdapter adapter(loader, convert);
     const std::size_t wk = workers;
     const bool q = quiet;

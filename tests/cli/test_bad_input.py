@@ -11,7 +11,9 @@ would otherwise fail late, hang or pay gigabytes:
 - a symbolic link from train/ to a file outside the data folder: refused, named by validate;
 - --weights holding +Inf: refused at load, naming the file and the tensor;
 - a 16-bit 8192x8192 PNG of 130 KB and a small JPEG patched to 8192x8192: refused from the
-  header (DecodeLimits::max_decoded_bytes), named by validate, never decoded.
+  header (DecodeLimits::max_decoded_bytes), named by validate, never decoded;
+- a 20000x1 image: over the per-side limit, refused before a run folder exists; 8000x1 and
+  1x8000 images (within the limits) train and predict.
 
 Usage: test_bad_input.py SIEVE_EXE SOURCE_ROOT   (needs numpy and PIL; about 15 s)
 """
@@ -64,6 +66,20 @@ def refused(args, *needles, rc_wanted=1):
     ok = rc == rc_wanted and all(n in text for n in needles)
     check(ok, f"{' '.join(args)}: exit {rc}, wanted {rc_wanted} naming {needles}:\n{text[-1500:]}")
     return text
+
+
+def garbled_idat(png):
+    """The PNG with its IDAT payload replaced by non-zlib bytes and the CRC recomputed: a header
+    and chunk structure that pass every check before decoding, pixel data that fails it."""
+    out, i = bytearray(png[:8]), 8
+    while i < len(png):
+        (n,) = struct.unpack(">I", png[i:i + 4])
+        kind, data = png[i + 4:i + 8], png[i + 8:i + 8 + n]
+        if kind == b"IDAT":
+            data = bytes([0xFF]) * len(data)
+        out += struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        i += 12 + n
+    return bytes(out)
 
 
 def zero_png16(w, h):
@@ -171,6 +187,35 @@ try:
     text = refused(["validate", "--data", huge],
                    "png16.png: PNG is 8192x8192 with 1 channel of 16 bits: 384 MiB decoded, over the limit of 128 MiB",
                    "patched.jpg: JPEG is 8192x8192 with 3 channels of 8 bits: 192 MiB decoded, over the limit")
+
+    # Extreme shapes: a 20000x1 image (it used to fail mid-epoch and leave a half-made run folder)
+    # is over the 8192 px per side limit: named by validate, refused by train before its run
+    # folder exists. One of 8000x1 and one of 1x8000 are within the limits: train and predict use them.
+    wide = copy_data(data, "wide")
+    Image.fromarray(np.full((1, 20000, 3), 90, np.uint8)).save(os.path.join(wide, "train", "t0_0.png"))
+    refused(["validate", "--data", wide], "t0_0.png: PNG is 20000x1 pixels, over the limit of 8192x8192")
+    wide_run = os.path.join(tmp, "wide_run")
+    # Found by the header pass over every image, before the run folder is made.
+    refused(["train", "--data", wide, "--out", wide_run, *TINY], "image(s) of", "cannot be used (sieve validate",
+            "sample 't0_0': ", "t0_0.png: PNG is 20000x1 pixels")
+    check(not os.path.exists(wide_run), "a refused train on a 20000x1 image leaves no run folder")
+    # Pixel data that only decoding finds bad (a valid header and CRCs over garbage) ends the run
+    # after its folder was made: the folder is removed, and the same command then works.
+    corrupt = os.path.join(wide, "train", "t0_0.png")
+    Image.fromarray(np.full((28, 28, 3), 90, np.uint8)).save(corrupt)
+    good = open(corrupt, "rb").read()
+    open(corrupt, "wb").write(garbled_idat(good))
+    text = refused(["train", "--data", wide, "--out", wide_run, *TINY], "t0_0.png")
+    check("removed the unfinished run folder " + wide_run in text and not os.path.exists(wide_run),
+          f"a run that failed before its first checkpoint is removed: {text[-600:]}")
+    Image.fromarray(np.full((1, 8000, 3), 90, np.uint8)).save(os.path.join(wide, "train", "t0_0.png"))
+    test_id = sorted(os.listdir(os.path.join(wide, "test")))[0]
+    Image.fromarray(np.full((8000, 1, 3), 90, np.uint8)).save(os.path.join(wide, "test", test_id))
+    rc, out, err = sieve("train", "--data", wide, "--out", wide_run, *TINY, timeout=300)
+    check(rc == 0, f"train with an 8000x1 image: rc={rc}\n{err[-800:]}")
+    rc, out, err = sieve("predict", "--run", wide_run, "--data", wide, "--out", os.path.join(tmp, "wide.csv"), "--quiet",
+                         timeout=300)
+    check(rc == 0, f"predict with a 1x8000 test image: rc={rc}\n{err[-800:]}")
 finally:
     if not os.environ.get("SIEVE_KEEP_TMP"):
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,10 +13,14 @@ uninterrupted run A's bit for bit and its metrics.jsonl must hold each epoch onc
   - SIGINT: exit 130; SIGINT then SIGTERM at once: the second exits at once (130 or 143);
   - kill -9 (with --checkpoint-minutes near 0: last/ saved after nearly every step): the lock
     is gone with the process and the next resume continues;
+A run C is killed with SIGKILL at 10 seeded random moments (start-up, training, a checkpoint's
+save, calibration: wherever the moment falls) and resumed after each; it too must end equal to A
+bit for bit, with each epoch logged once and no file A lacks;
 and `sieve report` draws a run whose metrics.jsonl ends in a torn line, with a warning.
 """
 import json
 import os
+import random
 import shutil
 import signal
 import struct
@@ -101,6 +105,51 @@ def finish(p, timeout=120):
     return p.returncode, out, err
 
 
+def random_kills(data, run, t_a, want_w, want_m, want_files, kills=10):
+    """SIGKILL `sieve train` into `run` at `kills` seeded random moments, resuming after each
+    (a fresh --out again while the kill left no config.json), then let it finish."""
+    rnd = random.Random(2026)
+    log = run + ".log"
+    landed = []
+
+    def launch():
+        args = ["--resume", run] if os.path.exists(os.path.join(run, "config.json")) else ["--data", data, "--out", run, *NET]
+        # Mid-epoch saves every ~0.3 s as well as the epoch ends: kills also land inside a save.
+        with open(log, "a") as f:
+            f.write(f"--- sieve train {' '.join(args[:2])}\n")
+            return subprocess.Popen([EXE, "train", *args, "--checkpoint-minutes", "0.005"], stdout=subprocess.DEVNULL,
+                                    stderr=f)
+
+    p = launch()
+    while len(landed) < kills:
+        # Uniform over a quarter of an uninterrupted run (start-up included): every phase is
+        # hit, and each life still makes progress on average.
+        time.sleep(rnd.uniform(0.0, t_a / 4))
+        if p.poll() is not None:  # finished (or failed) before the moment came
+            if not check(p.returncode == 0, f"random kills: a resumed run failed (exit {p.returncode}); see {log}"):
+                return
+            break
+        p.kill()
+        p.wait()
+        st = os.path.join(run, "last", "state.json")
+        landed.append(json.load(open(st))["step"] if os.path.exists(st) else None)
+        p = launch()
+    print(f"random kills: {len(landed)} landed; step of last/ after each: {landed}", flush=True)
+    p.wait(timeout=120)
+    check(p.returncode == 0, f"random kills: the final resume exits 0 (exit {p.returncode}); see {log}")
+    check(len(landed) >= kills // 2, f"random kills: at least {kills // 2} kills landed before the run finished: {landed}")
+    got_w = weights(run)
+    check(got_w.keys() == want_w.keys() and all(got_w[k] == want_w[k] for k in want_w),
+          f"random kills: final weights equal the uninterrupted run's bit for bit (kills at steps {landed})")
+    got_m = metrics(run)
+    check([m["epoch"] for m in got_m] == list(range(1, EPOCHS + 1))
+          and [m["loss"] for m in got_m] == [m["loss"] for m in want_m],
+          f"random kills: metrics.jsonl holds each epoch once with A's losses: {[m['epoch'] for m in got_m]}")
+    check(sorted(os.listdir(run)) == want_files and sorted(os.listdir(os.path.join(run, "last"))) ==
+          sorted(os.listdir(os.path.join(os.path.dirname(run), "A", "last"))),
+          f"random kills: the run folder holds what A's holds, no leftovers: {sorted(os.listdir(run))} vs {want_files}")
+
+
 def main():
     if not os.access(EXE, os.X_OK):
         print(f"not an executable: {EXE}")
@@ -116,7 +165,8 @@ def main():
         rc, _, err = finish(start("train", "--data", data, "--out", a, *NET, "--quiet"))
         if not check(rc == 0, f"uninterrupted run exits 0: {err[-500:]}"):
             return 1
-        print(f"uninterrupted run: {time.monotonic() - t0:.1f} s", flush=True)
+        t_a = time.monotonic() - t0
+        print(f"uninterrupted run: {t_a:.1f} s", flush=True)
         want_w, want_m = weights(a), metrics(a)
         total = state(a)["step"]
         check([m["epoch"] for m in want_m] == list(range(1, EPOCHS + 1)), "A logs each epoch once")
@@ -180,6 +230,8 @@ def main():
               and [m.get("val_map5") for m in got_m] == [m.get("val_map5") for m in want_m]
               and sum("val_map5" in m for m in want_m) == EPOCHS // 4,
               "the resumed run logged the uninterrupted run's losses and validation MAP@5 (every 4th epoch)")
+
+        random_kills(data, os.path.join(tmp, "C"), t_a, want_w, want_m, sorted(os.listdir(a)))
 
         # report: a torn last line is skipped with a warning; corruption before it is still refused.
         with open(os.path.join(a, "metrics.jsonl"), "a") as f:
