@@ -523,7 +523,7 @@ struct TrainCommand {
           bad.push_back(std::move(p));
       }
       SIEVE_CHECK(bad.empty(), "train: ", bad.size(), " image(s) of ", cfg.data, " cannot be used (sieve validate ",
-                  cfg.data, " lists every problem):", io::join_problems(bad, 10));
+                  cfg.data, " lists every problem):", join_problems(bad, 10));
     }
     // Every rank has checked its inputs (and, for a fresh run, that --out is empty) before
     // rank 0 creates anything.
@@ -570,8 +570,15 @@ struct TrainCommand {
       auto d = io::DecodedDataset::decode(ds, keep_bytes, [&](std::size_t k, std::size_t n) {
         if (progress) (*progress)(k, n);
       });
-      if (!d) say(str("train: the ", what, " images take over ", keep_bytes >> 20, " MiB decoded; reading files "
-                      "every epoch instead"));
+      if (!d) {
+        say(str("train: the ", what, " images take over ", keep_bytes >> 20, " MiB decoded; reading files "
+                "every epoch instead, after one pass that decodes each (a bad one is named now, not mid-epoch)"));
+        std::optional<ProgressLine> check;
+        if (!quiet) check.emplace(str("check ", what, " images"));
+        io::DecodedDataset::check_all(ds, [&](std::size_t k, std::size_t n) {
+          if (check) (*check)(k, n);
+        });
+      }
       return d;
     };
     const auto train_mem = decoded(train_ds, "training");

@@ -455,9 +455,25 @@ TEST_CASE("DecodedDataset: every sample as the source decodes it, ids, sources a
   CHECK(d->bytes() == bytes);
   // Over the byte budget: nothing kept, the caller reads files.
   CHECK_FALSE(DecodedDataset::decode(base, bytes - 1).has_value());
-  // A broken file is named.
+  // Broken files are all named in one error, by decode and by check_all (which keeps nothing).
+  CHECK_NOTHROW(DecodedDataset::check_all(base));
   write_file_atomic(files[3].path, std::string_view("not an image"));
-  CHECK_THROWS_WITH_AS(DecodedDataset::decode(base, 1 << 20), doctest::Contains("id3"), sieve::Error);
+  write_file_atomic(files[1].path, std::string_view(""));
+  for (int pass = 0; pass < 2; ++pass) {
+    std::string what;
+    try {
+      if (pass == 0)
+        (void)DecodedDataset::decode(base, 1 << 20);
+      else
+        DecodedDataset::check_all(base);
+    } catch (const sieve::Error& e) {
+      what = e.what();
+    }
+    CHECK(what.rfind("2 of 5 images cannot be decoded:\n  sample 'id1': ", 0) == 0);
+    CHECK(what.find("im1.png: empty file") != std::string::npos);
+    CHECK(what.find("\n  sample 'id3': ") != std::string::npos);
+    CHECK(what.find("im3.png: not a JPEG or PNG file") != std::string::npos);
+  }
   fs::remove_all(dir);
 }
 

@@ -1,10 +1,12 @@
 #pragma once
 /// Errors: one exception type and SIEVE_CHECK, whose message names the operation and sizes.
 
+#include <cstddef>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace sieve {
 
@@ -27,6 +29,15 @@ std::string concat(Args&&... args) {
 template <class... Args>
 std::string str(Args&&... args) {
   return detail::concat(std::forward<Args>(args)...);
+}
+
+/// The first `max_listed` problems, one per indented line, then "... and N more": how one
+/// error lists many problems (a user fixes a file once, not N times).
+inline std::string join_problems(const std::vector<std::string>& v, std::size_t max_listed = 20) {
+  std::string out;
+  for (std::size_t i = 0; i < v.size() && i < max_listed; ++i) out += "\n  " + v[i];
+  if (v.size() > max_listed) out += str("\n  ... and ", v.size() - max_listed, " more");
+  return out;
 }
 
 /// Throw a sieve::Error built from the pieces.

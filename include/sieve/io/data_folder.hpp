@@ -347,14 +347,6 @@ inline FolderScan scan_data_folder(const std::filesystem::path& root, bool requi
 
 }  // namespace detail
 
-/// The first `max_listed` problems, one per indented line, then "... and N more": how an error
-/// lists many problems of one kind.
-inline std::string join_problems(const std::vector<std::string>& v, std::size_t max_listed = 20) {
-  std::string out;
-  for (std::size_t i = 0; i < v.size() && i < max_listed; ++i) out += "\n  " + v[i];
-  if (v.size() > max_listed) out += str("\n  ... and ", v.size() - max_listed, " more");
-  return out;
-}
 
 /// Read a data folder's structure (train.csv, train/, test/, sample_submission.csv, outside/).
 /// Requires: nothing. Ensures: every train sample has a file and a class; test ids are safe

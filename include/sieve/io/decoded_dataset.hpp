@@ -29,8 +29,8 @@ class DecodedDataset final : public Dataset {
  public:
   /// Decodes every sample of `ds` on sieve's threads, or returns nullopt as soon as the
   /// decoded pixels would pass `max_bytes` (the caller then reads files as before).
-  /// Requires: every sample decodable. Ensures: load(i) equals ds.load(i); errors name the
-  /// sample and its file, as ds.load's do.
+  /// Ensures: load(i) equals ds.load(i). Throws one sieve::Error listing every sample that
+  /// fails (its id, file and reason, as ds.load names them), not only the first.
   static std::optional<DecodedDataset> decode(const Dataset& ds, std::uint64_t max_bytes,
                                               const DecodeProgress& progress = {}) {
     DecodedDataset out;
@@ -41,22 +41,52 @@ class DecodedDataset final : public Dataset {
       out.ids_.push_back(ds.id(i)), out.sources_.push_back(ds.source(i)), out.labels_.push_back(ds.labels(i));
     std::atomic<std::uint64_t> bytes{0};
     std::atomic<bool> over{false};
+    std::vector<std::string> errors(n);  // by sample: each thread writes only its own
     // Chunks keep the progress callback on the calling thread, between parallel regions.
     const std::size_t chunk = 4096;
     for (std::size_t lo = 0; lo < n && !over; lo += chunk) {
       const std::size_t hi = std::min(n, lo + chunk);
       parallel_for(hi - lo, 64, [&](std::size_t a, std::size_t b) {
         for (std::size_t i = lo + a; i < lo + b && !over.load(std::memory_order_relaxed); ++i) {
-          ds.load(i, out.images_[i]);
+          try {
+            ds.load(i, out.images_[i]);
+          } catch (const Error& e) {
+            errors[i] = e.what();
+            out.images_[i] = Image();
+          }
           out.images_[i].pixels.shrink_to_fit();
           if (bytes.fetch_add(out.images_[i].size()) + out.images_[i].size() > max_bytes) over = true;
         }
       });
       if (progress) progress(hi, n);
     }
+    throw_problems(errors, ds.size());
     if (over) return std::nullopt;
     out.bytes_ = bytes.load();
     return out;
+  }
+
+  /// Decodes every sample of `ds` on sieve's threads, keeping nothing, and throws one
+  /// sieve::Error listing every sample that fails: the check that names each bad image before
+  /// work that would meet them one at a time, for sets too large to keep (see decode).
+  static void check_all(const Dataset& ds, const DecodeProgress& progress = {}) {
+    const std::size_t n = ds.size(), chunk = 4096;
+    std::vector<std::string> errors(n);
+    for (std::size_t lo = 0; lo < n; lo += chunk) {
+      const std::size_t hi = std::min(n, lo + chunk);
+      parallel_for(hi - lo, 16, [&](std::size_t a, std::size_t b) {
+        Image img;  // one buffer per part, reused
+        for (std::size_t i = lo + a; i < lo + b; ++i) {
+          try {
+            ds.load(i, img);
+          } catch (const Error& e) {
+            errors[i] = e.what();
+          }
+        }
+      });
+      if (progress) progress(hi, n);
+    }
+    throw_problems(errors, n);
   }
 
   std::size_t size() const override { return images_.size(); }
@@ -74,6 +104,12 @@ class DecodedDataset final : public Dataset {
 
  private:
   DecodedDataset() = default;
+  static void throw_problems(const std::vector<std::string>& errors, std::size_t n) {
+    std::vector<std::string> bad;
+    for (const auto& e : errors)
+      if (!e.empty()) bad.push_back(e);
+    if (!bad.empty()) fail(bad.size(), " of ", n, " images cannot be decoded:", join_problems(bad, 10));
+  }
   std::vector<Image> images_;
   std::vector<std::string> ids_, sources_;
   std::vector<std::vector<std::int32_t>> labels_;
