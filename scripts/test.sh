@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs dependencies, builds, and runs every test: the release build (all suites) and the
-# unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer. Ends with the line
+# Installs dependencies, builds, and runs every test: the release build (all suites), then the
+# unit tests and the CLI's tests of untrusted input and crashes (suite 'cli') again under
+# AddressSanitizer + UndefinedBehaviorSanitizer. Ends with the line
 # 'N passed, N failed, N skipped' (skipped: tests that exit 77, e.g. without mpirun or torch);
 # exits non-zero if anything failed.
 set -uo pipefail
@@ -32,7 +33,7 @@ else
   echo "release build failed"; status=1
 fi
 
-echo "== sanitizer build (ASan + UBSan), unit suite"
+echo "== sanitizer build (ASan + UBSan), unit and cli suites"
 start=$SECONDS
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -41,7 +42,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 if configure build-asan -Dbuildtype=plain "-Dcpp_args=['-O1','-g1']" -Db_sanitize=address,undefined -Db_lundef=false \
      -De2e=false -Dbenchmarks=disabled && meson compile -C build-asan -j "$jobs"; then
   echo "== sanitizer tests (built in $((SECONDS - start)) s)"
-  meson test -C build-asan --suite unit --num-processes "$jobs" --print-errorlogs || status=1
+  meson test -C build-asan --suite unit --suite cli --num-processes "$jobs" --print-errorlogs || status=1
 else
   echo "sanitizer build failed"; status=1
 fi
