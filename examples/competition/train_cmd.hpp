@@ -570,19 +570,21 @@ struct TrainCommand {
       auto d = io::DecodedDataset::decode(ds, keep_bytes, [&](std::size_t k, std::size_t n) {
         if (progress) (*progress)(k, n);
       });
-      if (!d) {
-        say(str("train: the ", what, " images take over ", keep_bytes >> 20, " MiB decoded; reading files "
-                "every epoch instead, after one pass that decodes each (a bad one is named now, not mid-epoch)"));
-        std::optional<ProgressLine> check;
-        if (!quiet) check.emplace(str("check ", what, " images"));
-        io::DecodedDataset::check_all(ds, [&](std::size_t k, std::size_t n) {
-          if (check) (*check)(k, n);
-        });
-      }
+      if (!d) say(str("train: the ", what, " images take over ", keep_bytes >> 20, " MiB decoded; reading files "
+                      "every epoch instead, after one pass that decodes each (a bad one is named now, not mid-epoch)"));
       return d;
     };
+    auto check_all = [&](const io::Dataset& ds, const char* what) {
+      std::optional<ProgressLine> progress;
+      if (!quiet) progress.emplace(str("check ", what, " images"));
+      io::DecodedDataset::check_all(ds, [&](std::size_t k, std::size_t n) {
+        if (progress) (*progress)(k, n);
+      });
+    };
     const auto train_mem = decoded(train_ds, "training");
+    if (!train_mem && !cached) check_all(train_ds, "training");
     const auto val_mem = train_mem ? decoded(val_ds, "validation") : std::nullopt;
+    if (!val_mem && !cached) check_all(val_ds, "validation");
     const io::Dataset& train_src = train_mem ? static_cast<const io::Dataset&>(*train_mem) : train_ds;
     const io::Dataset& val_src = val_mem ? static_cast<const io::Dataset&>(*val_mem) : val_ds;
     // train_ds lists the labelled images first, then the negatives.
