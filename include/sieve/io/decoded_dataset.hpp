@@ -41,26 +41,12 @@ class DecodedDataset final : public Dataset {
       out.ids_.push_back(ds.id(i)), out.sources_.push_back(ds.source(i)), out.labels_.push_back(ds.labels(i));
     std::atomic<std::uint64_t> bytes{0};
     std::atomic<bool> over{false};
-    std::vector<std::string> errors(n);  // by sample: each thread writes only its own
-    // Chunks keep the progress callback on the calling thread, between parallel regions.
-    const std::size_t chunk = 4096;
-    for (std::size_t lo = 0; lo < n && !over; lo += chunk) {
-      const std::size_t hi = std::min(n, lo + chunk);
-      parallel_for(hi - lo, 64, [&](std::size_t a, std::size_t b) {
-        for (std::size_t i = lo + a; i < lo + b && !over.load(std::memory_order_relaxed); ++i) {
-          try {
-            ds.load(i, out.images_[i]);
-          } catch (const Error& e) {
-            errors[i] = e.what();
-            out.images_[i] = Image();
-          }
-          out.images_[i].pixels.shrink_to_fit();
-          if (bytes.fetch_add(out.images_[i].size()) + out.images_[i].size() > max_bytes) over = true;
-        }
-      });
-      if (progress) progress(hi, n);
-    }
-    throw_problems(errors, ds.size());
+    for_each_sample(ds, progress, over, [&](std::size_t i, Image&) {
+      Image& im = out.images_[i];  // on a throw left as is: the error ends decode
+      ds.load(i, im);
+      im.pixels.shrink_to_fit();
+      if (bytes.fetch_add(im.size()) + im.size() > max_bytes) over = true;
+    });
     if (over) return std::nullopt;
     out.bytes_ = bytes.load();
     return out;
@@ -70,23 +56,8 @@ class DecodedDataset final : public Dataset {
   /// sieve::Error listing every sample that fails: the check that names each bad image before
   /// work that would meet them one at a time, for sets too large to keep (see decode).
   static void check_all(const Dataset& ds, const DecodeProgress& progress = {}) {
-    const std::size_t n = ds.size(), chunk = 4096;
-    std::vector<std::string> errors(n);
-    for (std::size_t lo = 0; lo < n; lo += chunk) {
-      const std::size_t hi = std::min(n, lo + chunk);
-      parallel_for(hi - lo, 16, [&](std::size_t a, std::size_t b) {
-        Image img;  // one buffer per part, reused
-        for (std::size_t i = lo + a; i < lo + b; ++i) {
-          try {
-            ds.load(i, img);
-          } catch (const Error& e) {
-            errors[i] = e.what();
-          }
-        }
-      });
-      if (progress) progress(hi, n);
-    }
-    throw_problems(errors, n);
+    const std::atomic<bool> never{false};
+    for_each_sample(ds, progress, never, [&](std::size_t i, Image& scratch) { ds.load(i, scratch); });
   }
 
   std::size_t size() const override { return images_.size(); }
@@ -104,7 +75,29 @@ class DecodedDataset final : public Dataset {
 
  private:
   DecodedDataset() = default;
-  static void throw_problems(const std::vector<std::string>& errors, std::size_t n) {
+
+  // visit(i, scratch) for every sample, in chunks on sieve's threads (`scratch`: one image
+  // buffer per parallel part), until `stop` is set; the progress callback runs on the calling
+  // thread between chunks. Each sample's sieve::Error is kept, and all are thrown as one.
+  template <class Visit>
+  static void for_each_sample(const Dataset& ds, const DecodeProgress& progress, const std::atomic<bool>& stop,
+                              Visit visit) {
+    const std::size_t n = ds.size(), chunk = 4096;
+    std::vector<std::string> errors(n);  // by sample: each thread writes only its own
+    for (std::size_t lo = 0; lo < n && !stop; lo += chunk) {
+      const std::size_t hi = std::min(n, lo + chunk);
+      parallel_for(hi - lo, 16, [&](std::size_t a, std::size_t b) {
+        Image scratch;
+        for (std::size_t i = lo + a; i < lo + b && !stop.load(std::memory_order_relaxed); ++i) {
+          try {
+            visit(i, scratch);
+          } catch (const Error& e) {
+            errors[i] = e.what();
+          }
+        }
+      });
+      if (progress) progress(hi, n);
+    }
     std::vector<std::string> bad;
     for (const auto& e : errors)
       if (!e.empty()) bad.push_back(e);

@@ -8,6 +8,8 @@
 /// Rng::for_sample(derive_seed(seed, RngPurpose::augment), e, i). So the output is
 /// bit-identical for any worker count, and starting at (e, b) equals an uninterrupted run.
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <condition_variable>
@@ -23,8 +25,6 @@
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <unistd.h>
 
 #include "sieve/core/check.hpp"
 #include "sieve/core/rng.hpp"
