@@ -441,7 +441,10 @@ struct TrainCommand {
                                         "fixes it; start a new run with --out to change it)");
       run_dir = resume;
       cfg = load_config(run_dir);
-      if (root) lock.emplace(run_dir);  // before anything reads last/ or metrics.jsonl
+      if (root) {
+        lock.emplace(run_dir);  // before anything reads last/ or metrics.jsonl
+        io::remove_stale_atomic_temps(run_dir);  // a kill mid-write left them; we are the one writer
+      }
       if (ranks > 1) {
         // An interrupted checkpoint rename is repaired by one writer before any rank reads last/.
         if (root) train::recover_slot(run_dir, "last");

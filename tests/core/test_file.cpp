@@ -37,6 +37,21 @@ TEST_CASE("atomic write then read back; errors name the file") {
   fs::remove_all(dir);
 }
 
+TEST_CASE("remove_stale_atomic_temps: only the atomic writer's leftovers go") {
+  const auto dir = std::filesystem::temp_directory_path() / ("sieve_stale_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  for (const char* n : {".metrics.jsonl.tmp.hE3vT9", ".config.json.tmp.abc123", "metrics.jsonl", ".lock", "a.tmp.abcdef"})
+    std::ofstream(dir / n) << "x";
+  std::filesystem::create_directories(dir / ".last.tmp.zzzzzz");  // a checkpoint slot: not ours to remove
+  CHECK(sieve::io::remove_stale_atomic_temps(dir) == 2);
+  CHECK_FALSE(std::filesystem::exists(dir / ".metrics.jsonl.tmp.hE3vT9"));
+  CHECK(std::filesystem::exists(dir / "metrics.jsonl"));
+  CHECK(std::filesystem::exists(dir / ".lock"));
+  CHECK(std::filesystem::exists(dir / "a.tmp.abcdef"));
+  CHECK(std::filesystem::exists(dir / ".last.tmp.zzzzzz"));
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("a FIFO where a file is expected is refused at once, not waited on") {
   const fs::path dir = fs::temp_directory_path() / ("sieve-test-fifo-" + std::to_string(::getpid()));
   fs::remove_all(dir);

@@ -106,6 +106,23 @@ inline std::vector<std::byte> read_file(const std::filesystem::path& path,
   return out;
 }
 
+/// Remove the temporary files write_file_atomic leaves in `dir` when a process is killed
+/// between its write and its rename (".NAME.tmp.XXXXXX"); returns how many. Only for a
+/// directory whose one writer is the caller (a locked run folder): another writer's temporary
+/// file would go too. Never throws.
+inline std::size_t remove_stale_atomic_temps(const std::filesystem::path& dir) noexcept {
+  std::error_code ec;
+  std::vector<std::filesystem::path> stale;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (n.size() > 12 && n[0] == '.' && n.compare(n.size() - 11, 5, ".tmp.") == 0 && it->is_regular_file(ec))
+      stale.push_back(it->path());
+  }
+  std::size_t removed = 0;
+  for (const auto& p : stale) removed += std::filesystem::remove(p, ec) ? 1 : 0;
+  return removed;
+}
+
 /// Replace `path` with `data` atomically: write a temporary file in the same directory,
 /// fsync it, rename it over `path`, fsync the directory. A crash at any moment leaves either
 /// the old file or the new one, never a mix. Throws sieve::Error naming the file.
