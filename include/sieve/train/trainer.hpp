@@ -202,7 +202,12 @@ class Trainer {
   bool resume() {
     if (o_.run_dir.empty()) return false;
     recover_slot(o_.run_dir, "last");
-    if (!std::filesystem::exists(o_.run_dir / "last")) return false;
+    if (!std::filesystem::exists(o_.run_dir / "last")) {
+      // No checkpoint: training starts again at step 0, so lines that a start killed before its
+      // first save logged would be logged twice.
+      if (std::filesystem::exists(o_.run_dir / "metrics.jsonl")) (void)truncate_metrics_log(o_.run_dir / "metrics.jsonl", 0);
+      return false;
+    }
     resume_from(o_.run_dir / "last");
     return true;
   }
